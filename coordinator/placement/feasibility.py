@@ -1,0 +1,132 @@
+"""Why a demand does not fit: one small check per dimension, each with a named reason.
+
+The same checks answer two questions. Against a worker's totals they decide
+feasibility (could it ever run here?); against its free amounts they explain
+"busy" (what is missing right now). Cheap checks come first: labels reject
+most workers in a labelled fleet and cost a dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from coordinator.placement.demand import Capacity, Demand
+from coordinator.placement.shapes import is_unique_label
+from shared.resources import MILLI
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One dimension in which a worker falls short, in words a user can act on."""
+
+    dimension: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    """Totals or free amounts of one worker, in the units of Demand."""
+
+    cap: Capacity
+    cpu: int
+    ram: int
+    devices: Sequence[int]
+    custom: Mapping[str, int]
+    labels: Mapping[str, str]
+
+    @classmethod
+    def total(cls, cap: Capacity, labels: Mapping[str, str]) -> Amounts:
+        return cls(cap, cap.cpu, cap.ram, [MILLI] * len(cap.gpu_models), dict(cap.custom), labels)
+
+
+Check = Callable[[Amounts, Demand], Rejection | None]
+
+
+def _cores(milli: int) -> str:
+    return f"{milli / MILLI:g}"
+
+
+def check_labels(a: Amounts, d: Demand) -> Rejection | None:
+    unmet = [str(s) for s in d.required if not s.matches(a.labels)]
+    return Rejection("labels", f"requires {', '.join(unmet)}") if unmet else None
+
+
+def check_labels_shared(a: Amounts, d: Demand) -> Rejection | None:
+    """Label check for a shape class: selectors on per-host labels are checked per worker."""
+    unmet = [str(s) for s in d.required if not is_unique_label(s.key) and not s.matches(a.labels)]
+    return Rejection("labels", f"requires {', '.join(unmet)}") if unmet else None
+
+
+def check_cpu(a: Amounts, d: Demand) -> Rejection | None:
+    if d.cpu > a.cpu:
+        return Rejection("cpu", f"needs {_cores(d.cpu)} cores, has {_cores(a.cpu)}")
+    return None
+
+
+def check_ram(a: Amounts, d: Demand) -> Rejection | None:
+    if d.ram > a.ram:
+        return Rejection("ram_mb", f"needs {d.ram} MB, has {a.ram} MB")
+    return None
+
+
+def check_custom(a: Amounts, d: Demand) -> Rejection | None:
+    short = [
+        f"{k} needs {_cores(v)}, has {_cores(a.custom.get(k, 0))}"
+        for k, v in d.custom
+        if v > a.custom.get(k, 0)
+    ]
+    return Rejection("resources", "; ".join(short)) if short else None
+
+
+def check_gpus(a: Amounts, d: Demand) -> Rejection | None:
+    if not d.wants_gpu:
+        return None
+    if not a.cap.gpu_models:
+        return Rejection("gpus", "no GPU devices")
+    eligible = [s for s in range(len(a.cap.gpu_models)) if a.cap.device_ok(s, d)]
+    if not eligible:
+        return _model_rejection(a.cap, d)
+    if d.gpu_share:
+        best = max(a.devices[s] for s in eligible)
+        if best < d.gpu_share:
+            return Rejection(
+                "gpus", f"needs {d.gpu_share / MILLI:g} of one device, best has {best / MILLI:g}"
+            )
+        return None
+    whole = sum(1 for s in eligible if a.devices[s] == MILLI)
+    if whole < d.gpu_whole:
+        return Rejection("gpus", f"needs {d.gpu_whole} whole devices, has {whole}")
+    return None
+
+
+def _model_rejection(cap: Capacity, d: Demand) -> Rejection:
+    have = ", ".join(f"{m} {mem} MB" for m, mem in zip(cap.gpu_models, cap.gpu_mem, strict=True))
+    if d.gpu_models and not set(cap.gpu_models) & d.gpu_models:
+        return Rejection("gpu_models", f"needs one of {sorted(d.gpu_models)}, has {have}")
+    return Rejection("gpu_mem_mb", f"needs devices with {d.gpu_mem} MB, has {have}")
+
+
+SHAPE_CHECKS: tuple[Check, ...] = (
+    check_labels_shared,
+    check_cpu,
+    check_ram,
+    check_custom,
+    check_gpus,
+)
+"""Feasibility of a shape class, cheapest and most selective first."""
+
+WORKER_CHECKS: tuple[Check, ...] = (check_labels, check_cpu, check_ram, check_custom, check_gpus)
+"""The same for one worker, per-host labels included."""
+
+
+def rejections(a: Amounts, d: Demand, checks: Sequence[Check] = WORKER_CHECKS) -> list[Rejection]:
+    """Every dimension that falls short, not only the first: users fix all at once."""
+    return [r for check in checks if (r := check(a, d)) is not None]
+
+
+def first_rejection(a: Amounts, d: Demand, checks: Sequence[Check]) -> Rejection | None:
+    for check in checks:
+        if (r := check(a, d)) is not None:
+            return r
+    return None

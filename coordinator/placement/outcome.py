@@ -1,0 +1,59 @@
+"""What a placement decision returns: a reservation, or a reason it could not be made."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Literal
+
+from coordinator.placement.feasibility import Rejection
+from shared.resources import ResourceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A reservation held on one worker until ``release(key)``."""
+
+    key: Hashable
+    worker: str
+    gpu_devices: tuple[int, ...]
+    request: ResourceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A worker that came close, and what it lacks."""
+
+    worker: str
+    missing: tuple[Rejection, ...]
+
+    def __str__(self) -> str:
+        return f"{self.worker} ({'; '.join(f'{r.dimension}: {r.detail}' for r in self.missing)})"
+
+
+@dataclass(frozen=True, slots=True)
+class CannotPlace:
+    """No reservation was made.
+
+    ``busy``: some worker could hold the request once work finishes, so it
+    should wait. ``infeasible``: no live worker could ever hold it, so waiting
+    helps only if a new worker joins. ``reasons`` counts workers per dimension
+    that fell short (Nomad's "why is this pending?"); ``nearest`` names the
+    closest workers and exactly what each one lacks.
+    """
+
+    kind: Literal["busy", "infeasible"]
+    reasons: dict[str, int]
+    nearest: tuple[Candidate, ...]
+
+    @property
+    def infeasible(self) -> bool:
+        return self.kind == "infeasible"
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{dim}: {n} workers" for dim, n in sorted(self.reasons.items()))
+        near = "; ".join(str(c) for c in self.nearest) or "no workers"
+        return f"{self.kind} ({counts or 'no workers'}); nearest: {near}"
+
+
+PlaceResult = Placement | CannotPlace

@@ -1,0 +1,136 @@
+"""Placement policies: where to look in a shape class, and how to rank what is found.
+
+A policy never scans a whole class. It names one or more walks over the
+class's free-capacity index (bisect to a starting point, move up or down),
+takes the first few members that fit from each walk, and scores only those.
+Walks are in order of preference: the first walk that yields anything wins,
+across all classes of the same preference group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from coordinator.placement.demand import Demand
+from coordinator.placement.shapes import Axis, IndexEntry, ShapeClass
+from coordinator.placement.workers import DevicePick, WorkerState
+from shared.resources import MILLI
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """Positions in one free-capacity index, in the order a policy wants them tried.
+
+    ``sign`` orients the score: +1 ranks tight fits first, -1 roomy ones.
+    """
+
+    entries: list[IndexEntry]
+    positions: range
+    sign: int
+
+
+def leftover(w: WorkerState, d: Demand, devices: DevicePick) -> float:
+    """Mean share of each dimension left free after placing ``d`` on ``w``.
+
+    Small means a tight fit (bin-pack wants it), large means room to spare
+    (spread wants it). GPU devices count twice when the demand uses them,
+    because stranded GPU shares are the costliest fragmentation.
+    """
+    cap = w.cap
+    total = 0.0
+    dims = 0
+    if cap.cpu:
+        total += (w.free_cpu - d.cpu) / cap.cpu
+        dims += 1
+    if cap.ram:
+        total += (w.free_ram - d.ram) / cap.ram
+        dims += 1
+    if cap.gpu_models:
+        used = sum(m for _, m in devices)
+        weight = 2 if devices else 1
+        total += weight * (sum(w.free_dev) - used) / (MILLI * len(cap.gpu_models))
+        dims += weight
+    return total / dims if dims else 0.0
+
+
+class Policy(Protocol):
+    name: str
+    per_walk: int
+    """How many fitting members of one walk are scored."""
+    classes: int
+    """How many shape classes (best estimate first) are walked in full."""
+
+    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
+        """Where to look in ``cls`` for a demand needing ``need`` of ``total`` on ``axis``."""
+        ...
+
+
+class BinPack:
+    """Best fit: the member with the least room left after placement.
+
+    Keeps whole machines (and whole GPUs) free for the large requests that
+    only an empty machine can take.
+    """
+
+    name = "binpack"
+    per_walk = 2
+    classes = 3
+
+    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
+        return [Walk(cls.axes[axis], cls.walk_up(axis, need), +1)]
+
+
+class Spread:
+    """Worst fit: the member with the most room left, to balance load."""
+
+    name = "spread"
+    per_walk = 2
+    classes = 3
+
+    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
+        return [Walk(cls.axes[axis], cls.walk_down(axis, cls.most_free(axis) + 1, need), -1)]
+
+
+class Hybrid:
+    """Pack until a machine is half used, then spread (Ray's default).
+
+    GPU work is always bin-packed: a half-used GPU is a fragment, not a
+    balanced load. CPU work fills a machine up to ``threshold`` of its
+    binding dimension, so tasks share few machines while load is light and
+    no machine runs hot when it is heavy.
+    """
+
+    name = "hybrid"
+    per_walk = 2
+    classes = 3
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+
+    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
+        if axis in (Axis.GPU_SHARE, Axis.GPU_WHOLE):
+            return [Walk(cls.axes[axis], cls.walk_up(axis, need), +1)]
+        pivot = need + round(total * (1 - self.threshold))
+        entries = cls.axes[axis]
+        return [
+            Walk(entries, cls.walk_up(axis, pivot), +1),
+            Walk(entries, cls.walk_down(axis, pivot, need), -1),
+        ]
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (BinPack(), Spread(), Hybrid())}
+DEFAULT_POLICY = "hybrid"
+
+
+def get_policy(policy: str | Policy | None) -> Policy:
+    if policy is None:
+        return POLICIES[DEFAULT_POLICY]
+    if not isinstance(policy, str):
+        return policy
+    try:
+        return POLICIES[policy]
+    except KeyError:
+        raise ValueError(
+            f"unknown placement policy {policy!r}; choose one of {sorted(POLICIES)}"
+        ) from None

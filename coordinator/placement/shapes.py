@@ -1,0 +1,123 @@
+"""Workers grouped by shape, each group indexed by free capacity.
+
+Nomad's lesson: identical machines answer feasibility questions identically,
+so a shape class (same totals, same devices, same non-unique labels) is
+checked once per distinct request, not once per worker. Inside a class the
+members sit in lists sorted by free capacity along a few axes, so a policy
+can bisect to "just enough" (bin-pack) or start from "most free" (spread)
+instead of scanning every member.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from coordinator.placement.demand import Capacity, Demand
+from coordinator.placement.workers import WorkerState
+
+UNIQUE_LABEL_KEYS = frozenset({"hostname"})
+UNIQUE_LABEL_PREFIX = "unique."
+
+
+def is_unique_label(key: str) -> bool:
+    """Labels that differ on every host are kept out of the shape key."""
+    return key in UNIQUE_LABEL_KEYS or key.startswith(UNIQUE_LABEL_PREFIX)
+
+
+class Axis(IntEnum):
+    CPU = 0
+    RAM = 1
+    GPU_SHARE = 2
+    GPU_WHOLE = 3
+
+
+_AXIS_KEY: tuple[Callable[[WorkerState], int], ...] = (
+    lambda w: w.free_cpu,
+    lambda w: w.usable_ram(),
+    lambda w: w.max_device_share(),
+    lambda w: w.whole_free_devices(),
+)
+
+IndexEntry = tuple[int, int, WorkerState]
+"""(free amount on the axis, worker seq, worker); seq is unique, so the worker never compares."""
+
+_ALL_AXES = tuple(Axis)
+_HOST_AXES = (Axis.CPU, Axis.RAM)
+
+ShapeKey = tuple[Capacity, tuple[tuple[str, str], ...]]
+
+
+def shape_key(worker: WorkerState) -> ShapeKey:
+    labels = tuple(sorted((k, v) for k, v in worker.labels.items() if not is_unique_label(k)))
+    return (worker.cap, labels)
+
+
+@dataclass(slots=True, eq=False)
+class ShapeClass:
+    key: ShapeKey
+    members: dict[int, WorkerState] = field(default_factory=dict)
+    axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], []))
+
+    @property
+    def cap(self) -> Capacity:
+        return self.key[0]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.key[1])
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.cap.gpu_models)
+
+    def add(self, worker: WorkerState) -> None:
+        self.members[worker.seq] = worker
+        worker.index_keys = [fn(worker) for fn in _AXIS_KEY]
+        for axis, value in zip(self.axes, worker.index_keys, strict=True):
+            insort(axis, (value, worker.seq, worker))
+
+    def remove(self, worker: WorkerState) -> None:
+        del self.members[worker.seq]
+        for axis, value in zip(self.axes, worker.index_keys, strict=True):
+            del axis[bisect_left(axis, (value, worker.seq))]
+
+    def reindex(self, worker: WorkerState, gpu: bool) -> None:
+        """Move a worker whose free capacity changed; GPU axes only when devices did."""
+        keys = worker.index_keys
+        for a in _ALL_AXES if gpu else _HOST_AXES:
+            new = _AXIS_KEY[a](worker)
+            old = keys[a]
+            if new != old:
+                axis = self.axes[a]
+                del axis[bisect_left(axis, (old, worker.seq))]
+                insort(axis, (new, worker.seq, worker))
+                keys[a] = new
+
+    def primary(self, demand: Demand) -> tuple[Axis, int, int]:
+        """The axis that binds this demand here, the amount needed on it and its total."""
+        cap = self.cap
+        if demand.gpu_whole:
+            return Axis.GPU_WHOLE, demand.gpu_whole, len(cap.gpu_models)
+        if demand.gpu_share:
+            return Axis.GPU_SHARE, demand.gpu_share, 1000
+        if cap.ram and demand.ram * max(cap.cpu, 1) > demand.cpu * cap.ram:
+            return Axis.RAM, demand.ram, cap.ram
+        return Axis.CPU, demand.cpu, cap.cpu
+
+    def most_free(self, axis: Axis) -> int:
+        entries = self.axes[axis]
+        return entries[-1][0] if entries else -1
+
+    def walk_up(self, axis: Axis, start: int) -> range:
+        """Positions in ``axes[axis]`` with free amount >= start, least free first."""
+        entries = self.axes[axis]
+        return range(bisect_left(entries, (start, -1)), len(entries))
+
+    def walk_down(self, axis: Axis, start: int, floor: int) -> range:
+        """Positions with floor <= free < start, most free first."""
+        entries = self.axes[axis]
+        stop = bisect_left(entries, (floor, -1))
+        return range(bisect_left(entries, (start, -1)) - 1, stop - 1, -1)

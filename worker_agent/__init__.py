@@ -1,0 +1,1 @@
+"""The worker agent: inventory, advertising, and execution of assigned taskiq tasks."""
