@@ -100,6 +100,8 @@ class LabelSelector(BaseModel):
             return self.key
         if self.op is Op.EQUALS:
             return f"{self.key}={self.values[0]}"
+        if self.op is Op.NOT_IN and len(self.values) == 1:
+            return f"{self.key}!={self.values[0]}"
         word = "in" if self.op is Op.IN else "notin"
         return f"{self.key} {word} ({', '.join(self.values)})"
 

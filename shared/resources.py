@@ -173,6 +173,19 @@ class ResourceRequest(BaseModel):
     def wants_gpu(self) -> bool:
         return self.gpus > 0
 
+    def describe(self) -> str:
+        """Short human form for tables and logs, e.g. ``2 cpu, 4096 MB, 1 gpu [A100|H100]``."""
+        parts = [f"{self.cpu:g} cpu"]
+        if self.ram_mb:
+            parts.append(f"{self.ram_mb} MB")
+        if self.gpus:
+            models = f" [{'|'.join(self.gpu_models)}]" if self.gpu_models else ""
+            parts.append(f"{self.gpus:g} gpu{models}")
+        parts += [f"{k}={v:g}" for k, v in sorted(self.resources.items())]
+        parts += [str(s) for s in self.required]
+        parts += [f"~{p.selector}:{p.weight}" for p in self.preferred]
+        return ", ".join(parts)
+
     def merged(self, **changes: Any) -> ResourceRequest:
         """A copy with some fields replaced, re-validated (stacked decorators use it)."""
         return ResourceRequest.model_validate({**self.model_dump(), **changes})

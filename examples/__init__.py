@@ -1,0 +1,1 @@
+"""Runnable versions of the documented scenarios."""
