@@ -31,7 +31,7 @@ from coordinator.placement.feasibility import (
     rejections,
 )
 from coordinator.placement.outcome import Candidate, CannotPlace, Placement, PlaceResult
-from coordinator.placement.policies import Policy, Walk, get_policy, leftover
+from coordinator.placement.policies import Policy, Scale, Walk, get_policy, leftover
 from coordinator.placement.shapes import Axis, ShapeClass, ShapeKey, is_unique_label, shape_key
 from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import DevicePick, WorkerState
@@ -52,6 +52,7 @@ class _Plan:
     groups: list[list[_Entry]]
     per_host: tuple[Any, ...]
     infeasible: CannotPlace | None
+    scale: Scale
 
 
 @dataclass(slots=True)
@@ -246,7 +247,13 @@ class ResourceAwareWorkerPool:
         groups = [ranked[k] for k in sorted(ranked)]
         per_host = tuple(s for s in demand.required if is_unique_label(s.key))
         infeasible = None if groups else _infeasible(rejected)
-        return _Plan(self._version, demand, groups, per_host, infeasible)
+        caps = [cls.cap for cls in self._classes.values()]
+        scale = Scale(
+            cpu=max((c.cpu for c in caps), default=0),
+            ram=max((c.ram for c in caps), default=0),
+            gpus=max((len(c.gpu_models) for c in caps), default=0),
+        )
+        return _Plan(self._version, demand, groups, per_host, infeasible, scale)
 
     def _choose(self, plan: _Plan, policy: Policy) -> _Best | None:
         """Best candidate of the first preference group that has one.
@@ -263,7 +270,7 @@ class ResourceAwareWorkerPool:
                 for n, (cls, axis, need, total) in enumerate(group)
                 if cls.most_free(axis) >= need
                 for walks in (policy.walks(cls, axis, need, total),)
-                if (est := _estimate(walks, need, total)) is not None
+                if (est := _estimate(walks, need, plan.scale.axis(axis))) is not None
             )
             best: _Best | None = None
             found = 0
@@ -293,7 +300,11 @@ class ResourceAwareWorkerPool:
                 devices = worker.fit(demand)
                 if devices is None:
                     continue
-                rank = (segment, walk.sign * leftover(worker, demand, devices), worker.seq)
+                rank = (
+                    segment,
+                    walk.sign * leftover(worker, demand, devices, plan.scale),
+                    worker.seq,
+                )
                 if best is None or rank < best.rank:
                     best = _Best(rank, worker, cls, devices)
                 found += 1
@@ -322,12 +333,12 @@ class ResourceAwareWorkerPool:
         return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
 
 
-def _estimate(walks: list[Walk], need: int, total: int) -> tuple[int, float] | None:
+def _estimate(walks: list[Walk], need: int, scale: int) -> tuple[int, float] | None:
     """Rank of the first member on the binding axis alone, or None if no walk has any."""
     for segment, walk in enumerate(walks):
         if walk.positions:
             free = walk.entries[walk.positions[0]][0]
-            return (segment, walk.sign * (free - need) / (total or 1))
+            return (segment, walk.sign * (free - need) / scale)
     return None
 
 

@@ -60,7 +60,7 @@ def check_labels_shared(a: Amounts, d: Demand) -> Rejection | None:
 
 def check_cpu(a: Amounts, d: Demand) -> Rejection | None:
     if d.cpu > a.cpu:
-        return Rejection("cpu", f"needs {_cores(d.cpu)} cores, has {_cores(a.cpu)}")
+        return Rejection("cpu", f"needs {_cores(d.cpu)} cpu, has {_cores(a.cpu)}")
     return None
 
 
