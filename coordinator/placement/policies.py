@@ -10,7 +10,7 @@ across all classes of the same preference group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from coordinator.placement.demand import Demand
 from coordinator.placement.shapes import Axis, IndexEntry, ShapeClass
@@ -18,8 +18,7 @@ from coordinator.placement.workers import DevicePick, WorkerState
 from shared.resources import MILLI
 
 
-@dataclass(frozen=True, slots=True)
-class Walk:
+class Walk(NamedTuple):
     """Positions in one free-capacity index, in the order a policy wants them tried.
 
     ``sign`` orients the score: +1 ranks tight fits first, -1 roomy ones.

@@ -60,6 +60,10 @@ class ShapeClass:
     key: ShapeKey
     members: dict[int, WorkerState] = field(default_factory=dict)
     axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], []))
+    has_gpu: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.has_gpu = bool(self.key[0].gpu_models)
 
     @property
     def cap(self) -> Capacity:
@@ -68,10 +72,6 @@ class ShapeClass:
     @property
     def labels(self) -> dict[str, str]:
         return dict(self.key[1])
-
-    @property
-    def has_gpu(self) -> bool:
-        return bool(self.cap.gpu_models)
 
     def add(self, worker: WorkerState) -> None:
         self.members[worker.seq] = worker
