@@ -35,14 +35,15 @@ from coordinator.placement.policies import Policy, Scale, Walk, get_policy, left
 from coordinator.placement.shapes import Axis, ShapeClass, ShapeKey, is_unique_label, shape_key
 from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import DevicePick, WorkerState
+from shared.labels import LabelSelector, Op, PreferredLabel
 from shared.resources import ResourceRequest, WorkerSpec
 
 NEAREST = 3
 _PLAN_CACHE_LIMIT = 4096
 
 
-_Entry = tuple[ShapeClass, Axis, int, int]
-"""A feasible class with its binding axis, the amount needed on it and its total."""
+_Entry = tuple[ShapeClass, Axis, int, int, int]
+"""A feasible class, its binding axis, the amount needed on it, its total, its preferred weight."""
 
 
 @dataclass(slots=True)
@@ -50,14 +51,15 @@ class _Plan:
     version: int
     demand: Demand
     groups: list[list[_Entry]]
-    per_host: tuple[Any, ...]
-    infeasible: CannotPlace | None
+    per_host: tuple[LabelSelector, ...]
+    host_prefs: tuple[PreferredLabel, ...]
+    rejected: list[tuple[ShapeClass, list[Rejection]]]
     scale: Scale
 
 
 @dataclass(slots=True)
 class _Best:
-    rank: tuple[int, float, int]
+    rank: tuple[int, int, float, int]
     worker: WorkerState
     cls: ShapeClass
     devices: DevicePick
@@ -80,6 +82,8 @@ class ResourceAwareWorkerPool:
         self.policy = get_policy(policy)
         self._workers: dict[str, WorkerState] = {}
         self._classes: dict[ShapeKey, ShapeClass] = {}
+        self._class_of: dict[str, ShapeClass] = {}
+        self._hosts: dict[tuple[str, str], set[str]] = {}
         self._held: dict[Hashable, Placement] = {}
         self._plans: dict[str, _Plan] = {}
         self._version = 0
@@ -100,7 +104,7 @@ class ResourceAwareWorkerPool:
             raise ValueError(f"worker {spec.name!r} is already in the pool; use update_worker")
         worker = WorkerState.create(spec, seq)
         self._workers[spec.name] = worker
-        self._class_for(worker).add(worker)
+        self._attach(worker)
         return spec.name
 
     def update_worker(self, spec: WorkerSpec | Mapping[str, Any]) -> list[Placement]:
@@ -119,13 +123,15 @@ class ResourceAwareWorkerPool:
         self._workers[spec.name] = worker
         evicted: list[Placement] = []
         for key, placement in kept.items():
-            hold = old.held[key]
-            if any(slot >= len(worker.free_dev) for slot, _ in hold.devices):
+            demand = Demand.of(placement.request)
+            devices = _same_devices(old, worker, old.held[key].devices, demand)
+            if devices is None:
                 del self._held[key]
                 evicted.append(placement)
             else:
-                worker.take(key, Demand.of(placement.request), hold.devices)
-        self._class_for(worker).add(worker)
+                worker.take(key, demand, devices)
+        worker.live_ram = old.live_ram
+        self._attach(worker)
         return evicted
 
     def remove_worker(self, name: str) -> list[Placement]:
@@ -138,7 +144,7 @@ class ResourceAwareWorkerPool:
         """Record a host's real free memory; nothing is placed beyond it."""
         worker = self._workers[name]
         worker.live_ram = available_ram_mb
-        self._classes[shape_key(worker)].reindex(worker, gpu=False)
+        self._class_of[name].reindex(worker, gpu=False)
 
     # -- decisions --------------------------------------------------------
 
@@ -157,12 +163,14 @@ class ResourceAwareWorkerPool:
         """
         if key is None:
             key = next(self._keys)
+            while key in self._held:
+                key = next(self._keys)
         elif key in self._held:
             raise ValueError(f"reservation {key!r} is already held")
-        plan = self._plan(request)
-        if plan.infeasible is not None:
-            return plan.infeasible
         chosen = get_policy(policy or request.policy) if policy or request.policy else self.policy
+        plan = self._plan(request)
+        if not plan.groups:
+            return _infeasible(plan.rejected)
         best = self._choose(plan, chosen)
         if best is None:
             return self._busy(plan)
@@ -178,7 +186,7 @@ class ResourceAwareWorkerPool:
         placement = self._held.pop(key)
         worker = self._workers[placement.worker]
         hold = worker.give_back(key)
-        self._classes[shape_key(worker)].reindex(worker, gpu=bool(hold.devices))
+        self._class_of[worker.name].reindex(worker, gpu=bool(hold.devices))
         return placement
 
     # -- queries ----------------------------------------------------------
@@ -207,21 +215,37 @@ class ResourceAwareWorkerPool:
 
     # -- internals --------------------------------------------------------
 
-    def _class_for(self, worker: WorkerState) -> ShapeClass:
+    def _attach(self, worker: WorkerState) -> None:
         skey = shape_key(worker)
         cls = self._classes.get(skey)
         if cls is None:
             cls = self._classes[skey] = ShapeClass(skey)
             self._version += 1
-        return cls
+        cls.add(worker)
+        self._class_of[worker.name] = cls
+        for label in worker.labels.items():
+            if is_unique_label(label[0]):
+                self._hosts.setdefault(label, set()).add(worker.name)
 
     def _detach(self, worker: WorkerState) -> None:
-        skey = shape_key(worker)
-        cls = self._classes[skey]
+        cls = self._class_of.pop(worker.name)
         cls.remove(worker)
         if not cls.members:
-            del self._classes[skey]
+            del self._classes[cls.key]
             self._version += 1
+        for label in worker.labels.items():
+            names = self._hosts.get(label)
+            if names is not None:
+                names.discard(worker.name)
+                if not names:
+                    del self._hosts[label]
+
+    def _named_hosts(self, plan: _Plan) -> list[str] | None:
+        """Workers named by an equals/in selector on a per-host label, or None if none is."""
+        for sel in plan.per_host:
+            if sel.op in (Op.EQUALS, Op.IN):
+                return sorted({n for v in sel.values for n in self._hosts.get((sel.key, v), ())})
+        return None
 
     def _plan(self, request: ResourceRequest) -> _Plan:
         plan = self._plans.get(request.key)
@@ -234,6 +258,8 @@ class ResourceAwareWorkerPool:
         return plan
 
     def _make_plan(self, demand: Demand) -> _Plan:
+        per_host = tuple(s for s in demand.required if is_unique_label(s.key))
+        host_prefs = tuple(p for p in demand.preferred if is_unique_label(p.selector.key))
         ranked: dict[tuple[int, int], list[_Entry]] = {}
         rejected: list[tuple[ShapeClass, list[Rejection]]] = []
         for cls in self._classes.values():
@@ -243,17 +269,17 @@ class ResourceAwareWorkerPool:
                 continue
             tier = 1 if cls.has_gpu and not demand.wants_gpu else 0
             weight = sum(p.weight for p in demand.preferred if p.selector.matches(cls.labels))
-            ranked.setdefault((tier, -weight), []).append((cls, *cls.primary(demand)))
+            # Preferences on per-host labels can outweigh any class: one group per tier then.
+            group = (tier, 0 if host_prefs else -weight)
+            ranked.setdefault(group, []).append((cls, *cls.primary(demand), weight))
         groups = [ranked[k] for k in sorted(ranked)]
-        per_host = tuple(s for s in demand.required if is_unique_label(s.key))
-        infeasible = None if groups else _infeasible(rejected)
         caps = [cls.cap for cls in self._classes.values()]
         scale = Scale(
             cpu=max((c.cpu for c in caps), default=0),
             ram=max((c.ram for c in caps), default=0),
             gpus=max((len(c.gpu_models) for c in caps), default=0),
         )
-        return _Plan(self._version, demand, groups, per_host, infeasible, scale)
+        return _Plan(self._version, demand, groups, per_host, host_prefs, rejected, scale)
 
     def _choose(self, plan: _Plan, policy: Policy) -> _Best | None:
         """Best candidate of the first preference group that has one.
@@ -262,33 +288,61 @@ class ResourceAwareWorkerPool:
         well the first member on each class's binding axis would score) and
         only the ``policy.classes`` most promising classes that can take the
         demand are walked in full, so the cost grows with the number of
-        shapes only by one bisect each.
+        shapes only by one bisect each. Preferences on per-host labels need
+        every fitting member weighed, so they take the slow, exhaustive path.
         """
+        named = self._named_hosts(plan)
+        if named is not None:
+            return self._choose_named(plan, named)
+        exhaustive = bool(plan.host_prefs)
+        classes = len(self._classes) if exhaustive else policy.classes
+        per_walk = len(self._workers) if exhaustive else policy.per_walk
         for group in plan.groups:
             scouted = sorted(
-                (est, n, cls, walks)
-                for n, (cls, axis, need, total) in enumerate(group)
+                (est, n, cls, walks, weight)
+                for n, (cls, axis, need, total, weight) in enumerate(group)
                 if cls.most_free(axis) >= need
                 for walks in (policy.walks(cls, axis, need, total),)
                 if (est := _estimate(walks, need, plan.scale.axis(axis))) is not None
             )
             best: _Best | None = None
             found = 0
-            for _, _, cls, walks in scouted:
-                candidate = self._walk_class(cls, walks, plan, policy.per_walk)
+            for _, _, cls, walks, weight in scouted:
+                candidate = self._walk_class(cls, walks, plan, per_walk, weight)
                 if candidate is not None:
                     best = _better(best, candidate)
                     found += 1
-                    if found >= policy.classes:
+                    if found >= classes:
                         break
             if best is not None:
                 return best
         return None
 
+    def _choose_named(self, plan: _Plan, names: list[str]) -> _Best | None:
+        """Requests that name their hosts skip the index: weigh those few hosts directly."""
+        entries = {
+            id(entry[0]): (g, entry) for g, group in enumerate(plan.groups) for entry in group
+        }
+        best: _Best | None = None
+        for name in names:
+            worker = self._workers[name]
+            cls = self._class_of[name]
+            found = entries.get(id(cls))
+            if found is None or not all(s.matches(worker.labels) for s in plan.per_host):
+                continue
+            devices = worker.fit(plan.demand)
+            if devices is None:
+                continue
+            group, entry = found
+            weight = entry[4] + _host_weight(plan, worker)
+            score = leftover(worker, plan.demand, devices, plan.scale)
+            best = _better(best, _Best((group, -weight, score, worker.seq), worker, cls, devices))
+        return best
+
     def _walk_class(
-        self, cls: ShapeClass, walks: list[Walk], plan: _Plan, limit: int
+        self, cls: ShapeClass, walks: list[Walk], plan: _Plan, limit: int, weight: int
     ) -> _Best | None:
-        demand, per_host = plan.demand, plan.per_host
+        demand, per_host, host_prefs = plan.demand, plan.per_host, plan.host_prefs
         for segment, walk in enumerate(walks):
             best: _Best | None = None
             found = 0
@@ -300,7 +354,9 @@ class ResourceAwareWorkerPool:
                 devices = worker.fit(demand)
                 if devices is None:
                     continue
+                extra = _host_weight(plan, worker) if host_prefs else 0
                 rank = (
+                    -weight - extra,
                     segment,
                     walk.sign * leftover(worker, demand, devices, plan.scale),
                     worker.seq,
@@ -314,21 +370,36 @@ class ResourceAwareWorkerPool:
                 return best
         return None
 
+    def _hosts_exist(self, plan: _Plan) -> bool:
+        """Whether any worker of a feasible class passes the per-host selectors."""
+        named = self._named_hosts(plan)
+        if named is not None:
+            workers: Iterable[WorkerState] = (self._workers[n] for n in named)
+        else:
+            workers = itertools.chain.from_iterable(
+                entry[0].members.values() for entry in itertools.chain.from_iterable(plan.groups)
+            )
+        feasible = {id(entry[0]) for entry in itertools.chain.from_iterable(plan.groups)}
+        return any(
+            id(self._class_of[w.name]) in feasible
+            and all(s.matches(w.labels) for s in plan.per_host)
+            for w in workers
+        )
+
     def _busy(self, plan: _Plan) -> CannotPlace:
         """Explain a wait from the members most likely to free up first."""
         demand = plan.demand
         seen: list[Candidate] = []
-        for cls, axis, _, _ in itertools.chain.from_iterable(plan.groups):
+        for cls, axis, *_ in itertools.chain.from_iterable(plan.groups):
             for _, _, worker in reversed(cls.axes[axis][-NEAREST:]):
                 missing = rejections(_free_amounts(worker), demand, WORKER_CHECKS)
                 seen.append(Candidate(worker.name, tuple(missing)))
-        if plan.per_host and not any(
-            all(s.matches(w.labels) for s in plan.per_host)
-            for entry in itertools.chain.from_iterable(plan.groups)
-            for w in entry[0].members.values()
-        ):
+        if plan.per_host and not self._hosts_exist(plan):
             return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen[:NEAREST]))
-        counts = Counter(r.dimension for c in seen for r in c.missing)
+        counts = _short_counts(plan)
+        # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
+        sampled = Counter(r.dimension for c in seen for r in c.missing)
+        counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
         seen.sort(key=lambda c: len(c.missing))
         return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
 
@@ -340,6 +411,49 @@ def _estimate(walks: list[Walk], need: int, scale: int) -> tuple[int, float] | N
             free = walk.entries[walk.positions[0]][0]
             return (segment, walk.sign * (free - need) / scale)
     return None
+
+
+def _short_counts(plan: _Plan) -> dict[str, int]:
+    """Per dimension, how many workers of the feasible classes lack it now.
+
+    Read off the free-capacity indexes by bisection, so a busy answer costs
+    O(classes * log members); custom resources are not indexed and are counted
+    member by member only when the request names some.
+    """
+    d = plan.demand
+    counts: Counter[str] = Counter()
+    for cls, *_ in itertools.chain.from_iterable(plan.groups):
+        counts["cpu"] += cls.short_on(Axis.CPU, d.cpu)
+        counts["ram_mb"] += cls.short_on(Axis.RAM, d.ram)
+        if d.gpu_share:
+            counts["gpus"] += cls.short_on(Axis.GPU_SHARE, d.gpu_share)
+        elif d.gpu_whole:
+            counts["gpus"] += cls.short_on(Axis.GPU_WHOLE, d.gpu_whole)
+        if d.custom:
+            counts["resources"] += sum(
+                1
+                for w in cls.members.values()
+                if any(w.free_custom.get(k, 0) < v for k, v in d.custom)
+            )
+    return {dim: n for dim, n in counts.items() if n}
+
+
+def _same_devices(
+    old: WorkerState, new: WorkerState, devices: DevicePick, demand: Demand
+) -> DevicePick | None:
+    """The same advertised devices on the updated worker, if all are still there and qualify."""
+    slot_of = {index: slot for slot, index in enumerate(new.cap.gpu_index)}
+    moved = []
+    for slot, milli in devices:
+        new_slot = slot_of.get(old.cap.gpu_index[slot])
+        if new_slot is None or not new.cap.device_ok(new_slot, demand):
+            return None
+        moved.append((new_slot, milli))
+    return tuple(moved)
+
+
+def _host_weight(plan: _Plan, worker: WorkerState) -> int:
+    return sum(p.weight for p in plan.host_prefs if p.selector.matches(worker.labels))
 
 
 def _better(a: _Best | None, b: _Best | None) -> _Best | None:
@@ -362,13 +476,14 @@ def _free_amounts(worker: WorkerState) -> Amounts:
 
 
 def _infeasible(rejected: list[tuple[ShapeClass, list[Rejection]]]) -> CannotPlace:
+    """Built per answer from the cached class verdicts, so counts and names are current."""
     counts: Counter[str] = Counter()
     for cls, missing in rejected:
         for r in missing:
             counts[r.dimension] += len(cls.members)
-    rejected.sort(key=lambda item: (len(item[1]), min(item[0].members)))
+    closest = sorted(rejected, key=lambda item: (len(item[1]), min(item[0].members)))
     nearest = tuple(
         Candidate(cls.members[min(cls.members)].name, tuple(missing))
-        for cls, missing in rejected[:NEAREST]
+        for cls, missing in closest[:NEAREST]
     )
     return CannotPlace("infeasible", dict(counts), nearest)

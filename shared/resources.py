@@ -104,6 +104,12 @@ class WorkerSpec(BaseModel):
 
     _custom = field_validator("resources")(_check_custom)
 
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_precision(cls, cpu: float) -> float:
+        to_milli(cpu, "cpu")
+        return cpu
+
     @field_validator("gpus")
     @classmethod
     def _unique_indexes(cls, gpus: tuple[GPUDevice, ...]) -> tuple[GPUDevice, ...]:

@@ -37,9 +37,10 @@ class CannotPlace:
 
     ``busy``: some worker could hold the request once work finishes, so it
     should wait. ``infeasible``: no live worker could ever hold it, so waiting
-    helps only if a new worker joins. ``reasons`` counts workers per dimension
-    that fell short (Nomad's "why is this pending?"); ``nearest`` names the
-    closest workers and exactly what each one lacks.
+    helps only if a new worker joins. ``reasons`` counts, per dimension, the
+    workers that fall short (for busy: of the workers that could hold it once
+    free; Nomad's "why is this pending?"); ``nearest`` names the closest
+    workers and exactly what each one lacks.
     """
 
     kind: Literal["busy", "infeasible"]

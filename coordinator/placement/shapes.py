@@ -107,6 +107,10 @@ class ShapeClass:
             return Axis.RAM, demand.ram, cap.ram
         return Axis.CPU, demand.cpu, cap.cpu
 
+    def short_on(self, axis: Axis, need: int) -> int:
+        """How many members have less than ``need`` free on ``axis``."""
+        return bisect_left(self.axes[axis], (need, -1)) if need else 0
+
     def most_free(self, axis: Axis) -> int:
         entries = self.axes[axis]
         return entries[-1][0] if entries else -1

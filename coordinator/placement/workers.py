@@ -113,6 +113,8 @@ class WorkerState:
         hold = self.held.pop(key)
         self.free_cpu += hold.cpu
         self.free_ram += hold.ram
+        if self.live_ram is not None:
+            self.live_ram += hold.ram
         for slot, milli in hold.devices:
             self.free_dev[slot] += milli
         for name, amount in hold.custom:
