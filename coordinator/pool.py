@@ -32,7 +32,14 @@ from coordinator.placement.feasibility import (
 )
 from coordinator.placement.outcome import Candidate, CannotPlace, Placement, PlaceResult
 from coordinator.placement.policies import Policy, Scale, Walk, get_policy, leftover
-from coordinator.placement.shapes import Axis, ShapeClass, ShapeKey, is_unique_label, shape_key
+from coordinator.placement.shapes import (
+    Axis,
+    Binding,
+    ShapeClass,
+    ShapeKey,
+    is_unique_label,
+    shape_key,
+)
 from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import DevicePick, WorkerState
 from shared.labels import LabelSelector, Op, PreferredLabel
@@ -42,8 +49,8 @@ NEAREST = 3
 _PLAN_CACHE_LIMIT = 4096
 
 
-_Entry = tuple[ShapeClass, Axis, int, int, int]
-"""A feasible class, its binding axis, the amount needed on it, its total, its preferred weight."""
+_Entry = tuple[ShapeClass, int]
+"""A feasible class and the weight of the preferred labels it matches."""
 
 
 @dataclass(slots=True)
@@ -57,12 +64,24 @@ class _Plan:
     scale: Scale
 
 
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    classes: int
+    per_walk: int
+    visits: int
+    """Members looked at per class before moving on (a busy answer looks at all)."""
+
+
 @dataclass(slots=True)
 class _Best:
     rank: tuple[int, int, float, int]
     worker: WorkerState
     cls: ShapeClass
     devices: DevicePick
+
+
+_Scouted = tuple[tuple[int, float], int, ShapeClass, list[Walk], int]
+_Scan = tuple[_Best | None, bool]
 
 
 class ResourceAwareWorkerPool:
@@ -271,7 +290,7 @@ class ResourceAwareWorkerPool:
             weight = sum(p.weight for p in demand.preferred if p.selector.matches(cls.labels))
             # Preferences on per-host labels can outweigh any class: one group per tier then.
             group = (tier, 0 if host_prefs else -weight)
-            ranked.setdefault(group, []).append((cls, *cls.primary(demand), weight))
+            ranked.setdefault(group, []).append((cls, weight))
         groups = [ranked[k] for k in sorted(ranked)]
         caps = [cls.cap for cls in self._classes.values()]
         scale = Scale(
@@ -295,28 +314,41 @@ class ResourceAwareWorkerPool:
         if named is not None:
             return self._choose_named(plan, named)
         exhaustive = bool(plan.host_prefs)
-        classes = len(self._classes) if exhaustive else policy.classes
-        per_walk = len(self._workers) if exhaustive else policy.per_walk
+        limits = _Limits(
+            classes=len(self._classes) if exhaustive else policy.classes,
+            per_walk=len(self._workers) if exhaustive else policy.per_walk,
+            visits=len(self._workers) if exhaustive else policy.visits,
+        )
         for group in plan.groups:
             scouted = sorted(
                 (est, n, cls, walks, weight)
-                for n, (cls, axis, need, total, weight) in enumerate(group)
-                if cls.most_free(axis) >= need
-                for walks in (policy.walks(cls, axis, need, total),)
-                if (est := _estimate(walks, need, plan.scale.axis(axis))) is not None
+                for n, (cls, weight) in enumerate(group)
+                if (b := cls.binding(plan.demand)) is not None
+                for walks in (_walks(policy, cls, b),)
+                if (est := _estimate(walks, b.need, plan.scale.axis(b.axis))) is not None
             )
-            best: _Best | None = None
-            found = 0
-            for _, _, cls, walks, weight in scouted:
-                candidate = self._walk_class(cls, walks, plan, per_walk, weight)
-                if candidate is not None:
-                    best = _better(best, candidate)
-                    found += 1
-                    if found >= classes:
-                        break
+            best, truncated = self._scan_group(scouted, plan, limits)
+            if best is None and truncated:
+                # Nothing within the visit budget: look at every member before saying busy.
+                unbounded = _Limits(limits.classes, limits.per_walk, len(self._workers))
+                best, _ = self._scan_group(scouted, plan, unbounded)
             if best is not None:
                 return best
         return None
+
+    def _scan_group(self, scouted: list[_Scouted], plan: _Plan, limits: _Limits) -> _Scan:
+        best: _Best | None = None
+        found = 0
+        truncated = False
+        for _, _, cls, walks, weight in scouted:
+            candidate, cut = self._walk_class(cls, walks, plan, limits, weight)
+            truncated = truncated or cut
+            if candidate is not None:
+                best = _better(best, candidate)
+                found += 1
+                if found >= limits.classes:
+                    break
+        return best, truncated
 
     def _choose_named(self, plan: _Plan, names: list[str]) -> _Best | None:
         """Requests that name their hosts skip the index: weigh those few hosts directly."""
@@ -334,20 +366,25 @@ class ResourceAwareWorkerPool:
             if devices is None:
                 continue
             group, entry = found
-            weight = entry[4] + _host_weight(plan, worker)
+            weight = entry[1] + _host_weight(plan, worker)
             score = leftover(worker, plan.demand, devices, plan.scale)
             best = _better(best, _Best((group, -weight, score, worker.seq), worker, cls, devices))
         return best
 
     def _walk_class(
-        self, cls: ShapeClass, walks: list[Walk], plan: _Plan, limit: int, weight: int
-    ) -> _Best | None:
+        self, cls: ShapeClass, walks: list[Walk], plan: _Plan, limits: _Limits, weight: int
+    ) -> _Scan:
+        """The best of the first few fitting members; True if the visit budget ran out."""
         demand, per_host, host_prefs = plan.demand, plan.per_host, plan.host_prefs
+        visits = limits.visits
         for segment, walk in enumerate(walks):
             best: _Best | None = None
             found = 0
             entries = walk.entries
             for i in walk.positions:
+                visits -= 1
+                if visits < 0:
+                    return best, True
                 worker = entries[i][2]
                 if per_host and not all(s.matches(worker.labels) for s in per_host):
                     continue
@@ -364,11 +401,11 @@ class ResourceAwareWorkerPool:
                 if best is None or rank < best.rank:
                     best = _Best(rank, worker, cls, devices)
                 found += 1
-                if found >= limit:
+                if found >= limits.per_walk:
                     break
             if best is not None:
-                return best
-        return None
+                return best, False
+        return None, False
 
     def _hosts_exist(self, plan: _Plan) -> bool:
         """Whether any worker of a feasible class passes the per-host selectors."""
@@ -387,21 +424,39 @@ class ResourceAwareWorkerPool:
         )
 
     def _busy(self, plan: _Plan) -> CannotPlace:
-        """Explain a wait from the members most likely to free up first."""
+        """Explain a wait by the workers closest to taking the request.
+
+        Those are the hosts a request names, else the roomiest member (on the
+        binding axis) of the classes with the most room; only they get the
+        detailed, per-dimension text.
+        """
         demand = plan.demand
-        seen: list[Candidate] = []
-        for cls, axis, *_ in itertools.chain.from_iterable(plan.groups):
-            for _, _, worker in reversed(cls.axes[axis][-NEAREST:]):
-                missing = rejections(_free_amounts(worker), demand, WORKER_CHECKS)
-                seen.append(Candidate(worker.name, tuple(missing)))
+        named = self._named_hosts(plan)
+        if named is not None:
+            closest = [self._workers[n] for n in named[:NEAREST]]
+        else:
+            closest = _roomiest(plan)
+        seen = [
+            Candidate(w.name, tuple(rejections(_free_amounts(w), demand, WORKER_CHECKS)))
+            for w in closest
+        ]
         if plan.per_host and not self._hosts_exist(plan):
-            return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen[:NEAREST]))
+            return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen))
         counts = _short_counts(plan)
         # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
         sampled = Counter(r.dimension for c in seen for r in c.missing)
         counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
         seen.sort(key=lambda c: len(c.missing))
         return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
+
+
+def _walks(policy: Policy, cls: ShapeClass, b: Binding) -> list[Walk]:
+    """The policy's walks over sure fits, then, last, the members that only may fit."""
+    walks = policy.walks(cls, b)
+    if b.floor is not None and b.floor < b.need:
+        maybe = cls.walk_down(b.axis, b.need, b.floor)
+        walks.append(Walk(cls.axes[b.axis], maybe, walks[0].sign))
+    return walks
 
 
 def _estimate(walks: list[Walk], need: int, scale: int) -> tuple[int, float] | None:
@@ -411,6 +466,17 @@ def _estimate(walks: list[Walk], need: int, scale: int) -> tuple[int, float] | N
             free = walk.entries[walk.positions[0]][0]
             return (segment, walk.sign * (free - need) / scale)
     return None
+
+
+def _roomiest(plan: _Plan) -> list[WorkerState]:
+    """The few members of feasible classes with the most room on their binding axis."""
+    tops = []
+    for cls, _ in itertools.chain.from_iterable(plan.groups):
+        axis, need, _ = cls.primary(plan.demand)
+        for free, seq, worker in cls.axes[axis][-NEAREST:]:
+            tops.append(((free - need) / plan.scale.axis(axis), -seq, worker))
+    tops.sort(key=lambda t: t[:2], reverse=True)
+    return [worker for _, _, worker in tops[:NEAREST]]
 
 
 def _short_counts(plan: _Plan) -> dict[str, int]:

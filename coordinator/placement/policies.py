@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from coordinator.placement.demand import Demand
-from coordinator.placement.shapes import Axis, IndexEntry, ShapeClass
+from coordinator.placement.shapes import Axis, Binding, IndexEntry, ShapeClass
 from coordinator.placement.workers import DevicePick, WorkerState
 from shared.resources import MILLI
 
@@ -38,7 +38,7 @@ class Scale:
     gpus: int
 
     def axis(self, axis: Axis) -> int:
-        return (self.cpu, self.ram, MILLI, self.gpus)[axis] or 1
+        return (self.cpu, self.ram, MILLI, self.gpus, MILLI)[axis] or 1
 
 
 WEIGHTS = {"cpu": 1.0, "ram": 0.5, "gpu": 2.0}
@@ -68,10 +68,12 @@ class Policy(Protocol):
     per_walk: int
     """How many fitting members of one walk are scored."""
     classes: int
-    """How many shape classes (best estimate first) are walked in full."""
+    """How many shape classes (best estimate first) are walked for candidates."""
+    visits: int
+    """How many members of one class are looked at before moving on to the next class."""
 
-    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
-        """Where to look in ``cls`` for a demand needing ``need`` of ``total`` on ``axis``."""
+    def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
+        """Where to look in ``cls`` among the members from ``b.need`` up on ``b.axis``."""
         ...
 
 
@@ -85,9 +87,10 @@ class BinPack:
     name = "binpack"
     per_walk = 2
     classes = 3
+    visits = 32
 
-    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
-        return [Walk(cls.axes[axis], cls.walk_up(axis, need), +1)]
+    def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
+        return [Walk(cls.axes[b.axis], cls.walk_up(b.axis, b.need), +1)]
 
 
 class Spread:
@@ -96,9 +99,11 @@ class Spread:
     name = "spread"
     per_walk = 2
     classes = 3
+    visits = 32
 
-    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
-        return [Walk(cls.axes[axis], cls.walk_down(axis, cls.most_free(axis) + 1, need), -1)]
+    def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
+        top = cls.most_free(b.axis) + 1
+        return [Walk(cls.axes[b.axis], cls.walk_down(b.axis, top, b.need), -1)]
 
 
 class Hybrid:
@@ -107,25 +112,26 @@ class Hybrid:
     GPU hosts are always bin-packed: a half-used GPU is a fragment, not a
     balanced load, and CPU work that has to land on a GPU host should go
     where the GPUs are already taken. On other hosts, work fills a machine up
-    to ``threshold`` of its binding dimension, so tasks share few machines while load is light and
-    no machine runs hot when it is heavy.
+    to ``threshold`` of its binding dimension, so tasks share few machines
+    while load is light and no machine runs hot when it is heavy.
     """
 
     name = "hybrid"
     per_walk = 2
     classes = 3
+    visits = 32
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
 
-    def walks(self, cls: ShapeClass, axis: Axis, need: int, total: int) -> list[Walk]:
+    def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
+        entries = cls.axes[b.axis]
         if cls.has_gpu:
-            return [Walk(cls.axes[axis], cls.walk_up(axis, need), +1)]
-        pivot = need + round(total * (1 - self.threshold))
-        entries = cls.axes[axis]
+            return [Walk(entries, cls.walk_up(b.axis, b.need), +1)]
+        pivot = b.need + round(b.total * (1 - self.threshold))
         return [
-            Walk(entries, cls.walk_up(axis, pivot), +1),
-            Walk(entries, cls.walk_down(axis, pivot, need), -1),
+            Walk(entries, cls.walk_up(b.axis, pivot), +1),
+            Walk(entries, cls.walk_down(b.axis, pivot, b.need), -1),
         ]
 
 

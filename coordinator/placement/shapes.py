@@ -14,9 +14,11 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 from coordinator.placement.demand import Capacity, Demand
 from coordinator.placement.workers import WorkerState
+from shared.resources import MILLI
 
 UNIQUE_LABEL_KEYS = frozenset({"hostname"})
 UNIQUE_LABEL_PREFIX = "unique."
@@ -32,6 +34,15 @@ class Axis(IntEnum):
     RAM = 1
     GPU_SHARE = 2
     GPU_WHOLE = 3
+    BALANCE = 4
+    """Free share (per mille) of the scarcer of CPU and RAM."""
+
+
+def _balance(w: WorkerState) -> int:
+    cap = w.cap
+    cpu = w.free_cpu * MILLI // cap.cpu if cap.cpu else MILLI
+    ram = w.usable_ram() * MILLI // cap.ram if cap.ram else MILLI
+    return min(cpu, ram)
 
 
 _AXIS_KEY: tuple[Callable[[WorkerState], int], ...] = (
@@ -39,13 +50,31 @@ _AXIS_KEY: tuple[Callable[[WorkerState], int], ...] = (
     lambda w: w.usable_ram(),
     lambda w: w.max_device_share(),
     lambda w: w.whole_free_devices(),
+    _balance,
 )
 
 IndexEntry = tuple[int, int, WorkerState]
 """(free amount on the axis, worker seq, worker); seq is unique, so the worker never compares."""
 
 _ALL_AXES = tuple(Axis)
-_HOST_AXES = (Axis.CPU, Axis.RAM)
+_HOST_AXES = (Axis.CPU, Axis.RAM, Axis.BALANCE)
+
+
+class Binding(NamedTuple):
+    """The index a demand is walked on (members from ``need`` up fit in CPU and RAM),
+    and the exact axis and amount to walk for the members that only may fit."""
+
+    axis: Axis
+    need: int
+    total: int
+    floor: int | None = None
+    """Members from ``floor`` up to ``need`` may fit; below ``floor`` none can."""
+
+
+def _per_mille(need: int, total: int) -> int:
+    """Smallest per-mille share of ``total`` that covers ``need`` (rounded up)."""
+    return -(-need * MILLI // total) if total else 0
+
 
 ShapeKey = tuple[Capacity, tuple[tuple[str, str], ...]]
 
@@ -59,7 +88,7 @@ def shape_key(worker: WorkerState) -> ShapeKey:
 class ShapeClass:
     key: ShapeKey
     members: dict[int, WorkerState] = field(default_factory=dict)
-    axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], []))
+    axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], [], []))
     has_gpu: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +135,35 @@ class ShapeClass:
         if cap.ram and demand.ram * max(cap.cpu, 1) > demand.cpu * cap.ram:
             return Axis.RAM, demand.ram, cap.ram
         return Axis.CPU, demand.cpu, cap.cpu
+
+    def binding(self, demand: Demand) -> Binding | None:
+        """Where to walk for this demand now; None if no member has room.
+
+        GPU demands walk a GPU axis: GPU fragmentation is what packing must
+        avoid. Other demands walk the balance axis (free share of the scarcer
+        of CPU and RAM). From the demand's larger share of the class's CPU or
+        RAM upwards, every member has room in both, so a machine whose RAM is
+        gone while its cores idle is cut off by the bisection instead of being
+        skipped one by one. Members a little below that, down to the demand's
+        smaller share, may still fit and are tried last; below it none can. A
+        demand that needs no RAM (or no CPU) walks the other dimension's own
+        axis.
+        """
+        if demand.gpu_whole or demand.gpu_share:
+            return self._exact(*self.primary(demand))
+        cap = self.cap
+        if not demand.ram or not cap.ram:
+            return self._exact(Axis.CPU, demand.cpu, cap.cpu)
+        if not demand.cpu or not cap.cpu:
+            return self._exact(Axis.RAM, demand.ram, cap.ram)
+        cpu, ram = _per_mille(demand.cpu, cap.cpu), _per_mille(demand.ram, cap.ram)
+        floor = min(demand.cpu * MILLI // cap.cpu, demand.ram * MILLI // cap.ram)
+        if self.most_free(Axis.BALANCE) < floor:
+            return None
+        return Binding(Axis.BALANCE, max(cpu, ram), MILLI, floor)
+
+    def _exact(self, axis: Axis, need: int, total: int) -> Binding | None:
+        return Binding(axis, need, total) if self.most_free(axis) >= need else None
 
     def short_on(self, axis: Axis, need: int) -> int:
         """How many members have less than ``need`` free on ``axis``."""

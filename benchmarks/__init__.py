@@ -1,0 +1,1 @@
+"""Benchmarks for the placement core; run as scripts, never as timed tests."""

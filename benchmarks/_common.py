@@ -1,0 +1,98 @@
+"""Small helpers shared by the benchmark scripts: argument parsing, tables, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from coordinator.placement.policies import POLICIES
+
+
+def int_list(text: str) -> list[int]:
+    """``"100,1000"`` or ``"42-51"`` or a mix (``"1,5-7"``) to a list of ints."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                values.extend(range(int(lo), int(hi) + 1))
+            else:
+                values.append(int(part))
+        except ValueError:
+            msg = f"expected integers like 1,2 or 3-5, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def policy_list(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(names) - set(POLICIES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown policies {unknown}; choose from {sorted(POLICIES)}"
+        )
+    return names
+
+
+def _numeric(cell: str) -> bool:
+    return cell[:1].isdigit() or (cell[:1] in "-+" and cell[1:2].isdigit())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A fixed-width table: numeric columns (blanks aside) right-aligned, text left-aligned."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right = [all(_numeric(r[i]) for r in cells[1:] if r[i]) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if r else cell.ljust(width)
+            for cell, width, r in zip(row, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.rstrip()
+
+
+def environment() -> dict[str, Any]:
+    """Interpreter, machine and the code measured (commit plus uncommitted placement files)."""
+    dirty = _git("status", "--porcelain", "--", "coordinator", "shared")
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_uncommitted": [line[3:] for line in dirty.splitlines()],
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    print(f"\nwrote {path}")
