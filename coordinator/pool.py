@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ class _Best:
     devices: DevicePick
 
 
-_Scouted = tuple[tuple[int, float], int, ShapeClass, list[Walk], int]
+_Scouted = tuple[tuple[int, float], int, ShapeClass, list[Walk], int, Binding]
 _Scan = tuple[_Best | None, bool]
 
 
@@ -321,11 +321,11 @@ class ResourceAwareWorkerPool:
         )
         for group in plan.groups:
             scouted = sorted(
-                (est, n, cls, walks, weight)
+                (est, n, cls, walks, weight, b)
                 for n, (cls, weight) in enumerate(group)
                 if (b := cls.binding(plan.demand)) is not None
-                for walks in (_walks(policy, cls, b),)
-                if (est := _estimate(walks, b.need, plan.scale.axis(b.axis))) is not None
+                for walks in (policy.walks(cls, b),)
+                if (est := _estimate(walks, b, plan.scale.axis(b.axis))) is not None
             )
             best, truncated = self._scan_group(scouted, plan, limits)
             if best is None and truncated:
@@ -340,8 +340,8 @@ class ResourceAwareWorkerPool:
         best: _Best | None = None
         found = 0
         truncated = False
-        for _, _, cls, walks, weight in scouted:
-            candidate, cut = self._walk_class(cls, walks, plan, limits, weight)
+        for _, _, cls, walks, weight, b in scouted:
+            candidate, cut = self._walk_class(cls, walks, b, plan, limits, weight)
             truncated = truncated or cut
             if candidate is not None:
                 best = _better(best, candidate)
@@ -372,12 +372,22 @@ class ResourceAwareWorkerPool:
         return best
 
     def _walk_class(
-        self, cls: ShapeClass, walks: list[Walk], plan: _Plan, limits: _Limits, weight: int
+        self,
+        cls: ShapeClass,
+        walks: list[Walk],
+        b: Binding,
+        plan: _Plan,
+        limits: _Limits,
+        weight: int,
     ) -> _Scan:
-        """The best of the first few fitting members; True if the visit budget ran out."""
+        """The best of the first few fitting members; True if the visit budget ran out.
+
+        The policy's walks cover the members that surely fit in CPU and RAM;
+        only when they yield nothing are the members that merely may fit tried.
+        """
         demand, per_host, host_prefs = plan.demand, plan.per_host, plan.host_prefs
         visits = limits.visits
-        for segment, walk in enumerate(walks):
+        for segment, walk in enumerate(_then_maybe(walks, cls, b, demand)):
             best: _Best | None = None
             found = 0
             entries = walk.entries
@@ -450,22 +460,23 @@ class ResourceAwareWorkerPool:
         return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
 
 
-def _walks(policy: Policy, cls: ShapeClass, b: Binding) -> list[Walk]:
-    """The policy's walks over sure fits, then, last, the members that only may fit."""
-    walks = policy.walks(cls, b)
-    if b.floor is not None and b.floor < b.need:
-        maybe = cls.walk_down(b.axis, b.need, b.floor)
-        walks.append(Walk(cls.axes[b.axis], maybe, walks[0].sign))
-    return walks
+def _then_maybe(walks: list[Walk], cls: ShapeClass, b: Binding, demand: Demand) -> Iterator[Walk]:
+    yield from walks
+    maybe = cls.maybe_fits(demand, b)
+    if maybe is not None:
+        yield Walk(*maybe, walks[0].sign)
 
 
-def _estimate(walks: list[Walk], need: int, scale: int) -> tuple[int, float] | None:
-    """Rank of the first member on the binding axis alone, or None if no walk has any."""
+def _estimate(walks: list[Walk], b: Binding, scale: int) -> tuple[int, float] | None:
+    """Rank of the first member on the binding axis alone; None if no member can fit.
+
+    A class whose members only may fit ranks after every class with sure fits.
+    """
     for segment, walk in enumerate(walks):
         if walk.positions:
             free = walk.entries[walk.positions[0]][0]
-            return (segment, walk.sign * (free - need) / scale)
-    return None
+            return (segment, walk.sign * (free - b.need) / scale)
+    return (len(walks), 0.0) if b.floor is not None else None
 
 
 def _roomiest(plan: _Plan) -> list[WorkerState]:

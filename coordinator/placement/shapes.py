@@ -68,7 +68,7 @@ class Binding(NamedTuple):
     need: int
     total: int
     floor: int | None = None
-    """Members from ``floor`` up to ``need`` may fit; below ``floor`` none can."""
+    """On the balance axis, members from ``floor`` up may fit; below it none can."""
 
 
 def _per_mille(need: int, total: int) -> int:
@@ -144,10 +144,9 @@ class ShapeClass:
         of CPU and RAM). From the demand's larger share of the class's CPU or
         RAM upwards, every member has room in both, so a machine whose RAM is
         gone while its cores idle is cut off by the bisection instead of being
-        skipped one by one. Members a little below that, down to the demand's
-        smaller share, may still fit and are tried last; below it none can. A
-        demand that needs no RAM (or no CPU) walks the other dimension's own
-        axis.
+        skipped one by one. The members that may fit all the same are tried
+        last (``maybe_fits``). A demand that needs no RAM (or no CPU) walks the
+        other dimension's own axis.
         """
         if demand.gpu_whole or demand.gpu_share:
             return self._exact(*self.primary(demand))
@@ -161,6 +160,19 @@ class ShapeClass:
         if self.most_free(Axis.BALANCE) < floor:
             return None
         return Binding(Axis.BALANCE, max(cpu, ram), MILLI, floor)
+
+    def maybe_fits(self, demand: Demand, b: Binding) -> tuple[list[IndexEntry], range] | None:
+        """Members that may fit without surely fitting, from whichever range is shortest:
+        the balance axis down to ``b.floor``, or the CPU or RAM axis from the demand up."""
+        if b.floor is None:
+            return None
+        options = (
+            (Axis.BALANCE, self.walk_down(Axis.BALANCE, b.need, b.floor)),
+            (Axis.CPU, self.walk_up(Axis.CPU, demand.cpu)),
+            (Axis.RAM, self.walk_up(Axis.RAM, demand.ram)),
+        )
+        axis, positions = min(options, key=lambda o: len(o[1]))
+        return (self.axes[axis], positions) if positions else None
 
     def _exact(self, axis: Axis, need: int, total: int) -> Binding | None:
         return Binding(axis, need, total) if self.most_free(axis) >= need else None
