@@ -49,8 +49,8 @@ NEAREST = 3
 _PLAN_CACHE_LIMIT = 4096
 
 
-_Entry = tuple[ShapeClass, int]
-"""A feasible class and the weight of the preferred labels it matches."""
+_Entry = tuple[ShapeClass, int, Binding]
+"""A feasible class, the weight of the preferred labels it matches, where to walk it."""
 
 
 @dataclass(slots=True)
@@ -290,7 +290,7 @@ class ResourceAwareWorkerPool:
             weight = sum(p.weight for p in demand.preferred if p.selector.matches(cls.labels))
             # Preferences on per-host labels can outweigh any class: one group per tier then.
             group = (tier, 0 if host_prefs else -weight)
-            ranked.setdefault(group, []).append((cls, weight))
+            ranked.setdefault(group, []).append((cls, weight, cls.binding(demand)))
         groups = [ranked[k] for k in sorted(ranked)]
         caps = [cls.cap for cls in self._classes.values()]
         scale = Scale(
@@ -322,8 +322,8 @@ class ResourceAwareWorkerPool:
         for group in plan.groups:
             scouted = sorted(
                 (est, n, cls, walks, weight, b)
-                for n, (cls, weight) in enumerate(group)
-                if (b := cls.binding(plan.demand)) is not None
+                for n, (cls, weight, b) in enumerate(group)
+                if cls.has_room(b)
                 for walks in (policy.walks(cls, b),)
                 if (est := _estimate(walks, b, plan.scale.axis(b.axis))) is not None
             )
@@ -482,7 +482,7 @@ def _estimate(walks: list[Walk], b: Binding, scale: int) -> tuple[int, float] | 
 def _roomiest(plan: _Plan) -> list[WorkerState]:
     """The few members of feasible classes with the most room on their binding axis."""
     tops = []
-    for cls, _ in itertools.chain.from_iterable(plan.groups):
+    for cls, *_ in itertools.chain.from_iterable(plan.groups):
         axis, need, _ = cls.primary(plan.demand)
         for free, seq, worker in cls.axes[axis][-NEAREST:]:
             tops.append(((free - need) / plan.scale.axis(axis), -seq, worker))

@@ -136,8 +136,8 @@ class ShapeClass:
             return Axis.RAM, demand.ram, cap.ram
         return Axis.CPU, demand.cpu, cap.cpu
 
-    def binding(self, demand: Demand) -> Binding | None:
-        """Where to walk for this demand now; None if no member has room.
+    def binding(self, demand: Demand) -> Binding:
+        """Where to walk for this demand (fixed per class and demand, so plans cache it).
 
         GPU demands walk a GPU axis: GPU fragmentation is what packing must
         avoid. Other demands walk the balance axis (free share of the scarcer
@@ -149,17 +149,19 @@ class ShapeClass:
         other dimension's own axis.
         """
         if demand.gpu_whole or demand.gpu_share:
-            return self._exact(*self.primary(demand))
+            return Binding(*self.primary(demand))
         cap = self.cap
         if not demand.ram or not cap.ram:
-            return self._exact(Axis.CPU, demand.cpu, cap.cpu)
+            return Binding(Axis.CPU, demand.cpu, cap.cpu)
         if not demand.cpu or not cap.cpu:
-            return self._exact(Axis.RAM, demand.ram, cap.ram)
+            return Binding(Axis.RAM, demand.ram, cap.ram)
         cpu, ram = _per_mille(demand.cpu, cap.cpu), _per_mille(demand.ram, cap.ram)
         floor = min(demand.cpu * MILLI // cap.cpu, demand.ram * MILLI // cap.ram)
-        if self.most_free(Axis.BALANCE) < floor:
-            return None
         return Binding(Axis.BALANCE, max(cpu, ram), MILLI, floor)
+
+    def has_room(self, b: Binding) -> bool:
+        """Whether any member could take the demand now, by its binding axis alone."""
+        return self.most_free(b.axis) >= (b.need if b.floor is None else b.floor)
 
     def maybe_fits(self, demand: Demand, b: Binding) -> tuple[list[IndexEntry], range] | None:
         """Members that may fit without surely fitting, from whichever range is shortest:
@@ -173,9 +175,6 @@ class ShapeClass:
         )
         axis, positions = min(options, key=lambda o: len(o[1]))
         return (self.axes[axis], positions) if positions else None
-
-    def _exact(self, axis: Axis, need: int, total: int) -> Binding | None:
-        return Binding(axis, need, total) if self.most_free(axis) >= need else None
 
     def short_on(self, axis: Axis, need: int) -> int:
         """How many members have less than ``need`` free on ``axis``."""
