@@ -45,6 +45,15 @@ def policy_list(text: str) -> list[str]:
     return names
 
 
+def add_policies_argument(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--policies",
+        type=policy_list,
+        default=list(POLICIES),
+        help=f"policies to {verb} (default: {','.join(POLICIES)})",
+    )
+
+
 def _numeric(cell: str) -> bool:
     return cell[:1].isdigit() or (cell[:1] in "-+" and cell[1:2].isdigit())
 

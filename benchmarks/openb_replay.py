@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks._common import environment, int_list, policy_list, table, write_json
+from benchmarks._common import add_policies_argument, environment, int_list, table, write_json
 from coordinator.placement.outcome import Placement
 from coordinator.pool import ResourceAwareWorkerPool
 from shared.resources import MILLI, GPUDevice, ResourceRequest, WorkerSpec
@@ -313,12 +313,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(range(42, 52)),
         help="seeds, e.g. 42-51 or 42,43 (default: 42-51, as in the paper); medians are shown",
     )
-    parser.add_argument(
-        "--policies",
-        type=policy_list,
-        default=["binpack", "spread", "hybrid"],
-        help="policies to replay (default: binpack,spread,hybrid)",
-    )
+    add_policies_argument(parser, "replay")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     return parser.parse_args(argv)
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import environment, int_list, policy_list, table, write_json
+from benchmarks._common import add_policies_argument, environment, int_list, table, write_json
 from coordinator.placement.outcome import Placement
 from coordinator.pool import ResourceAwareWorkerPool
 from shared.labels import LabelSelector, PreferredLabel
@@ -380,12 +380,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[100, 1_000, 10_000],
         help="fleet sizes, comma-separated (default: 100,1000,10000)",
     )
-    parser.add_argument(
-        "--policies",
-        type=policy_list,
-        default=["binpack", "spread", "hybrid"],
-        help="policies to time (default: binpack,spread,hybrid)",
-    )
+    add_policies_argument(parser, "time")
     parser.add_argument(
         "--load",
         type=float,
