@@ -9,6 +9,7 @@ across all classes of the same preference group.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -128,10 +129,11 @@ class Hybrid:
         entries = cls.axes[b.axis]
         if cls.has_gpu:
             return [Walk(entries, cls.walk_up(b.axis, b.need), +1)]
-        pivot = b.need + round(b.total * (1 - self.threshold))
+        pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold)), -1))
+        floor = bisect_left(entries, (b.need, -1), 0, pivot)
         return [
-            Walk(entries, cls.walk_up(b.axis, pivot), +1),
-            Walk(entries, cls.walk_down(b.axis, pivot, b.need), -1),
+            Walk(entries, range(pivot, len(entries)), +1),
+            Walk(entries, range(pivot - 1, floor - 1, -1), -1),
         ]
 
 
