@@ -37,7 +37,9 @@ from coordinator.placement.shapes import (
     Binding,
     ShapeClass,
     ShapeKey,
+    family_key,
     is_unique_label,
+    rekey,
     shape_key,
 )
 from coordinator.placement.usage import WorkerUsage, usage_of
@@ -101,7 +103,9 @@ class ResourceAwareWorkerPool:
         self.policy = get_policy(policy)
         self._workers: dict[str, WorkerState] = {}
         self._classes: dict[ShapeKey, ShapeClass] = {}
+        self._families: dict[ShapeKey, ShapeClass] = {}
         self._class_of: dict[str, ShapeClass] = {}
+        self._family_of: dict[str, ShapeClass] = {}
         self._hosts: dict[tuple[str, str], set[str]] = {}
         self._held: dict[Hashable, Placement] = {}
         self._plans: dict[str, _Plan] = {}
@@ -163,7 +167,7 @@ class ResourceAwareWorkerPool:
         """Record a host's real free memory; nothing is placed beyond it."""
         worker = self._workers[name]
         worker.live_ram = available_ram_mb
-        self._class_of[name].reindex(worker, gpu=False)
+        self._reindex(worker, gpu=False)
 
     # -- decisions --------------------------------------------------------
 
@@ -195,7 +199,7 @@ class ResourceAwareWorkerPool:
             return self._busy(plan)
         worker = best.worker
         worker.take(key, plan.demand, best.devices)
-        best.cls.reindex(worker, gpu=bool(best.devices))
+        self._reindex(worker, gpu=bool(best.devices))
         placement = Placement(key, worker.name, worker.device_ids(best.devices), request)
         self._held[key] = placement
         return placement
@@ -205,7 +209,7 @@ class ResourceAwareWorkerPool:
         placement = self._held.pop(key)
         worker = self._workers[placement.worker]
         hold = worker.give_back(key)
-        self._class_of[worker.name].reindex(worker, gpu=bool(hold.devices))
+        self._reindex(worker, gpu=bool(hold.devices))
         return placement
 
     # -- queries ----------------------------------------------------------
@@ -235,29 +239,42 @@ class ResourceAwareWorkerPool:
     # -- internals --------------------------------------------------------
 
     def _attach(self, worker: WorkerState) -> None:
-        skey = shape_key(worker)
-        cls = self._classes.get(skey)
-        if cls is None:
-            cls = self._classes[skey] = ShapeClass(skey)
-            self._version += 1
-        cls.add(worker)
+        cls = self._join(self._classes, shape_key(worker), worker)
         self._class_of[worker.name] = cls
+        self._family_of[worker.name] = self._join(self._families, family_key(worker), worker)
         for label in worker.labels.items():
             if is_unique_label(label[0]):
                 self._hosts.setdefault(label, set()).add(worker.name)
 
     def _detach(self, worker: WorkerState) -> None:
-        cls = self._class_of.pop(worker.name)
-        cls.remove(worker)
-        if not cls.members:
-            del self._classes[cls.key]
-            self._version += 1
+        self._leave(self._classes, self._class_of.pop(worker.name), worker)
+        self._leave(self._families, self._family_of.pop(worker.name), worker)
         for label in worker.labels.items():
             names = self._hosts.get(label)
             if names is not None:
                 names.discard(worker.name)
                 if not names:
                     del self._hosts[label]
+
+    def _join(self, index: dict[ShapeKey, ShapeClass], key: ShapeKey, w: WorkerState) -> ShapeClass:
+        cls = index.get(key)
+        if cls is None:
+            cls = index[key] = ShapeClass(key)
+            self._version += 1
+        cls.add(w)
+        return cls
+
+    def _leave(self, index: dict[ShapeKey, ShapeClass], cls: ShapeClass, w: WorkerState) -> None:
+        cls.remove(w)
+        if not cls.members:
+            del index[cls.key]
+            self._version += 1
+
+    def _reindex(self, worker: WorkerState, gpu: bool) -> None:
+        changes = rekey(worker, gpu)
+        if changes:
+            self._class_of[worker.name].move(worker, changes)
+            self._family_of[worker.name].move(worker, changes)
 
     def _named_hosts(self, plan: _Plan) -> list[str] | None:
         """Workers named by an equals/in selector on a per-host label, or None if none is."""
@@ -281,7 +298,9 @@ class ResourceAwareWorkerPool:
         host_prefs = tuple(p for p in demand.preferred if is_unique_label(p.selector.key))
         ranked: dict[tuple[int, int], list[_Entry]] = {}
         rejected: list[tuple[ShapeClass, list[Rejection]]] = []
-        for cls in self._classes.values():
+        # Labels cannot tell classes of one family apart for a request without selectors.
+        labelled = demand.required or demand.preferred
+        for cls in (self._classes if labelled else self._families).values():
             missing = rejections(Amounts.total(cls.cap, cls.labels), demand, SHAPE_CHECKS)
             if missing:
                 rejected.append((cls, missing))

@@ -71,6 +71,25 @@ class Binding(NamedTuple):
     """On the balance axis, members from ``floor`` up may fit; below it none can."""
 
 
+KeyChange = tuple[Axis, int, int]
+
+
+def rekey(worker: WorkerState, gpu: bool) -> list[KeyChange]:
+    """Recompute a worker's index keys; GPU axes only when its devices changed.
+
+    Returns (axis, old, new) for every key that moved, so that each index the
+    worker sits in can move it without recomputing.
+    """
+    keys = worker.index_keys
+    changes = []
+    for a in _ALL_AXES if gpu else _HOST_AXES:
+        new = _AXIS_KEY[a](worker)
+        if new != keys[a]:
+            changes.append((a, keys[a], new))
+            keys[a] = new
+    return changes
+
+
 def _per_mille(need: int, total: int) -> int:
     """Smallest per-mille share of ``total`` that covers ``need`` (rounded up)."""
     return -(-need * MILLI // total) if total else 0
@@ -82,6 +101,11 @@ ShapeKey = tuple[Capacity, tuple[tuple[str, str], ...]]
 def shape_key(worker: WorkerState) -> ShapeKey:
     labels = tuple(sorted((k, v) for k, v in worker.labels.items() if not is_unique_label(k)))
     return (worker.cap, labels)
+
+
+def family_key(worker: WorkerState) -> ShapeKey:
+    """Workers of the same totals and devices, whatever their labels."""
+    return (worker.cap, ())
 
 
 @dataclass(slots=True, eq=False)
@@ -113,17 +137,12 @@ class ShapeClass:
         for axis, value in zip(self.axes, worker.index_keys, strict=True):
             del axis[bisect_left(axis, (value, worker.seq))]
 
-    def reindex(self, worker: WorkerState, gpu: bool) -> None:
-        """Move a worker whose free capacity changed; GPU axes only when devices did."""
-        keys = worker.index_keys
-        for a in _ALL_AXES if gpu else _HOST_AXES:
-            new = _AXIS_KEY[a](worker)
-            old = keys[a]
-            if new != old:
-                axis = self.axes[a]
-                del axis[bisect_left(axis, (old, worker.seq))]
-                insort(axis, (new, worker.seq, worker))
-                keys[a] = new
+    def move(self, worker: WorkerState, changes: list[KeyChange]) -> None:
+        """Re-sort a member whose free capacity changed (see ``rekey``)."""
+        for a, old, new in changes:
+            axis = self.axes[a]
+            del axis[bisect_left(axis, (old, worker.seq))]
+            insort(axis, (new, worker.seq, worker))
 
     def primary(self, demand: Demand) -> tuple[Axis, int, int]:
         """The axis that binds this demand here, the amount needed on it and its total."""
