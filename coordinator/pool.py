@@ -100,7 +100,7 @@ class ResourceAwareWorkerPool:
         nothing new until enough is released.
         """
         spec = WorkerSpec.model_validate(spec)
-        old = self._workers[spec.name]
+        old = self._known(spec.name)
         kept = {k: self._held[k] for k in old.held}
         self._detach(old)
         worker = WorkerState.create(spec, old.seq)
@@ -120,13 +120,14 @@ class ResourceAwareWorkerPool:
 
     def remove_worker(self, name: str) -> list[Placement]:
         """Remove a lost or departed worker; returns the reservations it held."""
-        worker = self._workers.pop(name)
+        worker = self._known(name)
+        del self._workers[name]
         self._detach(worker)
         return [self._held.pop(key) for key in list(worker.held)]
 
     def observe(self, name: str, *, available_ram_mb: int | None) -> None:
         """Record a host's real free memory; nothing is placed beyond it."""
-        worker = self._workers[name]
+        worker = self._known(name)
         worker.live_ram = available_ram_mb
         self._reindex(worker, gpu=False)
 
@@ -167,7 +168,9 @@ class ResourceAwareWorkerPool:
 
     def release(self, key: Hashable) -> Placement:
         """Give back exactly what reservation ``key`` took; returns it."""
-        placement = self._held.pop(key)
+        placement = self._held.pop(key, None)
+        if placement is None:
+            raise KeyError(f"no reservation {key!r} is held")
         worker = self._workers[placement.worker]
         hold = worker.give_back(key)
         self._reindex(worker, gpu=bool(hold.devices))
@@ -187,17 +190,23 @@ class ResourceAwareWorkerPool:
 
     def usage(self, name: str) -> WorkerUsage:
         """Capacity, reserved and free of one worker, in user units."""
-        return usage_of(self._workers[name])
+        return usage_of(self._known(name))
 
     def reservations(self, name: str | None = None) -> list[Placement]:
         if name is None:
             return list(self._held.values())
-        return [self._held[k] for k in self._workers[name].held]
+        return [self._held[k] for k in self._known(name).held]
 
     def reservation(self, key: Hashable) -> Placement | None:
         return self._held.get(key)
 
     # -- internals --------------------------------------------------------
+
+    def _known(self, name: str) -> WorkerState:
+        worker = self._workers.get(name)
+        if worker is None:
+            raise KeyError(f"no worker {name!r} in the pool")
+        return worker
 
     def _attach(self, worker: WorkerState) -> None:
         cls = self._join(self._classes, shape_key(worker), worker)

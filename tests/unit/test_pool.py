@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -979,3 +979,22 @@ def test_observe_release_restores_observed_memory() -> None:
     placed(pool.place(req(cpu=1, ram_mb=4000), key=1))
     pool.release(1)
     assert placed(pool.place(req(cpu=1, ram_mb=4000), key=2)).worker == "a"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p: p.release("nope"), "no reservation 'nope' is held"),
+        (lambda p: p.remove_worker("ghost"), "no worker 'ghost' in the pool"),
+        (lambda p: p.update_worker({"name": "ghost", "cpu": 1}), "no worker 'ghost' in the pool"),
+        (lambda p: p.observe("ghost", available_ram_mb=1), "no worker 'ghost' in the pool"),
+        (lambda p: p.usage("ghost"), "no worker 'ghost' in the pool"),
+    ],
+)
+def test_unknown_names_get_a_clear_error(
+    call: Callable[[ResourceAwareWorkerPool], object], message: str
+) -> None:
+    pool = ResourceAwareWorkerPool([{"name": "a", "cpu": 2}])
+    with pytest.raises(KeyError, match=message):
+        call(pool)
+    assert pool.workers == ["a"]
