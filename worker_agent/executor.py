@@ -1,0 +1,281 @@
+"""Run one ``Assignment`` through taskiq's own receiver and turn the result into an ``Outcome``.
+
+Going through ``Receiver.run_task`` rather than calling the function keeps parameter
+parsing, ``TaskiqDepends``, ``on_error`` and the sync-in-a-thread path identical to
+``taskiq worker``. ``run_task`` does not call ``pre_execute``/``post_execute`` or save the
+result (``Receiver.callback`` does), so those steps are repeated here in the same order.
+
+Timeouts and cancellation cancel the asyncio task awaiting the function. A sync task
+already running in a thread cannot be stopped: the thread runs to completion, holding a
+pool thread, and its result is discarded, the same limitation as in ``taskiq worker``.
+
+GPU devices are not exported as ``CUDA_VISIBLE_DEVICES``: the environment is process-wide
+and concurrent attempts would overwrite each other's. Tasks call ``current_gpu_devices()``
+(or read the ``fleet_gpu_devices`` label through ``Context``) and pick their devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, JsonValue
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.exceptions import NoResultError
+from taskiq.receiver import Receiver
+from taskiq.utils import maybe_awaitable
+
+from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
+
+__all__ = [
+    "ATTEMPT_LABEL",
+    "GPU_DEVICES_LABEL",
+    "WORKER_LABEL",
+    "AttemptCancelled",
+    "TaskExecutor",
+    "UnknownTask",
+    "current_attempt",
+    "current_gpu_devices",
+]
+
+logger = logging.getLogger(__name__)
+
+ATTEMPT_LABEL = "fleet_attempt"
+GPU_DEVICES_LABEL = "fleet_gpu_devices"
+WORKER_LABEL = "fleet_worker"
+
+# Set inside the task that runs the attempt; the receiver copies the context into the
+# thread of a sync task, so both kinds of task see them.
+_attempt: contextvars.ContextVar[int | None] = contextvars.ContextVar("fleet_attempt", default=None)
+_gpu_devices: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "fleet_gpu_devices", default=()
+)
+
+
+def current_attempt() -> int | None:
+    """The attempt number (1 for the first try) of the running task; None outside the agent."""
+    return _attempt.get()
+
+
+def current_gpu_devices() -> tuple[int, ...]:
+    """Device indexes reserved for the running task; empty when it asked for no GPU."""
+    return _gpu_devices.get()
+
+
+class UnknownTask(LookupError):
+    """Raised before anything runs, so the agent can Reject rather than report a failure."""
+
+
+class AttemptCancelled(Exception):
+    """Stored in the result backend for a cancelled attempt; an ordinary Exception so it
+    serialises like any task error."""
+
+
+@dataclass
+class _Attempt:
+    task: asyncio.Task[TaskiqResult[Any]]
+    cancel_reason: str | None = None
+
+
+class TaskExecutor:
+    """Executes assignments on this agent; admission (capacity, draining) is the caller's job."""
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        *,
+        worker: str,
+        max_threads: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._broker = broker
+        self._worker = worker
+        self._clock = clock
+        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="fleet-task")
+        # As in `taskiq worker`: sync tasks in our pool, exceptions reach dependency
+        # teardown. max_async_tasks only limits Receiver.listen(), unused here; setting it
+        # silences the "unlimited number of async tasks" warning.
+        self._receiver = Receiver(
+            broker,
+            executor=self._threads,
+            validate_params=True,
+            max_async_tasks=1,
+            propagate_exceptions=True,
+            run_startup=False,
+        )
+        self._running: dict[AttemptRef, _Attempt] = {}
+
+    def has_task(self, name: str) -> bool:
+        return self._broker.find_task(name) is not None
+
+    def running(self) -> list[AttemptRef]:
+        return list(self._running)
+
+    def cancel(self, ref: AttemptRef, reason: str = "") -> bool:
+        """False when the attempt is unknown or its function has already returned."""
+        attempt = self._running.get(ref)
+        if attempt is None or attempt.task.done():
+            return False
+        attempt.cancel_reason = reason or "cancelled on request"
+        attempt.task.cancel()
+        return True
+
+    def close(self) -> None:
+        """Release the thread pool without waiting for threads that outlived their attempt."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, assignment: Assignment) -> Outcome:
+        """Run one attempt to its end; task errors, timeouts and cancellation become Outcomes.
+
+        ``arg_refs`` must be resolved (values substituted, refs cleared) by the caller. When
+        ``assignment.timeout`` is set it replaces taskiq's ``timeout`` label, so expiry is
+        reported once, as ``timed_out``, instead of racing taskiq's own ``TimeoutError``.
+        """
+        task = self._broker.find_task(assignment.task_name)
+        if task is None:
+            raise UnknownTask(f"this agent has no task named {assignment.task_name!r}")
+        if assignment.arg_refs:
+            raise ValueError("resolve arg_refs before running the assignment")
+        if assignment.ref in self._running:
+            raise ValueError(f"attempt {assignment.ref.key} is already running")
+        started = self._clock()
+        message = self._message(assignment)
+        inner = asyncio.create_task(self._invoke(task.original_func, message, assignment))
+        attempt = self._running[assignment.ref] = _Attempt(inner)
+        try:
+            await asyncio.wait({inner}, timeout=assignment.timeout)
+            status, result = await self._settle(attempt, assignment.timeout)
+        finally:
+            inner.cancel()  # no-op once done; stops the attempt if our caller was cancelled
+            del self._running[assignment.ref]
+        await self._after(message, result)
+        return self._outcome(assignment, status, result, started)
+
+    def _message(self, assignment: Assignment) -> TaskiqMessage:
+        labels: dict[str, Any] = dict(assignment.labels)
+        if assignment.timeout is not None:
+            labels.pop("timeout", None)
+        labels[ATTEMPT_LABEL] = assignment.ref.attempt
+        labels[GPU_DEVICES_LABEL] = ",".join(map(str, assignment.gpu_devices))
+        labels[WORKER_LABEL] = self._worker
+        return TaskiqMessage(
+            task_id=assignment.ref.key,
+            task_name=assignment.task_name,
+            labels=labels,
+            args=list(assignment.args),
+            kwargs=dict(assignment.kwargs),
+        )
+
+    async def _invoke(
+        self, target: Callable[..., Any], message: TaskiqMessage, assignment: Assignment
+    ) -> TaskiqResult[Any]:
+        # This coroutine is its own asyncio task with its own context copy: no reset needed.
+        _attempt.set(assignment.ref.attempt)
+        _gpu_devices.set(tuple(assignment.gpu_devices))
+        for middleware in self._broker.middlewares:
+            if type(middleware).pre_execute is not TaskiqMiddleware.pre_execute:
+                message = await maybe_awaitable(middleware.pre_execute(message))
+        return await self._receiver.run_task(target, message)
+
+    async def _settle(
+        self, attempt: _Attempt, limit: float | None
+    ) -> tuple[Status, TaskiqResult[Any]]:
+        """Stop the attempt if still running and decide how it ended.
+
+        ``run_task`` catches BaseException, CancelledError included, so a cancelled attempt
+        usually *returns* a result; the status comes from why we cancelled it.
+        """
+        inner = attempt.task
+        timed_out = not inner.done()
+        inner.cancel()
+        try:
+            result = await inner
+        except asyncio.CancelledError as exc:
+            if _cancelling():  # our caller is being cancelled, not just the attempt
+                raise
+            result = _failure(exc)
+        except Exception as exc:  # pre_execute middleware raised
+            result = _failure(exc)
+        if attempt.cancel_reason is not None:
+            return "cancelled", _failure(AttemptCancelled(attempt.cancel_reason))
+        if timed_out:
+            return "timed_out", _failure(TimeoutError(f"exceeded its timeout of {limit:g} s"))
+        return "failed" if _is_error(result) else "succeeded", result
+
+    async def _after(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """post_execute and the result backend, as Receiver.callback does; their failures
+        are logged and do not change the outcome, since the task itself has finished."""
+        try:
+            for middleware in reversed(self._broker.middlewares):
+                if type(middleware).post_execute is not TaskiqMiddleware.post_execute:
+                    await maybe_awaitable(middleware.post_execute(message, result))
+            if isinstance(result.error, NoResultError):
+                return
+            await self._broker.result_backend.set_result(message.task_id, result)
+            for middleware in reversed(self._broker.middlewares):
+                if type(middleware).post_save is not TaskiqMiddleware.post_save:
+                    await maybe_awaitable(middleware.post_save(message, result))
+        except Exception:
+            logger.exception("post_execute or result backend failed for %s", message.task_id)
+
+    def _outcome(
+        self, assignment: Assignment, status: Status, result: TaskiqResult[Any], started: float
+    ) -> Outcome:
+        value: JsonValue = None
+        error = None if result.error is None else _error_info(result.error)
+        if status == "succeeded":
+            error = None  # NoResultError: the task chose not to return a value
+            try:
+                value = _jsonable(result.return_value)
+            except (PydanticSerializationError, TypeError, ValueError) as exc:
+                status, error = "failed", ErrorInfo(type="UnserializableResult", message=str(exc))
+        return Outcome(
+            ref=assignment.ref,
+            worker=self._worker,
+            status=status,
+            return_value=value,
+            error=error,
+            started_at=started,
+            finished_at=max(started, self._clock()),
+        )
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _failure(exc: BaseException) -> TaskiqResult[Any]:
+    return TaskiqResult(is_err=True, return_value=None, execution_time=0.0, error=exc)
+
+
+def _is_error(result: TaskiqResult[Any]) -> bool:
+    return result.is_err and not isinstance(result.error, NoResultError)
+
+
+def _jsonable(value: Any) -> JsonValue:
+    """Converted as pydantic would (models, dates, tuples) and proven to be strict JSON."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    converted: JsonValue = to_jsonable_python(value)
+    json.dumps(converted, allow_nan=False)
+    return converted
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return ErrorInfo(
+        type=name, message=str(exc), traceback="".join(traceback.format_exception(exc))
+    )
