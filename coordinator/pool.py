@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from coordinator.placement.demand import Demand
 from coordinator.placement.explain import NEAREST, free_amounts, infeasible, roomiest, short_counts
 from coordinator.placement.feasibility import (
     WORKER_CHECKS,
@@ -40,7 +39,8 @@ from coordinator.placement.shapes import (
     shape_key,
 )
 from coordinator.placement.usage import WorkerUsage, usage_of
-from coordinator.placement.workers import DevicePick, WorkerState
+from coordinator.placement.workers import WorkerState
+from shared.capacity import Demand, DevicePick
 from shared.labels import Op
 from shared.resources import ResourceRequest, WorkerSpec
 

@@ -34,7 +34,7 @@ from shared.subjects import token
 Token = Annotated[str, AfterValidator(token)]
 Seconds = Annotated[float, Field(gt=0)]
 Epoch = Annotated[float, Field(ge=0)]
-RejectCode = Literal["capacity", "unknown_task", "draining", "malformed"]
+RejectCode = Literal["capacity", "labels", "unknown_task", "draining", "malformed"]
 Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
 ErrorKind = Literal["json", "type", "version", "invalid"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.placement.demand import Capacity, Demand
 from coordinator.placement.shapes import is_unique_label
+from shared.capacity import Capacity, Demand
 from shared.resources import MILLI
 
 

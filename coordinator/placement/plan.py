@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.placement.demand import Demand
 from coordinator.placement.feasibility import SHAPE_CHECKS, Amounts, Rejection, rejections
 from coordinator.placement.policies import Scale
 from coordinator.placement.shapes import Binding, ShapeClass, ShapeKey, is_unique_label
 from coordinator.placement.workers import WorkerState
+from shared.capacity import Demand
 from shared.labels import LabelSelector, PreferredLabel
 
 Entry = tuple[ShapeClass, int, Binding]

@@ -13,9 +13,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from coordinator.placement.demand import Demand
 from coordinator.placement.shapes import Axis, Binding, IndexEntry, ShapeClass
-from coordinator.placement.workers import DevicePick, WorkerState
+from coordinator.placement.workers import WorkerState
+from shared.capacity import Demand, DevicePick
 from shared.resources import MILLI
 
 

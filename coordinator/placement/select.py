@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from coordinator.placement.demand import Demand
 from coordinator.placement.plan import Plan, host_weight
 from coordinator.placement.policies import Walk, leftover
 from coordinator.placement.shapes import Binding, ShapeClass
-from coordinator.placement.workers import DevicePick, WorkerState
+from coordinator.placement.workers import WorkerState
+from shared.capacity import Demand, DevicePick
 
 
 @dataclass(frozen=True, slots=True)

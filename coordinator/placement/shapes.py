@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
 
-from coordinator.placement.demand import Capacity, Demand
 from coordinator.placement.workers import WorkerState
+from shared.capacity import Capacity, Demand
 from shared.resources import MILLI
 
 UNIQUE_LABEL_KEYS = frozenset({"hostname"})
