@@ -8,6 +8,7 @@ never imports the coordinator's service code.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,8 +17,11 @@ from shared.version import __version__
 Handler = Callable[[argparse.Namespace], int]
 Configure = Callable[[argparse.ArgumentParser], Handler]
 
-SUBCOMMANDS: dict[str, tuple[str, Configure]] = {}
-"""name -> (one-line help, function that adds the arguments and returns the handler)."""
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("run a worker agent on this host", "worker_agent.cli:configure"),
+}
+"""name -> (one-line help, ``module:function`` that adds the arguments and returns the
+handler); the module is imported only to build the parser, so keep its top level light."""
 
 EXIT_USAGE = 2
 
@@ -35,7 +39,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     if SUBCOMMANDS:
         sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-        for name, (help_text, configure) in SUBCOMMANDS.items():
+        for name, (help_text, target) in SUBCOMMANDS.items():
+            module, _, attr = target.partition(":")
+            configure: Configure = getattr(importlib.import_module(module), attr)
             handlers[name] = configure(sub.add_parser(name, help=help_text, description=help_text))
     return parser, handlers
 

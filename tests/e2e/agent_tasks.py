@@ -1,0 +1,63 @@
+"""Tasks the end-to-end tests give to agent processes (APP ``tests.e2e.agent_tasks:broker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from taskiq import InMemoryBroker
+
+from worker_agent.executor import current_attempt, current_gpu_devices
+
+broker = InMemoryBroker()
+
+
+@broker.task("add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@broker.task("describe")
+async def describe(text: str) -> dict[str, object]:
+    await asyncio.sleep(0)
+    return {
+        "text": text,
+        "attempt": current_attempt(),
+        "gpus": list(current_gpu_devices()),
+        "pid": os.getpid(),
+    }
+
+
+@broker.task("fail")
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@broker.task("sleep_for")
+async def sleep_for(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@broker.task("wait_for_gate")
+def wait_for_gate(gate: str, done: str, value: int) -> int:
+    """Blocks (in a thread, as a sync task) until the test creates ``gate``."""
+    while not Path(gate).exists():
+        time.sleep(0.01)
+    Path(done).touch()
+    return value
+
+
+@broker.task("async_wait_for_gate")
+async def async_wait_for_gate(gate: str) -> str:
+    # The gate is another process's file: there is no event to await.
+    while not Path(gate).exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.01)
+    return "opened"
+
+
+@broker.task("big")
+def big(size: int) -> str:
+    return "x" * size

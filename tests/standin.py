@@ -1,0 +1,182 @@
+"""A stand-in for the coordinator: publishes assignments and cancels, collects what agents say.
+
+Until the real coordinator exists the agent is driven with this; it speaks only
+the wire protocol (``shared.protocol`` / ``shared.subjects``), as the real one will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared.jetstream import ensure_streams
+from shared.protocol import (
+    Accept,
+    Assignment,
+    AttemptRef,
+    Batch,
+    Cancel,
+    Deregister,
+    Heartbeat,
+    Outcome,
+    Register,
+    Reject,
+    decode,
+    decode_as,
+    encode,
+)
+from shared.resources import ResourceRequest
+from shared.subjects import Subjects
+
+T = TypeVar("T")
+WAIT = 20.0
+
+_runs = itertools.count(1)
+
+
+class Inbox:
+    """Messages of one kind, with waiting for the first that satisfies a predicate."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, item: Any) -> None:
+        async with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    async def wait(self, pred: Callable[[Any], bool], within: float = WAIT) -> Any:
+        async def first() -> Any:
+            async with self._changed:
+                while True:
+                    for item in self.items:
+                        if pred(item):
+                            return item
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(first(), within)
+
+
+class StandIn:
+    def __init__(self, url: str, prefix: str = "fleet") -> None:
+        self.url = url
+        self.subjects = Subjects(prefix)
+        self.nc: Client | None = None
+        self.inboxes: dict[str, Inbox] = defaultdict(Inbox)
+
+    async def __aenter__(self) -> StandIn:
+        self.nc = await nats.connect(
+            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1, name="standin"
+        )
+        await ensure_streams(self.nc.jetstream(), self.subjects)
+        s = self.subjects
+        for subject in (s.all_registers, s.all_heartbeats, s.all_deregisters, s.all_acks):
+            await self.nc.subscribe(subject, cb=self._collect)
+        await self.nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+    async def _collect(self, msg: Msg) -> None:
+        decoded = decode(msg.data)
+        for item in decoded.items if isinstance(decoded, Batch) else (decoded,):
+            await self.inboxes[item.type].add(item)
+
+    @property
+    def client(self) -> Client:
+        assert self.nc is not None
+        return self.nc
+
+    async def registered(self, worker: str) -> Register:
+        msg: Register = await self.inboxes["register"].wait(lambda m: m.worker == worker)
+        return msg
+
+    async def heartbeat(
+        self, worker: str, pred: Callable[[Heartbeat], bool] = lambda h: True
+    ) -> Heartbeat:
+        msg: Heartbeat = await self.inboxes["heartbeat"].wait(
+            lambda h: h.worker == worker and pred(h)
+        )
+        return msg
+
+    async def deregistered(self, worker: str) -> Deregister:
+        msg: Deregister = await self.inboxes["deregister"].wait(lambda m: m.worker == worker)
+        return msg
+
+    async def ack(self, ref: AttemptRef) -> Accept | Reject:
+        async def one(kind: str) -> Accept | Reject:
+            found: Accept | Reject = await self.inboxes[kind].wait(lambda m: m.ref == ref)
+            return found
+
+        tasks = [asyncio.create_task(one("accept")), asyncio.create_task(one("reject"))]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return done.pop().result()
+
+    async def send(self, worker: str, *assignments: Assignment) -> None:
+        msg = assignments[0] if len(assignments) == 1 else Batch(items=assignments)
+        await self.client.publish(self.subjects.assign(worker), encode(msg))
+
+    async def assign(self, worker: str, assignment: Assignment) -> Accept | Reject:
+        await self.send(worker, assignment)
+        return await self.ack(assignment.ref)
+
+    async def cancel(self, worker: str, ref: AttemptRef, reason: str = "test") -> None:
+        await self.client.publish(
+            self.subjects.cancel(worker), encode(Cancel(ref=ref, reason=reason))
+        )
+
+    async def outcome(self, ref: AttemptRef, within: float = WAIT) -> Outcome:
+        """Read from JetStream, as the coordinator will: proves the outcome was stored."""
+        js = self.client.jetstream()
+        sub = await js.subscribe(
+            self.subjects.outcome(ref.run_id, ref.node_id), ordered_consumer=True
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=within)
+                outcome = decode_as(msg.data, Outcome)
+                if outcome.ref == ref:
+                    return outcome
+        finally:
+            await sub.unsubscribe()
+
+    async def outcome_count(self, ref: AttemptRef) -> int:
+        info = await self.client.jetstream().stream_info(
+            self.subjects.outcomes_stream,
+            subjects_filter=self.subjects.outcome(ref.run_id, ref.node_id),
+        )
+        return sum((info.state.subjects or {}).values())
+
+
+def attempt(node: str = "n", *, run: str | None = None, number: int = 1) -> AttemptRef:
+    return AttemptRef(run_id=run or f"run{next(_runs)}", node_id=node, attempt=number)
+
+
+def assignment(
+    task: str,
+    *args: Any,
+    ref: AttemptRef | None = None,
+    gpu_devices: tuple[int, ...] = (),
+    timeout: float | None = None,
+    **request: Any,
+) -> Assignment:
+    return Assignment(
+        ref=ref or attempt(),
+        task_name=task,
+        args=args,
+        request=ResourceRequest(**request),
+        gpu_devices=gpu_devices,
+        timeout=timeout,
+    )

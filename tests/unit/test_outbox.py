@@ -1,0 +1,58 @@
+"""The outbox keeps every outcome until a publish succeeds, and retries after failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.protocol import AttemptRef, Outcome
+from worker_agent.outbox import Outbox
+
+
+def outcome(node: str) -> Outcome:
+    return Outcome(
+        ref=AttemptRef(run_id="r", node_id=node, attempt=1),
+        worker="w",
+        status="succeeded",
+        return_value=node,
+        started_at=1.0,
+        finished_at=2.0,
+    )
+
+
+class FlakyStore:
+    """Fails while ``down`` is set, like JetStream during a NATS restart."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.stored: list[str] = []
+        self.attempts = 0
+        self.failed = asyncio.Event()
+
+    async def publish(self, o: Outcome) -> None:
+        self.attempts += 1
+        if self.down:
+            self.failed.set()
+            raise TimeoutError("no responders")
+        self.stored.append(o.ref.node_id)
+
+
+async def test_outcomes_wait_for_the_store_and_are_all_delivered_once() -> None:
+    store = FlakyStore()
+    box = Outbox(store.publish, window=2, backoff=(60.0, 60.0))
+    runner = asyncio.create_task(box.run())
+    for node in "abc":
+        box.put(outcome(node))
+    await store.failed.wait()
+    assert not await box.flush(0.01)
+    assert len(box) == 3
+    store.down = False
+    box.kick()  # the long backoff would otherwise hold the retry back
+    assert await box.flush(5)
+    assert sorted(store.stored) == ["a", "b", "c"]
+    assert box.pending() == []
+    runner.cancel()
+
+
+async def test_flush_of_an_empty_outbox_is_immediate() -> None:
+    box = Outbox(FlakyStore().publish)
+    assert await box.flush(0)

@@ -1,0 +1,101 @@
+"""Outcomes waiting to be stored by JetStream, retried until they are.
+
+An outcome is the only record that an attempt ran; losing it means running the
+node again. So the agent keeps each one here until JetStream acknowledged it,
+through NATS restarts and coordinator restarts alike. Publishes go out in a
+window of concurrent requests (one round trip for many outcomes), and the
+stream's de-duplication by attempt key makes a retry after a lost ack harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from shared.protocol import AttemptRef, Outcome
+
+log = structlog.get_logger(__name__)
+
+Publish = Callable[[Outcome], Awaitable[object]]
+
+
+class Outbox:
+    def __init__(
+        self, publish: Publish, *, window: int = 128, backoff: tuple[float, float] = (0.05, 2.0)
+    ) -> None:
+        self._publish = publish
+        self._window = window
+        self._backoff = backoff
+        self._items: dict[AttemptRef, Outcome] = {}
+        self._changed = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._kick = asyncio.Event()
+
+    def put(self, outcome: Outcome) -> None:
+        self._items[outcome.ref] = outcome
+        self._empty.clear()
+        self._changed.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def kick(self) -> None:
+        """Retry now rather than after the backoff, e.g. because NATS reconnected."""
+        self._kick.set()
+
+    async def flush(self, within: float) -> bool:
+        """Wait until everything is stored; False if ``within`` seconds passed first."""
+        if self._empty.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._empty.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Deliver forever; cancel to stop (what is left stays in ``pending()``)."""
+        delay = self._backoff[0]
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            while self._items:
+                batch = list(self._items.values())[: self._window]
+                results = await asyncio.gather(
+                    *(self._publish(o) for o in batch), return_exceptions=True
+                )
+                failed = 0
+                for outcome, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        if not isinstance(result, Exception):
+                            raise result
+                        failed += 1
+                        error = result
+                    elif self._items.get(outcome.ref) is outcome:
+                        del self._items[outcome.ref]
+                if not self._items:
+                    self._empty.set()
+                if failed:
+                    log.warning(
+                        "outcomes not stored yet; will retry",
+                        failed=failed,
+                        pending=len(self._items),
+                        error=repr(error),
+                        retry_in=delay,
+                    )
+                    await self._pause(delay)
+                    delay = min(delay * 2, self._backoff[1])
+                else:
+                    delay = self._backoff[0]
+
+    def pending(self) -> list[Outcome]:
+        return list(self._items.values())
+
+    async def _pause(self, delay: float) -> None:
+        self._kick.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), delay)

@@ -1,0 +1,362 @@
+"""The agent on NATS: advertise, admit or refuse assignments, run them, report outcomes, drain.
+
+This module only translates: messages in become calls on the pure guard and the
+executor, their answers become messages out. Control traffic (adverts,
+assignments, acks, cancels) is core NATS; outcomes go to JetStream through the
+``Outbox`` so that neither a NATS restart nor a coordinator restart loses one.
+
+A malformed message is logged and dropped: one bad publisher must not stop a
+host from serving everybody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.object_store import ObjectStore
+from taskiq import AsyncBroker
+
+from shared.jetstream import (
+    INLINE_LIMIT,
+    MSG_ID,
+    encode_value,
+    ensure_streams,
+    load_value,
+    payload_store,
+    save_value,
+)
+from shared.protocol import (
+    Accept,
+    Assignment,
+    AttemptRef,
+    Batch,
+    Cancel,
+    Deregister,
+    ErrorInfo,
+    Heartbeat,
+    Outcome,
+    ProtocolError,
+    Register,
+    Reject,
+    decode_each,
+    encode,
+)
+from shared.resources import WorkerSpec
+from shared.subjects import Subjects
+from shared.version import __version__
+from worker_agent.executor import TaskExecutor
+from worker_agent.guard import CapacityGuard
+from worker_agent.outbox import Outbox
+from worker_agent.usage import UsageProbe
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_TIMEOUT = 2
+FLUSH_TIMEOUT = 10
+"""How long a stopping agent keeps trying to store its last outcomes."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    heartbeat: float = 2.0
+    drain_timeout: float = 30.0
+    subjects: Subjects = field(default_factory=Subjects)
+    inline_limit: int = INLINE_LIMIT
+    max_threads: int | None = None
+
+
+class Agent:
+    """One host's agent; ``run`` serves until ``stop`` is set, then drains."""
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        spec: WorkerSpec,
+        settings: AgentSettings = AgentSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._broker = broker
+        self._clock = clock
+        self._subjects = settings.subjects
+        self._guard = CapacityGuard(spec)
+        self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
+        self._outbox = Outbox(self._store_outcome)
+        self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
+        self._early_cancels: dict[AttemptRef, str] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._started_at = clock()
+        self._seq = 0
+        self._nc: Client | None = None
+        self._store: ObjectStore | None = None
+        self._usage = UsageProbe()
+        self.dropped = 0
+        """Malformed or unknown messages dropped since start (tests and logs read it)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- NATS connection callbacks ------------------------------------------------------
+
+    async def disconnected(self) -> None:
+        log.warning("disconnected from NATS; outcomes are kept until it is back")
+
+    async def reconnected(self) -> None:
+        log.info("reconnected to NATS; registering again", pending_outcomes=len(self._outbox))
+        self._spawn(self._register())
+        self._outbox.kick()
+
+    async def nats_error(self, exc: Exception) -> None:
+        log.warning("NATS error", error=repr(exc))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(
+        self, nc: Client, stop: asyncio.Event, force: asyncio.Event | None = None
+    ) -> None:
+        self._nc = nc
+        js = nc.jetstream()
+        await ensure_streams(js, self._subjects)
+        self._broker.is_worker_process = True
+        await self._broker.startup()
+        sub = await nc.subscribe(self._subjects.worker_inbox(self.name), cb=self._on_message)
+        await self._register()
+        loops = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._outbox.run())]
+        log.info("agent serving", subject=self._subjects.worker_inbox(self.name))
+        try:
+            await stop.wait()
+            await self._drain(force or asyncio.Event())
+        finally:
+            await sub.unsubscribe()
+            for task in loops + list(self._background):
+                task.cancel()
+            await asyncio.gather(*loops, *self._background, return_exceptions=True)
+            await self._farewell()
+            await self._broker.shutdown()
+            self._executor.close()
+
+    async def _drain(self, force: asyncio.Event) -> None:
+        self._guard.draining = True
+        log.info("draining", running=len(self._attempts), timeout=self.settings.drain_timeout)
+        await self._heartbeat()
+        await _wait_for(set(self._attempts.values()), self.settings.drain_timeout, force)
+        for ref in list(self._attempts):
+            self._cancel(ref, "the agent stopped before the attempt finished")
+        await _wait_for(set(self._attempts.values()), FLUSH_TIMEOUT, force)
+        if not await self._outbox.flush(FLUSH_TIMEOUT):
+            lost = [o.ref.key for o in self._outbox.pending()]
+            log.error("outcomes could not be stored before exit", attempts=lost)
+
+    async def _farewell(self) -> None:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            msg = Deregister(worker=self.name, reason="agent stopped")
+            await nc.publish(self._subjects.deregister(self.name), encode(msg))
+            await nc.flush(timeout=PUBLISH_TIMEOUT)
+        except Exception as exc:  # the coordinator will notice missed heartbeats instead
+            log.warning("could not deregister", error=repr(exc))
+
+    # -- advertising -------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        msg = Register(
+            spec=self.spec,
+            agent_version=__version__,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            heartbeat_interval=self.settings.heartbeat,
+            tasks=tuple(sorted(self._broker.get_all_tasks())),
+            running=tuple(self._attempts),
+        )
+        await self._publish(self._subjects.register(self.name), encode(msg))
+        await self._heartbeat()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        usage = self._usage.sample()
+        self._seq += 1
+        msg = Heartbeat(
+            worker=self.name,
+            started_at=self._started_at,
+            seq=self._seq,
+            interval=self.settings.heartbeat,
+            capacity=self.spec,
+            reserved=self._guard.reserved(),
+            cpu_percent=usage.cpu_percent,
+            available_ram_mb=usage.available_ram_mb,
+            running=tuple(self._attempts),
+            draining=self._guard.draining,
+        )
+        await self._publish(self._subjects.heartbeat(self.name), encode(msg))
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        """Core publish of state that the next heartbeat repeats: skipped while offline."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            log.warning("publish failed", subject=subject, error=repr(exc))
+
+    # -- assignments and cancels ---------------------------------------------------------
+
+    async def _on_message(self, msg: Msg) -> None:
+        kind = msg.subject.rsplit(".", 1)[-1]
+        try:
+            if kind == "assign":
+                await self._on_assignments(decode_each(msg.data, Assignment))
+            elif kind == "cancel":
+                for cancel in decode_each(msg.data, Cancel):
+                    self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
+            else:
+                raise ProtocolError("type", f"nothing is served on {msg.subject!r}")
+        except ProtocolError as exc:
+            self.dropped += 1
+            log.warning(
+                "dropped a malformed message",
+                subject=msg.subject,
+                kind=exc.kind,
+                error=str(exc),
+                size=len(msg.data),
+            )
+
+    async def _on_assignments(self, assignments: tuple[Assignment, ...]) -> None:
+        acks = [self._admit(a) for a in assignments]
+        data = encode(acks[0] if len(acks) == 1 else Batch(items=tuple(acks)))
+        await self._publish(self._subjects.ack(self.name), data)
+
+    def _admit(self, a: Assignment) -> Accept | Reject:
+        if a.ref in self._attempts:  # a re-sent assignment: same answer, not a second run
+            return Accept(ref=a.ref, worker=self.name)
+        if not self._executor.has_task(a.task_name):
+            reason = f"this agent has no task named {a.task_name!r}"
+            log.warning("rejected", reason=reason, run=a.ref.run_id, node=a.ref.node_id)
+            return Reject(ref=a.ref, worker=self.name, code="unknown_task", reason=reason)
+        refusal = self._guard.admit(a)
+        if refusal is not None:
+            log.warning("rejected", code=refusal.code, reason=refusal.reason, attempt=a.ref.key)
+            return Reject(ref=a.ref, worker=self.name, code=refusal.code, reason=refusal.reason)
+        self._attempts[a.ref] = asyncio.create_task(self._run(a))
+        return Accept(ref=a.ref, worker=self.name)
+
+    def _cancel(self, ref: AttemptRef, reason: str) -> None:
+        if self._executor.cancel(ref, reason):
+            log.info("cancelling", attempt=ref.key, reason=reason)
+        elif ref in self._attempts:
+            self._early_cancels[ref] = reason
+        else:
+            log.info("cancel for an attempt not running here", attempt=ref.key)
+
+    async def _run(self, a: Assignment) -> None:
+        bound = log.bind(run=a.ref.run_id, node=a.ref.node_id, attempt=a.ref.attempt)
+        bound.info("running", task=a.task_name, gpu_devices=list(a.gpu_devices))
+        started = self._clock()
+        try:
+            a = await self._resolve(a)
+            reason = self._early_cancels.pop(a.ref, None)
+            if reason is not None:
+                outcome = self._ended(a, started, "cancelled", "AttemptCancelled", reason)
+            else:
+                outcome = await self._externalise(await self._executor.run(a))
+        except Exception as exc:
+            bound.exception("attempt could not run")
+            outcome = self._ended(a, started, "failed", type(exc).__name__, str(exc))
+        finally:
+            self._guard.release(a.ref)
+            del self._attempts[a.ref]
+            self._early_cancels.pop(a.ref, None)
+        bound.info("finished", status=outcome.status, duration=round(outcome.duration, 6))
+        self._outbox.put(outcome)
+
+    def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
+        return Outcome.model_validate(
+            {
+                "ref": a.ref,
+                "worker": self.name,
+                "status": status,
+                "error": ErrorInfo(type=kind, message=text),
+                "started_at": started,
+                "finished_at": max(started, self._clock()),
+            }
+        )
+
+    # -- payloads and outcomes -----------------------------------------------------------
+
+    async def _payloads(self) -> ObjectStore:
+        if self._store is None:
+            assert self._nc is not None
+            self._store = await payload_store(self._nc.jetstream(), self._subjects)
+        return self._store
+
+    async def _resolve(self, a: Assignment) -> Assignment:
+        if not a.arg_refs:
+            return a
+        store = await self._payloads()
+        args, kwargs = list(a.args), dict(a.kwargs)
+        for key, ref in a.arg_refs.items():
+            value = await load_value(store, ref)
+            if key.isdecimal():
+                args[int(key)] = value
+            else:
+                kwargs[key] = value
+        return a.model_copy(update={"args": tuple(args), "kwargs": kwargs, "arg_refs": {}})
+
+    async def _externalise(self, outcome: Outcome) -> Outcome:
+        if outcome.return_value is None:
+            return outcome
+        data = encode_value(outcome.return_value)
+        assert self._nc is not None
+        limit = min(self.settings.inline_limit, self._nc.max_payload - 64 * 1024)
+        if len(data) <= limit:
+            return outcome
+        ref = await save_value(await self._payloads(), f"{outcome.ref.key}.out", data)
+        return outcome.model_copy(update={"return_value": None, "return_ref": ref})
+
+    async def _store_outcome(self, outcome: Outcome) -> object:
+        assert self._nc is not None
+        ref = outcome.ref
+        return await self._nc.jetstream().publish(
+            self._subjects.outcome(ref.run_id, ref.node_id),
+            encode(outcome),
+            timeout=PUBLISH_TIMEOUT,
+            headers={MSG_ID: ref.key},
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _wait_for(tasks: set[asyncio.Task[None]], within: float, force: asyncio.Event) -> None:
+    """Until the tasks end, ``within`` seconds pass, or ``force`` is set (a second signal)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    forced = asyncio.create_task(force.wait())
+    remaining = set(tasks)
+    try:
+        while remaining and not forced.done() and (left := deadline - loop.time()) > 0:
+            done, _ = await asyncio.wait(
+                {*remaining, forced}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            remaining -= done
+    finally:
+        forced.cancel()
