@@ -100,6 +100,7 @@ class Agent:
         self._nc: Client | None = None
         self._store: ObjectStore | None = None
         self._usage = UsageProbe()
+        self._stopped = False
         self.dropped = 0
         """Malformed or unknown messages dropped since start (tests and logs read it)."""
 
@@ -110,7 +111,8 @@ class Agent:
     # -- NATS connection callbacks ------------------------------------------------------
 
     async def disconnected(self) -> None:
-        log.warning("disconnected from NATS; outcomes are kept until it is back")
+        if not self._stopped:
+            log.warning("disconnected from NATS; outcomes are kept until it is back")
 
     async def reconnected(self) -> None:
         log.info("reconnected to NATS; registering again", pending_outcomes=len(self._outbox))
@@ -143,6 +145,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*loops, *self._background, return_exceptions=True)
             await self._farewell()
+            self._stopped = True
             await self._broker.shutdown()
             self._executor.close()
 
