@@ -42,7 +42,7 @@ from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
 from shared.labels import Op
-from shared.resources import ResourceRequest, WorkerSpec
+from shared.resources import MILLI, ResourceRequest, WorkerSpec
 
 _PLAN_CACHE_LIMIT = 4096
 
@@ -163,6 +163,39 @@ class ResourceAwareWorkerPool:
         worker.take(key, plan.demand, best.devices)
         self._reindex(worker, gpu=bool(best.devices))
         placement = Placement(key, worker.name, worker.device_ids(best.devices), request)
+        self._held[key] = placement
+        return placement
+
+    def check(self, request: ResourceRequest) -> CannotPlace | None:
+        """None when some live worker could hold ``request`` once free; else why not.
+
+        Nothing is reserved: this is the submit-time feasibility check of every DAG node.
+        """
+        plan = self._plan(request)
+        if not plan.groups:
+            return infeasible(plan.rejected)
+        if plan.per_host and not self._hosts_exist(plan):
+            return CannotPlace("infeasible", {"labels": len(self._workers)}, ())
+        return None
+
+    def adopt(
+        self, name: str, request: ResourceRequest, key: Hashable, gpu_devices: tuple[int, ...]
+    ) -> Placement:
+        """Account work a worker reports running, e.g. after a coordinator restart.
+
+        It is running whether or not it fits, so it is taken even beyond free capacity;
+        the worker then takes nothing new until enough is released.
+        """
+        if key in self._held:
+            raise ValueError(f"reservation {key!r} is already held")
+        worker = self._known(name)
+        demand = Demand.of(request)
+        slot_of = {index: slot for slot, index in enumerate(worker.cap.gpu_index)}
+        share = demand.gpu_share or (MILLI if demand.gpu_whole else 0)
+        devices = tuple((slot_of[d], share) for d in gpu_devices if d in slot_of)
+        worker.take(key, demand, devices)
+        self._reindex(worker, gpu=bool(devices))
+        placement = Placement(key, name, worker.device_ids(devices), request)
         self._held[key] = placement
         return placement
 

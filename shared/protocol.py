@@ -47,12 +47,12 @@ class ProtocolError(ValueError):
         self.kind: ErrorKind = kind
 
 
-class _Part(BaseModel):
+class Part(BaseModel):
     # allow_inf_nan=False: JSON has no NaN, and pydantic would send it as null.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-class _Message(_Part):
+class Versioned(Part):
     VERSION: ClassVar[int] = 1
     version: int = Field(default=1, ge=1, strict=True)
 
@@ -70,7 +70,7 @@ def _newer(version: int, spoken: int) -> str:
     )
 
 
-class AttemptRef(_Part):
+class AttemptRef(Part):
     """One try of one node; a message about a superseded attempt is ignored."""
 
     run_id: Token
@@ -83,20 +83,20 @@ class AttemptRef(_Part):
         return f"{self.run_id}.{self.node_id}.{self.attempt}"
 
 
-class PayloadRef(_Part):
+class PayloadRef(Part):
     """A value too large to travel inline, kept in the payloads object store."""
 
     name: str = Field(min_length=1)
     size: NonNegInt
 
 
-class ErrorInfo(_Part):
+class ErrorInfo(Part):
     type: str = Field(min_length=1)
     message: str = ""
     traceback: str = ""
 
 
-class Reserved(_Part):
+class Reserved(Part):
     """The agent's own accounting, reconciled with the pool's; ``gpus``: device -> share."""
 
     cpu: float = Field(default=0.0, ge=0)
@@ -105,7 +105,7 @@ class Reserved(_Part):
     resources: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
-class Register(_Message):
+class Register(Versioned):
     """Sent on start and after every reconnect; ``running`` lets a new coordinator adopt work."""
 
     type: Literal["register"] = "register"
@@ -127,7 +127,7 @@ class Register(_Message):
         return self.spec.name
 
 
-class Heartbeat(_Message):
+class Heartbeat(Versioned):
     """Self-sufficient, so a restarted coordinator rebuilds the pool from heartbeats alone.
 
     A new ``started_at`` means the agent restarted and lost every attempt it
@@ -153,13 +153,13 @@ class Heartbeat(_Message):
         return self
 
 
-class Deregister(_Message):
+class Deregister(Versioned):
     type: Literal["deregister"] = "deregister"
     worker: Token
     reason: str = ""
 
 
-class Assignment(_Message):
+class Assignment(Versioned):
     """One attempt to run, with the reservation it was placed under for the agent to check.
 
     ``labels`` keep JSON types because taskiq middlewares read e.g. ``retry_on_error``
@@ -190,13 +190,13 @@ class Assignment(_Message):
         return self
 
 
-class Accept(_Message):
+class Accept(Versioned):
     type: Literal["accept"] = "accept"
     ref: AttemptRef
     worker: Token
 
 
-class Reject(_Message):
+class Reject(Versioned):
     """The agent's refusal; the coordinator releases the reservation and places the node again."""
 
     type: Literal["reject"] = "reject"
@@ -206,13 +206,13 @@ class Reject(_Message):
     reason: str = ""
 
 
-class Cancel(_Message):
+class Cancel(Versioned):
     type: Literal["cancel"] = "cancel"
     ref: AttemptRef
     reason: str = ""
 
 
-class Outcome(_Message):
+class Outcome(Versioned):
     """How one attempt ended: only a success carries a value, and a failure must say why."""
 
     type: Literal["outcome"] = "outcome"
@@ -250,7 +250,7 @@ ItemModel = Register | Heartbeat | Deregister | Assignment | Accept | Reject | C
 Item = Annotated[ItemModel, Field(discriminator="type")]
 
 
-class Batch(_Message):
+class Batch(Versioned):
     """Many messages in one NATS message, to cut per-message cost on the hot path.
 
     Meant for subjects that address one worker (assign, cancel, ack); no nesting.
@@ -262,16 +262,16 @@ class Batch(_Message):
 
 MessageModel = ItemModel | Batch
 Message = Annotated[MessageModel, Field(discriminator="type")]
-M = TypeVar("M", bound=_Message)
+M = TypeVar("M", bound=Versioned)
 
 _ADAPTER: TypeAdapter[MessageModel] = TypeAdapter(Message)
-_MODELS: dict[str, type[_Message]] = {
+_MODELS: dict[str, type[Versioned]] = {
     m.model_fields["type"].default: m for m in get_args(MessageModel)
 }
 _MAX_ERRORS = 5
 
 
-def encode(msg: _Message) -> bytes:
+def encode(msg: Versioned) -> bytes:
     return msg.model_dump_json().encode()
 
 
@@ -302,11 +302,21 @@ def decode_each(data: bytes, model: type[M]) -> tuple[M, ...]:
     return tuple(found)
 
 
-def _name(model: type[_Message]) -> str:
+def _name(model: type[Versioned]) -> str:
     return str(model.model_fields["type"].default)
 
 
-def _diagnose(data: bytes, exc: ValidationError) -> ProtocolError:
+def decode_model(data: bytes, model: type[M]) -> M:
+    """A message outside the agent protocol's union (runs, control); same errors as decode."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise _diagnose(data, exc, {_name(model): model}) from None
+
+
+def _diagnose(
+    data: bytes, exc: ValidationError, models: dict[str, type[Versioned]] = _MODELS
+) -> ProtocolError:
     """Name the first thing wrong, from the outside in: JSON, type, version, fields."""
     try:
         obj = json.loads(data)
@@ -315,10 +325,10 @@ def _diagnose(data: bytes, exc: ValidationError) -> ProtocolError:
     if not isinstance(obj, dict):
         return ProtocolError("json", f"a message is a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
-    if not isinstance(kind, str) or kind not in _MODELS:
+    if not isinstance(kind, str) or kind not in models:
         got = "no 'type' field" if kind is None else f"unknown message type {kind!r}"
-        return ProtocolError("type", f"{got}; expected one of {sorted(_MODELS)}")
-    version, spoken = obj.get("version", 1), _MODELS[kind].VERSION
+        return ProtocolError("type", f"{got}; expected one of {sorted(models)}")
+    version, spoken = obj.get("version", 1), models[kind].VERSION
     if isinstance(version, int) and not isinstance(version, bool) and version > spoken:
         return ProtocolError("version", f"{kind!r}: {_newer(version, spoken)}")
     errors = exc.errors(include_url=False, include_input=False)

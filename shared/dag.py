@@ -1,0 +1,206 @@
+"""The DAG a client submits: nodes, how values flow between them, and the run's settings.
+
+Values flow by *name*, as in the documents' dataflow pipelines: a node publishes
+its result under ``outputs`` and another takes it as a keyword argument through
+``inputs`` (parameter -> output or external input name). ``after`` orders nodes
+without passing data. Every check that can be made without the cluster is made
+here, at construction, so a bad DAG is refused at the client with a message
+naming the node, and is never half scheduled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Literal, Self
+
+from pydantic import Field, JsonValue, model_validator
+
+from shared.protocol import Part, Token
+from shared.resources import ResourceRequest
+
+OnError = Literal["stop", "continue"]
+
+
+class RetryPolicy(Part):
+    """Application-error retries; lost workers are retried apart, from the system budget.
+
+    The n-th retry waits ``delay * backoff**(n-1)`` capped at ``max_delay``, then moved by
+    up to ``jitter`` of itself either way, so retries of a fan-out do not arrive together.
+    """
+
+    max_retries: int = Field(default=0, ge=0)
+    delay: float = Field(default=0.0, ge=0)
+    backoff: float = Field(default=1.0, ge=1)
+    max_delay: float = Field(default=300.0, ge=0)
+    jitter: float = Field(default=0.0, ge=0, le=1)
+    retry_on: tuple[str, ...] = ()
+    """Error type names worth a retry; empty means any failure or timeout."""
+
+    def delay_for(self, retry: int, draw: float = 0.5) -> float:
+        """Seconds before retry number ``retry`` (1-based); ``draw`` is uniform in [0, 1)."""
+        base = min(self.max_delay, self.delay * self.backoff ** max(0, retry - 1))
+        return max(0.0, base * (1 + self.jitter * (2 * draw - 1)))
+
+    def retries(self, error_type: str | None) -> bool:
+        if not self.retry_on or error_type is None:
+            return True
+        short = error_type.rsplit(".", 1)[-1]
+        return error_type in self.retry_on or short in self.retry_on
+
+
+class Node(Part):
+    id: Token
+    task: str = Field(min_length=1)
+    args: tuple[JsonValue, ...] = ()
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    """Keyword parameter -> name of an upstream output or of an external input."""
+    outputs: tuple[str, ...] = ()
+    """Names the result is published under; with several, the result is unpacked."""
+    after: tuple[Token, ...] = ()
+    request: ResourceRequest = ResourceRequest()
+    retry: RetryPolicy = RetryPolicy()
+    timeout: float | None = Field(default=None, gt=0)
+    priority: int = 0
+    labels: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        both = sorted(set(self.inputs) & set(self.kwargs))
+        if both:
+            raise ValueError(f"node {self.id!r}: {both} given both as kwargs and as inputs")
+        if len(set(self.outputs)) != len(self.outputs):
+            raise ValueError(f"node {self.id!r} names an output twice: {list(self.outputs)}")
+        return self
+
+
+class Dag(Part):
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    inputs: tuple[str, ...] = ()
+    """External inputs the submission must give values for."""
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Self:
+        problems = self._naming_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        cycle = self._cycle()
+        if cycle:
+            raise ValueError(f"the DAG has a cycle: {' -> '.join(cycle)}")
+        return self
+
+    def _naming_problems(self) -> list[str]:
+        problems: list[str] = []
+        ids: set[str] = set()
+        for node in self.nodes:
+            if node.id in ids:
+                problems.append(f"node id {node.id!r} is used twice")
+            ids.add(node.id)
+        producers: dict[str, str] = {name: "<input>" for name in self.inputs}
+        if len(producers) != len(self.inputs):
+            problems.append(f"external inputs named twice: {list(self.inputs)}")
+        for node in self.nodes:
+            for name in node.outputs:
+                other = producers.setdefault(name, node.id)
+                if other != node.id:
+                    by = "an external input" if other == "<input>" else f"node {other!r}"
+                    problems.append(f"output {name!r} of node {node.id!r} is also produced by {by}")
+        for node in self.nodes:
+            problems += [
+                f"node {node.id!r} takes {param}={name!r}, which no node produces "
+                "and which is not an external input"
+                for param, name in node.inputs.items()
+                if name not in producers
+            ]
+            problems += [
+                f"node {node.id!r} runs after unknown node {a!r}"
+                for a in node.after
+                if a not in ids
+            ]
+        return problems
+
+    @cached_property
+    def by_id(self) -> dict[str, Node]:
+        return {n.id: n for n in self.nodes}
+
+    @cached_property
+    def producers(self) -> dict[str, str]:
+        """Output name -> id of the node producing it."""
+        return {name: n.id for n in self.nodes for name in n.outputs}
+
+    @cached_property
+    def upstream(self) -> dict[str, tuple[str, ...]]:
+        """Node id -> ids it waits for (data and ordering), without duplicates."""
+        found: dict[str, tuple[str, ...]] = {}
+        for node in self.nodes:
+            deps = [self.producers[s] for s in node.inputs.values() if s in self.producers]
+            found[node.id] = tuple(dict.fromkeys([*deps, *node.after]))
+        return found
+
+    @cached_property
+    def downstream(self) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for node_id, deps in self.upstream.items():
+            for dep in deps:
+                found[dep].append(node_id)
+        return {k: tuple(v) for k, v in found.items()}
+
+    def levels(self) -> list[list[str]]:
+        """Execution levels: every node comes after all it waits for (Kahn's algorithm)."""
+        waiting = {n: len(d) for n, d in self.upstream.items()}
+        level = [n.id for n in self.nodes if waiting[n.id] == 0]
+        result: list[list[str]] = []
+        while level:
+            result.append(level)
+            following: list[str] = []
+            for node_id in level:
+                for nxt in self.downstream[node_id]:
+                    waiting[nxt] -= 1
+                    if waiting[nxt] == 0:
+                        following.append(nxt)
+            level = following
+        return result
+
+    def _cycle(self) -> list[str]:
+        """One cycle as a path of node ids, or [] when acyclic (iterative DFS)."""
+        colour: dict[str, int] = {}
+        upstream = self.upstream
+        for start in upstream:
+            if colour.get(start):
+                continue
+            stack: list[tuple[str, Iterator[str]]] = [(start, iter(upstream[start]))]
+            colour[start] = 1
+            while stack:
+                node_id, deps = stack[-1]
+                dep = next(deps, None)
+                if dep is None:
+                    colour[node_id] = 2
+                    stack.pop()
+                elif colour.get(dep) == 1:
+                    path = [n for n, _ in stack]
+                    return [*path[path.index(dep) :], dep][::-1]
+                elif not colour.get(dep):
+                    colour[dep] = 1
+                    stack.append((dep, iter(upstream[dep])))
+        return []
+
+
+class RunOptions(Part):
+    max_parallel: int | None = Field(default=None, ge=1)
+    on_error: OnError = "stop"
+    timeout: float | None = Field(default=None, gt=0)
+    priority: int = 0
+
+
+def check_inputs(dag: Dag, given: set[str]) -> None:
+    """Every external input given, nothing unknown: raise ValueError naming them."""
+    missing = [name for name in dag.inputs if name not in given]
+    unknown = sorted(given - set(dag.inputs))
+    problems = []
+    if missing:
+        problems.append(f"missing external input(s) {missing}")
+    if unknown:
+        problems.append(f"unknown input(s) {unknown}; the DAG takes {list(dag.inputs)}")
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -1,0 +1,132 @@
+"""Messages between clients and the coordinator: submissions, run views, updates, control.
+
+A run's view is one document (``RunView``) used everywhere: the coordinator
+keeps it in the ``FLEET_RUNS`` KV bucket, pushes changes of it to the client
+(``RunUpdate``), answers ``fleet status`` with it. One shape, so a client that
+reconnects or another process fetching by run id sees what the waiter saw.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, JsonValue, model_validator
+
+from shared.dag import Dag, RunOptions, check_inputs
+from shared.protocol import Epoch, ErrorInfo, Part, PayloadRef, Token, Versioned
+from shared.resources import WorkerSpec
+
+NodeStatus = Literal[
+    "pending", "ready", "placed", "running", "succeeded", "failed", "cancelled", "skipped"
+]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+TERMINAL_NODE: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "skipped"})
+TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Submit(Versioned):
+    """A DAG with its inputs; ``run_id`` is chosen by the client so it can listen first."""
+
+    type: Literal["submit"] = "submit"
+    run_id: Token
+    name: str = ""
+    dag: Dag
+    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    input_refs: dict[str, PayloadRef] = Field(default_factory=dict)
+    options: RunOptions = RunOptions()
+    submitted_at: Epoch = 0.0
+
+    @model_validator(mode="after")
+    def _inputs_given(self) -> Self:
+        both = sorted(set(self.inputs) & set(self.input_refs))
+        if both:
+            raise ValueError(f"inputs {both} given both inline and by reference")
+        check_inputs(self.dag, set(self.inputs) | set(self.input_refs))
+        return self
+
+
+class NodeView(Part):
+    id: Token
+    task: str
+    status: NodeStatus = "pending"
+    attempt: int = Field(default=0, ge=0)
+    worker: str | None = None
+    gpu_devices: tuple[int, ...] = ()
+    started_at: Epoch | None = None
+    finished_at: Epoch | None = None
+    error: ErrorInfo | None = None
+    reason: str = ""
+    """Why the node waits or failed in scheduling terms (busy, infeasible, skipped)."""
+    system_retries: int = Field(default=0, ge=0)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class RunView(Part):
+    run_id: Token
+    name: str = ""
+    status: RunStatus = "running"
+    submitted_at: Epoch = 0.0
+    finished_at: Epoch | None = None
+    nodes: tuple[NodeView, ...] = ()
+    outputs: dict[str, JsonValue] = Field(default_factory=dict)
+    output_refs: dict[str, PayloadRef] = Field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    def node(self, node_id: str) -> NodeView:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(f"run {self.run_id!r} has no node {node_id!r}")
+
+
+class RunUpdate(Versioned):
+    """Pushed on the run's subject whenever nodes change; ``run`` is set once it ended."""
+
+    type: Literal["run_update"] = "run_update"
+    run_id: Token
+    status: RunStatus
+    nodes: tuple[NodeView, ...] = ()
+    run: RunView | None = None
+
+
+class SubmitReply(Versioned):
+    type: Literal["submit_reply"] = "submit_reply"
+    run_id: str
+    accepted: bool
+    error: str = ""
+
+
+class WorkerView(Part):
+    spec: WorkerSpec
+    reserved: dict[str, float] = Field(default_factory=dict)
+    free: dict[str, float] = Field(default_factory=dict)
+    gpu_free: dict[int, float] = Field(default_factory=dict)
+    healthy: bool = True
+    draining: bool = False
+    last_seen: Epoch = 0.0
+    running: int = 0
+    cpu_percent: float = 0.0
+    available_ram_mb: int = 0
+
+
+class CtlRequest(Versioned):
+    type: Literal["ctl"] = "ctl"
+    run_id: str | None = None
+    limit: int = Field(default=100, ge=1)
+
+
+class CtlReply(Versioned):
+    type: Literal["ctl_reply"] = "ctl_reply"
+    ok: bool = True
+    error: str = ""
+    workers: tuple[WorkerView, ...] = ()
+    runs: tuple[RunView, ...] = ()
