@@ -19,6 +19,7 @@ Configure = Callable[[argparse.ArgumentParser], Handler]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("run a worker agent on this host", "worker_agent.cli:configure"),
+    "coordinator": ("run the coordinator service", "coordinator.serve_cli:configure"),
 }
 """name -> (one-line help, ``module:function`` that adds the arguments and returns the
 handler); the module is imported only to build the parser, so keep its top level light."""

@@ -24,7 +24,8 @@ fleet.worker.<worker>.assign    coordinator agent       Assignment (Batch)   cor
 fleet.worker.<worker>.cancel    coordinator agent       Cancel (Batch)       core
 fleet.ack.<worker>              agent       coordinator Accept, Reject       core
 fleet.outcome.<run>.<node>      agent       coordinator Outcome              JetStream
-fleet.submit                    client      coordinator (the DAG submission) JetStream
+fleet.submit                    client      coordinator Submit               JetStream
+fleet.run.<run>                 coordinator client      RunUpdate            core
 fleet.ctl.<verb>                client      coordinator request/reply        core
 =============================== =========== =========== ==================== =========
 
@@ -138,6 +139,12 @@ class Subjects:
     def worker_inbox(self, worker: str) -> str:
         """Everything addressed to one agent, for a single subscription."""
         return f"{self.prefix}.worker.{token(worker)}.>"
+
+    # -- coordinator -> clients (core NATS) ----------------------------------
+
+    def run_updates(self, run_id: str) -> str:
+        """``RunUpdate`` pushes for one run; a client subscribes before it submits."""
+        return f"{self.prefix}.run.{token(run_id)}"
 
     # -- JetStream -----------------------------------------------------------
 

@@ -98,3 +98,8 @@ def agent(
     args = ["agent", app, "--nats", nats_url, "--name", name, "--heartbeat", str(heartbeat)]
     args += ["--log-format", "json", *extra]
     return FleetProcess(args, log_dir / f"agent-{name}.log")
+
+
+def coordinator(nats_url: str, log_dir: Path, *extra: str) -> FleetProcess:
+    args = ["coordinator", "--nats", nats_url, "--log-format", "json", *extra]
+    return FleetProcess(args, log_dir / "coordinator.log")

@@ -59,7 +59,7 @@ class Decisions:
     cancel: dict[str, list[tuple[AttemptRef, str]]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)
-    lost_workers: list[str] = field(default_factory=list)
+    lost_workers: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.assign or self.cancel or self.changed or self.finished)
@@ -166,7 +166,7 @@ class Scheduler:
             return
         if not info.draining:
             self.pool.remove_worker(name)
-        self.out.lost_workers.append(name)
+        self.out.lost_workers.append((name, reason))
         for ref in list(info.attempts):
             state = self._attempts.get(ref)
             if state is not None:

@@ -1,0 +1,240 @@
+"""``CoordinatorClient``: submit DAGs, follow runs, list workers, cancel.
+
+A client listens on its run's subject *before* it submits, so no update can be
+missed, and the final ``RunUpdate`` carries the whole run: waiting for a result
+is one pushed message, not polling. A run that ended before anyone listened is
+read from the coordinator (``status``), which falls back to the KV store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import JsonValue
+
+from shared.connection import NatsSettings, connect
+from shared.dag import Dag, RunOptions
+from shared.jetstream import (
+    INLINE_LIMIT,
+    MSG_ID,
+    encode_value,
+    load_value,
+    payload_store,
+    save_value,
+)
+from shared.protocol import PayloadRef, ProtocolError, decode_model, encode
+from shared.runs import CtlReply, CtlRequest, NodeView, RunUpdate, RunView, Submit, WorkerView
+from shared.subjects import Subjects
+
+CTL_TIMEOUT = 5.0
+
+
+class FleetError(RuntimeError):
+    """The coordinator refused a request, or gave no answer."""
+
+
+class RunFailed(FleetError):
+    def __init__(self, view: RunView) -> None:
+        super().__init__(f"run {view.run_id} {view.status}: {view.error}")
+        self.view = view
+
+
+class RunHandle:
+    """One submitted run: its updates as they come, its end, its outputs."""
+
+    def __init__(self, client: CoordinatorClient, run_id: str, sub: Subscription | None) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.nodes: dict[str, NodeView] = {}
+        self.view: RunView | None = None
+        self._sub = sub
+        self._done = asyncio.Event()
+        self._listeners: list[Callable[[RunUpdate], None]] = []
+
+    def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
+        self._listeners.append(listener)
+
+    def _apply(self, update: RunUpdate) -> None:
+        for node in update.nodes:
+            self.nodes[node.id] = node
+        if update.run is not None:
+            self.view = update.run
+            self.nodes.update({n.id: n for n in update.run.nodes})
+            self._done.set()
+        for listener in self._listeners:
+            listener(update)
+
+    async def wait(self, timeout: float | None = None) -> RunView:
+        """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
+        if not self._done.is_set():
+            view = await self.client.status(self.run_id, missing_ok=True)
+            if view is not None and view.done:
+                self.view = view
+                self._done.set()
+        await asyncio.wait_for(self._done.wait(), timeout)
+        await self._stop_listening()
+        assert self.view is not None
+        return self.view
+
+    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
+        """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
+        view = await self.wait(timeout)
+        if view.status != "succeeded":
+            raise RunFailed(view)
+        return await self.client.outputs(view)
+
+    async def status(self) -> RunView:
+        view = await self.client.status(self.run_id)
+        assert view is not None
+        return view
+
+    async def cancel(self) -> None:
+        await self.client.cancel(self.run_id)
+
+    async def _stop_listening(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()
+
+
+class CoordinatorClient:
+    def __init__(self, nc: Client, subjects: Subjects = Subjects(), *, owns: bool = False) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self._owns = owns
+        self._inline_limit = min(INLINE_LIMIT, nc.max_payload - 64 * 1024)
+
+    @classmethod
+    async def connect(
+        cls, nats: NatsSettings | str = "nats://127.0.0.1:4222", *, prefix: str = "fleet"
+    ) -> Self:
+        settings = (
+            nats if isinstance(nats, NatsSettings) else NatsSettings(servers=tuple(nats.split(",")))
+        )
+        return cls(await connect(settings, name="fleet-client"), Subjects(prefix), owns=True)
+
+    async def close(self) -> None:
+        if self._owns:
+            await self.nc.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        dag: Dag,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        options: RunOptions | None = None,
+        run_id: str | None = None,
+        **option_fields: Any,
+    ) -> RunHandle:
+        """Validate here (a bad DAG or missing input raises ValueError before anything is
+        sent), listen, then submit durably through JetStream."""
+        run_id = run_id or uuid.uuid4().hex
+        options = options or RunOptions(**option_fields)
+        inline, refs = await self._split_inputs(run_id, dict(inputs or {}))
+        submit = Submit(
+            run_id=run_id,
+            name=name,
+            dag=dag,
+            inputs=inline,
+            input_refs=refs,
+            options=options,
+            submitted_at=0.0,
+        )
+        handle = RunHandle(self, run_id, None)
+        handle._sub = await self.nc.subscribe(
+            self.subjects.run_updates(run_id), cb=self._updates(handle)
+        )
+        await self.nc.jetstream().publish(
+            self.subjects.submit, encode(submit), headers={MSG_ID: run_id, "Fleet-Run": run_id}
+        )
+        return handle
+
+    def _updates(self, handle: RunHandle) -> Callable[[Msg], Any]:
+        async def on_message(msg: Msg) -> None:
+            try:
+                handle._apply(decode_model(msg.data, RunUpdate))
+            except ProtocolError:
+                pass
+
+        return on_message
+
+    async def _split_inputs(
+        self, run_id: str, inputs: dict[str, Any]
+    ) -> tuple[dict[str, JsonValue], dict[str, PayloadRef]]:
+        inline: dict[str, JsonValue] = {}
+        refs: dict[str, PayloadRef] = {}
+        for key, value in inputs.items():
+            data = encode_value(value)
+            if len(data) > self._inline_limit:
+                store = await payload_store(self.nc.jetstream(), self.subjects)
+                refs[key] = await save_value(store, f"{run_id}.in.{key}", data)
+            else:
+                inline[key] = value
+        return inline, refs
+
+    async def outputs(self, view: RunView) -> dict[str, JsonValue]:
+        values = dict(view.outputs)
+        if view.output_refs:
+            store = await payload_store(self.nc.jetstream(), self.subjects)
+            for key, ref in view.output_refs.items():
+                values[key] = await load_value(store, ref)
+        return values
+
+    async def status(self, run_id: str, *, missing_ok: bool = False) -> RunView | None:
+        reply = await self._ctl("status", CtlRequest(run_id=run_id), missing_ok=missing_ok)
+        return reply.runs[0] if reply.runs else None
+
+    async def cancel(self, run_id: str) -> None:
+        await self._ctl("cancel", CtlRequest(run_id=run_id))
+
+    async def runs(self, limit: int = 100) -> list[RunView]:
+        return list((await self._ctl("runs", CtlRequest(limit=limit))).runs)
+
+    async def workers(self) -> list[WorkerView]:
+        return list((await self._ctl("workers", CtlRequest())).workers)
+
+    async def wait_ready(self, workers: int = 0, timeout: float = 30.0) -> list[WorkerView]:
+        """Until the coordinator answers and knows at least ``workers`` workers.
+
+        Nothing announces readiness, so this asks every 50 ms; it is for start-up
+        scripts and tests, not for a hot path.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    found = await self.workers()
+                except FleetError:
+                    found = []
+                else:
+                    if len(found) >= workers:
+                        return found
+                await asyncio.sleep(0.05)
+
+    async def _ctl(self, verb: str, request: CtlRequest, *, missing_ok: bool = False) -> CtlReply:
+        try:
+            msg = await self.nc.request(
+                self.subjects.ctl(verb), encode(request), timeout=CTL_TIMEOUT
+            )
+        except Exception as exc:
+            raise FleetError(f"no answer from the coordinator to '{verb}': {exc!r}") from exc
+        reply = decode_model(msg.data, CtlReply)
+        if not reply.ok:
+            if missing_ok and reply.error.startswith("no run"):
+                return reply
+            raise FleetError(reply.error)
+        return reply

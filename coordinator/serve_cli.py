@@ -1,0 +1,133 @@
+"""``fleet coordinator``: the scheduler service, one (active) per fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from shared.connection import add_nats_arguments
+from shared.logging import add_logging_arguments
+
+if TYPE_CHECKING:
+    from coordinator.service import CoordinatorSettings
+    from shared.connection import NatsSettings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _number(kind: type[int] | type[float], minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.description = (
+        "Run the coordinator: keep the live worker pool from agents' heartbeats, place every "
+        "node of submitted DAGs on a worker that fits, and track reservations until each ends."
+    )
+    env = os.environ.get
+    parser.add_argument(
+        "--policy",
+        choices=("hybrid", "binpack", "spread"),
+        default=env("FLEET_POLICY", "hybrid"),
+        help="placement policy (default: hybrid; env FLEET_POLICY)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=_number(int, 1),
+        default=3,
+        metavar="N",
+        help="a worker silent for N of its heartbeat intervals is lost (default: 3)",
+    )
+    parser.add_argument(
+        "--infeasible-grace",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a run with a node no worker could ever hold waits for one to join "
+        "(default: 0, fail at once)",
+    )
+    parser.add_argument(
+        "--max-parallel",
+        type=_number(int, 1),
+        default=None,
+        metavar="N",
+        help="global cap on attempts in flight (default: none)",
+    )
+    parser.add_argument(
+        "--system-retries",
+        type=_number(int, 0),
+        default=3,
+        metavar="N",
+        help="re-placements of a node whose worker was lost (default: 3)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=env("FLEET_PREFIX", "fleet"),
+        help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
+    )
+    add_nats_arguments(parser)
+    add_logging_arguments(parser)
+    return run_coordinator
+
+
+def run_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.scheduling.machine import SchedulerConfig
+    from coordinator.service import CoordinatorSettings
+    from shared.connection import ConnectionSettingsError, settings_from_args
+    from shared.logging import configure_logging
+    from shared.subjects import Subjects
+
+    configure_logging(args.log_level, args.log_format)
+    try:
+        nats = settings_from_args(args)
+        settings = CoordinatorSettings(
+            subjects=Subjects(args.prefix),
+            policy=args.policy,
+            scheduler=SchedulerConfig(
+                heartbeat_misses=int(args.heartbeat_timeout),
+                infeasible_grace=args.infeasible_grace,
+                max_parallel=None if args.max_parallel is None else int(args.max_parallel),
+                system_retries=int(args.system_retries),
+            ),
+        )
+    except (ConnectionSettingsError, ValueError) as exc:
+        print(f"fleet coordinator: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_serve(settings, nats))
+
+
+async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
+    from coordinator.service import Coordinator
+    from shared.connection import NatsConnectError, connect
+    from shared.logging import get_logger
+
+    log = get_logger("coordinator")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        nc = await connect(nats, name="fleet-coordinator")
+    except NatsConnectError as exc:
+        log.error("cannot connect to NATS", error=str(exc))
+        return EXIT_FAILURE
+    try:
+        await Coordinator(settings).run(nc, stop)
+    finally:
+        await nc.close()
+    log.info("coordinator stopped")
+    return EXIT_OK

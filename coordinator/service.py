@@ -1,0 +1,295 @@
+"""The coordinator on NATS: messages in become scheduler events, decisions become messages.
+
+One pump task owns the scheduler. Everything that arrives (agent adverts and
+acks on core NATS, submissions and outcomes from JetStream, timer ticks, CLI
+cancels) is queued; the pump takes all that is waiting at once, applies it,
+lets the scheduler decide, then sends the decisions in as few messages as it
+can (one ``Batch`` of assignments per worker), writes the changed runs to KV
+and only then acknowledges the JetStream messages it applied. A crash before
+that ack makes JetStream deliver them again; applying twice is harmless
+because the scheduler ignores known submissions and superseded outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from coordinator.control import Control
+from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
+from coordinator.store import RunStore
+from shared.jetstream import ensure_streams
+from shared.protocol import (
+    Accept,
+    Batch,
+    MessageModel,
+    Cancel,
+    Deregister,
+    Heartbeat,
+    Outcome,
+    ProtocolError,
+    Register,
+    Reject,
+    decode,
+    decode_as,
+    decode_each,
+    decode_model,
+    encode,
+)
+from shared.runs import RunUpdate, RunView, Submit
+from shared.subjects import Subjects, token
+
+log = structlog.get_logger(__name__)
+
+DURABLE = "fleet-coordinator"
+Event = tuple[str, Any, Msg | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    subjects: Subjects = field(default_factory=Subjects)
+    policy: str | None = None
+    scheduler: SchedulerConfig = SchedulerConfig()
+    tick: float = 0.1
+    adopt_grace: float = 10.0
+    """After a restart: how long to wait for an agent to report an in-flight attempt."""
+    fetch_batch: int = 512
+
+
+class Coordinator:
+    def __init__(
+        self,
+        settings: CoordinatorSettings = CoordinatorSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self.scheduler = Scheduler(
+            ResourceAwareWorkerPool(policy=settings.policy), settings.scheduler
+        )
+        self._clock = clock
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._nc: Client | None = None
+        self._store: RunStore | None = None
+        self.dropped = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, nc: Client, stop: asyncio.Event) -> None:
+        self._nc = nc
+        js = nc.jetstream()
+        await ensure_streams(js, self.subjects)
+        self._store = store = await RunStore.open(js, self.subjects)
+        await self._restore(store)
+        control = Control(self, store)
+        s = self.subjects
+        subs = [
+            await nc.subscribe(s.all_registers, cb=self._on_core),
+            await nc.subscribe(s.all_heartbeats, cb=self._on_core),
+            await nc.subscribe(s.all_deregisters, cb=self._on_core),
+            await nc.subscribe(s.all_acks, cb=self._on_core),
+            await nc.subscribe(s.all_ctl, cb=control.handle),
+        ]
+        tasks = [
+            asyncio.create_task(self._pull(js, s.submissions_stream, s.submit, "submit")),
+            asyncio.create_task(self._pull(js, s.outcomes_stream, s.all_outcomes, "outcome")),
+            asyncio.create_task(self._ticks()),
+            asyncio.create_task(self._pump()),
+        ]
+        log.info("coordinator serving", runs=len(self.scheduler.runs))
+        try:
+            await stop.wait()
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _restore(self, store: RunStore) -> None:
+        now = self._clock()
+        for stored in await store.live():
+            self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
+        if self.scheduler.runs:
+            log.info("resumed runs", runs=sorted(self.scheduler.runs))
+
+    def enqueue(self, kind: str, payload: Any) -> None:
+        self._queue.put_nowait((kind, payload, None))
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    async def _on_core(self, msg: Msg) -> None:
+        self._queue.put_nowait(("core", msg.data, None))
+
+    async def _pull(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> None:
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1, ack_wait=60.0
+        )
+        sub = await js.pull_subscribe(subject, durable=DURABLE, stream=stream, config=config)
+        while True:
+            try:
+                msgs = await sub.fetch(self.settings.fetch_batch, timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # NATS down: the client reconnects by itself
+                log.warning("fetch failed; retrying", stream=stream, error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                self._queue.put_nowait((kind, msg.data, msg))
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick)
+            self._queue.put_nowait(("tick", None, None))
+
+    # -- the pump ----------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._apply(batch)
+            except Exception:
+                log.exception("pump iteration failed")
+
+    async def _apply(self, batch: list[Event]) -> None:
+        now = self._clock()
+        acks: list[Msg] = []
+        for kind, payload, msg in batch:
+            try:
+                self._event(kind, payload, now)
+            except ProtocolError as exc:
+                self.dropped += 1
+                log.warning("dropped a malformed message", source=kind, error=str(exc))
+                if kind == "submit":
+                    await self._refuse(payload, msg, str(exc))
+            if msg is not None:
+                acks.append(msg)
+        self.scheduler.tick(now)
+        decisions = self.scheduler.take()
+        await self._send(decisions)
+        await self._persist(decisions)
+        for msg in acks:
+            await msg.ack()
+        for run_id in decisions.finished:
+            self.scheduler.forget(run_id)
+
+    def _event(self, kind: str, payload: Any, now: float) -> None:
+        sched = self.scheduler
+        if kind == "submit":
+            submit = decode_model(payload, Submit)
+            if submit.run_id not in sched.runs:
+                log.info("run submitted", run=submit.run_id, nodes=len(submit.dag.nodes))
+            sched.submit(submit, now)
+        elif kind == "outcome":
+            sched.outcome(decode_as(payload, Outcome), now)
+        elif kind == "core":
+            self._core(decode(payload), now)
+        elif kind == "cancel":
+            run_id, reason = payload
+            sched.cancel_run(run_id, reason, now)
+
+    def _core(self, msg: MessageModel, now: float) -> None:
+        sched = self.scheduler
+        for item in msg.items if isinstance(msg, Batch) else (msg,):
+            if isinstance(item, Heartbeat):
+                sched.heartbeat(item, now)
+            elif isinstance(item, Register):
+                log.info(
+                    "worker registered",
+                    worker=item.worker,
+                    cpu=item.spec.cpu,
+                    ram_mb=item.spec.ram_mb,
+                    gpus=len(item.spec.gpus),
+                )
+                sched.register(item, now)
+            elif isinstance(item, Accept):
+                sched.accepted(item.ref, now)
+            elif isinstance(item, Reject):
+                log.warning(
+                    "assignment rejected",
+                    worker=item.worker,
+                    run=item.ref.run_id,
+                    node=item.ref.node_id,
+                    attempt=item.ref.attempt,
+                    code=item.code,
+                    reason=item.reason,
+                )
+                sched.rejected(item, now)
+            elif isinstance(item, Deregister):
+                log.info("worker left", worker=item.worker, reason=item.reason)
+                sched.worker_left(item.worker, "deregistered", now)
+            else:
+                raise ProtocolError("type", f"a {item.type!r} message is not for the coordinator")
+
+    async def _refuse(self, data: bytes, msg: Msg | None, error: str) -> None:
+        """Tell the submitter why, on its run's subject, if the run id can be read."""
+        run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
+        with contextlib.suppress(ValueError, TypeError):
+            token(run_id)
+            view = RunView(run_id=run_id, status="failed", error=f"submission refused: {error}")
+            update = RunUpdate(run_id=run_id, status="failed", run=view)
+            await self._client().publish(self.subjects.run_updates(run_id), encode(update))
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        assert self._nc is not None
+        return self._nc
+
+    async def _send(self, d: Decisions) -> None:
+        nc, s = self._client(), self.subjects
+        for worker, assignments in d.assign.items():
+            for a in assignments:
+                log.debug(
+                    "dispatch",
+                    worker=worker,
+                    run=a.ref.run_id,
+                    node=a.ref.node_id,
+                    attempt=a.ref.attempt,
+                )
+            msg = assignments[0] if len(assignments) == 1 else Batch(items=tuple(assignments))
+            await nc.publish(s.assign(worker), encode(msg))
+        for worker, cancels in d.cancel.items():
+            items = tuple(Cancel(ref=ref, reason=reason) for ref, reason in cancels)
+            await nc.publish(
+                s.cancel(worker), encode(items[0] if len(items) == 1 else Batch(items=items))
+            )
+        for name, reason in d.lost_workers:
+            if reason != "deregistered":
+                log.warning("worker lost", worker=name, reason=reason)
+        for run_id in d.changed:
+            run = self.scheduler.runs.get(run_id)
+            if run is None:
+                continue
+            final = self.scheduler.view(run_id) if run.status != "running" else None
+            nodes = tuple(run.nodes[n].view() for n in run.changed)
+            run.changed.clear()
+            update = RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final)
+            await nc.publish(s.run_updates(run_id), encode(update))
+            if final is not None:
+                log.info("run finished", run=run_id, status=run.status, error=run.error or None)
+
+    async def _persist(self, d: Decisions) -> None:
+        assert self._store is not None
+        items = []
+        for run_id in d.changed:
+            run = self.scheduler.runs.get(run_id)
+            if run is not None:
+                items.append((run.submit, self.scheduler.view(run_id)))
+        if items:
+            await self._store.save_many(items)

@@ -1,0 +1,100 @@
+"""Run state in JetStream KV: what a restarted coordinator resumes from.
+
+Two key spaces in the runs bucket: ``live.<run>`` holds the submission and the
+latest view of a running run; ``done.<run>`` holds the final view. A restart
+lists only ``live.*``, so resuming costs what is running, not the history.
+Writes are behind the scheduler, never in front of it: a crash loses at most
+the last writes, and the agents' heartbeats and the unacknowledged outcomes
+in JetStream fill that gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from shared.protocol import Part
+from shared.runs import RunView, Submit
+from shared.subjects import Subjects, token
+
+HISTORY_TTL = 7 * 24 * 3600.0
+
+
+class StoredRun(Part):
+    submit: Submit
+    view: RunView
+
+
+def _live(run_id: str) -> str:
+    return f"live.{token(run_id)}"
+
+
+def _done(run_id: str) -> str:
+    return f"done.{token(run_id)}"
+
+
+class RunStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, subjects: Subjects) -> RunStore:
+        try:
+            kv = await js.key_value(subjects.runs_bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                api.KeyValueConfig(bucket=subjects.runs_bucket, ttl=HISTORY_TTL, history=1)
+            )
+        return cls(kv)
+
+    async def save(self, submit: Submit, view: RunView) -> None:
+        if view.done:
+            await self._kv.put(_done(view.run_id), view.model_dump_json().encode())
+            await self._kv.delete(_live(view.run_id))
+        else:
+            stored = StoredRun(submit=submit, view=view)
+            await self._kv.put(_live(view.run_id), stored.model_dump_json().encode())
+
+    async def save_many(self, items: list[tuple[Submit, RunView]]) -> None:
+        await asyncio.gather(*(self.save(s, v) for s, v in items))
+
+    async def live(self) -> list[StoredRun]:
+        try:
+            keys = await self._kv.keys(filters=["live.*"])
+        except NoKeysError:
+            return []
+        found = []
+        for key in keys:
+            entry = await self._get(key)
+            if entry is not None:
+                found.append(StoredRun.model_validate_json(entry))
+        return found
+
+    async def view(self, run_id: str) -> RunView | None:
+        done = await self._get(_done(run_id))
+        if done is not None:
+            return RunView.model_validate_json(done)
+        live = await self._get(_live(run_id))
+        return None if live is None else StoredRun.model_validate_json(live).view
+
+    async def recent(self, limit: int) -> list[RunView]:
+        try:
+            keys = await self._kv.keys(filters=["done.*"])
+        except NoKeysError:
+            return []
+        views = []
+        for key in keys[-limit:]:
+            entry = await self._get(key)
+            if entry is not None:
+                views.append(RunView.model_validate_json(entry))
+        return views
+
+    async def _get(self, key: str) -> bytes | None:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
