@@ -9,6 +9,7 @@ read from the coordinator (``status``), which falls back to the KV store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -70,7 +71,7 @@ class RunHandle:
         for listener in self._listeners:
             listener(update)
 
-    async def wait(self, timeout: float | None = None) -> RunView:
+    async def wait(self, timeout: float | None = None) -> RunView:  # noqa: ASYNC109 (as taskiq)
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
         if not self._done.is_set():
             view = await self.client.status(self.run_id, missing_ok=True)
@@ -82,7 +83,7 @@ class RunHandle:
         assert self.view is not None
         return self.view
 
-    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
+    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:  # noqa: ASYNC109
         """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
         view = await self.wait(timeout)
         if view.status != "succeeded":
@@ -104,9 +105,9 @@ class RunHandle:
 
 
 class CoordinatorClient:
-    def __init__(self, nc: Client, subjects: Subjects = Subjects(), *, owns: bool = False) -> None:
+    def __init__(self, nc: Client, subjects: Subjects | None = None, *, owns: bool = False) -> None:
         self.nc = nc
-        self.subjects = subjects
+        self.subjects = subjects or Subjects()
         self._owns = owns
         self._inline_limit = min(INLINE_LIMIT, nc.max_payload - 64 * 1024)
 
@@ -166,10 +167,8 @@ class CoordinatorClient:
 
     def _updates(self, handle: RunHandle) -> Callable[[Msg], Any]:
         async def on_message(msg: Msg) -> None:
-            try:
+            with contextlib.suppress(ProtocolError):
                 handle._apply(decode_model(msg.data, RunUpdate))
-            except ProtocolError:
-                pass
 
         return on_message
 
@@ -208,13 +207,13 @@ class CoordinatorClient:
     async def workers(self) -> list[WorkerView]:
         return list((await self._ctl("workers", CtlRequest())).workers)
 
-    async def wait_ready(self, workers: int = 0, timeout: float = 30.0) -> list[WorkerView]:
+    async def wait_ready(self, workers: int = 0, within: float = 30.0) -> list[WorkerView]:
         """Until the coordinator answers and knows at least ``workers`` workers.
 
         Nothing announces readiness, so this asks every 50 ms; it is for start-up
         scripts and tests, not for a hot path.
         """
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 try:
                     found = await self.workers()

@@ -32,17 +32,16 @@ from shared.jetstream import ensure_streams
 from shared.protocol import (
     Accept,
     Batch,
-    MessageModel,
     Cancel,
     Deregister,
     Heartbeat,
+    MessageModel,
     Outcome,
     ProtocolError,
     Register,
     Reject,
     decode,
     decode_as,
-    decode_each,
     decode_model,
     encode,
 )
@@ -59,7 +58,7 @@ Event = tuple[str, Any, Msg | None]
 class CoordinatorSettings:
     subjects: Subjects = field(default_factory=Subjects)
     policy: str | None = None
-    scheduler: SchedulerConfig = SchedulerConfig()
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     tick: float = 0.1
     adopt_grace: float = 10.0
     """After a restart: how long to wait for an agent to report an in-flight attempt."""
