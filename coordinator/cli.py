@@ -20,6 +20,11 @@ Configure = Callable[[argparse.ArgumentParser], Handler]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("run a worker agent on this host", "worker_agent.cli:configure"),
     "coordinator": ("run the coordinator service", "coordinator.serve_cli:configure"),
+    "submit": ("submit a DAG and follow its run", "coordinator.client_cli:configure_submit"),
+    "status": ("show a run and its nodes", "coordinator.client_cli:configure_status"),
+    "runs": ("list recent runs", "coordinator.client_cli:configure_runs"),
+    "cancel": ("cancel a running run", "coordinator.client_cli:configure_cancel"),
+    "workers": ("list the workers and their capacity", "coordinator.client_cli:configure_workers"),
 }
 """name -> (one-line help, ``module:function`` that adds the arguments and returns the
 handler); the module is imported only to build the parser, so keep its top level light."""

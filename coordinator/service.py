@@ -118,6 +118,7 @@ class Coordinator:
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
+        self.scheduler.start(now)
         for stored in await store.live():
             self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
         if self.scheduler.runs:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from shared.protocol import Part
@@ -62,16 +62,7 @@ class RunStore:
         await asyncio.gather(*(self.save(s, v) for s, v in items))
 
     async def live(self) -> list[StoredRun]:
-        try:
-            keys = await self._kv.keys(filters=["live.*"])
-        except NoKeysError:
-            return []
-        found = []
-        for key in keys:
-            entry = await self._get(key)
-            if entry is not None:
-                found.append(StoredRun.model_validate_json(entry))
-        return found
+        return [StoredRun.model_validate_json(v) for v in await self._scan("live.*")]
 
     async def view(self, run_id: str) -> RunView | None:
         done = await self._get(_done(run_id))
@@ -81,16 +72,23 @@ class RunStore:
         return None if live is None else StoredRun.model_validate_json(live).view
 
     async def recent(self, limit: int) -> list[RunView]:
+        values = await self._scan("done.*")
+        return [RunView.model_validate_json(v) for v in values[-limit:]] if limit else []
+
+    async def _scan(self, pattern: str) -> list[bytes]:
+        """Current values of the keys matching a subject pattern (nats-py's ``keys(filters=)``
+        matches substrings, and would need one more request per key)."""
+        watcher = await self._kv.watch(pattern, ignore_deletes=True)
+        values = []
         try:
-            keys = await self._kv.keys(filters=["done.*"])
-        except NoKeysError:
-            return []
-        views = []
-        for key in keys[-limit:]:
-            entry = await self._get(key)
-            if entry is not None:
-                views.append(RunView.model_validate_json(entry))
-        return views
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    values.append(entry.value)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return values
 
     async def _get(self, key: str) -> bytes | None:
         try:

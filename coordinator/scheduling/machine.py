@@ -51,6 +51,8 @@ class SchedulerConfig:
     max_rejects: int = 5
     aging: float = 30.0
     """A busy node waiting longer than this stops smaller work from backfilling past it."""
+    warmup: float = 5.0
+    """After ``start``: longest wait for agents to report before "infeasible" is final."""
 
 
 @dataclass(slots=True)
@@ -86,9 +88,26 @@ class Scheduler:
         self._dirty = False
         self._in_flight = 0
         self._restored = False
+        self._start_time = 0.0
+        self._touched: set[str] = set()
+        self._settled_at: float | None = 0.0
+
+    def start(self, now: float) -> None:
+        """A (re)started coordinator knows no workers yet: until the first agents have
+        reported (one heartbeat interval after the first, or ``warmup``), a node no known
+        worker fits is not called infeasible."""
+        self._settled_at = None
+        self._start_time = now
+
+    def settled(self, now: float) -> bool:
+        if self._settled_at is None:
+            return now >= self._start_time + self.config.warmup
+        return now >= self._settled_at
 
     def take(self) -> Decisions:
         out, self.out = self.out, Decisions()
+        out.changed |= self._touched
+        self._touched.clear()
         return out
 
     @property
@@ -100,7 +119,7 @@ class Scheduler:
     def submit(self, submit: Submit, now: float) -> RunState:
         if submit.run_id in self.runs:
             return self.runs[submit.run_id]
-        run = RunState(submit, submitted_at=now)
+        run = RunState(submit, submitted_at=now, touched=self._touched)
         self.runs[run.run_id] = run
         run.values.update(submit.inputs)
         run.refs.update(submit.input_refs)
@@ -181,6 +200,8 @@ class Scheduler:
             self.worker_left(name, "restarted", now)
             info = None
         if info is None:
+            if self._settled_at is None:
+                self._settled_at = min(now + 1.5 * interval, self._start_time + self.config.warmup)
             info = self.workers[name] = WorkerInfo(name, spec, started_at, interval, now)
             self.pool.add_worker(spec)
             self._recheck_infeasible(now)
@@ -305,7 +326,11 @@ class Scheduler:
             if run.deadline is not None and now >= run.deadline:
                 timeout = run.submit.options.timeout
                 self._end_run(run, "failed", f"run timed out after {timeout:g} s", now)
-            elif run.infeasible_since is not None and now - run.infeasible_since >= grace:
+            elif (
+                run.infeasible_since is not None
+                and now - run.infeasible_since >= grace
+                and self.settled(now)
+            ):
                 self._fail_infeasible(run, now)
 
     def restore(self, submit: Submit, view: RunView, now: float, grace: float) -> RunState:
@@ -314,7 +339,7 @@ class Scheduler:
         In-flight attempts are kept as they were; an agent's heartbeat that lists one
         accounts it again, and one no agent reports within ``grace`` is run again.
         """
-        run = RunState(submit, submitted_at=view.submitted_at)
+        run = RunState(submit, submitted_at=view.submitted_at, touched=self._touched)
         self.runs[run.run_id] = run
         run.values.update(view.outputs)
         run.refs.update(view.output_refs)
@@ -531,7 +556,7 @@ class Scheduler:
             answer = self._infeasible(state)
             if answer is not None:
                 self._mark_infeasible(run, state, answer, now)
-        if run.infeasible and self.config.infeasible_grace <= 0:
+        if run.infeasible and self.config.infeasible_grace <= 0 and self.settled(now):
             self._fail_infeasible(run, now)
 
     def _infeasible(self, state: NodeState) -> str | None:
@@ -618,7 +643,7 @@ class Scheduler:
         self.out.cancel.setdefault(worker, []).append((ref, reason))
 
     def _touch(self, run: RunState) -> None:
-        self.out.changed.add(run.run_id)
+        self._touched.add(run.run_id)
 
 
 def _shape(value: JsonValue) -> str:

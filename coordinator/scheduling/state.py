@@ -79,6 +79,7 @@ class NodeState:
             self.run.remaining -= 1
         self.status = to
         self.run.changed.add(self.id)
+        self.run.touched.add(self.run.run_id)
 
     def view(self) -> NodeView:
         return NodeView(
@@ -111,6 +112,9 @@ class RunState:
     infeasible: dict[str, str] = field(default_factory=dict)
     infeasible_since: float | None = None
     changed: set[str] = field(default_factory=set)
+    """Nodes changed since the last update was sent."""
+    touched: set[str] = field(default_factory=set)
+    """The scheduler's set of changed runs, shared by all its runs."""
 
     @property
     def run_id(self) -> str:

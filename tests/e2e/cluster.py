@@ -1,0 +1,64 @@
+"""A local cluster for end-to-end tests: coordinator and agents as processes, one client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nats.aio.msg import Msg
+
+from coordinator.client import CoordinatorClient
+from shared.protocol import Heartbeat, decode_as
+from tests.processes import FleetProcess, agent, coordinator
+from tests.standin import Inbox
+
+
+@dataclass
+class Cluster:
+    url: str
+    log_dir: Path
+    client: CoordinatorClient | None = None
+    coordinator: FleetProcess | None = None
+    agents: dict[str, FleetProcess] = field(default_factory=dict)
+    beats: Inbox = field(default_factory=Inbox)
+    coordinator_args: tuple[str, ...] = ()
+
+    def start_coordinator(self, *extra: str) -> FleetProcess:
+        self.coordinator_args = extra or self.coordinator_args
+        self.coordinator = coordinator(self.url, self.log_dir, *self.coordinator_args).start()
+        return self.coordinator
+
+    def start_agent(self, name: str, *extra: str) -> FleetProcess:
+        self.agents[name] = agent(self.url, name, self.log_dir, *extra).start()
+        return self.agents[name]
+
+    async def connect(self, workers: int) -> CoordinatorClient:
+        self.client = await CoordinatorClient.connect(self.url)
+        await self.client.nc.subscribe("fleet.agent.heartbeat.*", cb=self._beat)
+        await self.client.wait_ready(workers)
+        return self.client
+
+    async def _beat(self, msg: Msg) -> None:
+        await self.beats.add(decode_as(msg.data, Heartbeat))
+
+    @property
+    def heartbeats(self) -> list[Heartbeat]:
+        return list(self.beats.items)
+
+    async def heartbeat(self, pred: Callable[[Heartbeat], bool], within: float = 20.0) -> Heartbeat:
+        beat: Heartbeat = await self.beats.wait(pred, within)
+        return beat
+
+    def logs(self) -> str:
+        parts = [] if self.coordinator is None else [self.coordinator.log()]
+        parts += [a.log() for a in self.agents.values()]
+        return "\n".join(parts)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for proc in self.agents.values():
+            proc.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
