@@ -49,12 +49,12 @@ class RunFailed(FleetError):
 class RunHandle:
     """One submitted run: its updates as they come, its end, its outputs."""
 
-    def __init__(self, client: CoordinatorClient, run_id: str, sub: Subscription | None) -> None:
+    def __init__(self, client: CoordinatorClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
         self.nodes: dict[str, NodeView] = {}
         self.view: RunView | None = None
-        self._sub = sub
+        self._sub: Subscription | None = None
         self._done = asyncio.Event()
         self._listeners: list[Callable[[RunUpdate], None]] = []
 
@@ -101,7 +101,12 @@ class RunHandle:
     async def cancel(self) -> None:
         await self.client.cancel(self.run_id)
 
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
     async def _stop_listening(self) -> None:
+        self.client._handles.pop(self.run_id, None)
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
@@ -112,6 +117,9 @@ class CoordinatorClient:
         self.nc = nc
         self.subjects = subjects or Subjects()
         self._owns = owns
+        self._inbox = f"{self.subjects.prefix}.client.{uuid.uuid4().hex}"
+        self._inbox_sub: Subscription | None = None
+        self._handles: dict[str, RunHandle] = {}
         self._inline_limit = min(INLINE_LIMIT, nc.max_payload - 64 * 1024)
 
     @classmethod
@@ -143,6 +151,7 @@ class CoordinatorClient:
         name: str = "",
         options: RunOptions | None = None,
         run_id: str | None = None,
+        progress: bool = True,
         **option_fields: Any,
     ) -> RunHandle:
         """Validate here (a bad DAG or missing input raises ValueError before anything is
@@ -159,21 +168,30 @@ class CoordinatorClient:
             options=options,
             submitted_at=0.0,
         )
-        handle = RunHandle(self, run_id, None)
-        handle._sub = await self.nc.subscribe(
-            self.subjects.run_updates(run_id), cb=self._updates(handle)
-        )
+        submit = submit.model_copy(update={"notify": self._inbox, "progress": progress})
+        handle = self._handles[run_id] = RunHandle(self, run_id)
+        if self._inbox_sub is None:
+            self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)
         await self.nc.jetstream().publish(
             self.subjects.submit, encode(submit), headers={MSG_ID: run_id, "Fleet-Run": run_id}
         )
         return handle
 
-    def _updates(self, handle: RunHandle) -> Callable[[Msg], Any]:
-        async def on_message(msg: Msg) -> None:
-            with contextlib.suppress(ProtocolError):
-                handle._apply(decode_model(msg.data, RunUpdate))
+    async def follow(self, run_id: str) -> RunHandle:
+        """A handle on a run submitted elsewhere (another process): its end is pushed here."""
+        handle = RunHandle(self, run_id)
+        handle._sub = await self.nc.subscribe(self.subjects.run_updates(run_id), cb=self._on_update)
+        self._handles[run_id] = handle
+        return handle
 
-        return on_message
+    async def _on_update(self, msg: Msg) -> None:
+        with contextlib.suppress(ProtocolError):
+            update = decode_model(msg.data, RunUpdate)
+            handle = self._handles.get(update.run_id)
+            if handle is not None:
+                handle._apply(update)
+                if update.run is not None:
+                    self._handles.pop(update.run_id, None)
 
     async def _split_inputs(
         self, run_id: str, inputs: dict[str, Any]

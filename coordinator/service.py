@@ -273,16 +273,26 @@ class Coordinator:
             if reason != "deregistered":
                 log.warning("worker lost", worker=name, reason=reason)
         for run_id in d.changed:
-            run = self.scheduler.runs.get(run_id)
-            if run is None:
-                continue
-            final = self.scheduler.view(run_id) if run.status != "running" else None
-            nodes = tuple(run.nodes[n].view() for n in run.changed)
-            run.changed.clear()
-            update = RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final)
-            await nc.publish(s.run_updates(run_id), encode(update))
-            if final is not None:
-                log.info("run finished", run=run_id, status=run.status, error=run.error or None)
+            await self._push_update(run_id)
+
+    async def _push_update(self, run_id: str) -> None:
+        """Changed nodes to the submitter (when it wants progress), and the end to anyone."""
+        nc, s = self._client(), self.subjects
+        run = self.scheduler.runs.get(run_id)
+        if run is None:
+            return
+        submit = run.submit
+        final = self.scheduler.view(run_id) if run.status != "running" else None
+        nodes = tuple(run.nodes[n].view() for n in run.changed) if submit.progress else ()
+        run.changed.clear()
+        if final is None and not submit.progress:
+            return
+        data = encode(RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final))
+        await nc.publish(submit.notify or s.run_updates(run_id), data)
+        if final is not None:
+            if submit.notify:
+                await nc.publish(s.run_updates(run_id), data)  # for followers elsewhere
+            log.info("run finished", run=run_id, status=run.status, error=run.error or None)
 
     async def _persist(self, d: Decisions) -> None:
         assert self._store is not None

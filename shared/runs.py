@@ -35,6 +35,11 @@ class Submit(Versioned):
     input_refs: dict[str, PayloadRef] = Field(default_factory=dict)
     options: RunOptions = RunOptions()
     submitted_at: Epoch = 0.0
+    notify: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=256)
+    """Subject for this run's ``RunUpdate``s (a client's one inbox for all its runs);
+    the run's own subject when unset."""
+    progress: bool = True
+    """Push node changes as they happen; when False only the run's end is pushed."""
 
     @model_validator(mode="after")
     def _inputs_given(self) -> Self:
