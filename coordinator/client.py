@@ -71,7 +71,7 @@ class RunHandle:
         for listener in self._listeners:
             listener(update)
 
-    async def wait(self, timeout: float | None = None) -> RunView:  # noqa: ASYNC109 (as taskiq)
+    async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
         if not self._done.is_set():
             try:
@@ -86,7 +86,7 @@ class RunHandle:
         assert self.view is not None
         return self.view
 
-    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:  # noqa: ASYNC109
+    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
         """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
         view = await self.wait(timeout)
         if view.status != "succeeded":

@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 
 from coordinator.client import CoordinatorClient
 from shared.protocol import Heartbeat, decode_as
-from tests.processes import FleetProcess, agent, coordinator
+from tests.processes import TASKS_APP, FleetProcess, agent, coordinator
 from tests.standin import Inbox
 
 
@@ -23,6 +23,7 @@ class Cluster:
     agents: dict[str, FleetProcess] = field(default_factory=dict)
     beats: Inbox = field(default_factory=Inbox)
     coordinator_args: tuple[str, ...] = ()
+    app: str = TASKS_APP
 
     def start_coordinator(self, *extra: str) -> FleetProcess:
         self.coordinator_args = extra or self.coordinator_args
@@ -30,7 +31,7 @@ class Cluster:
         return self.coordinator
 
     def start_agent(self, name: str, *extra: str) -> FleetProcess:
-        self.agents[name] = agent(self.url, name, self.log_dir, *extra).start()
+        self.agents[name] = agent(self.url, name, self.log_dir, *extra, app=self.app).start()
         return self.agents[name]
 
     async def connect(self, workers: int) -> CoordinatorClient:

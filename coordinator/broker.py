@@ -1,0 +1,198 @@
+"""``FleetBroker``: a taskiq broker whose ``kiq`` goes through the coordinator.
+
+``await task.kiq(x)`` submits a one-node DAG (run id = taskiq's task id) with
+the task's resource request from its labels; ``wait_result()`` waits for the
+pushed end of that run instead of polling the result backend every 200 ms as
+taskiq's ``AsyncTaskiqTask`` does. Agents load the same broker object to find
+the tasks; in an agent it never connects (outcomes travel over JetStream).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from taskiq import AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
+from taskiq.decor import AsyncTaskiqDecoratedTask
+from taskiq.exceptions import TaskiqResultTimeoutError
+from taskiq.kicker import AsyncKicker
+from taskiq.task import AsyncTaskiqTask
+
+from coordinator.client import CoordinatorClient, RunHandle
+from shared.connection import NatsSettings
+from shared.dag import Dag, Node, RetryPolicy
+from shared.profiles import REQUEST_ATTR, request_from_labels, request_of
+from shared.resources import ResourceRequest
+from shared.runs import RunView
+
+RESULT = "result"
+_KEEP = 10_000
+
+
+class TaskFailed(Exception):
+    """A task's error as reported by the agent that ran it (type, message, traceback)."""
+
+
+class FleetTask(AsyncTaskiqTask[Any]):
+    async def wait_result(
+        self, check_interval: float = 0.2, timeout: float = -1.0, with_logs: bool = False
+    ) -> TaskiqResult[Any]:
+        backend = self.result_backend
+        assert isinstance(backend, FleetResultBackend)
+        await backend.wait(self.task_id, None if timeout <= 0 else timeout)
+        return await self.get_result(with_logs=with_logs)
+
+
+class FleetKicker(AsyncKicker[Any, Any]):
+    async def kiq(self, *args: Any, **kwargs: Any) -> FleetTask:
+        task = await super().kiq(*args, **kwargs)
+        return FleetTask(task.task_id, task.result_backend, task.return_type)
+
+
+class FleetDecoratedTask(AsyncTaskiqDecoratedTask[Any, Any]):
+    def kicker(self) -> FleetKicker:
+        return FleetKicker(
+            task_name=self.task_name,
+            broker=self.broker,
+            labels=dict(self.labels),
+            return_type=self.return_type,
+        )
+
+
+class FleetResultBackend(AsyncResultBackend[Any]):
+    """Results are the ends of runs, pushed by the coordinator; nothing is stored here."""
+
+    def __init__(self, broker: FleetBroker) -> None:
+        self._broker = broker
+        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+
+    def track(self, handle: RunHandle) -> None:
+        self._handles[handle.run_id] = handle
+        while len(self._handles) > _KEEP:
+            self._handles.popitem(last=False)
+
+    async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
+        """Agents report through JetStream; the taskiq result path has nothing to do."""
+
+    async def wait(self, task_id: str, timeout: float | None) -> RunView:
+        handle = self._handles.get(task_id)
+        if handle is None:
+            handle = await self._broker.connected().follow(task_id)
+            self.track(handle)
+        try:
+            return await handle.wait(timeout)
+        except TimeoutError:
+            raise TaskiqResultTimeoutError(timeout=timeout) from None
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        handle = self._handles.get(task_id)
+        if handle is not None and handle.done:
+            return True
+        view = await self._broker.connected().status(task_id, missing_ok=True)
+        return view is not None and view.done
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        handle = self._handles.get(task_id)
+        view = handle.view if handle is not None else None
+        if view is None:
+            view = await self._broker.connected().status(task_id)
+        if view is None or not view.done:
+            raise LookupError(f"task {task_id} has no result yet")
+        node = view.nodes[0] if view.nodes else None
+        took = (node.duration if node is not None else None) or 0.0
+        if view.status == "succeeded":
+            outputs = await self._broker.connected().outputs(view)
+            return TaskiqResult(is_err=False, return_value=outputs.get(RESULT), execution_time=took)
+        error = node.error if node is not None else None
+        text = f"{error.type}: {error.message}" if error is not None else view.error
+        return TaskiqResult(
+            is_err=True, return_value=None, execution_time=took, error=TaskFailed(text)
+        )
+
+
+class FleetBroker(AsyncBroker):
+    """Tasks decorated with ``@broker.task`` run on fleet agents, placed by their resources."""
+
+    def __init__(self, nats: str | NatsSettings | None = None, *, prefix: str = "fleet") -> None:
+        super().__init__()
+        self.nats = nats or os.environ.get("FLEET_NATS", "nats://127.0.0.1:4222")
+        self.prefix = prefix
+        self.result_backend = FleetResultBackend(self)
+        self.decorator_class = FleetDecoratedTask
+        self.client: CoordinatorClient | None = None
+
+    def connected(self) -> CoordinatorClient:
+        if self.client is None:
+            raise RuntimeError("call `await broker.startup()` before kicking or waiting for tasks")
+        return self.client
+
+    async def startup(self) -> None:
+        await super().startup()
+        if not self.is_worker_process and self.client is None:
+            self.client = await CoordinatorClient.connect(self.nats, prefix=self.prefix)
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        await super().shutdown()
+
+    async def kick(self, message: BrokerMessage) -> None:
+        msg = self.formatter.loads(message.message)
+        labels: dict[str, Any] = to_jsonable_python(msg.labels)
+        node = Node(
+            id="task",
+            task=msg.task_name,
+            args=tuple(to_jsonable_python(msg.args)),
+            kwargs=to_jsonable_python(msg.kwargs),
+            outputs=(RESULT,),
+            request=self._request(msg.task_name, labels),
+            retry=_retry(labels),
+            timeout=_positive(labels.get("timeout")),
+            labels=labels,
+        )
+        assert isinstance(self.result_backend, FleetResultBackend)
+        handle = await self.connected().submit(
+            Dag(nodes=(node,)), run_id=msg.task_id, name=msg.task_name, progress=False
+        )
+        self.result_backend.track(handle)
+
+    def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:
+        """From the message's labels, else from the profile decorators on the task."""
+        found = request_from_labels(labels)
+        if found is not None:
+            return found
+        task = self.find_task(task_name)
+        if task is None:
+            return ResourceRequest()
+        return request_of(task) if hasattr(task, REQUEST_ATTR) else request_of(task.original_func)
+
+    async def listen(self) -> Any:  # type: ignore[override]
+        raise RuntimeError(
+            "FleetBroker tasks run on fleet agents: start `fleet agent module:broker` instead "
+            "of `taskiq worker`"
+        )
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _retry(labels: dict[str, Any]) -> RetryPolicy:
+    """taskiq sends label values as text (with their types aside), so both forms are read."""
+    policy = labels.get("retry_policy")
+    if isinstance(policy, str):
+        policy = json.loads(policy)
+    if isinstance(policy, dict):
+        return RetryPolicy.model_validate(policy)
+    try:
+        return RetryPolicy(max_retries=int(labels.get("max_retries", 0)))
+    except (TypeError, ValueError):
+        return RetryPolicy()

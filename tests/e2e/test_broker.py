@@ -1,0 +1,76 @@
+"""``await task.kiq()`` through the coordinator, and ``wait_result()``, on the project's broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import fleet_app
+from tests.e2e.cluster import Cluster
+
+APP = "tests.e2e.fleet_app:broker"
+
+
+@pytest.fixture
+async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(nats_url, tmp_path, app=APP)
+    c.start_coordinator()
+    c.start_agent("cpu", "--cpus", "2", "--ram-mb", "8192")
+    c.start_agent("gpu", "--cpus", "2", "--ram-mb", "2048", "--gpus", "1xT4:16384")
+    await c.connect(workers=2)
+    fleet_app.broker.nats = nats_url
+    await fleet_app.broker.startup()
+    try:
+        yield c
+    finally:
+        await fleet_app.broker.shutdown()
+        await c.close()
+
+
+async def test_kiq_and_wait_result(cluster: Cluster) -> None:
+    task = await fleet_app.add.kiq(2, 3)
+    result = await task.wait_result(timeout=20)
+    assert not result.is_err
+    assert result.return_value == 5
+    assert await task.is_ready()
+
+
+async def test_resources_route_each_task(cluster: Cluster) -> None:
+    heavy, gpu = await asyncio.gather(fleet_app.heavy.kiq(10), fleet_app.on_gpu.kiq())
+    assert (await heavy.wait_result(timeout=20)).return_value == 45
+    assert (await gpu.wait_result(timeout=20)).return_value == [0]
+    assert cluster.client is not None
+    heavy_view = await cluster.client.status(heavy.task_id)
+    gpu_view = await cluster.client.status(gpu.task_id)
+    assert heavy_view is not None
+    assert gpu_view is not None
+    assert heavy_view.nodes[0].worker == "cpu"  # only it has 4 GB free
+    assert gpu_view.nodes[0].worker == "gpu"
+
+
+async def test_errors_come_back_after_retries(cluster: Cluster) -> None:
+    task = await fleet_app.explode.kiq("kaboom")
+    result = await task.wait_result(timeout=20)
+    assert result.is_err
+    assert "RuntimeError: kaboom" in str(result.error)
+    assert cluster.client is not None
+    view = await cluster.client.status(task.task_id)
+    assert view is not None
+    assert view.nodes[0].attempt == 2
+
+
+async def test_many_concurrent_kiqs(cluster: Cluster) -> None:
+    tasks = await asyncio.gather(*(fleet_app.add.kiq(i, i) for i in range(200)))
+    results = await asyncio.gather(*(t.wait_result(timeout=60) for t in tasks))
+    assert [r.return_value for r in results] == [2 * i for i in range(200)]
+
+
+async def test_wait_result_times_out(cluster: Cluster) -> None:
+    from taskiq.exceptions import TaskiqResultTimeoutError
+
+    task = await fleet_app.nap.kiq(1)
+    with pytest.raises(TaskiqResultTimeoutError):
+        await task.wait_result(timeout=0.2)
