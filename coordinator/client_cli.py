@@ -64,7 +64,8 @@ def _handler(action: Action) -> Handler:
             _error(args, str(exc))
             return EXIT_USAGE
         except KeyboardInterrupt:
-            _error(args, "interrupted")
+            goes_on = "; the run goes on ('fleet cancel RUN' stops it)" * (args.command == "submit")
+            _error(args, f"interrupted{goes_on}")
             return EXIT_INTERRUPTED
 
     return handle
@@ -128,7 +129,7 @@ async def _workers(client: CoordinatorClient, args: argparse.Namespace) -> int:
 def configure_runs(parser: argparse.ArgumentParser) -> Handler:
     parser.description = "List recent runs, oldest first: status, nodes done, duration."
     parser.add_argument(
-        "--limit", type=_positive_int, default=20, metavar="N", help="at most N (default: 20)"
+        "--limit", type=_positive(int), default=20, metavar="N", help="at most N (default: 20)"
     )
     _common(parser)
     return _handler(_runs)
@@ -187,24 +188,17 @@ async def _cancel(client: CoordinatorClient, args: argparse.Namespace) -> int:
 # -- submit ------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+    return parse
 
 
 def configure_submit(parser: argparse.ArgumentParser) -> Handler:
@@ -226,7 +220,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> Handler:
     )  # fmt: skip
     parser.add_argument("--name", default="", help="a name for the run, shown by 'fleet runs'")
     parser.add_argument(
-        "--max-parallel", type=_positive_int, metavar="N", help="at most N nodes at a time"
+        "--max-parallel", type=_positive(int), metavar="N", help="at most N nodes at a time"
     )
     parser.add_argument(
         "--on-error", choices=("stop", "continue"), default="stop",
@@ -234,7 +228,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> Handler:
         "(default: stop)",
     )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=_positive_float, metavar="SECONDS",
+        "--timeout", type=_positive(float), metavar="SECONDS",
         help="the coordinator fails the run if it is not done after SECONDS",
     )  # fmt: skip
     parser.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
@@ -285,7 +279,7 @@ def load_dag(spec: str, search_path: Path | None = None) -> Dag:
     if not isinstance(target, Dag) and callable(target):
         try:
             target = target()
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:
             raise UsageError(f"{spec}(): {type(exc).__name__}: {exc}") from None
     if not isinstance(target, Dag):
         raise UsageError(
@@ -350,7 +344,8 @@ async def _submit(
     options: RunOptions,
 ) -> int:
     await client.workers()  # FleetError, so exit 1, if no coordinator answers
-    handle = await client.submit(dag, inputs, name=args.name, options=options)
+    progress = not (args.json or args.no_wait)  # the end is pushed anyway
+    handle = await client.submit(dag, inputs, name=args.name, options=options, progress=progress)
     if args.json and args.no_wait:
         _print_json({"run_id": handle.run_id})
         return EXIT_OK
@@ -358,7 +353,7 @@ async def _submit(
         print(f"run {handle.run_id}", flush=True)
     if args.no_wait:
         return EXIT_OK
-    show = None if args.json else _follow(handle)
+    show = _follow(handle) if progress else None
     view = await handle.wait()
     if show is not None:
         show(view.nodes)  # a run that ended before its updates were heard
@@ -390,7 +385,8 @@ def _follow(handle: RunHandle) -> Callable[[Iterable[NodeView]], None]:
 async def _finish(client: CoordinatorClient, view: RunView, args: argparse.Namespace) -> int:
     from coordinator.tables import placement_table
 
-    outputs = await client.outputs(view) if view.status == "succeeded" else {}
+    # Partial outputs of a failed run: the inline ones, without fetching large ones.
+    outputs = await client.outputs(view) if view.status == "succeeded" else dict(view.outputs)
     if args.json:
         _print_json(
             {"run_id": view.run_id, "status": view.status, "error": view.error,
@@ -398,8 +394,8 @@ async def _finish(client: CoordinatorClient, view: RunView, args: argparse.Names
         )  # fmt: skip
     else:
         print(f"run {view.run_id} {view.status}")
-        if view.status == "succeeded":
-            print("outputs:")
+        if outputs:
+            print("outputs:" if view.status == "succeeded" else "outputs (partial):")
             print(json.dumps(outputs, indent=2))
         print()
         print(placement_table(view))

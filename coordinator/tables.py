@@ -220,5 +220,5 @@ def node_change(node: NodeView) -> str:
         line += f" (attempt {node.attempt})"
     if node.status in ("succeeded", "failed") and node.duration is not None:
         line += f" in {duration(node.duration)}"
-    problem = node_problem(node)
+    problem = node_problem(node).removeprefix(f"{node.status}: ")
     return f"{line}: {problem}" if problem else line
