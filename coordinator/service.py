@@ -41,7 +41,7 @@ from shared.protocol import (
     Register,
     Reject,
     decode,
-    decode_as,
+    decode_each,
     decode_model,
     encode,
 )
@@ -196,7 +196,8 @@ class Coordinator:
                 log.info("run submitted", run=submit.run_id, nodes=len(submit.dag.nodes))
             sched.submit(submit, now)
         elif kind == "outcome":
-            sched.outcome(decode_as(payload, Outcome), now)
+            for outcome in decode_each(payload, Outcome):
+                sched.outcome(outcome, now)
         elif kind == "core":
             self._core(decode(payload), now)
         elif kind == "cancel":

@@ -24,6 +24,7 @@ fleet.worker.<worker>.assign    coordinator agent       Assignment (Batch)   cor
 fleet.worker.<worker>.cancel    coordinator agent       Cancel (Batch)       core
 fleet.ack.<worker>              agent       coordinator Accept, Reject       core
 fleet.outcome.<run>.<node>      agent       coordinator Outcome              JetStream
+fleet.outcome._batch.<worker>   agent       coordinator Batch of Outcome     JetStream
 fleet.submit                    client      coordinator Submit               JetStream
 fleet.run.<run>                 coordinator client      RunUpdate            core
 fleet.ctl.<verb>                client      coordinator request/reply        core
@@ -150,6 +151,12 @@ class Subjects:
 
     def outcome(self, run_id: str, node_id: str) -> str:
         return f"{self.prefix}.outcome.{token(run_id)}.{token(node_id)}"
+
+    def worker_outcomes(self, worker: str) -> str:
+        """Where an agent stores a ``Batch`` of outcomes that finished together. Under the
+        outcome wildcard, so the same stream and consumer take it; a run named ``_batch``
+        is harmless since receivers decode single outcomes and batches alike."""
+        return f"{self.prefix}.outcome._batch.{token(worker)}"
 
     def run_outcomes(self, run_id: str) -> str:
         return f"{self.prefix}.outcome.{token(run_id)}.*"

@@ -29,7 +29,7 @@ from shared.protocol import (
     Register,
     Reject,
     decode,
-    decode_as,
+    decode_each,
     encode,
 )
 from shared.resources import ResourceRequest
@@ -139,25 +139,36 @@ class StandIn:
 
     async def outcome(self, ref: AttemptRef, within: float = WAIT) -> Outcome:
         """Read from JetStream, as the coordinator will: proves the outcome was stored."""
-        js = self.client.jetstream()
-        sub = await js.subscribe(
-            self.subjects.outcome(ref.run_id, ref.node_id), ordered_consumer=True
-        )
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=within)
-                outcome = decode_as(msg.data, Outcome)
-                if outcome.ref == ref:
-                    return outcome
-        finally:
-            await sub.unsubscribe()
+        found = await self._stored(ref, within, stop_at_first=True)
+        return found[0]
 
     async def outcome_count(self, ref: AttemptRef) -> int:
-        info = await self.client.jetstream().stream_info(
-            self.subjects.outcomes_stream,
-            subjects_filter=self.subjects.outcome(ref.run_id, ref.node_id),
-        )
-        return sum((info.state.subjects or {}).values())
+        """How many stored outcomes are for ``ref`` (singles and inside batches)."""
+        return len(await self._stored(ref, 2.0, stop_at_first=False))
+
+    async def _stored(
+        self, ref: AttemptRef, within: float, *, stop_at_first: bool
+    ) -> list[Outcome]:
+        js = self.client.jetstream()
+        sub = await js.subscribe(self.subjects.all_outcomes, ordered_consumer=True)
+        found: list[Outcome] = []
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=within)
+                except TimeoutError:
+                    if stop_at_first:
+                        raise
+                    return found
+                found += [o for o in decode_each(msg.data, Outcome) if o.ref == ref]
+                if found and stop_at_first:
+                    return found
+                if not stop_at_first and sub.pending_msgs == 0:
+                    info = await js.stream_info(self.subjects.outcomes_stream)
+                    if msg.metadata.sequence.stream >= info.state.last_seq:
+                        return found
+        finally:
+            await sub.unsubscribe()
 
 
 def attempt(node: str = "n", *, run: str | None = None, number: int = 1) -> AttemptRef:

@@ -2,9 +2,10 @@
 
 An outcome is the only record that an attempt ran; losing it means running the
 node again. So the agent keeps each one here until JetStream acknowledged it,
-through NATS restarts and coordinator restarts alike. Publishes go out in a
-window of concurrent requests (one round trip for many outcomes), and the
-stream's de-duplication by attempt key makes a retry after a lost ack harmless.
+through NATS restarts and coordinator restarts alike. Outcomes that finish
+together are stored together (one JetStream round trip for many), and the
+coordinator ignores an outcome it already has, so a retry after a lost ack
+is harmless.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from shared.protocol import AttemptRef, Outcome
 
 log = structlog.get_logger(__name__)
 
-Publish = Callable[[Outcome], Awaitable[object]]
+Publish = Callable[[list[Outcome]], Awaitable[object]]
+"""Stores a batch durably (in one or a few JetStream messages), or raises."""
 
 
 class Outbox:
     def __init__(
-        self, publish: Publish, *, window: int = 128, backoff: tuple[float, float] = (0.05, 2.0)
+        self, publish: Publish, *, window: int = 256, backoff: tuple[float, float] = (0.05, 2.0)
     ) -> None:
         self._publish = publish
         self._window = window
@@ -65,32 +67,24 @@ class Outbox:
             self._changed.clear()
             while self._items:
                 batch = list(self._items.values())[: self._window]
-                results = await asyncio.gather(
-                    *(self._publish(o) for o in batch), return_exceptions=True
-                )
-                failed = 0
-                for outcome, result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        if not isinstance(result, Exception):
-                            raise result
-                        failed += 1
-                        error = result
-                    elif self._items.get(outcome.ref) is outcome:
-                        del self._items[outcome.ref]
-                if not self._items:
-                    self._empty.set()
-                if failed:
+                try:
+                    await self._publish(batch)
+                except Exception as exc:
                     log.warning(
                         "outcomes not stored yet; will retry",
-                        failed=failed,
                         pending=len(self._items),
-                        error=repr(error),
+                        error=repr(exc),
                         retry_in=delay,
                     )
                     await self._pause(delay)
                     delay = min(delay * 2, self._backoff[1])
-                else:
-                    delay = self._backoff[0]
+                    continue
+                delay = self._backoff[0]
+                for outcome in batch:
+                    if self._items.get(outcome.ref) is outcome:
+                        del self._items[outcome.ref]
+                if not self._items:
+                    self._empty.set()
 
     def pending(self) -> list[Outcome]:
         return list(self._items.values())

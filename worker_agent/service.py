@@ -12,6 +12,7 @@ host from serving everybody else.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from taskiq import AsyncBroker
 
@@ -91,7 +93,7 @@ class Agent:
         self._subjects = settings.subjects
         self._guard = CapacityGuard(spec)
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
-        self._outbox = Outbox(self._store_outcome)
+        self._outbox = Outbox(self._store_outcomes)
         self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
         self._early_cancels: dict[AttemptRef, str] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -333,15 +335,31 @@ class Agent:
         ref = await save_value(await self._payloads(), f"{outcome.ref.key}.out", data)
         return outcome.model_copy(update={"return_value": None, "return_ref": ref})
 
-    async def _store_outcome(self, outcome: Outcome) -> object:
+    async def _store_outcomes(self, outcomes: list[Outcome]) -> None:
+        """One JetStream message per chunk that fits the server's payload limit."""
         assert self._nc is not None
-        ref = outcome.ref
-        return await self._nc.jetstream().publish(
-            self._subjects.outcome(ref.run_id, ref.node_id),
-            encode(outcome),
-            timeout=PUBLISH_TIMEOUT,
-            headers={MSG_ID: ref.key},
-        )
+        js, limit = self._nc.jetstream(), self._nc.max_payload // 2
+        chunks: list[list[tuple[Outcome, bytes]]] = [[]]
+        size = 0
+        for outcome in outcomes:
+            data = encode(outcome)
+            if chunks[-1] and size + len(data) > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((outcome, data))
+            size += len(data)
+        await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
+
+    async def _store_chunk(self, js: JetStreamContext, chunk: list[tuple[Outcome, bytes]]) -> None:
+        if len(chunk) == 1:
+            ((outcome, data),) = chunk
+            ref = outcome.ref
+            subject, msg_id = self._subjects.outcome(ref.run_id, ref.node_id), ref.key
+        else:
+            data = _batch_json([d for _, d in chunk])
+            subject = self._subjects.worker_outcomes(self.name)
+            msg_id = hashlib.sha1(data).hexdigest()
+        await js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -363,3 +381,8 @@ async def _wait_for(tasks: set[asyncio.Task[None]], within: float, force: asynci
             remaining -= done
     finally:
         forced.cancel()
+
+
+def _batch_json(items: list[bytes]) -> bytes:
+    """A ``Batch`` message built from already-encoded items, without decoding them again."""
+    return b'{"type":"batch","version":1,"items":[' + b",".join(items) + b"]}"

@@ -28,12 +28,12 @@ class FlakyStore:
         self.attempts = 0
         self.failed = asyncio.Event()
 
-    async def publish(self, o: Outcome) -> None:
+    async def publish(self, batch: list[Outcome]) -> None:
         self.attempts += 1
         if self.down:
             self.failed.set()
             raise TimeoutError("no responders")
-        self.stored.append(o.ref.node_id)
+        self.stored.extend(o.ref.node_id for o in batch)
 
 
 async def test_outcomes_wait_for_the_store_and_are_all_delivered_once() -> None:
