@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,15 +43,15 @@ from shared.protocol import (
     Reject,
     decode,
     decode_each,
-    decode_model,
     encode,
 )
-from shared.runs import RunUpdate, RunView, Submit
+from shared.runs import Refused, RunUpdate, RunView, parse_submits
 from shared.subjects import Subjects, token
 
 log = structlog.get_logger(__name__)
 
 DURABLE = "fleet-coordinator"
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 Event = tuple[str, Any, Msg | None]
 
 
@@ -171,12 +172,16 @@ class Coordinator:
         acks: list[Msg] = []
         for kind, payload, msg in batch:
             try:
-                self._event(kind, payload, now)
+                if kind == "submit":
+                    await self._submissions(payload, msg, now)
+                else:
+                    self._event(kind, payload, now)
             except ProtocolError as exc:
                 self.dropped += 1
                 log.warning("dropped a malformed message", source=kind, error=str(exc))
                 if kind == "submit":
-                    await self._refuse(payload, msg, str(exc))
+                    run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
+                    await self._refuse(run_id, str(exc))
             if msg is not None:
                 acks.append(msg)
         self.scheduler.tick(now)
@@ -188,14 +193,20 @@ class Coordinator:
         for run_id in decisions.finished:
             self.scheduler.forget(run_id)
 
+    async def _submissions(self, payload: bytes, msg: Msg | None, now: float) -> None:
+        for item in parse_submits(payload):
+            if isinstance(item, Refused):
+                self.dropped += 1
+                log.warning("refused a submission", run=item.run_id or None, error=item.error)
+                await self._refuse(item.run_id, item.error, item.notify)
+                continue
+            if item.run_id not in self.scheduler.runs:
+                log.debug("run submitted", run=item.run_id, nodes=len(item.dag.nodes))
+            self.scheduler.submit(item, now)
+
     def _event(self, kind: str, payload: Any, now: float) -> None:
         sched = self.scheduler
-        if kind == "submit":
-            submit = decode_model(payload, Submit)
-            if submit.run_id not in sched.runs:
-                log.info("run submitted", run=submit.run_id, nodes=len(submit.dag.nodes))
-            sched.submit(submit, now)
-        elif kind == "outcome":
+        if kind == "outcome":
             for outcome in decode_each(payload, Outcome):
                 sched.outcome(outcome, now)
         elif kind == "core":
@@ -237,14 +248,16 @@ class Coordinator:
             else:
                 raise ProtocolError("type", f"a {item.type!r} message is not for the coordinator")
 
-    async def _refuse(self, data: bytes, msg: Msg | None, error: str) -> None:
-        """Tell the submitter why, on its run's subject, if the run id can be read."""
-        run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
+    async def _refuse(self, run_id: str, error: str, notify: str | None = None) -> None:
+        """Tell the submitter why, on its run's subject (and its inbox), if the run id can
+        be read."""
         with contextlib.suppress(ValueError, TypeError):
             token(run_id)
             view = RunView(run_id=run_id, status="failed", error=f"submission refused: {error}")
-            update = RunUpdate(run_id=run_id, status="failed", run=view)
-            await self._client().publish(self.subjects.run_updates(run_id), encode(update))
+            data = encode(RunUpdate(run_id=run_id, status="failed", run=view))
+            await self._client().publish(self.subjects.run_updates(run_id), data)
+            if notify and _SUBJECT_RE.fullmatch(notify):
+                await self._client().publish(notify, data)
 
     # -- outputs -----------------------------------------------------------------------------
 

@@ -8,12 +8,23 @@ reconnects or another process fetching by run id sees what the waiter saw.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Literal, Self
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from shared.dag import Dag, RunOptions, check_inputs
-from shared.protocol import Epoch, ErrorInfo, Part, PayloadRef, Token, Versioned
+from shared.protocol import (
+    Epoch,
+    ErrorInfo,
+    Part,
+    PayloadRef,
+    ProtocolError,
+    Token,
+    Versioned,
+    decode_model,
+)
 from shared.resources import WorkerSpec
 
 NodeStatus = Literal[
@@ -48,6 +59,57 @@ class Submit(Versioned):
             raise ValueError(f"inputs {both} given both inline and by reference")
         check_inputs(self.dag, set(self.inputs) | set(self.input_refs))
         return self
+
+
+def batch_of_submits(items: list[bytes]) -> bytes:
+    """Many encoded ``Submit``s as one message, without decoding them again."""
+    return b'{"type":"submit_batch","version":1,"items":[' + b",".join(items) + b"]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A submission that failed validation, with where to tell its submitter."""
+
+    run_id: str
+    notify: str | None
+    error: str
+
+
+def parse_submits(data: bytes) -> list[Submit | Refused]:
+    """The submissions in one message (a ``Submit`` or a batch of them).
+
+    Each item is validated on its own, so one bad run in a batch is refused alone:
+    it comes back as ``Refused``. A message that is not a submission
+    at all raises ProtocolError.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("json", f"not a JSON message: {exc}") from None
+    if isinstance(obj, dict) and obj.get("type") == "submit_batch":
+        items = obj.get("items")
+        if not isinstance(items, list) or not items:
+            raise ProtocolError("invalid", "a submit_batch needs a non-empty 'items' list")
+    else:
+        items = [obj]
+    found: list[Submit | Refused] = []
+    for item in items:
+        try:
+            found.append(Submit.model_validate(item))
+        except ValidationError:
+            fields = item if isinstance(item, dict) else {}
+            run_id, notify = fields.get("run_id"), fields.get("notify")
+            try:
+                decode_model(json.dumps(item).encode(), Submit)
+            except ProtocolError as exc:
+                found.append(
+                    Refused(
+                        run_id if isinstance(run_id, str) else "",
+                        notify if isinstance(notify, str) else None,
+                        str(exc),
+                    )
+                )
+    return found
 
 
 class NodeView(Part):
