@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
@@ -51,6 +52,7 @@ from shared.subjects import Subjects, token
 log = structlog.get_logger(__name__)
 
 DURABLE = "fleet-coordinator"
+ACK_WAIT = 5.0
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 Event = tuple[str, Any, Msg | None]
 
@@ -63,7 +65,6 @@ class CoordinatorSettings:
     tick: float = 0.1
     adopt_grace: float = 10.0
     """After a restart: how long to wait for an agent to report an in-flight attempt."""
-    fetch_batch: int = 512
 
 
 class Coordinator:
@@ -82,6 +83,7 @@ class Coordinator:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._nc: Client | None = None
         self._store: RunStore | None = None
+        self._checkpoints: Checkpointer | None = None
         self.dropped = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -91,6 +93,7 @@ class Coordinator:
         js = nc.jetstream()
         await ensure_streams(js, self.subjects)
         self._store = store = await RunStore.open(js, self.subjects)
+        self._checkpoints = Checkpointer(store, self.scheduler)
         await self._restore(store)
         control = Control(self, store)
         s = self.subjects
@@ -101,9 +104,12 @@ class Coordinator:
             await nc.subscribe(s.all_acks, cb=self._on_core),
             await nc.subscribe(s.all_ctl, cb=control.handle),
         ]
+        subs += [
+            await self._consume(js, s.submissions_stream, s.submit, "submit"),
+            await self._consume(js, s.outcomes_stream, s.all_outcomes, "outcome"),
+        ]
         tasks = [
-            asyncio.create_task(self._pull(js, s.submissions_stream, s.submit, "submit")),
-            asyncio.create_task(self._pull(js, s.outcomes_stream, s.all_outcomes, "outcome")),
+            asyncio.create_task(self._checkpoints.run()),
             asyncio.create_task(self._ticks()),
             asyncio.create_task(self._pump()),
         ]
@@ -116,12 +122,17 @@ class Coordinator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._checkpoints.flush()
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
         self.scheduler.start(now)
-        for stored in await store.live():
+        live = await store.live()
+        for stored in live:
             self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
+        assert self._checkpoints is not None
+        self._checkpoints.restored([stored.view.run_id for stored in live])
         if self.scheduler.runs:
             log.info("resumed runs", runs=sorted(self.scheduler.runs))
 
@@ -133,22 +144,30 @@ class Coordinator:
     async def _on_core(self, msg: Msg) -> None:
         self._queue.put_nowait(("core", msg.data, None))
 
-    async def _pull(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> None:
+    async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
+        """A durable push consumer: messages arrive as soon as they are stored (a pull's
+        batching would hold them back), and what a crashed coordinator had not acknowledged
+        comes again after ``ack_wait``."""
         config = api.ConsumerConfig(
-            ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=-1, ack_wait=60.0
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_ack_pending=-1,
+            ack_wait=ACK_WAIT,
+            deliver_policy=api.DeliverPolicy.ALL,
         )
-        sub = await js.pull_subscribe(subject, durable=DURABLE, stream=stream, config=config)
-        while True:
-            try:
-                msgs = await sub.fetch(self.settings.fetch_batch, timeout=1.0)
-            except TimeoutError:
-                continue
-            except Exception as exc:  # NATS down: the client reconnects by itself
-                log.warning("fetch failed; retrying", stream=stream, error=repr(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                self._queue.put_nowait((kind, msg.data, msg))
+
+        async def deliver(msg: Msg) -> None:
+            self._queue.put_nowait((kind, msg.data, msg))
+
+        return await js.subscribe(
+            subject,
+            durable=f"{DURABLE}-{kind}",
+            stream=stream,
+            cb=deliver,
+            manual_ack=True,
+            config=config,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
 
     async def _ticks(self) -> None:
         while True:
@@ -187,11 +206,8 @@ class Coordinator:
         self.scheduler.tick(now)
         decisions = self.scheduler.take()
         await self._send(decisions)
-        await self._persist(decisions)
-        for msg in acks:
-            await msg.ack()
-        for run_id in decisions.finished:
-            self.scheduler.forget(run_id)
+        assert self._checkpoints is not None
+        self._checkpoints.mark(decisions.changed, decisions.finished, acks)
 
     async def _submissions(self, payload: bytes, msg: Msg | None, now: float) -> None:
         for item in parse_submits(payload):
@@ -268,14 +284,6 @@ class Coordinator:
     async def _send(self, d: Decisions) -> None:
         nc, s = self._client(), self.subjects
         for worker, assignments in d.assign.items():
-            for a in assignments:
-                log.debug(
-                    "dispatch",
-                    worker=worker,
-                    run=a.ref.run_id,
-                    node=a.ref.node_id,
-                    attempt=a.ref.attempt,
-                )
             msg = assignments[0] if len(assignments) == 1 else Batch(items=tuple(assignments))
             await nc.publish(s.assign(worker), encode(msg))
         for worker, cancels in d.cancel.items():
@@ -307,13 +315,3 @@ class Coordinator:
             if submit.notify:
                 await nc.publish(s.run_updates(run_id), data)  # for followers elsewhere
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
-
-    async def _persist(self, d: Decisions) -> None:
-        assert self._store is not None
-        items = []
-        for run_id in d.changed:
-            run = self.scheduler.runs.get(run_id)
-            if run is not None:
-                items.append((run.submit, self.scheduler.view(run_id)))
-        if items:
-            await self._store.save_many(items)

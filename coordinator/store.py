@@ -50,16 +50,19 @@ class RunStore:
             )
         return cls(kv)
 
-    async def save(self, submit: Submit, view: RunView) -> None:
+    async def save(self, submit: Submit, view: RunView, had_live: bool = True) -> None:
+        """The final record of a finished run (removing its live one, if it had one), or
+        the live record of a running one."""
         if view.done:
             await self._kv.put(_done(view.run_id), view.model_dump_json().encode())
-            await self._kv.delete(_live(view.run_id))
+            if had_live:
+                await self._kv.delete(_live(view.run_id))
         else:
             stored = StoredRun(submit=submit, view=view)
             await self._kv.put(_live(view.run_id), stored.model_dump_json().encode())
 
-    async def save_many(self, items: list[tuple[Submit, RunView]]) -> None:
-        await asyncio.gather(*(self.save(s, v) for s, v in items))
+    async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> None:
+        await asyncio.gather(*(self.save(s, v, live) for s, v, live in items))
 
     async def live(self) -> list[StoredRun]:
         return [StoredRun.model_validate_json(v) for v in await self._scan("live.*")]

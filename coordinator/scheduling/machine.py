@@ -254,6 +254,26 @@ class Scheduler:
         self._in_flight += 1
         state.started_at = state.started_at or now
 
+    def _orphan(self, ref: AttemptRef, worker: str) -> NodeState | None:
+        """An attempt this coordinator lost track of (its last write predates the dispatch)
+        whose outcome arrives before any heartbeat listed it: it ran, so it counts."""
+        run = self.runs.get(ref.run_id)
+        state = run.nodes.get(ref.node_id) if run is not None else None
+        if (
+            run is None
+            or state is None
+            or run.status != "running"
+            or state.done
+            or state.status in IN_FLIGHT
+            or ref.attempt < state.attempt
+        ):
+            return None
+        state.attempt = ref.attempt
+        self._track(state, worker)
+        state.move("running")
+        self._in_flight += 1
+        return state
+
     # -- agent answers ------------------------------------------------------------------------
 
     def accepted(self, ref: AttemptRef, now: float) -> None:
@@ -279,7 +299,7 @@ class Scheduler:
         self._enqueue(state, now)
 
     def outcome(self, msg: Outcome, now: float) -> None:
-        state = self._attempts.get(msg.ref)
+        state = self._attempts.get(msg.ref) or self._orphan(msg.ref, msg.worker)
         if state is None or state.status not in IN_FLIGHT:
             return  # superseded attempt, or a duplicate
         self._untrack(state)
@@ -383,7 +403,9 @@ class Scheduler:
     # -- placing --------------------------------------------------------------------------------
 
     def schedule(self, now: float) -> None:
-        if not self._dirty:
+        """Place ready nodes; after a restart, only once agents have reported what they run
+        (placing earlier could start a second copy of an attempt already running)."""
+        if not self._dirty or not self.settled(now):
             return
         self._dirty = False
         cap = self.config.max_parallel

@@ -16,8 +16,10 @@ from shared.protocol import AttemptRef, ErrorInfo, PayloadRef
 from shared.resources import WorkerSpec
 from shared.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, Submit
 
+# pending -> running: an attempt adopted after a restart, reported before its upstream's
+# outcome was applied again.
 TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
-    "pending": frozenset({"ready", "skipped", "cancelled", "failed"}),
+    "pending": frozenset({"ready", "skipped", "cancelled", "failed", "running"}),
     "ready": frozenset({"placed", "failed", "skipped", "cancelled", "running"}),
     "placed": frozenset({"running", "ready", "succeeded", "failed", "cancelled"}),
     "running": frozenset({"ready", "succeeded", "failed", "cancelled"}),
