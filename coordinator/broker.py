@@ -26,7 +26,8 @@ from shared.connection import NatsSettings
 from shared.dag import Dag, Node, RetryPolicy
 from shared.profiles import REQUEST_ATTR, request_from_labels, request_of
 from shared.resources import ResourceRequest
-from shared.runs import RunView
+from shared.runs import RunView, Submit
+from shared.subjects import token
 
 RESULT = "result"
 _KEEP = 10_000
@@ -143,7 +144,9 @@ class FleetBroker(AsyncBroker):
     async def kick(self, message: BrokerMessage) -> None:
         msg = self.formatter.loads(message.message)
         labels: dict[str, Any] = to_jsonable_python(msg.labels)
-        node = Node(
+        # model_construct: every part is valid by construction (JSON-converted values, a
+        # parsed request), and this runs once per kiq; the coordinator validates anyway.
+        node = Node.model_construct(
             id="task",
             task=msg.task_name,
             args=tuple(to_jsonable_python(msg.args)),
@@ -154,11 +157,14 @@ class FleetBroker(AsyncBroker):
             timeout=_positive(labels.get("timeout")),
             labels=labels,
         )
-        assert isinstance(self.result_backend, FleetResultBackend)
-        handle = await self.connected().submit(
-            Dag(nodes=(node,)), run_id=msg.task_id, name=msg.task_name, progress=False
+        submit = Submit.model_construct(
+            run_id=token(msg.task_id),
+            name=msg.task_name,
+            dag=Dag.model_construct(nodes=(node,)),
+            progress=False,
         )
-        self.result_backend.track(handle)
+        assert isinstance(self.result_backend, FleetResultBackend)
+        self.result_backend.track(await self.connected().submit_valid(submit))
 
     def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:
         """From the message's labels, else from the profile decorators on the task."""

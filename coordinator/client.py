@@ -181,7 +181,13 @@ class CoordinatorClient:
             options=options,
             submitted_at=0.0,
         )
-        submit = submit.model_copy(update={"notify": self._inbox, "progress": progress})
+        return await self.submit_valid(submit.model_copy(update={"progress": progress}))
+
+    async def submit_valid(self, submit: Submit) -> RunHandle:
+        """Submit an already valid ``Submit`` without checking it again: the broker's hot
+        path builds one per ``kiq`` from parts that are valid by construction."""
+        run_id = submit.run_id
+        submit = submit.model_copy(update={"notify": self._inbox})
         handle = self._handles[run_id] = RunHandle(self, run_id)
         if self._inbox_sub is None:
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)

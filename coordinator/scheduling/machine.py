@@ -24,6 +24,7 @@ from pydantic import JsonValue
 
 from coordinator.placement.outcome import CannotPlace
 from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.scheduling.queue import Group, Key, ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
 from shared.protocol import (
     Assignment,
@@ -35,7 +36,7 @@ from shared.protocol import (
     Register,
     Reject,
 )
-from shared.resources import ResourceRequest, WorkerSpec
+from shared.resources import WorkerSpec
 from shared.runs import RunView, Submit
 
 CANCELLED_BY_AGENT = "AttemptCancelled"
@@ -81,7 +82,7 @@ class Scheduler:
         self.workers: dict[str, WorkerInfo] = {}
         self.out = Decisions()
         self._rand = rand
-        self._queue: list[tuple[int, float, int, NodeState]] = []
+        self._ready = ReadyQueue()
         self._delayed: list[tuple[float, int, NodeState]] = []
         self._attempts: dict[AttemptRef, NodeState] = {}
         self._seq = itertools.count()
@@ -109,6 +110,10 @@ class Scheduler:
         out.changed |= self._touched
         self._touched.clear()
         return out
+
+    def queued(self) -> list[NodeState]:
+        """Ready nodes waiting for capacity (not those waiting out a retry delay)."""
+        return self._ready.states()
 
     @property
     def in_flight(self) -> int:
@@ -409,32 +414,38 @@ class Scheduler:
             return
         self._dirty = False
         cap = self.config.max_parallel
-        busy: set[ResourceRequest] = set()
-        held: list[tuple[int, float, int, NodeState]] = []
-        while self._queue and (cap is None or self._in_flight < cap):
-            entry = heapq.heappop(self._queue)
-            state = entry[3]
-            if state.status != "ready" or entry[2] != state.seq:
+        queue = self._ready
+        held: list[tuple[Key, Group]] = []
+        while cap is None or self._in_flight < cap:
+            found = queue.pop_group()
+            if found is None:
+                break
+            key, group = found
+            index = queue.first(group, self._under_run_limit)
+            if index is None:
+                held.append(found)
                 continue
-            run = state.run
-            limit = run.submit.options.max_parallel
-            request = state.node.request
-            if (limit is not None and run.in_flight >= limit) or request in busy:
-                held.append(entry)
-                continue
-            result = self.pool.place(request, key=state.ref_for(state.attempt + 1))
+            state = group[index][1]
+            result = self.pool.place(key[1], key=state.ref_for(state.attempt + 1))
             if isinstance(result, CannotPlace):
-                held.append(entry)
-                busy.add(request)
+                held.append(found)
                 state.reason = str(result)
                 if result.infeasible:
-                    self._mark_infeasible(run, state, str(result), now)
+                    for member in queue.members(group):
+                        self._mark_infeasible(member.run, member, str(result), now)
                 elif now - state.ready_since > self.config.aging:
                     break  # let capacity drain towards the starving node
                 continue
+            del group[index]
             self._dispatch(state, result.worker, result.gpu_devices, now)
-        for entry in held:
-            heapq.heappush(self._queue, entry)
+            queue.restore(key, group)
+        for key, group in held:
+            queue.restore(key, group)
+
+    @staticmethod
+    def _under_run_limit(state: NodeState) -> bool:
+        limit = state.run.submit.options.max_parallel
+        return limit is None or state.run.in_flight < limit
 
     def _dispatch(
         self, state: NodeState, worker: str, devices: tuple[int, ...], now: float
@@ -635,7 +646,7 @@ class Scheduler:
 
     def _push(self, state: NodeState) -> None:
         priority = state.node.priority + state.run.submit.options.priority
-        heapq.heappush(self._queue, (-priority, state.ready_since, state.seq, state))
+        self._ready.push(state, priority)
 
     def _track(self, state: NodeState, worker: str) -> None:
         state.worker = worker

@@ -1,0 +1,14 @@
+"""Tasks for the throughput benchmark (APP ``benchmarks.bench_tasks:broker``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.broker import FleetBroker
+
+broker = FleetBroker()
+
+
+@broker.task("noop")
+async def noop(x: Any = None) -> Any:
+    return x

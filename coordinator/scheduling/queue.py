@@ -1,0 +1,80 @@
+"""Ready nodes, grouped so that one "busy" answer from the pool covers many nodes.
+
+Nodes with the same priority and the same request are interchangeable for
+placement: if one does not fit now, none does. Grouping them makes a
+scheduling pass cost one pool call per *group* that is busy rather than one
+per waiting node, so 5,000 queued no-op tasks cost a handful of calls per
+pass, not 5,000. Groups compete by (priority, age of their oldest node);
+within a group, nodes keep their arrival order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+
+from coordinator.scheduling.state import NodeState
+from shared.resources import ResourceRequest
+
+Key = tuple[int, ResourceRequest]
+Group = deque[tuple[int, NodeState]]
+
+
+class ReadyQueue:
+    def __init__(self) -> None:
+        self._groups: dict[Key, Group] = {}
+        self._heads: list[tuple[int, float, int, Key]] = []
+
+    def push(self, state: NodeState, priority: int) -> None:
+        key = (priority, state.node.request)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = deque()
+            heapq.heappush(self._heads, (-priority, state.ready_since, state.seq, key))
+        group.append((state.seq, state))
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self._groups.values())
+
+    def states(self) -> list[NodeState]:
+        """Every queued ready node (for inspection and tests)."""
+        return [state for group in self._groups.values() for state in self.members(group)]
+
+    def pop_group(self) -> tuple[Key, Group] | None:
+        """The group whose oldest ready node comes first; ``restore`` it afterwards."""
+        while self._heads:
+            _, _, _, key = heapq.heappop(self._heads)
+            group = self._groups[key]
+            while group and not _fresh(group[0]):
+                group.popleft()
+            if group:
+                return key, group
+            del self._groups[key]
+        return None
+
+    def restore(self, key: Key, group: Group) -> None:
+        while group and not _fresh(group[0]):
+            group.popleft()
+        if not group:
+            del self._groups[key]
+            return
+        seq, state = group[0]
+        heapq.heappush(self._heads, (-key[0], state.ready_since, seq, key))
+
+    @staticmethod
+    def first(group: Group, eligible: Callable[[NodeState], bool]) -> int | None:
+        """Index of the first ready node in ``group`` that ``eligible`` accepts."""
+        for index, item in enumerate(group):
+            if _fresh(item) and eligible(item[1]):
+                return index
+        return None
+
+    @staticmethod
+    def members(group: Group) -> list[NodeState]:
+        return [state for seq, state in group if _fresh((seq, state))]
+
+
+def _fresh(item: tuple[int, NodeState]) -> bool:
+    seq, state = item
+    return state.status == "ready" and state.seq == seq
