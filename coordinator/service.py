@@ -53,6 +53,8 @@ log = structlog.get_logger(__name__)
 
 DURABLE = "fleet-coordinator"
 ACK_WAIT = 5.0
+FINAL_FLUSH = 5.0
+"""On stop, how long to try a last checkpoint; unwritten state is rebuilt on restart."""
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 Event = tuple[str, Any, Msg | None]
 
@@ -123,7 +125,7 @@ class Coordinator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await self._checkpoints.flush()
+                await asyncio.wait_for(self._checkpoints.flush(), FINAL_FLUSH)
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
