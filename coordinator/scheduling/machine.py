@@ -26,6 +26,7 @@ from coordinator.placement.outcome import CannotPlace
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.queue import Group, Key, ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
+from coordinator.scheduling.tasks import TaskCatalog
 from shared.protocol import (
     Assignment,
     AttemptRef,
@@ -83,6 +84,7 @@ class Scheduler:
         self.out = Decisions()
         self._rand = rand
         self._ready = ReadyQueue()
+        self._catalog = TaskCatalog()
         self._delayed: list[tuple[float, int, NodeState]] = []
         self._attempts: dict[AttemptRef, NodeState] = {}
         self._seq = itertools.count()
@@ -170,8 +172,12 @@ class Scheduler:
     # -- workers ----------------------------------------------------------------------------
 
     def register(self, msg: Register, now: float) -> None:
-        info = self._worker(msg.spec.name, msg.started_at, msg.heartbeat_interval, now, msg.spec)
-        info.tasks = frozenset(msg.tasks)
+        tasks = frozenset(msg.tasks)
+        info = self._worker(
+            msg.spec.name, msg.started_at, msg.heartbeat_interval, now, msg.spec, tasks
+        )
+        if info.tasks != tasks:
+            self._set_tasks(info, tasks, now)
         self._reconcile(info, msg.running, now)
 
     def heartbeat(self, msg: Heartbeat, now: float) -> None:
@@ -198,7 +204,13 @@ class Scheduler:
         self._dirty = True
 
     def _worker(
-        self, name: str, started_at: float, interval: float, now: float, spec: WorkerSpec
+        self,
+        name: str,
+        started_at: float,
+        interval: float,
+        now: float,
+        spec: WorkerSpec,
+        tasks: frozenset[str] | None = None,
     ) -> WorkerInfo:
         info = self.workers.get(name)
         if info is not None and info.started_at != started_at:
@@ -208,14 +220,15 @@ class Scheduler:
             if self._settled_at is None:
                 self._settled_at = min(now + 1.5 * interval, self._start_time + self.config.warmup)
             info = self.workers[name] = WorkerInfo(name, spec, started_at, interval, now)
-            self.pool.add_worker(spec)
+            info.tasks = tasks
+            self.pool.add_worker(self._catalog.labelled(spec, tasks))
             self._recheck_infeasible(now)
             self._dirty = True
             return info
         info.last_seen, info.interval = now, interval
         if spec != info.spec and not info.draining:
             info.spec = spec
-            for placement in self.pool.update_worker(spec):
+            for placement in self.pool.update_worker(self._catalog.labelled(spec, info.tasks)):
                 state = self._attempts.get(placement.key)  # type: ignore[call-overload]
                 if state is not None:
                     self._system_failure(state, "its GPU device disappeared", now)
@@ -225,7 +238,8 @@ class Scheduler:
 
     def _reconcile(self, info: WorkerInfo, running: tuple[AttemptRef, ...], now: float) -> None:
         """What the agent says it runs is the truth: adopt what we lost track of, cancel
-        what is stale."""
+        what is stale, place again what it never received."""
+        self._lost_in_transit(info, running, now)
         for ref in running:
             state = self._attempts.get(ref)
             if state is not None:
@@ -249,6 +263,23 @@ class Scheduler:
                 self._adopt(node, info, ref, now)
             elif node is None or node.done or ref.attempt < node.attempt:
                 self._send_cancel(info.name, ref, "stale attempt")
+
+    def _lost_in_transit(
+        self, info: WorkerInfo, running: tuple[AttemptRef, ...], now: float
+    ) -> None:
+        """An assignment travels on core NATS and can be lost; one neither accepted nor
+        listed by its worker's heartbeats for two intervals never arrived."""
+        grace = max(2 * info.interval, 1.0)
+        listed = set(running)
+        for ref in list(info.attempts):
+            state = self._attempts.get(ref)
+            if (
+                state is not None
+                and state.status == "placed"
+                and ref not in listed
+                and now - state.placed_at > grace
+            ):
+                self._system_failure(state, f"{info.name} never received the assignment", now)
 
     def _adopt(self, state: NodeState, info: WorkerInfo, ref: AttemptRef, now: float) -> None:
         state.attempt = ref.attempt
@@ -279,6 +310,13 @@ class Scheduler:
         self._in_flight += 1
         return state
 
+    def _set_tasks(self, info: WorkerInfo, tasks: frozenset[str], now: float) -> None:
+        info.tasks = tasks
+        if not info.draining:
+            self.pool.update_worker(self._catalog.labelled(info.spec, tasks))
+        self._recheck_infeasible(now)
+        self._dirty = True
+
     # -- agent answers ------------------------------------------------------------------------
 
     def accepted(self, ref: AttemptRef, now: float) -> None:
@@ -292,10 +330,9 @@ class Scheduler:
             return
         self._untrack(state)
         state.rejects += 1
-        if msg.code == "unknown_task" and msg.worker in self.workers:
-            self.workers[msg.worker].tasks = (self.workers[msg.worker].tasks or frozenset()) - {
-                state.node.task
-            }
+        info = self.workers.get(msg.worker)
+        if msg.code == "unknown_task" and info is not None and info.tasks is not None:
+            self._set_tasks(info, info.tasks - {state.node.task}, now)
         if state.rejects >= self.config.max_rejects:
             self._fail(state, ErrorInfo(type="Rejected", message=msg.reason), now)
             return
@@ -426,7 +463,8 @@ class Scheduler:
                 held.append(found)
                 continue
             state = group[index][1]
-            result = self.pool.place(key[1], key=state.ref_for(state.attempt + 1))
+            request = self._catalog.request(key[1], key[2])
+            result = self.pool.place(request, key=state.ref_for(state.attempt + 1))
             if isinstance(result, CannotPlace):
                 held.append(found)
                 state.reason = str(result)
@@ -597,7 +635,7 @@ class Scheduler:
         with_task = [w for w in self.workers.values() if w.tasks is None or task in w.tasks]
         if self.workers and not with_task:
             return f"no worker has task {task!r}"
-        answer = self.pool.check(state.node.request)
+        answer = self.pool.check(self._catalog.request(state.node.request, task))
         return None if answer is None else f"{state.node.request.describe()}: {answer}"
 
     def _mark_infeasible(self, run: RunState, state: NodeState, why: str, now: float) -> None:

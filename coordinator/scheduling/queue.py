@@ -17,7 +17,8 @@ from collections.abc import Callable
 from coordinator.scheduling.state import NodeState
 from shared.resources import ResourceRequest
 
-Key = tuple[int, ResourceRequest]
+Key = tuple[int, ResourceRequest, str]
+"""(priority, request, task name): nodes alike for placement."""
 Group = deque[tuple[int, NodeState]]
 
 
@@ -27,7 +28,7 @@ class ReadyQueue:
         self._heads: list[tuple[int, float, int, Key]] = []
 
     def push(self, state: NodeState, priority: int) -> None:
-        key = (priority, state.node.request)
+        key = (priority, state.node.request, state.node.task)
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = deque()
