@@ -59,9 +59,11 @@ class RunFailed(FleetError):
 class RunHandle:
     """One submitted run: its updates as they come, its end, its outputs."""
 
-    def __init__(self, client: CoordinatorClient, run_id: str) -> None:
+    def __init__(self, client: CoordinatorClient, run_id: str, *, from_start: bool) -> None:
         self.client = client
         self.run_id = run_id
+        self._from_start = from_start
+        """Listening since before the submission: no update can have been missed."""
         self.nodes: dict[str, NodeView] = {}
         self.view: RunView | None = None
         self._sub: Subscription | None = None
@@ -83,7 +85,7 @@ class RunHandle:
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
-        if not self._done.is_set():
+        if not self._done.is_set() and not self._from_start:
             try:
                 view = await self.client.status(self.run_id, missing_ok=True)
             except FleetError:  # no coordinator right now: its next one pushes the end
@@ -188,7 +190,7 @@ class CoordinatorClient:
         path builds one per ``kiq`` from parts that are valid by construction."""
         run_id = submit.run_id
         submit = submit.model_copy(update={"notify": self._inbox})
-        handle = self._handles[run_id] = RunHandle(self, run_id)
+        handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
         if self._inbox_sub is None:
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)
         try:
@@ -245,7 +247,7 @@ class CoordinatorClient:
 
     async def follow(self, run_id: str) -> RunHandle:
         """A handle on a run submitted elsewhere (another process): its end is pushed here."""
-        handle = RunHandle(self, run_id)
+        handle = RunHandle(self, run_id, from_start=False)
         handle._sub = await self.nc.subscribe(self.subjects.run_updates(run_id), cb=self._on_update)
         self._handles[run_id] = handle
         return handle
