@@ -18,15 +18,16 @@ from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
 from taskiq.decor import AsyncTaskiqDecoratedTask
 from taskiq.exceptions import TaskiqResultTimeoutError
+from taskiq.formatters.json_formatter import JSONFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
 from coordinator.client import CoordinatorClient, RunHandle
 from shared.connection import NatsSettings
-from shared.dag import Dag, Node, RetryPolicy
-from shared.profiles import REQUEST_ATTR, request_from_labels, request_of
+from shared.dag import RetryPolicy
+from shared.profiles import REQUEST_ATTR, RESOURCES_LABEL, request_from_labels, request_of
 from shared.resources import ResourceRequest
-from shared.runs import RunView, Submit
+from shared.runs import RunView
 from shared.subjects import token
 
 RESULT = "result"
@@ -124,6 +125,7 @@ class FleetBroker(AsyncBroker):
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
         self.client: CoordinatorClient | None = None
+        self._requests: dict[tuple[str, Any], dict[str, Any]] = {}
 
     def connected(self) -> CoordinatorClient:
         if self.client is None:
@@ -142,29 +144,47 @@ class FleetBroker(AsyncBroker):
         await super().shutdown()
 
     async def kick(self, message: BrokerMessage) -> None:
-        msg = self.formatter.loads(message.message)
-        labels: dict[str, Any] = to_jsonable_python(msg.labels)
-        # model_construct: every part is valid by construction (JSON-converted values, a
-        # parsed request), and this runs once per kiq; the coordinator validates anyway.
-        node = Node.model_construct(
-            id="task",
-            task=msg.task_name,
-            args=tuple(to_jsonable_python(msg.args)),
-            kwargs=to_jsonable_python(msg.kwargs),
-            outputs=(RESULT,),
-            request=self._request(msg.task_name, labels),
-            retry=_retry(labels),
-            timeout=_positive(labels.get("timeout")),
-            labels=labels,
-        )
-        submit = Submit.model_construct(
-            run_id=token(msg.task_id),
-            name=msg.task_name,
-            dag=Dag.model_construct(nodes=(node,)),
-            progress=False,
-        )
+        """One kiq as a one-node run, built as JSON directly: this runs once per task, and
+        pydantic models here would cost more than the rest of the client's path."""
+        if isinstance(self.formatter, JSONFormatter):
+            raw = json.loads(message.message)
+            args, kwargs, labels = raw["args"], raw["kwargs"], raw["labels"]
+        else:
+            msg = self.formatter.loads(message.message)
+            args, kwargs = to_jsonable_python(msg.args), to_jsonable_python(msg.kwargs)
+            labels = to_jsonable_python(msg.labels)
+        node: dict[str, Any] = {
+            "id": "task",
+            "task": message.task_name,
+            "args": args,
+            "kwargs": kwargs,
+            "outputs": [RESULT],
+            "request": self._request_json(message.task_name, labels),
+            "retry": _retry(labels),
+            "labels": labels,
+        }
+        timeout = _positive(labels.get("timeout"))
+        if timeout is not None:
+            node["timeout"] = timeout
+        document = {
+            "type": "submit",
+            "version": 1,
+            "run_id": token(message.task_id),
+            "name": message.task_name,
+            "progress": False,
+            "dag": {"nodes": [node]},
+        }
         assert isinstance(self.result_backend, FleetResultBackend)
-        self.result_backend.track(await self.connected().submit_valid(submit))
+        handle = await self.connected().submit_document(message.task_id, document)
+        self.result_backend.track(handle)
+
+    def _request_json(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
+        key = (task_name, labels.get(RESOURCES_LABEL))
+        found = self._requests.get(key)
+        if found is None:
+            request = self._request(task_name, labels)
+            found = self._requests[key] = request.model_dump(mode="json", exclude_defaults=True)
+        return found
 
     def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:
         """From the message's labels, else from the profile decorators on the task."""
@@ -191,14 +211,15 @@ def _positive(value: Any) -> float | None:
     return number if number > 0 else None
 
 
-def _retry(labels: dict[str, Any]) -> RetryPolicy:
-    """taskiq sends label values as text (with their types aside), so both forms are read."""
+def _retry(labels: dict[str, Any]) -> dict[str, Any]:
+    """The node's retry policy as JSON. taskiq sends label values as text (with their types
+    aside), so both forms are read."""
     policy = labels.get("retry_policy")
     if isinstance(policy, str):
         policy = json.loads(policy)
     if isinstance(policy, dict):
-        return RetryPolicy.model_validate(policy)
+        return RetryPolicy.model_validate(policy).model_dump(mode="json", exclude_defaults=True)
     try:
-        return RetryPolicy(max_retries=int(labels.get("max_retries", 0)))
+        return {"max_retries": int(labels.get("max_retries", 0))}
     except (TypeError, ValueError):
-        return RetryPolicy()
+        return {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -186,15 +187,21 @@ class CoordinatorClient:
         return await self.submit_valid(submit.model_copy(update={"progress": progress}))
 
     async def submit_valid(self, submit: Submit) -> RunHandle:
-        """Submit an already valid ``Submit`` without checking it again: the broker's hot
-        path builds one per ``kiq`` from parts that are valid by construction."""
-        run_id = submit.run_id
-        submit = submit.model_copy(update={"notify": self._inbox})
+        """Submit an already valid ``Submit`` without checking it again."""
+        return await self.submit_document(submit.run_id, submit.model_dump(mode="json"))
+
+    async def submit_document(self, run_id: str, document: dict[str, Any]) -> RunHandle:
+        """Submit a ``Submit`` given as its JSON document. For hot paths that build it from
+        parts valid by construction (the broker, once per ``kiq``): no pydantic model is
+        built here; the coordinator validates what it receives and refuses, with the
+        reason, what is wrong."""
+        document["notify"] = self._inbox
+        data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
         if self._inbox_sub is None:
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)
         try:
-            await self._send_submit(run_id, encode(submit))
+            await self._send_submit(run_id, data)
         except BaseException:
             self._handles.pop(run_id, None)
             raise
