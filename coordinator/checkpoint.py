@@ -2,18 +2,20 @@
 
 The pump must never wait for storage: a KV round trip per event would put the
 store's latency on every hop of every DAG. So changed runs are only marked
-here, and written at most once per ``interval`` (a run that changes on every
-hop is written a few times a second, not on every hop). A JetStream message
-(a submission, an outcome) is acknowledged only once a write that includes
-its effect is stored; if the coordinator dies first, JetStream delivers it
-again to the next one, which rebuilds from the last write plus those messages.
-A finished run is kept in memory until its final record is stored, so
-``fleet status`` always finds it in one place or the other.
+here and written at most once per ``interval``. A run younger than ``min_age``
+is not written at all until it ends: most runs of a busy fleet (single tasks
+from ``kiq``) end within milliseconds, and then cost one write, their final
+record. A JetStream message (a submission, an outcome) is acknowledged only
+once every run it changed is stored; if the coordinator dies first, JetStream
+delivers it again to the next one, which rebuilds from the last write plus
+those messages. A finished run is kept in memory until its final record is
+stored, so ``fleet status`` always finds it in one place or the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -33,23 +35,30 @@ class Checkpointer:
         scheduler: Scheduler,
         *,
         interval: float = 0.2,
+        min_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._interval = interval
+        self._min_age = min_age
         self._clock = clock
         self._dirty: set[str] = set()
         self._finished: set[str] = set()
-        self._acks: list[Msg] = []
+        self._acks: list[tuple[list[Msg], set[str]]] = []
+        self._born: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._live: set[str] = set()
         """Runs with a ``live.`` record to delete when they finish."""
 
     def mark(self, changed: set[str], finished: list[str], acks: list[Msg]) -> None:
+        now = self._clock()
+        for run_id in changed:
+            self._born.setdefault(run_id, now)
         self._dirty |= changed
         self._finished.update(finished)
-        self._acks += acks
+        if acks:
+            self._acks.append((acks, set(changed)))
         if self._dirty or self._acks:
             self._wake.set()
 
@@ -59,7 +68,7 @@ class Checkpointer:
     async def run(self) -> None:
         last = -self._interval
         while True:
-            await self._wake.wait()
+            await self._sleep_until_due()
             pause = last + self._interval - self._clock()
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -71,29 +80,52 @@ class Checkpointer:
                 log.exception("checkpoint failed; will retry")
                 self._wake.set()
 
-    async def flush(self) -> None:
+    async def _sleep_until_due(self) -> None:
+        """Until something is marked, or the oldest deferred young run comes of age."""
+        deferred = [self._born[r] for r in self._dirty if r in self._born]
+        timeout = None
+        if deferred and not self._wake.is_set():
+            timeout = max(0.0, min(deferred) + self._min_age - self._clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def flush(self, *, everything: bool = False) -> None:
+        sched, now = self._scheduler, self._clock()
         dirty, self._dirty = self._dirty, set()
-        acks, self._acks = self._acks, []
-        finished, self._finished = self._finished & dirty, self._finished - dirty
-        sched = self._scheduler
-        items = []
+        items, deferred = [], set()
         for run_id in dirty:
-            if run_id in sched.runs:
-                run = sched.runs[run_id]
-                items.append((run.submit, sched.view(run_id), run_id in self._live))
+            run = sched.runs.get(run_id)
+            if run is None:
+                continue
+            young = now - self._born.get(run_id, now) < self._min_age
+            if run.status == "running" and run_id not in self._live and young and not everything:
+                deferred.add(run_id)
+                continue
+            items.append((run.submit, sched.view(run_id), run_id in self._live))
         try:
             await self._store.save_many(items)
         except Exception:
             self._dirty |= dirty
-            self._acks = acks + self._acks
-            self._finished |= finished
             raise
+        self._dirty |= deferred
         for _, view, _ in items:
             if view.done:
                 self._live.discard(view.run_id)
+                self._born.pop(view.run_id, None)
             else:
                 self._live.add(view.run_id)
-        for msg in acks:
-            await msg.ack()
-        for run_id in finished:
+        await self._acknowledge(self._dirty)
+        for run_id in self._finished - self._dirty:
+            self._finished.discard(run_id)
             sched.forget(run_id)
+
+    async def _acknowledge(self, unwritten: set[str]) -> None:
+        """Ack the messages whose runs are all stored (or were never worth storing)."""
+        waiting = []
+        for msgs, runs in self._acks:
+            if runs & unwritten:
+                waiting.append((msgs, runs))
+                continue
+            for msg in msgs:
+                await msg.ack()
+        self._acks = waiting

@@ -125,7 +125,7 @@ class Coordinator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._checkpoints.flush(), FINAL_FLUSH)
+                await asyncio.wait_for(self._checkpoints.flush(everything=True), FINAL_FLUSH)
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()

@@ -351,14 +351,16 @@ class Agent:
         await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
 
     async def _store_chunk(self, js: JetStreamContext, chunk: list[tuple[Outcome, bytes]]) -> None:
+        """The message id is a digest of the content: a retried publish of the same chunk is
+        stored once, while a second execution of the same attempt (a coordinator that
+        restarted and sent it again) has other timestamps, so its outcome is not dropped."""
         if len(chunk) == 1:
             ((outcome, data),) = chunk
-            ref = outcome.ref
-            subject, msg_id = self._subjects.outcome(ref.run_id, ref.node_id), ref.key
+            subject = self._subjects.outcome(outcome.ref.run_id, outcome.ref.node_id)
         else:
             data = _batch_json([d for _, d in chunk])
             subject = self._subjects.worker_outcomes(self.name)
-            msg_id = hashlib.sha1(data).hexdigest()
+        msg_id = hashlib.sha1(data).hexdigest()
         await js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -71,6 +71,8 @@ class SchedulerCore:
         self.out = Decisions()
         self._rand = rand
         self._ready = ReadyQueue()
+        self._deadlines: list[tuple[float, str]] = []
+        self._infeasible_runs: set[str] = set()
         self._catalog = TaskCatalog()
         self._delayed: list[tuple[float, int, NodeState]] = []
         self._attempts: dict[AttemptRef, NodeState] = {}
@@ -246,6 +248,7 @@ class SchedulerCore:
         run.infeasible[state.id] = why
         if run.infeasible_since is None:
             run.infeasible_since = now
+            self._infeasible_runs.add(run.run_id)
         run.changed.add(state.id)
         self._touch(run)
 

@@ -51,6 +51,8 @@ class Scheduler(Recovery):
         for node in dag.nodes:
             run.nodes[node.id] = NodeState(node, run, waiting=len(dag.upstream[node.id]))
         run.remaining = len(run.nodes)
+        if run.deadline is not None:
+            heapq.heappush(self._deadlines, (run.deadline, run.run_id))
         self._check_feasible(run, now)
         if run.status == "running":
             for state in run.nodes.values():
@@ -212,16 +214,22 @@ class Scheduler(Recovery):
             self._restored = any(s.adopt_by is not None for s in self._attempts.values())
 
     def _check_runs(self, now: float) -> None:
-        grace = self.config.infeasible_grace
-        for run in [r for r in self.runs.values() if r.status == "running"]:
-            if run.deadline is not None and now >= run.deadline:
+        """Run timeouts and infeasibility graces; only the runs that have one are looked at."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, run_id = heapq.heappop(self._deadlines)
+            run = self.runs.get(run_id)
+            if run is not None and run.status == "running":
                 timeout = run.submit.options.timeout
                 self._end_run(run, "failed", f"run timed out after {timeout:g} s", now)
-            elif (
-                run.infeasible_since is not None
-                and now - run.infeasible_since >= grace
-                and self.settled(now)
-            ):
+        if not self._infeasible_runs or not self.settled(now):
+            return
+        grace = self.config.infeasible_grace
+        for run_id in list(self._infeasible_runs):
+            run = self.runs.get(run_id)
+            if run is None or run.status != "running" or run.infeasible_since is None:
+                self._infeasible_runs.discard(run_id)
+            elif now - run.infeasible_since >= grace:
+                self._infeasible_runs.discard(run_id)
                 self._fail_infeasible(run, now)
 
     # -- placing -----------------------------------------------------------------------

@@ -3,6 +3,8 @@ with what agents report. Part of the scheduler (see ``core.py``); pure."""
 
 from __future__ import annotations
 
+import heapq
+
 from coordinator.scheduling.core import SchedulerCore
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
 from shared.protocol import (
@@ -22,6 +24,8 @@ class Recovery(SchedulerCore):
         """
         run = RunState(submit, submitted_at=view.submitted_at, touched=self._touched)
         self.runs[run.run_id] = run
+        if run.deadline is not None:
+            heapq.heappush(self._deadlines, (run.deadline, run.run_id))
         run.values.update(view.outputs)
         run.refs.update(view.output_refs)
         run.values.update({k: v for k, v in submit.inputs.items() if k not in run.values})

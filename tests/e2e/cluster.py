@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
 
 from coordinator.client import CoordinatorClient
 from shared.protocol import Heartbeat, decode_as
@@ -50,6 +53,18 @@ class Cluster:
     async def heartbeat(self, pred: Callable[[Heartbeat], bool], within: float = 20.0) -> Heartbeat:
         beat: Heartbeat = await self.beats.wait(pred, within)
         return beat
+
+    async def checkpointed(self, run_id: str, within: float = 20.0) -> None:
+        """Until the coordinator has written the run's live record to KV. Nothing announces
+        a write, so this asks every 20 ms."""
+        assert self.client is not None
+        kv = await self.client.nc.jetstream().key_value("FLEET_RUNS")
+        async with asyncio.timeout(within):
+            while True:
+                with contextlib.suppress(KeyNotFoundError):
+                    await kv.get(f"live.{run_id}")
+                    return
+                await asyncio.sleep(0.02)
 
     def logs(self) -> str:
         parts = [] if self.coordinator is None else [self.coordinator.log()]

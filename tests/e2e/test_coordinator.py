@@ -162,6 +162,7 @@ async def test_a_killed_coordinator_resumes_every_run_without_leaks(
     )
     handle = await client.submit(dag)
     await cluster.heartbeat(lambda b: len(b.running) == 1)
+    await cluster.checkpointed(handle.run_id)  # else the restart starts it afresh
     assert cluster.coordinator is not None
     cluster.coordinator.kill()
     cluster.start_coordinator()
@@ -228,3 +229,27 @@ async def test_application_errors_retry_then_fail_with_partial_results(cluster: 
     assert bad.error is not None
     assert bad.error.message == "boom"
     assert view.node("after_bad").status == "skipped"
+
+
+async def test_a_run_the_coordinator_never_checkpointed_is_delivered_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_coordinator()
+    cluster.start_agent("a1", *FAST)
+    client = await cluster.connect(workers=1)
+    gate = tmp_path / "gate"
+    dag = Dag(
+        nodes=(
+            Node(id="wait", task="async_wait_for_gate", kwargs={"gate": str(gate)}),
+            Node(id="after", task="add", kwargs={"a": 1, "b": 1}, after=("wait",), outputs=("s",)),
+        )
+    )
+    handle = await client.submit(dag)
+    await cluster.heartbeat(lambda b: len(b.running) == 1)
+    assert cluster.coordinator is not None
+    cluster.coordinator.kill()  # within the first second: no live record yet
+    cluster.start_coordinator()
+    gate.touch()
+    view = await handle.wait(timeout=40)
+    assert view.status == "succeeded", view.error
+    assert view.outputs["s"] == 2
