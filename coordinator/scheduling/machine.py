@@ -176,6 +176,7 @@ class Scheduler(Recovery):
         if state is None or state.status not in IN_FLIGHT:
             return  # superseded attempt, or a duplicate
         self._untrack(state)
+        state.finished_attempt = msg.ref.attempt
         state.started_at = msg.started_at
         state.finished_at = msg.finished_at
         if msg.status == "succeeded":

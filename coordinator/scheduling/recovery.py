@@ -40,6 +40,8 @@ class Recovery(SchedulerCore):
                 state.gpu_devices, state.error = seen.gpu_devices, seen.error
                 state.started_at, state.finished_at = seen.started_at, seen.finished_at
                 state.system_retries = seen.system_retries
+                if seen.error is not None:  # its last attempt ended (and is being retried)
+                    state.finished_attempt = seen.attempt
         for state in run.nodes.values():
             state.waiting = sum(
                 1 for up in dag.upstream[state.id] if run.nodes[up].status != "succeeded"
@@ -87,10 +89,16 @@ class Recovery(SchedulerCore):
                 and not node.done
                 and node.status not in IN_FLIGHT
                 and ref.attempt >= node.attempt
+                and ref.attempt > node.finished_attempt
                 and not info.draining
             ):
                 self._adopt(node, info, ref, now)
-            elif node is None or node.done or ref.attempt < node.attempt:
+            elif (
+                node is None
+                or node.done
+                or ref.attempt <= node.finished_attempt
+                or (ref.attempt < node.attempt)
+            ):
                 self._send_cancel(info.name, ref, "stale attempt")
 
     def _lost_in_transit(
@@ -131,6 +139,7 @@ class Recovery(SchedulerCore):
             or state.done
             or state.status in IN_FLIGHT
             or ref.attempt < state.attempt
+            or ref.attempt <= state.finished_attempt
         ):
             return None
         state.attempt = ref.attempt

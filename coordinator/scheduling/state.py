@@ -38,6 +38,8 @@ class NodeState:
     waiting: int
     status: NodeStatus = "pending"
     attempt: int = 0
+    finished_attempt: int = 0
+    """The last attempt whose outcome was applied: a report of it is never adopted again."""
     worker: str | None = None
     gpu_devices: tuple[int, ...] = ()
     app_retries: int = 0
