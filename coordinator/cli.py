@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("list recent runs", "coordinator.client_cli:configure_runs"),
     "cancel": ("cancel a running run", "coordinator.client_cli:configure_cancel"),
     "workers": ("list the workers and their capacity", "coordinator.client_cli:configure_workers"),
+    "up": ("start a local fleet: nats-server, coordinator, agents", "coordinator.up_cli:configure"),
 }
 """name -> (one-line help, ``module:function`` that adds the arguments and returns the
 handler); the module is imported only to build the parser, so keep its top level light."""

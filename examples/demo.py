@@ -1,89 +1,148 @@
-"""Place the documented example tasks on the documents' two-worker pool and show the result.
+"""``make demo``: a live local fleet runs a DAG of the documented tasks; see where each landed.
 
-Run with ``make demo``. No cluster is needed yet: this drives the same pure
-``ResourceAwareWorkerPool`` that the coordinator keeps for a live cluster.
+Starts the three agents of ``examples/cluster.toml`` (a small CPU box, a big-memory box and
+a box with one A100) with nats-server and a coordinator, exactly as
+``fleet up --config examples/cluster.toml`` does, submits one DAG whose nodes ask for
+different things (cores and RAM, a GPU model, a host label, the absence of one), prints
+each node's changes as the coordinator pushes them, then where every node ran and the
+outputs. Last, a task no agent could ever hold shows that such a run fails at once with
+the reason, instead of waiting forever. Everything is stopped and the temporary state
+directory removed at the end; it takes a few seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
 
-from coordinator import CannotPlace, ResourceAwareWorkerPool
-from examples.tasks import ALL_TASKS, heavy_computation
-from shared import request_of
+from coordinator.client import CoordinatorClient
+from coordinator.local_cluster import LocalCluster, load_config
+from coordinator.tables import NONE, devices, duration, node_change, table
+from coordinator.up_cli import agents_table
+from examples.pipelines import node
+from examples.tasks import (
+    background_cleanup,
+    estimated_task,
+    fetch_url,
+    gpu_style_task,
+    heavy_computation,
+    memory_intensive,
+    needs_gpu_host,
+    train_model,
+    whole_cluster_job,
+)
+from shared.dag import Dag
+from shared.runs import RunUpdate, RunView
 
-DOCUMENT_WORKERS = [
-    {"cpu_cores": 8, "ram_gb": 32, "labels": {"gpu": True}},
-    {"cpu_cores": 4, "ram_gb": 16, "labels": {"gpu": False}},
-]
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), line, *(fmt.format(*r) for r in rows)]
-    return "\n".join(x.rstrip() for x in lines)
-
-
-def capacity_table(pool: ResourceAwareWorkerPool) -> str:
-    rows = []
-    for name in pool.workers:
-        u = pool.usage(name)
-        labels = ",".join(f"{k}={v}" for k, v in u.labels.items())
-        rows.append(
-            [
-                name,
-                labels,
-                f"{u.cpu_reserved:g}/{u.cpu:g}",
-                f"{u.ram_reserved_mb}/{u.ram_mb}",
-                str(u.reservations),
-            ]
-        )
-    return table(["worker", "labels", "cpu used/total", "ram MB used/total", "tasks"], rows)
+CONFIG = Path(__file__).with_name("cluster.toml")
+NUMBERS = [3, 1, 4, 1, 5, 9, 2, 6]
 
 
-def placement_rows(policies: Sequence[str]) -> list[list[str]]:
-    """One row per task: where each policy puts it on a fresh pool of the documents' workers."""
-    pools = {p: ResourceAwareWorkerPool(workers=DOCUMENT_WORKERS, policy=p) for p in policies}
-    rows = []
-    for task in ALL_TASKS:
-        request = request_of(task)
-        row = [task.task_name.split(":")[-1], request.describe()]
-        why = ""
-        for policy in policies:
-            outcome = pools[policy].place(request)
-            if isinstance(outcome, CannotPlace):
-                row.append(outcome.kind.upper())
-                why = str(outcome.nearest[0]) if outcome.nearest else ""
-            else:
-                devices = f" gpu {list(outcome.gpu_devices)}" if outcome.gpu_devices else ""
-                row.append(outcome.worker + devices)
-        rows.append([*row, why])
-    return rows
+def mixed() -> Dag:
+    """Roots of every profile start together; ``cleanup`` and ``report`` wait for them."""
+    return Dag(
+        inputs=("numbers",),
+        nodes=(
+            node("train", train_model, kwargs={"epochs": 3}),  # 1 A100 or H100
+            node("count", needs_gpu_host, inputs={"data": "numbers"}),  # label gpu=true
+            node("square_sum", heavy_computation, inputs={"data": "numbers"}),  # 2 cpu, 4 GB
+            node("distinct", memory_intensive, inputs={"data": "numbers"}),  # 2 GB
+            node("peak", gpu_style_task, inputs={"data": "numbers"}),  # 4 cpu, 4 GB
+            node("doubled", estimated_task, kwargs={"data": {"a": 1, "b": 2}}),
+            node("quadrupled", estimated_task, inputs={"data": "doubled"}),
+            node(
+                "cleanup",
+                background_cleanup,  # label gpu!=true: never on the GPU box
+                kwargs={"path": "scratch/numbers"},
+                after=("square_sum", "distinct", "peak"),
+            ),
+            node(
+                "report",
+                fetch_url,
+                kwargs={"url": "https://example.org/report"},
+                after=("train", "count", "quadrupled", "cleanup"),
+            ),
+        ),
+    )
 
 
-def main() -> None:
-    policies = ["hybrid", "binpack", "spread"]
-    print("Workers (the Performance guide's ResourceAwareWorkerPool example):\n")
-    print(capacity_table(ResourceAwareWorkerPool(workers=DOCUMENT_WORKERS)), "\n")
-    print("Placements of examples/tasks.py, in order, per policy (hybrid is the default):\n")
-    header = ["task", "asks for", *policies, "why not placed"]
-    print(table(header, placement_rows(policies)), "\n")
+def placement(dag: Dag, run: RunView) -> str:
+    """node -> worker -> GPU devices -> duration, with what each node asked for."""
+    asked = {n.id: n.request.describe() for n in dag.nodes}
+    rows = [
+        [
+            n.id,
+            n.task.rpartition(":")[2],
+            asked[n.id],
+            n.worker or NONE,
+            devices(n.gpu_devices),
+            duration(n.duration),
+        ]
+        for n in run.nodes
+    ]
+    return table(("node", "task", "asks for", "worker", "gpus", "duration"), rows)
 
-    pool = ResourceAwareWorkerPool(workers=DOCUMENT_WORKERS)
-    burst = []
-    while not isinstance(outcome := pool.place(request_of(heavy_computation)), CannotPlace):
-        burst.append(outcome)
-    print(f"A burst of heavy_computation: {len(burst)} fit, the next one is {outcome.kind}.")
-    print("It waits in the coordinator's queue, never on an agent:")
-    print(f"  {outcome}\n")
-    print(capacity_table(pool), "\n")
-    for placement in burst:
-        pool.release(placement.key)
-    free = all(pool.usage(n).reservations == 0 for n in pool.workers)
-    print(f"Released the burst; every worker is entirely free again: {free}")
+
+async def run_mixed(client: CoordinatorClient) -> RunView:
+    dag = mixed()
+    began = time.monotonic()
+    seen: dict[str, str] = {}
+
+    def on_update(update: RunUpdate) -> None:
+        for changed in (*update.nodes, *(update.run.nodes if update.run else ())):
+            if seen.get(changed.id) != changed.status:
+                seen[changed.id] = changed.status
+                print(f"{time.monotonic() - began:6.2f}s{node_change(changed)}", flush=True)
+
+    handle = await client.submit(dag, {"numbers": NUMBERS}, name="demo", progress=True)
+    handle.on_update(on_update)
+    view = await handle.wait(timeout=30)
+    print(f"\nrun {view.status} in {duration(time.monotonic() - began)}\n")
+    print(placement(dag, view) + "\n")
+    outputs = await client.outputs(view)
+    print("outputs:")
+    for name in (*dag.inputs, *(n.id for n in dag.nodes)):
+        if name in outputs:
+            print(f"  {name} = {json.dumps(outputs[name])}")
+    return view
+
+
+async def run_infeasible(client: CoordinatorClient) -> RunView:
+    dag = Dag(inputs=(), nodes=(node("everything", whole_cluster_job, kwargs={"n": 1}),))
+    handle = await client.submit(dag, name="too-big", progress=False)
+    view = await handle.wait(timeout=30)
+    print(f"\nA task asking for {dag.nodes[0].request.describe()}: no agent could ever hold it,")
+    print(f"so the run ended at once ({view.status}) instead of waiting:")
+    print(f"  {view.error}")
+    return view
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+async def main() -> int:
+    print(f"Starting a local fleet from {_shown(CONFIG)}...")
+    async with LocalCluster(load_config(CONFIG), port=0) as cluster:
+        print(f"NATS {cluster.nats_url}, state in {cluster.state_dir}\n")
+        print(agents_table(cluster) + "\n")
+        async with await CoordinatorClient.connect(cluster.nats_url) as client:
+            print("Submitting a DAG of 9 nodes with mixed resource profiles:\n")
+            view = await run_mixed(client)
+            too_big = await run_infeasible(client)
+        print("\nStopping the fleet (agents drain first)...")
+    if cluster.clean:
+        print("Stopped cleanly: no process left, temporary state directory removed.")
+    else:
+        print(f"Something had to be killed; logs kept in {cluster.state_dir}")
+    return 0 if cluster.clean and view.status == "succeeded" and too_big.status == "failed" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(asyncio.run(main()))
