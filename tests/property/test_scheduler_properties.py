@@ -415,7 +415,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def reservations_are_the_tracked_attempts(self) -> None:
         held = {p.key: p.worker for p in self.pool.reservations()}
         tracked = {ref: state.worker for ref, state in self.sched._attempts.items()}
-        assert held == tracked
+        assert held == tracked, f"reserved {held} but tracking {tracked}"
         for ref, state in self.sched._attempts.items():
             assert state.ref == ref
             assert state.status in IN_FLIGHT, (ref.key, state.status)
