@@ -45,20 +45,23 @@ class Checkpointer:
         self._clock = clock
         self._dirty: set[str] = set()
         self._finished: set[str] = set()
-        self._acks: list[tuple[list[Msg], set[str]]] = []
+        self._acks: list[tuple[Msg, set[str]]] = []
         self._born: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._live: set[str] = set()
         """Runs with a ``live.`` record to delete when they finish."""
 
-    def mark(self, changed: set[str], finished: list[str], acks: list[Msg]) -> None:
+    def mark(
+        self, changed: set[str], finished: list[str], acks: list[tuple[Msg, set[str]]]
+    ) -> None:
+        """``acks``: JetStream messages applied, each with the runs it refers to; it is
+        acknowledged once none of those runs has unwritten changes."""
         now = self._clock()
         for run_id in changed:
             self._born.setdefault(run_id, now)
         self._dirty |= changed
         self._finished.update(finished)
-        if acks:
-            self._acks.append((acks, set(changed)))
+        self._acks += acks
         if self._dirty or self._acks:
             self._wake.set()
 
@@ -122,10 +125,9 @@ class Checkpointer:
     async def _acknowledge(self, unwritten: set[str]) -> None:
         """Ack the messages whose runs are all stored (or were never worth storing)."""
         waiting = []
-        for msgs, runs in self._acks:
+        for msg, runs in self._acks:
             if runs & unwritten:
-                waiting.append((msgs, runs))
-                continue
-            for msg in msgs:
+                waiting.append((msg, runs))
+            else:
                 await msg.ack()
         self._acks = waiting

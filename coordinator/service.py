@@ -104,6 +104,8 @@ class Coordinator:
             await nc.subscribe(s.all_heartbeats, cb=self._on_core),
             await nc.subscribe(s.all_deregisters, cb=self._on_core),
             await nc.subscribe(s.all_acks, cb=self._on_core),
+            await nc.subscribe(s.all_fast_outcomes, cb=self._on_fast_outcome),
+            await nc.subscribe(s.submit_fast, cb=self._on_fast_submit),
             await nc.subscribe(s.all_ctl, cb=control.handle),
         ]
         subs += [
@@ -145,6 +147,15 @@ class Coordinator:
 
     async def _on_core(self, msg: Msg) -> None:
         self._queue.put_nowait(("core", msg.data, None))
+
+    async def _on_fast_outcome(self, msg: Msg) -> None:
+        """The core-NATS copy of an outcome, ahead of its JetStream copy: applied at once;
+        the durable copy arrives after it, changes nothing, and is acknowledged once the
+        run's state that includes the outcome is written."""
+        self._queue.put_nowait(("outcome", msg.data, None))
+
+    async def _on_fast_submit(self, msg: Msg) -> None:
+        self._queue.put_nowait(("submit", msg.data, None))
 
     async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
         """A durable push consumer: messages arrive as soon as they are stored (a pull's
@@ -190,13 +201,14 @@ class Coordinator:
 
     async def _apply(self, batch: list[Event]) -> None:
         now = self._clock()
-        acks: list[Msg] = []
+        acks: list[tuple[Msg, set[str]]] = []
         for kind, payload, msg in batch:
+            runs: set[str] = set()
             try:
                 if kind == "submit":
-                    await self._submissions(payload, msg, now)
+                    runs = await self._submissions(payload, now)
                 else:
-                    self._event(kind, payload, now)
+                    runs = self._event(kind, payload, now)
             except ProtocolError as exc:
                 self.dropped += 1
                 log.warning("dropped a malformed message", source=kind, error=str(exc))
@@ -204,34 +216,40 @@ class Coordinator:
                     run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
                     await self._refuse(run_id, str(exc))
             if msg is not None:
-                acks.append(msg)
+                acks.append((msg, runs))
         self.scheduler.tick(now)
         decisions = self.scheduler.take()
         await self._send(decisions)
         assert self._checkpoints is not None
         self._checkpoints.mark(decisions.changed, decisions.finished, acks)
 
-    async def _submissions(self, payload: bytes, msg: Msg | None, now: float) -> None:
+    async def _submissions(self, payload: bytes, now: float) -> set[str]:
+        """Apply the submissions in one message; returns the runs it names."""
+        runs: set[str] = set()
         for item in parse_submits(payload):
             if isinstance(item, Refused):
                 self.dropped += 1
                 log.warning("refused a submission", run=item.run_id or None, error=item.error)
                 await self._refuse(item.run_id, item.error, item.notify)
                 continue
-            if item.run_id not in self.scheduler.runs:
-                log.debug("run submitted", run=item.run_id, nodes=len(item.dag.nodes))
             self.scheduler.submit(item, now)
+            runs.add(item.run_id)
+        return runs
 
-    def _event(self, kind: str, payload: Any, now: float) -> None:
+    def _event(self, kind: str, payload: Any, now: float) -> set[str]:
+        """Apply one event; returns the runs an acknowledgement must wait for."""
         sched = self.scheduler
         if kind == "outcome":
-            for outcome in decode_each(payload, Outcome):
+            outcomes = decode_each(payload, Outcome)
+            for outcome in outcomes:
                 sched.outcome(outcome, now)
+            return {o.ref.run_id for o in outcomes}
         elif kind == "core":
             self._core(decode(payload), now)
         elif kind == "cancel":
             run_id, reason = payload
             sched.cancel_run(run_id, reason, now)
+        return set()
 
     def _core(self, msg: MessageModel, now: float) -> None:
         sched = self.scheduler

@@ -27,6 +27,8 @@ from shared.protocol import (
 )
 from shared.runs import RunView
 
+ENDED_MEMORY = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
@@ -72,6 +74,8 @@ class SchedulerCore:
         self._rand = rand
         self._ready = ReadyQueue()
         self._deadlines: list[tuple[float, str]] = []
+        self._ended: dict[str, None] = {}
+        """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
         self._infeasible_runs: set[str] = set()
         self._catalog = TaskCatalog()
         self._delayed: list[tuple[float, int, NodeState]] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 
 from coordinator.placement.outcome import CannotPlace
-from coordinator.scheduling.core import Decisions, SchedulerConfig
+from coordinator.scheduling.core import ENDED_MEMORY, Decisions, SchedulerConfig
 from coordinator.scheduling.queue import Group, Key
 from coordinator.scheduling.recovery import Recovery
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
@@ -40,9 +40,11 @@ __all__ = ["Decisions", "Scheduler", "SchedulerConfig"]
 class Scheduler(Recovery):
     # -- runs --------------------------------------------------------------------------
 
-    def submit(self, submit: Submit, now: float) -> RunState:
+    def submit(self, submit: Submit, now: float) -> RunState | None:
         if submit.run_id in self.runs:
             return self.runs[submit.run_id]
+        if submit.run_id in self._ended:
+            return None  # a late second copy of a run that already ended
         run = RunState(submit, submitted_at=now, touched=self._touched)
         self.runs[run.run_id] = run
         run.values.update(submit.inputs)
@@ -73,6 +75,9 @@ class Scheduler(Recovery):
         run = self.runs.get(run_id)
         if run is not None and run.status != "running":
             del self.runs[run_id]
+            self._ended[run_id] = None
+            if len(self._ended) > ENDED_MEMORY:
+                del self._ended[next(iter(self._ended))]
 
     # -- workers -----------------------------------------------------------------------
 
