@@ -54,8 +54,9 @@ class Node(Part):
     task: str = Field(min_length=1)
     args: tuple[JsonValue, ...] = ()
     kwargs: dict[str, JsonValue] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(default_factory=dict)
-    """Keyword parameter -> name of an upstream output or of an external input."""
+    inputs: dict[str, str | tuple[str, ...]] = Field(default_factory=dict)
+    """Keyword parameter -> name of an upstream output or of an external input, or a
+    tuple of names: the parameter then receives the list of their values (a map's results)."""
     outputs: tuple[str, ...] = ()
     """Names the result is published under; with several, the result is unpacked."""
     after: tuple[Token, ...] = ()
@@ -64,6 +65,14 @@ class Node(Part):
     timeout: float | None = Field(default=None, gt=0)
     priority: int = 0
     labels: dict[str, JsonValue] = Field(default_factory=dict)
+
+    def input_names(self) -> list[tuple[str, str]]:
+        """(parameter, name) for every name an input refers to, lists flattened."""
+        return [
+            (param, name)
+            for param, names in self.inputs.items()
+            for name in ((names,) if isinstance(names, str) else names)
+        ]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -110,7 +119,7 @@ class Dag(Part):
             problems += [
                 f"node {node.id!r} takes {param}={name!r}, which no node produces "
                 "and which is not an external input"
-                for param, name in node.inputs.items()
+                for param, name in node.input_names()
                 if name not in producers
             ]
             problems += [
@@ -134,7 +143,7 @@ class Dag(Part):
         """Node id -> ids it waits for (data and ordering), without duplicates."""
         found: dict[str, tuple[str, ...]] = {}
         for node in self.nodes:
-            deps = [self.producers[s] for s in node.inputs.values() if s in self.producers]
+            deps = [self.producers[s] for _, s in node.input_names() if s in self.producers]
             found[node.id] = tuple(dict.fromkeys([*deps, *node.after]))
         return found
 

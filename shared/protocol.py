@@ -185,9 +185,21 @@ class Assignment(Versioned):
         if len(set(devices)) != len(devices) or len(devices) != wanted:
             raise ValueError(f"gpus={gpus:g} needs {wanted} distinct device(s), got {devices}")
         for key in self.arg_refs:
-            if not (key.isdecimal() and int(key) < len(self.args)) and key not in self.kwargs:
-                raise ValueError(f"arg_refs names {key!r}, which is neither an index nor a kwarg")
+            if not self._names_argument(key):
+                raise ValueError(
+                    f"arg_refs names {key!r}, which is neither an index, a kwarg, "
+                    "nor 'kwarg.index' of a list kwarg"
+                )
         return self
+
+    def _names_argument(self, key: str) -> bool:
+        if key.isdecimal():
+            return int(key) < len(self.args)
+        if key in self.kwargs:
+            return True
+        name, _, index = key.rpartition(".")
+        value = self.kwargs.get(name)
+        return index.isdecimal() and isinstance(value, list) and int(index) < len(value)
 
 
 class Accept(Versioned):

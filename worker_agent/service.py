@@ -321,8 +321,12 @@ class Agent:
         args, kwargs = list(a.args), dict(a.kwargs)
         for key, ref in a.arg_refs.items():
             value = await load_value(store, ref)
+            name, _, index = key.rpartition(".")
             if key.isdecimal():
                 args[int(key)] = value
+            elif key not in kwargs and isinstance(kwargs.get(name), list):
+                items = kwargs[name] = list(kwargs[name])  # type: ignore[arg-type]
+                items[int(index)] = value
             else:
                 kwargs[key] = value
         return a.model_copy(update={"args": tuple(args), "kwargs": kwargs, "arg_refs": {}})

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 
+from pydantic import JsonValue
+
 from coordinator.placement.outcome import CannotPlace
 from coordinator.scheduling.core import ENDED_MEMORY, Decisions, SchedulerConfig
 from coordinator.scheduling.queue import Group, Key
@@ -297,12 +299,20 @@ class Scheduler(Recovery):
         node, run = state.node, state.run
         kwargs = dict(node.kwargs)
         arg_refs: dict[str, PayloadRef] = {}
-        for param, name in node.inputs.items():
-            if name in run.refs:
-                kwargs[param] = None
-                arg_refs[param] = run.refs[name]
-            else:
-                kwargs[param] = run.values.get(name)
+        for param, names in node.inputs.items():
+            if isinstance(names, str):
+                if names in run.refs:
+                    kwargs[param] = None
+                    arg_refs[param] = run.refs[names]
+                else:
+                    kwargs[param] = run.values.get(names)
+                continue
+            values: list[JsonValue] = []
+            for index, name in enumerate(names):
+                values.append(run.values.get(name))
+                if name in run.refs:
+                    arg_refs[f"{param}.{index}"] = run.refs[name]
+            kwargs[param] = values
         return Assignment(
             ref=state.ref,
             task_name=node.task,
