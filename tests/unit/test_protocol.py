@@ -395,7 +395,17 @@ def test_assignment_devices_match_request(gpus: float, devices: tuple[int, ...],
 
 
 @pytest.mark.parametrize(
-    ("key", "ok"), [("0", True), ("1", False), ("data", True), ("other", False), ("-0", False)]
+    ("key", "ok"),
+    [
+        ("0", True),
+        ("1", False),
+        ("data", True),
+        ("other", False),
+        ("-0", False),
+        ("items.1", True),
+        ("items.2", False),
+        ("data.0", False),
+    ],
 )
 def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
     def build() -> Assignment:
@@ -404,7 +414,7 @@ def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
             ref=REF,
             task_name="t",
             args=(None,),
-            kwargs={"data": None},
+            kwargs={"data": None, "items": [1, None]},
             arg_refs=ref,
             request=ONE_GPU.merged(gpus=0),
         )
@@ -412,7 +422,7 @@ def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
     if ok:
         assert key in build().arg_refs
     else:
-        with pytest.raises(ValidationError, match="neither an index nor a kwarg"):
+        with pytest.raises(ValidationError, match="neither an index, a kwarg"):
             build()
 
 
