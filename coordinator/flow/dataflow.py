@@ -1,0 +1,242 @@
+"""``DataflowPipeline`` and ``MapReduce``: DAGs wired by output names, run as one fleet run.
+
+Parameters named like another task's output receive it; names nothing produces
+become external inputs of ``kiq_dataflow(**inputs)``. ``.map(task, items)`` adds
+one node per item and an output holding the list of their results; its
+``max_parallel`` chains the items into that many lanes, so no more than that
+many run at once whatever else the run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from pydantic import JsonValue
+from taskiq import AsyncBroker
+
+from coordinator.flow.naming import node_id, short_name, task_name
+from coordinator.flow.runner import runner_for
+from shared.dag import Dag, Node, RetryPolicy, RunOptions
+from shared.flow import flow_of, parameters_of
+from shared.profiles import request_of
+from shared.runs import RunView
+
+
+class PipelineError(RuntimeError):
+    """A pipeline run that did not succeed; completed outputs are kept."""
+
+    def __init__(self, view: RunView, partial_results: dict[str, JsonValue]) -> None:
+        super().__init__(f"pipeline {view.run_id} {view.status}: {view.error}")
+        self.view = view
+        self.partial_results = partial_results
+        failed = [n.id for n in view.nodes if n.status == "failed"]
+        self.failed_step = failed[0] if failed else None
+
+
+@dataclass
+class _Entry:
+    task: Any
+    outputs: tuple[str, ...]
+    inputs: dict[str, str]
+    kwargs: dict[str, JsonValue] = field(default_factory=dict)
+    after: tuple[int, ...] = ()
+
+
+class DataflowPipeline:
+    def __init__(
+        self, broker: AsyncBroker, max_parallel: int | None = None, *, timeout: float | None = None
+    ) -> None:
+        self.broker = broker
+        self.max_parallel = max_parallel
+        self.timeout = timeout
+        self.retry = RetryPolicy()
+        self._entries: list[_Entry] = []
+        self._lists: dict[str, tuple[str, ...]] = {}
+        self.pipeline_id: str | None = None
+
+    @classmethod
+    def from_tasks(
+        cls, broker: AsyncBroker, tasks: list[Any], max_parallel: int | None = None
+    ) -> Self:
+        pipeline = cls(broker, max_parallel)
+        for task in tasks:
+            pipeline.add_dataflow_task(task)
+        return pipeline
+
+    def add_dataflow_task(
+        self,
+        task: Any,
+        output: str | None = None,
+        inputs: list[str] | None = None,
+        *,
+        outputs: list[str] | None = None,
+        kwargs: dict[str, JsonValue] | None = None,
+    ) -> Self:
+        """Add a task; outputs and inputs default to its ``@pipeline_task`` annotation,
+        then to its name and its parameters without defaults."""
+        task_name(task)
+        kwargs = dict(kwargs or {})
+        spec = flow_of(task)
+        names = (output,) if output else tuple(outputs or (spec.outputs if spec else ()))
+        wanted = inputs if inputs is not None else (spec.inputs if spec else None)
+        if wanted is None:
+            wanted = [p for p in parameters_of(task)[0] if p not in kwargs]
+        self._entries.append(
+            _Entry(task, names or (short_name(task),), {p: p for p in wanted}, dict(kwargs))
+        )
+        return self
+
+    def map(
+        self,
+        task: Any,
+        items: list[JsonValue],
+        output: str | None = None,
+        max_parallel: int | None = None,
+        *,
+        param: str | None = None,
+    ) -> Self:
+        """One node per item; ``output`` is the list of results, in item order."""
+        params = parameters_of(task)[0]
+        param = param or (params[0] if params else None)
+        if param is None:
+            raise ValueError(f"{short_name(task)} takes no parameter to map items onto")
+        output = output or short_name(task)
+        start = len(self._entries)
+        names = []
+        for i, item in enumerate(items):
+            name = f"{output}__{i}"
+            lane = (start + i - max_parallel,) if max_parallel and i >= max_parallel else ()
+            self._entries.append(_Entry(task, (name,), {}, {param: item}, lane))
+            names.append(name)
+        self._lists[output] = tuple(names)
+        return self
+
+    def build(self) -> Dag:
+        if not self._entries:
+            raise ValueError(
+                "No DAG built: add tasks with DataflowPipeline.from_tasks() or add_dataflow_task()"
+            )
+        produced = {name for e in self._entries for name in e.outputs} | set(self._lists)
+        external: list[str] = []
+        nodes = []
+        for index, entry in enumerate(self._entries):
+            inputs: dict[str, str | tuple[str, ...]] = {}
+            for param, name in entry.inputs.items():
+                inputs[param] = self._lists.get(name, name)
+                if name not in produced and name not in external:
+                    external.append(name)
+            nodes.append(
+                Node(
+                    id=node_id(entry.task, index),
+                    task=task_name(entry.task),
+                    kwargs=entry.kwargs,
+                    inputs=inputs,
+                    outputs=entry.outputs,
+                    after=tuple(node_id(self._entries[a].task, a) for a in entry.after),
+                    request=request_of(entry.task),
+                    retry=self.retry,
+                )
+            )
+        return Dag(nodes=tuple(nodes), inputs=tuple(external))
+
+    def print_dag(self) -> str:
+        """The execution levels, as the documents show them; returned and printed."""
+        dag = self.build()
+        lines = [f"DAG: {len(dag.nodes)} tasks, inputs {list(dag.inputs)}"]
+        for level, ids in enumerate(dag.levels()):
+            described = []
+            for i in ids:
+                node = dag.by_id[i]
+                described.append(f"{node.task.rsplit(':', 1)[-1]} -> {', '.join(node.outputs)}")
+            lines.append(f"  level {level}: " + "; ".join(described))
+        text = "\n".join(lines)
+        print(text)
+        return text
+
+    async def kiq_dataflow(self, **inputs: Any) -> dict[str, Any]:
+        """Run to the end; every output by name (map outputs as lists)."""
+        view, outputs = await self._run(inputs)
+        if view.status != "succeeded":
+            raise PipelineError(view, outputs)
+        return outputs
+
+    async def _run(self, inputs: dict[str, Any]) -> tuple[RunView, dict[str, Any]]:
+        dag = self.build()
+        options = RunOptions(max_parallel=self.max_parallel, timeout=self.timeout)
+        handle = await runner_for(self.broker).submit(dag, inputs, options=options)
+        self.pipeline_id = handle.run_id
+        view = await handle.wait()
+        values = dict(view.outputs)
+        if view.output_refs:
+            values.update(await _fetch_refs(self.broker, view))
+        produced = {name for e in self._entries for name in e.outputs}
+        outputs: dict[str, Any] = {k: v for k, v in values.items() if k in produced}
+        for name, parts in self._lists.items():
+            if all(p in values for p in parts):
+                outputs[name] = [values[p] for p in parts]
+            for part in parts:
+                outputs.pop(part, None)
+        return view, outputs
+
+    async def kiq_map_reduce(
+        self, items: list[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
+    ) -> Any:
+        """The pipeline's first task mapped over ``items``, its second reducing the list."""
+        if len(self._entries) < 2:
+            raise ValueError("kiq_map_reduce needs a map task and a reduce task, in that order")
+        map_task, reduce_task = self._entries[0].task, self._entries[1].task
+        pipeline = type(self)(self.broker, self.max_parallel, timeout=self.timeout)
+        pipeline.map(map_task, items, output=map_output, max_parallel=self.max_parallel)
+        param = parameters_of(reduce_task)[0][0]
+        pipeline._entries.append(_Entry(reduce_task, (reduce_output,), {param: map_output}))
+        return (await pipeline.kiq_dataflow())[reduce_output]
+
+
+async def _fetch_refs(broker: AsyncBroker, view: RunView) -> dict[str, Any]:
+    from coordinator.broker import FleetBroker
+
+    if isinstance(broker, FleetBroker):
+        return dict(await broker.connected().outputs(view))
+    return {}
+
+
+@dataclass(frozen=True)
+class MapResult:
+    return_value: Any
+    is_err: bool = False
+
+
+class MapReduce:
+    """The documents' ``MapReduce.map`` / ``.reduce`` (each one fleet run)."""
+
+    def __init__(
+        self, broker: AsyncBroker, map_task: Any, reduce_task: Any, max_parallel: int | None = None
+    ) -> None:
+        self._pipeline = DataflowPipeline(broker, max_parallel)
+        self._pipeline.add_dataflow_task(map_task).add_dataflow_task(reduce_task)
+
+    async def kiq_map_reduce(
+        self, items: list[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
+    ) -> Any:
+        return await self._pipeline.kiq_map_reduce(items, map_output, reduce_output)
+
+    @staticmethod
+    async def map(
+        broker: AsyncBroker,
+        task: Any,
+        items: list[JsonValue],
+        output: str = "mapped",
+        max_parallel: int | None = None,
+    ) -> MapResult:
+        pipeline = DataflowPipeline(broker).map(task, items, output, max_parallel)
+        return MapResult((await pipeline.kiq_dataflow())[output])
+
+    @staticmethod
+    async def reduce(
+        broker: AsyncBroker, task: Any, items: list[JsonValue], output: str = "reduced"
+    ) -> MapResult:
+        param = parameters_of(task)[0][0]
+        pipeline = DataflowPipeline(broker)
+        pipeline.add_dataflow_task(task, output=output, kwargs={param: items})
+        return MapResult((await pipeline.kiq_dataflow())[output])

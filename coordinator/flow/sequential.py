@@ -1,0 +1,177 @@
+"""The classic sequential ``Pipeline``: ``call_next`` steps, each given the previous result.
+
+Each step is one fleet run, placed by its task's profile, so consecutive steps
+may run on different hosts. The submitting process drives the steps: a
+``map`` over the previous result can only be laid out once that result exists.
+``kiq`` returns at once with a ``PipelineTask``, as ``task.kiq`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from pydantic import JsonValue
+from taskiq import AsyncBroker
+
+from coordinator.flow.dataflow import DataflowPipeline, PipelineError
+from coordinator.flow.naming import short_name
+from shared.dag import RetryPolicy
+from shared.flow import parameters_of
+
+OnError = Literal["stop", "continue", "retry"]
+
+
+@dataclass
+class _Step:
+    task: Any
+    kind: Literal["call", "map"]
+    kwargs: dict[str, JsonValue] = field(default_factory=dict)
+    items: list[JsonValue] | None = None
+    max_parallel: int | None = None
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What ``wait_result`` returns, shaped like taskiq's ``TaskiqResult``."""
+
+    return_value: Any
+    is_err: bool = False
+    error: BaseException | None = None
+
+    def raise_for_error(self) -> Self:
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+class PipelineTask:
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.partial_results: dict[str, Any] = {}
+        self.failed_step: str | None = None
+        self.status = "PENDING"
+        self._runner: asyncio.Task[Any] | None = None
+        self._error: BaseException | None = None
+        self._value: Any = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self._runner is not None and self._runner.done()
+
+    @property
+    def is_failed(self) -> bool:
+        return self.is_finished and self._error is not None
+
+    async def get_status(self) -> str:
+        return self.status
+
+    async def wait_result(
+        self, timeout: float | None = None, raise_on_error: bool = False
+    ) -> PipelineResult:
+        assert self._runner is not None
+        await asyncio.wait_for(asyncio.shield(self._runner), timeout)
+        result = PipelineResult(self._value, self._error is not None, self._error)
+        return result.raise_for_error() if raise_on_error else result
+
+
+class Pipeline:
+    def __init__(self, broker: AsyncBroker) -> None:
+        self.broker = broker
+        self.steps: list[_Step] = []
+        self.retry = RetryPolicy()
+        self.error_mode: OnError = "stop"
+        self.timeout: float | None = None
+        self.context = False
+        self.pipeline_id: str | None = None
+
+    def call_next(self, task: Any, **kwargs: JsonValue) -> Self:
+        self.steps.append(_Step(task, "call", dict(kwargs)))
+        return self
+
+    def map(
+        self, task: Any, items: list[JsonValue] | None = None, max_parallel: int | None = None
+    ) -> Self:
+        """Run ``task`` on each item (default: on each element of the previous result)."""
+        self.steps.append(_Step(task, "map", items=items, max_parallel=max_parallel))
+        return self
+
+    def with_retry(self, max_attempts: int = 3, delay: float = 0.0, backoff: float = 1.0) -> Self:
+        self.retry = RetryPolicy(max_retries=max(0, max_attempts - 1), delay=delay, backoff=backoff)
+        return self
+
+    def on_error(self, mode: OnError) -> Self:
+        if mode not in ("stop", "continue", "retry"):
+            raise ValueError(f"on_error takes 'stop', 'continue' or 'retry', not {mode!r}")
+        self.error_mode = mode
+        if mode == "retry" and self.retry.max_retries == 0:
+            self.retry = RetryPolicy(max_retries=2)
+        return self
+
+    def with_timeout(self, seconds: float) -> Self:
+        if seconds <= 0:
+            raise ValueError(f"a timeout must be > 0 seconds, got {seconds}")
+        self.timeout = seconds
+        return self
+
+    def with_context(self, enable: bool = True) -> Self:
+        self.context = enable
+        return self
+
+    async def kiq(self, *args: JsonValue, **kwargs: JsonValue) -> PipelineTask:
+        if not self.steps:
+            raise ValueError("the pipeline has no steps: add them with call_next() or map()")
+        task = PipelineTask(uuid.uuid4().hex)
+        self.pipeline_id = task.task_id
+        task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
+        return task
+
+    async def _drive(
+        self, task: PipelineTask, args: list[JsonValue], kwargs: dict[str, Any]
+    ) -> None:
+        task.status = "RUNNING"
+        value: Any = None
+        first = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                for index, step in enumerate(self.steps):
+                    name = f"{index}:{short_name(step.task)}"
+                    try:
+                        value = await self._step(step, value, args if first else None, kwargs)
+                    except PipelineError:
+                        task.failed_step = name
+                        if self.error_mode != "continue":
+                            raise
+                        value = None
+                    else:
+                        task.partial_results[name] = value
+                    first = False
+        except (PipelineError, TimeoutError) as exc:
+            task._error = exc
+            task.status = "FAILED"
+            return
+        task._value = value
+        task.status = "COMPLETED"
+
+    async def _step(
+        self, step: _Step, previous: Any, args: list[JsonValue] | None, kwargs: dict[str, Any]
+    ) -> Any:
+        flow = DataflowPipeline(self.broker)
+        flow.retry = self.retry
+        params = parameters_of(step.task)[0]
+        if step.kind == "map":
+            items = step.items if step.items is not None else list(previous or [])
+            flow.map(step.task, items, output="mapped", max_parallel=step.max_parallel)
+            return (await flow.kiq_dataflow())["mapped"]
+        given: dict[str, Any] = dict(step.kwargs)
+        if args is not None:  # the first step takes the pipeline's own arguments
+            given.update(kwargs)
+            given.update(zip([p for p in params if p not in given], args, strict=False))
+        elif params:
+            free = [p for p in params if p not in given]
+            if free:
+                given[free[0]] = previous
+        flow.add_dataflow_task(step.task, output="result", inputs=[], kwargs=given)
+        return (await flow.kiq_dataflow())["result"]

@@ -1,0 +1,405 @@
+"""``LocalFleet``: the coordinator's scheduler with in-process workers and no NATS.
+
+In the spirit of taskiq's ``InMemoryBroker(await_inplace=True)``: a pipeline can be tested
+in pytest without a server, yet it goes through the same ``Scheduler`` (placement by
+resources and labels, retries, timeouts, ``max_parallel``, ``on_error``) and the same
+``TaskExecutor`` (taskiq's receiver: sync tasks, ``TaskiqDepends``, middlewares) as on the
+cluster. Each worker is a ``TaskExecutor`` with the agent's ``CapacityGuard``; one pump in
+the running event loop feeds every event to the scheduler and acts on its decisions.
+
+Differences from the cluster: values stay in memory (no object store, any size), but are
+still converted to JSON as they would be on the wire; nothing is persisted; the broker's
+``startup()`` is not called (call it yourself, as with ``InMemoryBroker``). Without
+``workers`` the fleet is one worker named ``local`` with this host's detected capacity
+(``worker_agent.inventory.detect``: cores from affinity and cgroups, RAM, NVML GPUs), so a
+task asking for more than this machine has is infeasible here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self
+
+from pydantic import JsonValue
+from pydantic_core import to_jsonable_python
+from taskiq import AsyncBroker
+
+from coordinator.client import FleetError, RunFailed
+from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
+from shared.dag import Dag, RunOptions
+from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
+from shared.resources import WorkerSpec
+from shared.runs import NodeView, RunUpdate, RunView, Submit, WorkerView
+from shared.subjects import token
+from shared.version import __version__
+from worker_agent.executor import TaskExecutor
+from worker_agent.guard import CapacityGuard
+from worker_agent.inventory import detect
+
+__all__ = ["LocalFleet", "LocalRunHandle"]
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = 1e9
+"""In-process workers cannot miss heartbeats: an interval no clock will reach."""
+KEEP_VIEWS = 10_000
+"""Finished runs whose final view ``status`` still answers."""
+
+
+class LocalRunHandle:
+    """One run on a ``LocalFleet``; the same surface as ``coordinator.client.RunHandle``."""
+
+    def __init__(self, fleet: LocalFleet, run_id: str) -> None:
+        self.fleet = fleet
+        self.run_id = run_id
+        self.nodes: dict[str, NodeView] = {}
+        self.view: RunView | None = None
+        self._done = asyncio.Event()
+        self._listeners: list[Callable[[RunUpdate], None]] = []
+
+    def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
+        self._listeners.append(listener)
+
+    def _apply(self, update: RunUpdate) -> None:
+        self.nodes.update({n.id: n for n in update.nodes})
+        if update.run is not None:
+            self.view = update.run
+            self.nodes.update({n.id: n for n in update.run.nodes})
+            self._done.set()
+        for listener in self._listeners:
+            try:
+                listener(update)
+            except Exception:  # a listener's bug must not stop the pump
+                logger.exception("on_update listener failed for run %s", self.run_id)
+
+    async def wait(self, timeout: float | None = None) -> RunView:
+        """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
+        await asyncio.wait_for(self._done.wait(), timeout)
+        assert self.view is not None
+        return self.view
+
+    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
+        """Every output of a succeeded run; ``RunFailed`` otherwise."""
+        view = await self.wait(timeout)
+        if view.status != "succeeded":
+            raise RunFailed(view)
+        return dict(view.outputs)
+
+    async def status(self) -> RunView:
+        view = await self.fleet.status(self.run_id) or self.view
+        assert view is not None
+        return view
+
+    async def cancel(self) -> None:
+        await self.fleet.cancel(self.run_id)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, broker: AsyncBroker) -> None:
+        self.spec = spec
+        self.guard = CapacityGuard(spec)
+        self.executor = TaskExecutor(broker, worker=spec.name)
+
+
+class LocalFleet:
+    """Workers in this process, scheduled by the coordinator's ``Scheduler``."""
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        workers: Sequence[WorkerSpec | Mapping[str, Any]] | None = None,
+        *,
+        policy: str | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        if workers is None:
+            specs = [detect(name="local").spec]
+        else:
+            specs = [WorkerSpec.model_validate(w) for w in workers]
+            if not specs:
+                raise ValueError("a LocalFleet needs at least one worker")
+        self._broker = broker
+        self._scheduler = Scheduler(
+            ResourceAwareWorkerPool(policy=policy), SchedulerConfig(max_parallel=max_parallel)
+        )
+        self._workers: dict[str, _Worker] = {}
+        for index, spec in enumerate(specs):
+            name = token(spec.name or f"worker-{index}")
+            if name in self._workers:
+                raise ValueError(f"worker name {name!r} is used twice")
+            spec = spec.model_copy(update={"name": name})
+            self._workers[name] = _Worker(spec, broker)
+        self._handles: dict[str, LocalRunHandle] = {}
+        self._views: dict[str, RunView] = {}
+        self._attempts: dict[AttemptRef, tuple[_Worker, asyncio.Task[None]]] = {}
+        self._started: set[AttemptRef] = set()
+        self._due: list[tuple[float, str]] = []
+        """(time, run) at which a tick is needed: a retry delay or a run's deadline."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[tuple[LocalRunHandle, RunUpdate]] = []
+        self._tasks: frozenset[str] | None = None
+        self._born = time.time()
+        self._closed = False
+        self._event(self._register)
+
+    # -- the public surface --------------------------------------------------------------
+
+    async def submit(
+        self,
+        dag: Dag,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        options: RunOptions | None = None,
+        run_id: str | None = None,
+        progress: bool = True,
+        **option_fields: Any,
+    ) -> LocalRunHandle:
+        """Validate (a bad DAG or missing input raises ValueError), then start the run.
+        Inputs are converted to JSON as a client would (pydantic models become dicts)."""
+        if self._closed:
+            raise RuntimeError("this LocalFleet is closed")
+        if options is not None and option_fields:
+            raise ValueError(f"give either options or {sorted(option_fields)}, not both")
+        run_id = run_id or uuid.uuid4().hex
+        if run_id in self._handles:
+            return self._handles[run_id]
+        handle = LocalRunHandle(self, run_id)
+        if run_id in self._views:  # already ran: its end, as the coordinator would answer
+            view = self._views[run_id]
+            handle._apply(RunUpdate(run_id=run_id, status=view.status, run=view))
+            return handle
+        submit = Submit(
+            run_id=run_id,
+            name=name,
+            dag=dag,
+            inputs=to_jsonable_python(dict(inputs or {})),
+            options=options or RunOptions(**option_fields),
+            submitted_at=time.time(),
+            progress=progress,
+        )
+        self._handles[run_id] = handle
+        self._event(self._register)  # tasks defined since the last run become known
+        self._event(lambda now: self._submit(submit, now))
+        return handle
+
+    async def status(self, run_id: str) -> RunView | None:
+        if run_id in self._scheduler.runs:
+            return self._scheduler.view(run_id)
+        return self._views.get(run_id)
+
+    async def cancel(self, run_id: str) -> None:
+        """As ``fleet cancel``: ``FleetError`` for an unknown run or one that has ended."""
+        run = self._scheduler.runs.get(run_id)
+        if run is None or run.status != "running":
+            known = self._views.get(run_id)
+            why = f"run {run_id!r} is {known.status}" if known else f"no run {run_id!r}"
+            raise FleetError(f"cannot cancel: {why}")
+        self._event(lambda now: self._scheduler.cancel_run(run_id, "cancelled on request", now))
+
+    def workers(self) -> list[WorkerView]:
+        sched, views = self._scheduler, []
+        for info in sched.workers.values():
+            u = sched.pool.usage(info.name)
+            reserved = {"cpu": u.cpu_reserved, "ram_mb": float(u.ram_reserved_mb)}
+            reserved |= {k: u.resources[k] - v for k, v in u.resources_free.items()}
+            free = {"cpu": u.cpu_free, "ram_mb": float(u.ram_free_mb), **u.resources_free}
+            views.append(
+                WorkerView(
+                    spec=info.spec,
+                    reserved=reserved,
+                    free=free,
+                    gpu_free={d.index: d.free for d in u.devices},
+                    last_seen=info.last_seen,
+                    running=len(info.attempts),
+                )
+            )
+        return views
+
+    async def close(self) -> None:
+        """Cancel every run still going, stop their attempts, release the thread pools."""
+        if self._closed:
+            return
+        self._closed = True
+        live = [r for r, run in self._scheduler.runs.items() if run.status == "running"]
+        self._event(
+            lambda now: [self._scheduler.cancel_run(r, "the local fleet closed", now) for r in live]
+        )
+        await asyncio.gather(*(task for _, task in self._attempts.values()), return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        for worker in self._workers.values():
+            worker.executor.close()
+        self._deliver()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the pump ------------------------------------------------------------------------
+
+    def _event(self, apply: Callable[[float], object]) -> None:
+        """Apply one event, then act on decisions until the scheduler has none left."""
+        now = time.time()
+        apply(now)
+        while True:
+            self._scheduler.tick(now)
+            decisions = self._scheduler.take()
+            if not decisions:
+                break
+            self._act(decisions, now)
+        self._arm(now)
+
+    def _act(self, d: Decisions, now: float) -> None:
+        for cancels in d.cancel.values():
+            for ref, reason in cancels:
+                self._cancel_attempt(ref, reason)
+        for name, assignments in d.assign.items():
+            for assignment in assignments:
+                self._admit(self._workers[name], assignment, now)
+        for run_id in d.changed:
+            self._push(run_id, now)
+        for run_id in d.finished:
+            self._handles.pop(run_id, None)
+            if run_id in self._scheduler.runs:
+                self._views[run_id] = self._scheduler.view(run_id)
+                self._scheduler.forget(run_id)
+            while len(self._views) > KEEP_VIEWS:
+                del self._views[next(iter(self._views))]
+
+    def _register(self, now: float) -> None:
+        tasks = frozenset(self._broker.get_all_tasks())
+        if tasks == self._tasks:
+            return
+        self._tasks = tasks
+        for worker in self._workers.values():
+            msg = Register(
+                spec=worker.spec,
+                agent_version=__version__,
+                pid=os.getpid(),
+                started_at=self._born,
+                heartbeat_interval=HEARTBEAT,
+                tasks=tuple(sorted(tasks)),
+            )
+            self._scheduler.register(msg, now)
+
+    def _submit(self, submit: Submit, now: float) -> None:
+        self._scheduler.submit(submit, now)
+        if submit.options.timeout is not None:
+            heapq.heappush(self._due, (now + submit.options.timeout, submit.run_id))
+
+    def _admit(self, worker: _Worker, a: Assignment, now: float) -> None:
+        """The agent's admission: unknown task or no room is a Reject, else it starts."""
+        name = worker.spec.name
+        if not worker.executor.has_task(a.task_name):
+            reason = f"this agent has no task named {a.task_name!r}"
+            reject = Reject(ref=a.ref, worker=name, code="unknown_task", reason=reason)
+            self._scheduler.rejected(reject, now)
+            return
+        refusal = worker.guard.admit(a)
+        if refusal is not None:
+            reject = Reject(ref=a.ref, worker=name, code=refusal.code, reason=refusal.reason)
+            self._scheduler.rejected(reject, now)
+            return
+        self._scheduler.accepted(a.ref, now)
+        task = asyncio.get_running_loop().create_task(self._run(worker, a))
+        self._attempts[a.ref] = (worker, task)
+        task.add_done_callback(lambda _: self._release(worker, a.ref))
+
+    async def _run(self, worker: _Worker, a: Assignment) -> None:
+        self._started.add(a.ref)
+        started = time.time()
+        try:
+            outcome = await worker.executor.run(a)
+        except Exception as exc:  # it could not run at all (e.g. the task disappeared)
+            outcome = Outcome(
+                ref=a.ref,
+                worker=worker.spec.name,
+                status="failed",
+                error=ErrorInfo(type=type(exc).__name__, message=str(exc)),
+                started_at=started,
+                finished_at=max(started, time.time()),
+            )
+        self._release(worker, a.ref)  # before the outcome frees the pool for new work
+        self._event(lambda now: self._scheduler.outcome(outcome, now))
+
+    def _release(self, worker: _Worker, ref: AttemptRef) -> None:
+        worker.guard.release(ref)
+        self._attempts.pop(ref, None)
+        self._started.discard(ref)
+
+    def _cancel_attempt(self, ref: AttemptRef, reason: str) -> None:
+        found = self._attempts.get(ref)
+        if found is None:
+            return
+        worker, task = found
+        if not worker.executor.cancel(ref, reason) and ref not in self._started:
+            task.cancel()  # not started yet: it never runs (the done callback releases)
+
+    def _push(self, run_id: str, now: float) -> None:
+        """Changed nodes to the handle (when it wants progress), and the run's end."""
+        run = self._scheduler.runs.get(run_id)
+        handle = self._handles.get(run_id)
+        if run is None:
+            return
+        changed = [run.nodes[n] for n in run.changed]
+        run.changed.clear()
+        for state in changed:  # a retry waiting out its delay needs a tick then
+            if state.status == "ready" and state.not_before > now:
+                heapq.heappush(self._due, (state.not_before, run_id))
+        final = self._scheduler.view(run_id) if run.status != "running" else None
+        if handle is None or (final is None and not run.submit.progress):
+            return
+        nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._deliver)
+        update = RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final)
+        self._outbox.append((handle, update))
+
+    def _deliver(self) -> None:
+        """Updates reach handles in order one loop step later, as pushes would: a listener
+        added right after ``submit`` returns sees the run from its first change."""
+        items, self._outbox = self._outbox, []
+        for handle, update in items:
+            handle._apply(update)
+
+    # -- time ----------------------------------------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        """A timer for the next retry delay or deadline of a live run; none when idle."""
+        runs = self._scheduler.runs
+        while self._due and (
+            self._due[0][0] <= now
+            or self._due[0][1] not in runs
+            or runs[self._due[0][1]].status != "running"
+        ):
+            heapq.heappop(self._due)
+        loop = asyncio.get_running_loop() if self._due else None
+        if self._timer is not None:
+            if loop is self._timer_loop and self._due and self._timer_at <= self._due[0][0]:
+                return  # an earlier timer is pending; it arms the next one
+            self._timer.cancel()
+            self._timer = None
+        if loop is not None:
+            self._timer_at = self._due[0][0]
+            self._timer_loop = loop
+            self._timer = loop.call_later(max(0.0, self._timer_at - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._event(lambda now: None)

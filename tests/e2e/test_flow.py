@@ -1,0 +1,66 @@
+"""The documents' pipeline API on a real cluster: coordinator and agents as processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from coordinator.flow import DataflowPipeline, MapReduce, Pipeline
+from tests.e2e import flow_app
+from tests.e2e.cluster import Cluster
+
+APP = "tests.e2e.flow_app:broker"
+
+
+@pytest.fixture
+async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(nats_url, tmp_path, app=APP)
+    c.start_coordinator()
+    c.start_agent("cpu", "--cpus", "2", "--ram-mb", "4096")
+    c.start_agent("gpu", "--cpus", "2", "--ram-mb", "4096", "--gpus", "1xL4:24576")
+    await c.connect(workers=2)
+    flow_app.broker.nats = nats_url
+    await flow_app.broker.startup()
+    try:
+        yield c
+    finally:
+        await flow_app.broker.shutdown()
+        await c.close()
+
+
+async def test_dataflow_wires_by_names_and_routes_by_profile(cluster: Cluster) -> None:
+    pipeline = DataflowPipeline.from_tasks(
+        flow_app.broker, [flow_app.extract, flow_app.tag, flow_app.embed, flow_app.split]
+    )
+    text = pipeline.print_dag()
+    assert "level 1" in text
+    results = await pipeline.kiq_dataflow(tracks=["a.mp3", "longer.mp3", "b.wav"])
+    assert results["tags"] == ["a.mp3", "b.wav", "longer.mp3"]
+    assert results["embedding"] == {"vector": [5, 5, 10], "gpus": [0]}
+    assert (results["head"], results["tail"]) == (["a.mp3"], ["b.wav", "longer.mp3"])
+    assert cluster.client is not None
+    assert pipeline.pipeline_id is not None
+    view = await cluster.client.status(pipeline.pipeline_id)
+    assert view is not None
+    embed = next(n for n in view.nodes if n.task.endswith(":embed"))
+    assert embed.worker == "gpu"
+
+
+async def test_map_reduce_with_max_parallel(cluster: Cluster) -> None:
+    mapped = await MapReduce.map(flow_app.broker, flow_app.square, [1, 2, 3, 4], max_parallel=2)
+    assert mapped.return_value == [1, 4, 9, 16]
+    total = await MapReduce(flow_app.broker, flow_app.square, flow_app.total).kiq_map_reduce(
+        items=[1, 2, 3]
+    )
+    assert total == 14
+
+
+async def test_sequential_pipeline(cluster: Cluster) -> None:
+    pipeline = Pipeline(flow_app.broker).call_next(flow_app.double).call_next(flow_app.square)
+    task = await pipeline.kiq(3)
+    result = await task.wait_result(timeout=30)
+    assert result.return_value == 36
+    assert task.is_finished
+    assert not task.is_failed
