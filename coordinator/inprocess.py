@@ -1,18 +1,16 @@
 """``LocalFleet``: the coordinator's scheduler with in-process workers and no NATS.
 
-In the spirit of taskiq's ``InMemoryBroker(await_inplace=True)``: a pipeline can be tested
-in pytest without a server, yet it goes through the same ``Scheduler`` (placement by
-resources and labels, retries, timeouts, ``max_parallel``, ``on_error``) and the same
-``TaskExecutor`` (taskiq's receiver: sync tasks, ``TaskiqDepends``, middlewares) as on the
-cluster. Each worker is a ``TaskExecutor`` with the agent's ``CapacityGuard``; one pump in
-the running event loop feeds every event to the scheduler and acts on its decisions.
+Like taskiq's ``InMemoryBroker(await_inplace=True)``, for tests without a server, yet
+through the same ``Scheduler`` (placement, retries, timeouts, limits, ``on_error``) and the
+agent's ``TaskExecutor`` and ``CapacityGuard``. One pump in the running event loop feeds
+every event to the scheduler and acts on its decisions; a timer runs only while a retry
+delay or a run's deadline is pending.
 
-Differences from the cluster: values stay in memory (no object store, any size), but are
-still converted to JSON as they would be on the wire; nothing is persisted; the broker's
-``startup()`` is not called (call it yourself, as with ``InMemoryBroker``). Without
-``workers`` the fleet is one worker named ``local`` with this host's detected capacity
-(``worker_agent.inventory.detect``: cores from affinity and cgroups, RAM, NVML GPUs), so a
-task asking for more than this machine has is infeasible here too.
+Departures: values stay in memory (no object store, any size), still made JSON as on the
+wire; nothing is persisted; the broker's ``startup()`` is left to the caller, as with
+``InMemoryBroker``. Without ``workers`` the fleet is one worker, ``local``, with this host's
+capacity as ``fleet agent`` detects it, so work asking for more is infeasible here too.
+Close the fleet, or let its runs end, before its event loop ends.
 """
 
 from __future__ import annotations
@@ -40,17 +38,15 @@ from shared.runs import NodeView, RunUpdate, RunView, Submit, WorkerView
 from shared.subjects import token
 from shared.version import __version__
 from worker_agent.executor import TaskExecutor
-from worker_agent.guard import CapacityGuard
+from worker_agent.guard import CapacityGuard, Refusal
 from worker_agent.inventory import detect
 
 __all__ = ["LocalFleet", "LocalRunHandle"]
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = 1e9
-"""In-process workers cannot miss heartbeats: an interval no clock will reach."""
-KEEP_VIEWS = 10_000
-"""Finished runs whose final view ``status`` still answers."""
+HEARTBEAT = 1e9  # in-process workers cannot miss heartbeats: an interval no clock reaches
+KEEP_VIEWS = 10_000  # finished runs whose final view ``status`` still answers
 
 
 class LocalRunHandle:
@@ -144,12 +140,8 @@ class LocalFleet:
         self._views: dict[str, RunView] = {}
         self._attempts: dict[AttemptRef, tuple[_Worker, asyncio.Task[None]]] = {}
         self._started: set[AttemptRef] = set()
-        self._due: list[tuple[float, str]] = []
-        """(time, run) at which a tick is needed: a retry delay or a run's deadline."""
+        self._due: list[tuple[float, str]] = []  # (when, run): a retry delay or a deadline
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: list[tuple[LocalRunHandle, RunUpdate]] = []
         self._tasks: frozenset[str] | None = None
         self._born = time.time()
         self._closed = False
@@ -211,6 +203,7 @@ class LocalFleet:
         self._event(lambda now: self._scheduler.cancel_run(run_id, "cancelled on request", now))
 
     def workers(self) -> list[WorkerView]:
+        """What ``fleet workers`` shows: each worker's totals, reserved and free capacity."""
         sched, views = self._scheduler, []
         for info in sched.workers.values():
             u = sched.pool.usage(info.name)
@@ -243,7 +236,7 @@ class LocalFleet:
             self._timer.cancel()
         for worker in self._workers.values():
             worker.executor.close()
-        self._deliver()
+        await asyncio.sleep(0)  # let the final updates reach their handles
 
     async def __aenter__(self) -> Self:
         return self
@@ -274,13 +267,11 @@ class LocalFleet:
                 self._admit(self._workers[name], assignment, now)
         for run_id in d.changed:
             self._push(run_id, now)
-        for run_id in d.finished:
+        for run_id in d.finished:  # its final view was kept by _push
             self._handles.pop(run_id, None)
-            if run_id in self._scheduler.runs:
-                self._views[run_id] = self._scheduler.view(run_id)
-                self._scheduler.forget(run_id)
-            while len(self._views) > KEEP_VIEWS:
-                del self._views[next(iter(self._views))]
+            self._scheduler.forget(run_id)
+        while len(self._views) > KEEP_VIEWS:
+            del self._views[next(iter(self._views))]
 
     def _register(self, now: float) -> None:
         tasks = frozenset(self._broker.get_all_tasks())
@@ -305,16 +296,14 @@ class LocalFleet:
 
     def _admit(self, worker: _Worker, a: Assignment, now: float) -> None:
         """The agent's admission: unknown task or no room is a Reject, else it starts."""
-        name = worker.spec.name
-        if not worker.executor.has_task(a.task_name):
-            reason = f"this agent has no task named {a.task_name!r}"
-            reject = Reject(ref=a.ref, worker=name, code="unknown_task", reason=reason)
-            self._scheduler.rejected(reject, now)
-            return
-        refusal = worker.guard.admit(a)
+        refusal = (
+            worker.guard.admit(a)
+            if worker.executor.has_task(a.task_name)
+            else Refusal("unknown_task", f"this agent has no task named {a.task_name!r}")
+        )
         if refusal is not None:
-            reject = Reject(ref=a.ref, worker=name, code=refusal.code, reason=refusal.reason)
-            self._scheduler.rejected(reject, now)
+            name, code, reason = worker.spec.name, refusal.code, refusal.reason
+            self._scheduler.rejected(Reject(ref=a.ref, worker=name, code=code, reason=reason), now)
             return
         self._scheduler.accepted(a.ref, now)
         task = asyncio.get_running_loop().create_task(self._run(worker, a))
@@ -327,13 +316,15 @@ class LocalFleet:
         try:
             outcome = await worker.executor.run(a)
         except Exception as exc:  # it could not run at all (e.g. the task disappeared)
+            error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+            end = max(started, time.time())
             outcome = Outcome(
                 ref=a.ref,
                 worker=worker.spec.name,
                 status="failed",
-                error=ErrorInfo(type=type(exc).__name__, message=str(exc)),
+                error=error,
                 started_at=started,
-                finished_at=max(started, time.time()),
+                finished_at=end,
             )
         self._release(worker, a.ref)  # before the outcome frees the pool for new work
         self._event(lambda now: self._scheduler.outcome(outcome, now))
@@ -362,43 +353,30 @@ class LocalFleet:
         for state in changed:  # a retry waiting out its delay needs a tick then
             if state.status == "ready" and state.not_before > now:
                 heapq.heappush(self._due, (state.not_before, run_id))
-        final = self._scheduler.view(run_id) if run.status != "running" else None
+        final = None
+        if run.status != "running":
+            final = self._views[run_id] = self._scheduler.view(run_id)
         if handle is None or (final is None and not run.submit.progress):
             return
         nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._deliver)
         update = RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final)
-        self._outbox.append((handle, update))
-
-    def _deliver(self) -> None:
-        """Updates reach handles in order one loop step later, as pushes would: a listener
-        added right after ``submit`` returns sees the run from its first change."""
-        items, self._outbox = self._outbox, []
-        for handle, update in items:
-            handle._apply(update)
+        # One loop step later and in order, as a push would arrive: a listener added right
+        # after ``submit`` returns sees the run from its first change.
+        asyncio.get_running_loop().call_soon(handle._apply, update)
 
     # -- time ----------------------------------------------------------------------------
 
     def _arm(self, now: float) -> None:
         """A timer for the next retry delay or deadline of a live run; none when idle."""
-        runs = self._scheduler.runs
-        while self._due and (
-            self._due[0][0] <= now
-            or self._due[0][1] not in runs
-            or runs[self._due[0][1]].status != "running"
-        ):
-            heapq.heappop(self._due)
-        loop = asyncio.get_running_loop() if self._due else None
+        due, runs = self._due, self._scheduler.runs
+        while due and (due[0][0] <= now or getattr(runs.get(due[0][1]), "status", "") != "running"):
+            heapq.heappop(due)  # handled by this event's tick, or its run has ended
         if self._timer is not None:
-            if loop is self._timer_loop and self._due and self._timer_at <= self._due[0][0]:
-                return  # an earlier timer is pending; it arms the next one
             self._timer.cancel()
             self._timer = None
-        if loop is not None:
-            self._timer_at = self._due[0][0]
-            self._timer_loop = loop
-            self._timer = loop.call_later(max(0.0, self._timer_at - now), self._on_timer)
+        if due:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, due[0][0] - now), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
