@@ -16,6 +16,7 @@ from shared.protocol import ProtocolError, decode_model, encode
 from shared.runs import CtlReply, CtlRequest, RunView, WorkerView
 
 if TYPE_CHECKING:
+    from coordinator.scheduling.machine import Scheduler
     from coordinator.service import Coordinator
     from coordinator.store import RunStore
 
@@ -61,34 +62,7 @@ class Control:
         return CtlReply(ok=False, error=f"unknown control verb {verb!r}")
 
     def workers(self) -> list[WorkerView]:
-        sched = self._coordinator.scheduler
-        views = []
-        for info in sched.workers.values():
-            reserved: dict[str, float] = {}
-            free: dict[str, float] = {}
-            gpu_free: dict[int, float] = {}
-            if not info.draining:
-                u = sched.pool.usage(info.name)
-                reserved = {"cpu": u.cpu_reserved, "ram_mb": float(u.ram_reserved_mb)}
-                free = {"cpu": u.cpu_free, "ram_mb": float(u.ram_free_mb)}
-                reserved |= {k: u.resources[k] - v for k, v in u.resources_free.items()}
-                free |= dict(u.resources_free)
-                gpu_free = {d.index: d.free for d in u.devices}
-            views.append(
-                WorkerView(
-                    spec=info.spec,
-                    reserved=reserved,
-                    free=free,
-                    gpu_free=gpu_free,
-                    healthy=True,
-                    draining=info.draining,
-                    last_seen=info.last_seen,
-                    running=len(info.attempts),
-                    cpu_percent=info.cpu_percent,
-                    available_ram_mb=info.available_ram_mb,
-                )
-            )
-        return views
+        return worker_views(self._coordinator.scheduler)
 
     async def runs(self, limit: int) -> list[RunView]:
         sched = self._coordinator.scheduler
@@ -101,3 +75,33 @@ class Control:
         if run_id in sched.runs:
             return sched.view(run_id)
         return await self._store.view(run_id)
+
+
+def worker_views(sched: Scheduler) -> list[WorkerView]:
+    """What ``fleet workers`` shows: each worker's totals, reserved and free capacity."""
+    views = []
+    for info in sched.workers.values():
+        reserved: dict[str, float] = {}
+        free: dict[str, float] = {}
+        gpu_free: dict[int, float] = {}
+        if not info.draining:
+            u = sched.pool.usage(info.name)
+            reserved = {"cpu": u.cpu_reserved, "ram_mb": float(u.ram_reserved_mb)}
+            reserved |= {k: u.resources[k] - v for k, v in u.resources_free.items()}
+            free = {"cpu": u.cpu_free, "ram_mb": float(u.ram_free_mb), **u.resources_free}
+            gpu_free = {d.index: d.free for d in u.devices}
+        views.append(
+            WorkerView(
+                spec=info.spec,
+                reserved=reserved,
+                free=free,
+                gpu_free=gpu_free,
+                healthy=True,
+                draining=info.draining,
+                last_seen=info.last_seen,
+                running=len(info.attempts),
+                cpu_percent=info.cpu_percent,
+                available_ram_mb=info.available_ram_mb,
+            )
+        )
+    return views

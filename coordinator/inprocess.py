@@ -29,6 +29,7 @@ from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker
 
 from coordinator.client import FleetError, RunFailed
+from coordinator.control import worker_views
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, RunOptions
@@ -204,23 +205,7 @@ class LocalFleet:
 
     def workers(self) -> list[WorkerView]:
         """What ``fleet workers`` shows: each worker's totals, reserved and free capacity."""
-        sched, views = self._scheduler, []
-        for info in sched.workers.values():
-            u = sched.pool.usage(info.name)
-            reserved = {"cpu": u.cpu_reserved, "ram_mb": float(u.ram_reserved_mb)}
-            reserved |= {k: u.resources[k] - v for k, v in u.resources_free.items()}
-            free = {"cpu": u.cpu_free, "ram_mb": float(u.ram_free_mb), **u.resources_free}
-            views.append(
-                WorkerView(
-                    spec=info.spec,
-                    reserved=reserved,
-                    free=free,
-                    gpu_free={d.index: d.free for d in u.devices},
-                    last_seen=info.last_seen,
-                    running=len(info.attempts),
-                )
-            )
-        return views
+        return worker_views(self._scheduler)
 
     async def close(self) -> None:
         """Cancel every run still going, stop their attempts, release the thread pools."""
