@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from taskiq import AsyncTaskiqDecoratedTask
@@ -27,6 +28,36 @@ class FlowSpec:
     inputs: tuple[str, ...] | None = None
     """Explicit input names; None: every parameter without a default, by name."""
     description: str = ""
+
+
+STEP_LABEL = "fleet_step"
+MODE_LABEL = "fleet_mode"
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """Given to a task that declares a ``PipelineContext`` parameter (Execution §6), plus
+    where it runs: the worker's name and the GPU devices the node was given."""
+
+    pipeline_id: str
+    step_index: int
+    task_id: str
+    execution_mode: str
+    started_at: datetime
+    broker: Any
+    worker: str = ""
+    gpu_devices: tuple[int, ...] = ()
+    attempt: int = 1
+
+
+def context_parameter(func: Callable[..., Any]) -> str | None:
+    """The name of the parameter annotated ``PipelineContext``, if the function has one."""
+    for name, param in inspect.signature(func).parameters.items():
+        annotation = param.annotation
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        if text.rsplit(".", 1)[-1].replace("| None", "").strip() == "PipelineContext":
+            return name
+    return None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, JsonValue
@@ -34,6 +35,7 @@ from taskiq.exceptions import NoResultError
 from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
+from shared.flow import MODE_LABEL, STEP_LABEL, PipelineContext, context_parameter
 from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
 
 __all__ = [
@@ -149,6 +151,7 @@ class TaskExecutor:
             raise ValueError(f"attempt {assignment.ref.key} is already running")
         started = self._clock()
         message = self._message(assignment)
+        self._give_context(task.original_func, message, assignment, started)
         inner = asyncio.create_task(self._invoke(task.original_func, message, assignment))
         attempt = self._running[assignment.ref] = _Attempt(inner)
         try:
@@ -173,6 +176,27 @@ class TaskExecutor:
             labels=labels,
             args=list(assignment.args),
             kwargs=dict(assignment.kwargs),
+        )
+
+    def _give_context(
+        self, func: Callable[..., Any], message: TaskiqMessage, a: Assignment, started: float
+    ) -> None:
+        """Fill a ``PipelineContext`` parameter the task declares and the caller left out."""
+        name = context_parameter(func)
+        if name is None or name in message.kwargs:
+            return
+        labels = a.labels
+        step = labels.get(STEP_LABEL)
+        message.kwargs[name] = PipelineContext(
+            pipeline_id=a.ref.run_id,
+            step_index=step if isinstance(step, int) else 0,
+            task_id=a.ref.key,
+            execution_mode=str(labels.get(MODE_LABEL, "parallel")),
+            started_at=datetime.fromtimestamp(started, UTC),
+            broker=self._broker,
+            worker=self._worker,
+            gpu_devices=tuple(a.gpu_devices),
+            attempt=a.ref.attempt,
         )
 
     async def _invoke(

@@ -18,7 +18,7 @@ from taskiq import AsyncBroker
 from coordinator.flow.naming import node_id, short_name, task_name
 from coordinator.flow.runner import runner_for
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
-from shared.flow import flow_of, parameters_of
+from shared.flow import MODE_LABEL, STEP_LABEL, flow_of, parameters_of
 from shared.profiles import request_of
 from shared.runs import RunView
 
@@ -41,6 +41,7 @@ class _Entry:
     inputs: dict[str, str]
     kwargs: dict[str, JsonValue] = field(default_factory=dict)
     after: tuple[int, ...] = ()
+    mode: str = "parallel"
 
 
 class DataflowPipeline:
@@ -54,6 +55,9 @@ class DataflowPipeline:
         self._entries: list[_Entry] = []
         self._lists: dict[str, tuple[str, ...]] = {}
         self.pipeline_id: str | None = None
+        self.mode = "parallel"
+        self.step_offset = 0
+        """For a ``PipelineContext``: how a sequential pipeline numbers its steps."""
 
     @classmethod
     def from_tasks(
@@ -107,7 +111,7 @@ class DataflowPipeline:
         for i, item in enumerate(items):
             name = f"{output}__{i}"
             lane = (start + i - max_parallel,) if max_parallel and i >= max_parallel else ()
-            self._entries.append(_Entry(task, (name,), {}, {param: item}, lane))
+            self._entries.append(_Entry(task, (name,), {}, {param: item}, lane, "map_reduce"))
             names.append(name)
         self._lists[output] = tuple(names)
         return self
@@ -136,6 +140,10 @@ class DataflowPipeline:
                     after=tuple(node_id(self._entries[a].task, a) for a in entry.after),
                     request=request_of(entry.task),
                     retry=self.retry,
+                    labels={
+                        STEP_LABEL: self.step_offset + index,
+                        MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,
+                    },
                 )
             )
         return Dag(nodes=tuple(nodes), inputs=tuple(external))

@@ -139,7 +139,9 @@ class Pipeline:
                 for index, step in enumerate(self.steps):
                     name = f"{index}:{short_name(step.task)}"
                     try:
-                        value = await self._step(step, value, args if first else None, kwargs)
+                        value = await self._step(
+                            index, step, value, args if first else None, kwargs
+                        )
                     except PipelineError:
                         task.failed_step = name
                         if self.error_mode != "continue":
@@ -156,10 +158,16 @@ class Pipeline:
         task.status = "COMPLETED"
 
     async def _step(
-        self, step: _Step, previous: Any, args: list[JsonValue] | None, kwargs: dict[str, Any]
+        self,
+        index: int,
+        step: _Step,
+        previous: Any,
+        args: list[JsonValue] | None,
+        kwargs: dict[str, Any],
     ) -> Any:
         flow = DataflowPipeline(self.broker)
         flow.retry = self.retry
+        flow.mode, flow.step_offset = "sequential", index
         params = parameters_of(step.task)[0]
         if step.kind == "map":
             items = step.items if step.items is not None else list(previous or [])

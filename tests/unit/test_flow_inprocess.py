@@ -6,7 +6,7 @@ import pytest
 from taskiq import InMemoryBroker
 
 from coordinator.flow import DataflowPipeline, MapReduce, Pipeline, PipelineError
-from shared.flow import flow_of, pipeline_task, pipeline_task_multi_output
+from shared.flow import PipelineContext, flow_of, pipeline_task, pipeline_task_multi_output
 
 broker = InMemoryBroker()
 calls: list[int] = []
@@ -107,3 +107,34 @@ async def test_sequential_pipeline_failure() -> None:
     assert task.failed_step == "1:boom"
     with pytest.raises(PipelineError):
         await task.wait_result(raise_on_error=True)
+
+
+seen: list[PipelineContext] = []
+
+
+@broker.task("with_context")
+def with_context(x: int, context: PipelineContext) -> int:
+    seen.append(context)
+    return x + 1
+
+
+async def test_tasks_that_declare_a_context_receive_it() -> None:
+    seen.clear()
+    task = (
+        await Pipeline(broker)
+        .with_context(enable=True)
+        .call_next(double_it)
+        .call_next(with_context)
+        .kiq(4)
+    )
+    assert (await task.wait_result(timeout=10)).return_value == 9
+    (context,) = seen
+    assert (context.step_index, context.execution_mode) == (1, "sequential")
+    assert context.worker == "local"
+    assert context.broker is broker
+    assert context.attempt == 1
+
+
+@broker.task("double_it")
+def double_it(x: int) -> int:
+    return 2 * x
