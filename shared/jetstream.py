@@ -8,10 +8,11 @@ stream, so an operator's own settings (replicas, limits) survive restarts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.object_store import ObjectStore
 from pydantic import JsonValue
 
@@ -28,21 +29,41 @@ INLINE_LIMIT = 1 << 20
 MSG_ID = "Nats-Msg-Id"
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, attempts: int = 5) -> None:
+    """Create the fleet's streams if missing. Several processes may race to create them
+    (agents starting together); in a cluster one of those requests can go unanswered,
+    so a timeout is retried and "already exists" counts as success."""
     for name, captured in subjects.streams().items():
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(
-                api.StreamConfig(
-                    name=name,
-                    subjects=list(captured),
-                    storage=api.StorageType.FILE,
-                    retention=api.RetentionPolicy.LIMITS,
-                    max_age=RETENTION,
-                    duplicate_window=DUPLICATE_WINDOW,
-                )
+        for attempt in range(1, attempts + 1):
+            try:
+                await _ensure_stream(js, name, captured)
+                break
+            except TimeoutError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+
+
+async def _ensure_stream(js: JetStreamContext, name: str, captured: tuple[str, ...]) -> None:
+    try:
+        await js.stream_info(name)
+        return
+    except NotFoundError:
+        pass
+    try:
+        await js.add_stream(
+            api.StreamConfig(
+                name=name,
+                subjects=list(captured),
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=RETENTION,
+                duplicate_window=DUPLICATE_WINDOW,
             )
+        )
+    except BadRequestError as exc:
+        if "already in use" not in str(exc):
+            raise
 
 
 async def payload_store(js: JetStreamContext, subjects: Subjects) -> ObjectStore:

@@ -182,6 +182,8 @@ class Scheduler(Recovery):
         state = self._attempts.get(msg.ref) or self._orphan(msg.ref, msg.worker)
         if state is None or state.status not in IN_FLIGHT:
             return  # superseded attempt, or a duplicate
+        if state.worker is not None and state.worker != msg.worker:
+            return  # not from the worker the attempt was given to
         self._untrack(state)
         state.finished_attempt = msg.ref.attempt
         state.started_at = msg.started_at
