@@ -30,6 +30,12 @@ class FlowSpec:
     description: str = ""
 
 
+class RetryException(Exception):
+    """Raise it from a task to ask for a retry (Tasks guide §6.3): it is retried, up to the
+    task's ``max_retries`` or 3, while other exceptions follow the retry policy (none by
+    default: they fail at once). taskiq itself has no such class; import it from here."""
+
+
 STEP_LABEL = "fleet_step"
 MODE_LABEL = "fleet_mode"
 

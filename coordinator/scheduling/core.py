@@ -28,6 +28,7 @@ from shared.protocol import (
 from shared.runs import RunView
 
 ENDED_MEMORY = 100_000
+CONDITIONAL_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +162,12 @@ class SchedulerCore:
         self._after_node(run, now)
 
     def _app_failure(self, state: NodeState, error: ErrorInfo, now: float) -> None:
+        """Retry per the node's policy; a task that raises ``RetryException`` asks for a
+        retry itself, so it gets one even without a policy (up to CONDITIONAL_RETRIES)."""
         policy = state.node.retry
-        if state.app_retries < policy.max_retries and policy.retries(error.type):
+        asked = error.type.rsplit(".", 1)[-1] == "RetryException"
+        limit = policy.max_retries or (CONDITIONAL_RETRIES if asked else 0)
+        if state.app_retries < limit and (asked or policy.retries(error.type)):
             state.app_retries += 1
             state.error = error
             state.move("ready")

@@ -6,7 +6,13 @@ import pytest
 from taskiq import InMemoryBroker
 
 from coordinator.flow import DataflowPipeline, MapReduce, Pipeline, PipelineError
-from shared.flow import PipelineContext, flow_of, pipeline_task, pipeline_task_multi_output
+from shared.flow import (
+    PipelineContext,
+    RetryException,
+    flow_of,
+    pipeline_task,
+    pipeline_task_multi_output,
+)
 
 broker = InMemoryBroker()
 calls: list[int] = []
@@ -138,3 +144,32 @@ async def test_tasks_that_declare_a_context_receive_it() -> None:
 @broker.task("double_it")
 def double_it(x: int) -> int:
     return 2 * x
+
+
+attempts: dict[str, int] = {}
+
+
+@broker.task("flaky")
+@pipeline_task(output="flaky")
+def flaky(key: str) -> str:
+    attempts[key] = attempts.get(key, 0) + 1
+    if attempts[key] < 3:
+        raise RetryException("network error, retry allowed")
+    return "ok"
+
+
+@broker.task("invalid")
+@pipeline_task(output="invalid")
+def invalid(key: str) -> str:
+    attempts[key] = attempts.get(key, 0) + 1
+    raise ValueError("bad input: no retry")
+
+
+async def test_retry_exception_retries_other_errors_fail_at_once() -> None:
+    assert (await DataflowPipeline.from_tasks(broker, [flaky]).kiq_dataflow(key="a"))[
+        "flaky"
+    ] == "ok"
+    assert attempts["a"] == 3
+    with pytest.raises(PipelineError):
+        await DataflowPipeline.from_tasks(broker, [invalid]).kiq_dataflow(key="b")
+    assert attempts["b"] == 1
