@@ -1,8 +1,8 @@
 """The documents' flow examples as tasks on the project's broker.
 
-APP ``examples.flow_tasks:broker``.
-The audio dataflow of the Execution guide: ``extract`` feeds ``tag`` and ``embed`` in
-parallel, and ``embed`` asks for a GPU, so the coordinator sends it to the GPU agent.
+APP ``examples.flow_tasks:broker``. The audio dataflow of the Execution guide: ``extract``
+feeds ``tag`` and ``embed`` in parallel, and ``embed`` asks for a GPU, so the coordinator
+sends it to the GPU agent.
 """
 
 from __future__ import annotations
