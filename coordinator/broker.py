@@ -9,8 +9,10 @@ the tasks; in an agent it never connects (outcomes travel over JetStream).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -31,6 +33,24 @@ from shared.runs import RunView
 from shared.subjects import token
 
 RESULT = "result"
+_started: weakref.WeakSet[FleetBroker] = weakref.WeakSet()
+_pushes: set[asyncio.Task[None]] = set()
+
+
+def push_max_parallel(limit: int | None) -> None:
+    """Send a new global cap to the coordinator through every started broker (needs a
+    running event loop; otherwise brokers send it when they start)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for broker in list(_started):
+        if broker.client is not None:
+            task = loop.create_task(broker.client.set_max_parallel(limit))
+            _pushes.add(task)
+            task.add_done_callback(_pushes.discard)
+
+
 _KEEP = 10_000
 
 
@@ -136,6 +156,12 @@ class FleetBroker(AsyncBroker):
         await super().startup()
         if not self.is_worker_process and self.client is None:
             self.client = await CoordinatorClient.connect(self.nats, prefix=self.prefix)
+            _started.add(self)
+            from coordinator.optimization import get_max_parallel_tasks
+
+            limit = get_max_parallel_tasks()
+            if limit is not None:
+                await self.client.set_max_parallel(limit)
 
     async def shutdown(self) -> None:
         if self.client is not None:

@@ -299,6 +299,10 @@ class CoordinatorClient:
     async def cancel(self, run_id: str) -> None:
         await self._ctl("cancel", CtlRequest(run_id=run_id))
 
+    async def set_max_parallel(self, limit: int | None) -> None:
+        """Change the coordinator's global cap on attempts in flight (``None``: no cap)."""
+        await self._ctl("limit", CtlRequest(max_parallel=limit))
+
     async def runs(self, limit: int = 100) -> list[RunView]:
         return list((await self._ctl("runs", CtlRequest(limit=limit))).runs)
 

@@ -43,6 +43,9 @@ class Control:
             return CtlReply(workers=tuple(self.workers()))
         if verb == "runs":
             return CtlReply(runs=tuple(await self.runs(request.limit)))
+        if verb == "limit":
+            self._coordinator.enqueue("limit", request.max_parallel)
+            return CtlReply()
         run_id = request.run_id
         if not run_id:
             return CtlReply(ok=False, error=f"'{verb}' needs a run id")

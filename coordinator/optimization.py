@@ -97,16 +97,19 @@ _lock = threading.Lock()
 def set_max_parallel_tasks(n: int | None) -> None:
     """Cap the parallelism this process's executors ever suggest; ``None`` removes the cap.
 
-    Only this process is affected: the executors here clamp their answers to it.
-    The cluster-wide limit on running tasks is the coordinator's ``--max-parallel``
-    option, fixed when the coordinator starts; this call does not reach it
-    (updating the coordinator live over NATS is future work).
+    The executors here clamp their answers to it, and the coordinator enforces it
+    cluster-wide (like its ``--max-parallel``): every started ``FleetBroker`` of this
+    process sends it at once when called inside a running event loop, and a broker
+    started later sends it on ``startup()``.
     """
     global _max_parallel_tasks
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"max parallel tasks must be a positive integer or None, got {n!r}")
     with _lock:
         _max_parallel_tasks = n
+    from coordinator.broker import push_max_parallel
+
+    push_max_parallel(n)
 
 
 def get_max_parallel_tasks() -> int | None:

@@ -249,6 +249,9 @@ class Coordinator:
         elif kind == "cancel":
             run_id, reason = payload
             sched.cancel_run(run_id, reason, now)
+        elif kind == "limit":
+            log.info("global parallelism cap changed", max_parallel=payload)
+            sched.set_max_parallel(payload)
         return set()
 
     def _core(self, msg: MessageModel, now: float) -> None:

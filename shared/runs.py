@@ -189,6 +189,8 @@ class CtlRequest(Versioned):
     type: Literal["ctl"] = "ctl"
     run_id: str | None = None
     limit: int = Field(default=100, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
+    """For ``limit``: the new global cap on attempts in flight; None removes it."""
 
 
 class CtlReply(Versioned):

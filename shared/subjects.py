@@ -32,7 +32,7 @@ fleet.run.<run>                 coordinator client      RunUpdate            cor
 fleet.ctl.<verb>                client      coordinator request/reply        core
 =============================== =========== =========== ==================== =========
 
-``<verb>`` is one of ``CONTROL_VERBS`` (workers, runs, status, cancel).
+``<verb>`` is one of ``CONTROL_VERBS`` (workers, runs, status, cancel, limit).
 
 JetStream names (prefix upper-cased, ``.`` and ``-`` become ``_``): stream ``FLEET_OUTCOMES``
 over ``fleet.outcome.>``, stream ``FLEET_SUBMISSIONS`` over ``fleet.submit``, KV
@@ -56,7 +56,7 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*")
 
-CONTROL_VERBS = ("workers", "runs", "status", "cancel")
+CONTROL_VERBS = ("workers", "runs", "status", "cancel", "limit")
 
 
 def token(value: str) -> str:

@@ -2,12 +2,30 @@
 
 from coordinator.flow.dataflow import DataflowPipeline, MapReduce, PipelineError
 from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask
+from coordinator.flow.tracking import (
+    PipelineMiddleware,
+    PipelineScope,
+    PipelineStatus,
+    PipelineTrackingManager,
+    StepContext,
+    StepStatus,
+    Tracker,
+    TrackingStatus,
+)
 
 __all__ = [
     "DataflowPipeline",
     "MapReduce",
     "Pipeline",
     "PipelineError",
+    "PipelineMiddleware",
     "PipelineResult",
+    "PipelineScope",
+    "PipelineStatus",
     "PipelineTask",
+    "PipelineTrackingManager",
+    "StepContext",
+    "StepStatus",
+    "Tracker",
+    "TrackingStatus",
 ]

@@ -14,6 +14,7 @@ request that is busy, so a deep queue of identical nodes costs one failed
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 
 from pydantic import JsonValue
@@ -64,6 +65,11 @@ class Scheduler(Recovery):
                     self._make_ready(state, now)
         self._touch(run)
         return run
+
+    def set_max_parallel(self, limit: int | None) -> None:
+        """The global cap on attempts in flight, changed while running (``None``: none)."""
+        self.config = dataclasses.replace(self.config, max_parallel=limit)
+        self._dirty = True
 
     def cancel_run(self, run_id: str, reason: str, now: float) -> bool:
         run = self.runs.get(run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,3 +75,21 @@ async def test_wait_result_times_out(cluster: Cluster) -> None:
     task = await fleet_app.nap.kiq(1)
     with pytest.raises(TaskiqResultTimeoutError):
         await task.wait_result(timeout=0.2)
+
+
+async def test_the_global_cap_changes_while_running(cluster: Cluster) -> None:
+    client = fleet_app.broker.connected()
+    await client.set_max_parallel(1)
+    try:
+        tasks = await asyncio.gather(*(fleet_app.nap.kiq(0.2) for _ in range(3)))
+        for task in tasks:
+            assert not (await task.wait_result(timeout=30)).is_err
+        views = [await client.status(t.task_id) for t in tasks]
+        spans = sorted(
+            (v.nodes[0].started_at or 0.0, v.nodes[0].finished_at or 0.0) for v in views if v
+        )
+        assert len(spans) == 3
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end - 0.01, spans  # one at a time
+    finally:
+        await client.set_max_parallel(None)
