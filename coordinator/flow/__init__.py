@@ -1,6 +1,13 @@
 """The Taskiq-Flow API of the documents, run on the fleet (or in process, for tests)."""
 
 from coordinator.flow.dataflow import DataflowPipeline, MapReduce, PipelineError
+from coordinator.flow.engine import (
+    DAG,
+    DAGBuilder,
+    DataflowRegistry,
+    ExecutionEngine,
+    Registration,
+)
 from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask
 from coordinator.flow.tracking import (
     PipelineMiddleware,
@@ -14,7 +21,11 @@ from coordinator.flow.tracking import (
 )
 
 __all__ = [
+    "DAG",
+    "DAGBuilder",
     "DataflowPipeline",
+    "DataflowRegistry",
+    "ExecutionEngine",
     "MapReduce",
     "Pipeline",
     "PipelineError",
@@ -24,6 +35,7 @@ __all__ = [
     "PipelineStatus",
     "PipelineTask",
     "PipelineTrackingManager",
+    "Registration",
     "StepContext",
     "StepStatus",
     "Tracker",

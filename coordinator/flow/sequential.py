@@ -18,6 +18,7 @@ from taskiq import AsyncBroker
 
 from coordinator.flow.dataflow import DataflowPipeline, PipelineError
 from coordinator.flow.naming import short_name
+from coordinator.flow.tracking import PipelineScope, Tracker, observe_run
 from shared.dag import RetryPolicy
 from shared.flow import parameters_of
 
@@ -85,6 +86,7 @@ class Pipeline:
         self.error_mode: OnError = "stop"
         self.timeout: float | None = None
         self.context = False
+        self.tracking: Tracker | None = None
         self.pipeline_id: str | None = None
 
     def call_next(self, task: Any, **kwargs: JsonValue) -> Self:
@@ -116,6 +118,11 @@ class Pipeline:
         self.timeout = seconds
         return self
 
+    def with_tracking(self, tracking: Tracker) -> Self:
+        """Record status and steps in ``tracking`` (a ``PipelineTrackingManager``)."""
+        self.tracking = tracking
+        return self
+
     def with_context(self, enable: bool = True) -> Self:
         self.context = enable
         return self
@@ -125,6 +132,7 @@ class Pipeline:
             raise ValueError("the pipeline has no steps: add them with call_next() or map()")
         task = PipelineTask(uuid.uuid4().hex)
         self.pipeline_id = task.task_id
+        await PipelineScope(self.tracking, task.task_id).created()
         task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
         return task
 
@@ -132,6 +140,8 @@ class Pipeline:
         self, task: PipelineTask, args: list[JsonValue], kwargs: dict[str, Any]
     ) -> None:
         task.status = "RUNNING"
+        track = PipelineScope(self.tracking, task.task_id, self.broker)
+        await track.start()
         value: Any = None
         first = True
         try:
@@ -139,9 +149,10 @@ class Pipeline:
                 for index, step in enumerate(self.steps):
                     name = f"{index}:{short_name(step.task)}"
                     try:
-                        value = await self._step(
-                            index, step, value, args if first else None, kwargs
-                        )
+                        async with track.step(name):
+                            value = await self._step(
+                                index, step, value, args if first else None, kwargs
+                            )
                     except PipelineError:
                         task.failed_step = name
                         if self.error_mode != "continue":
@@ -153,9 +164,14 @@ class Pipeline:
         except (PipelineError, TimeoutError) as exc:
             task._error = exc
             task.status = "FAILED"
+            await track.end("FAILED", exc)
             return
+        except asyncio.CancelledError:
+            await track.end("CANCELLED")
+            raise
         task._value = value
         task.status = "COMPLETED"
+        await track.end("COMPLETED")
 
     async def _step(
         self,
@@ -166,6 +182,7 @@ class Pipeline:
         kwargs: dict[str, Any],
     ) -> Any:
         flow = DataflowPipeline(self.broker)
+        observe_run(flow)
         flow.retry = self.retry
         flow.mode, flow.step_offset = "sequential", index
         params = parameters_of(step.task)[0]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow import DataflowPipeline, MapReduce, Pipeline, PipelineError
+from coordinator.flow import (
+    DataflowPipeline,
+    MapReduce,
+    Pipeline,
+    PipelineError,
+    PipelineTrackingManager,
+)
 from shared.flow import (
     PipelineContext,
     RetryException,
@@ -173,3 +179,20 @@ async def test_retry_exception_retries_other_errors_fail_at_once() -> None:
     with pytest.raises(PipelineError):
         await DataflowPipeline.from_tasks(broker, [invalid]).kiq_dataflow(key="b")
     assert attempts["b"] == 1
+
+
+async def test_pipeline_with_tracking_records_status_and_steps() -> None:
+    tracking = PipelineTrackingManager().with_auto_storage(broker)
+    pipeline = Pipeline(broker).with_tracking(tracking).call_next(load).call_next(total)
+    task = await pipeline.kiq("12")
+    assert pipeline.pipeline_id is not None
+    await task.wait_result(timeout=10)
+    status = await tracking.get_status(pipeline.pipeline_id)
+    assert status is not None
+    assert status.status == "COMPLETED"
+    assert [(s.name, s.status, s.worker) for s in status.steps] == [
+        ("0:load", "COMPLETED", "local"),
+        ("1:total", "COMPLETED", "local"),
+    ]
+    assert await tracking.delete_pipeline(pipeline.pipeline_id)
+    assert await tracking.get_status(pipeline.pipeline_id) is None
