@@ -73,10 +73,16 @@ def _registration(
     spec = flow_of(task)
     names = (output,) if output else tuple(outputs or (spec.outputs if spec else ()))
     names = names or (short_name(task),)
-    named = list(inputs) if inputs is not None else (list(spec.inputs) if spec and spec.inputs is not None else None)
+    named = (
+        list(inputs)
+        if inputs is not None
+        else (list(spec.inputs) if spec and spec.inputs is not None else None)
+    )
     required, optional = parameters_of(task)
     if named is None:
-        return Registration(task, names, {p: p for p in required if p not in fixed}, fixed, dict(labels or {}))
+        return Registration(
+            task, names, {p: p for p in required if p not in fixed}, fixed, dict(labels or {})
+        )
     params = set(required) | set(optional)
     free = [p for p in required if p not in named and p not in fixed]
     wiring: dict[str, str] = {}
@@ -93,8 +99,8 @@ def _registration(
 class DAGBuilder:
     """Turns registrations into a ``Dag`` with ``DataflowPipeline``'s building.
 
-    ``DAGBuilder(registry).build()``, or on its own:
-    ``DAGBuilder().add_task(load, output="raw").add_task(clean, output="clean", inputs=["raw"]).build()``.
+    ``DAGBuilder(registry).build()``, or on its own: ``DAGBuilder().add_task(load,
+    output="raw").add_task(clean, output="clean", inputs=["raw"]).build()``.
     """
 
     def __init__(self, registry: DataflowRegistry | None = None) -> None:
@@ -122,7 +128,9 @@ class DAGBuilder:
             raise TypeError(f"{self._registrations[0].task!r} has no taskiq broker")
         pipeline = DataflowPipeline(broker)
         for reg in self._registrations:
-            pipeline.add_dataflow_task(reg.task, outputs=list(reg.outputs), inputs=[], kwargs=reg.kwargs)
+            pipeline.add_dataflow_task(
+                reg.task, outputs=list(reg.outputs), inputs=[], kwargs=reg.kwargs
+            )
             pipeline._entries[-1].inputs = dict(reg.inputs)
         return pipeline
 
@@ -195,7 +203,9 @@ def _annotated_tasks(obj: object) -> list[Any]:
         members = list(obj)
     else:
         members = []
-        owners = [*reversed(inspect.getmro(obj if isinstance(obj, type) else type(obj)))]
+        owners: list[object] = [
+            *reversed(inspect.getmro(obj if isinstance(obj, type) else type(obj)))
+        ]
         if not isinstance(obj, type):
             owners.append(obj)
         for owner in owners:
@@ -203,9 +213,12 @@ def _annotated_tasks(obj: object) -> list[Any]:
     found: list[Any] = []
     for member in members:
         member = getattr(member, "__func__", member)  # staticmethod / classmethod
-        if isinstance(member, AsyncTaskiqDecoratedTask) and flow_of(member) is not None:
-            if not any(member is seen for seen in found):
-                found.append(member)
+        if (
+            isinstance(member, AsyncTaskiqDecoratedTask)
+            and flow_of(member) is not None
+            and not any(member is seen for seen in found)
+        ):
+            found.append(member)
     return found
 
 
