@@ -10,6 +10,7 @@ the tasks; in an agent it never connects (outcomes travel over JetStream).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import weakref
@@ -24,6 +25,7 @@ from taskiq.formatters.json_formatter import JSONFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
+from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
 from coordinator.client import CoordinatorClient, RunHandle
 from shared.connection import NatsSettings
 from shared.dag import RetryPolicy
@@ -71,7 +73,9 @@ class FleetTask(AsyncTaskiqTask[Any]):
 class FleetKicker(AsyncKicker[Any, Any]):
     async def kiq(self, *args: Any, **kwargs: Any) -> FleetTask:
         task = await super().kiq(*args, **kwargs)
-        return FleetTask(task.task_id, task.result_backend, task.return_type)
+        # batching hook: a member's result is an element of the function's, not its type
+        batched = BatchConfig.from_labels(self.labels) is not None
+        return FleetTask(task.task_id, task.result_backend, None if batched else task.return_type)
 
 
 class FleetDecoratedTask(AsyncTaskiqDecoratedTask[Any, Any]):
@@ -100,6 +104,21 @@ class FleetResultBackend(AsyncResultBackend[Any]):
         """Agents report through JetStream; the taskiq result path has nothing to do."""
 
     async def wait(self, task_id: str, timeout: float | None) -> RunView:
+        # --- batching hook: a batch member waits on its batch run (submitted later) ---
+        member = self._broker.batches.run_of(task_id)
+        if member is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    try:
+                        await self._broker.batches.submission(member[0])
+                    except Exception:  # submission failed: get_result reports it
+                        return RunView(run_id=member[0], status="failed")
+                    return await self._wait_run(member[0], None)
+            except TimeoutError:
+                raise TaskiqResultTimeoutError(timeout=timeout) from None
+        return await self._wait_run(task_id, timeout)
+
+    async def _wait_run(self, task_id: str, timeout: float | None) -> RunView:
         handle = self._handles.get(task_id)
         if handle is None:
             handle = await self._broker.connected().follow(task_id)
@@ -110,6 +129,14 @@ class FleetResultBackend(AsyncResultBackend[Any]):
             raise TaskiqResultTimeoutError(timeout=timeout) from None
 
     async def is_result_ready(self, task_id: str) -> bool:
+        member = self._broker.batches.run_of(task_id)  # batching hook
+        if member is not None:
+            future = self._broker.batches.submitted.get(member[0])
+            if future is None or not future.done():
+                return False
+            if future.exception() is not None:
+                return True
+            task_id = member[0]
         handle = self._handles.get(task_id)
         if handle is not None and handle.done:
             return True
@@ -117,6 +144,23 @@ class FleetResultBackend(AsyncResultBackend[Any]):
         return view is not None and view.done
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        # --- batching hook: a member's result is its element of the batch run's ---
+        member = self._broker.batches.run_of(task_id)
+        if member is not None:
+            run_id, index, batch = member
+            future = self._broker.batches.submitted.get(run_id)
+            if future is not None and future.done() and future.exception() is not None:
+                failed = TaskFailed(f"batch submission failed: {future.exception()!r}")
+                return TaskiqResult(
+                    is_err=True, return_value=None, execution_time=0.0, error=failed
+                )
+            whole = await self.get_result(run_id, with_logs)
+            if whole.is_err:
+                return whole
+            value = member_result(whole.return_value, index, len(batch.members))
+            return TaskiqResult(
+                is_err=False, return_value=value, execution_time=whole.execution_time
+            )
         handle = self._handles.get(task_id)
         view = handle.view if handle is not None else None
         if view is None:
@@ -146,6 +190,7 @@ class FleetBroker(AsyncBroker):
         self.decorator_class = FleetDecoratedTask
         self.client: CoordinatorClient | None = None
         self._requests: dict[tuple[str, Any], dict[str, Any]] = {}
+        self.batches = BatchQueue(self._submit_batch)  # batching hook
 
     def connected(self) -> CoordinatorClient:
         if self.client is None:
@@ -165,6 +210,7 @@ class FleetBroker(AsyncBroker):
 
     async def shutdown(self) -> None:
         if self.client is not None:
+            await self.batches.flush()  # batching hook: queued items run before closing
             await self.client.close()
             self.client = None
         await super().shutdown()
@@ -179,30 +225,88 @@ class FleetBroker(AsyncBroker):
             msg = self.formatter.loads(message.message)
             args, kwargs = to_jsonable_python(msg.args), to_jsonable_python(msg.kwargs)
             labels = to_jsonable_python(msg.labels)
+        if self._kick_batched(message, args, kwargs, labels):  # batching hook
+            return
+        node = self._node(message.task_name, args, kwargs, labels)
+        assert isinstance(self.result_backend, FleetResultBackend)
+        handle = await self._submit(message.task_id, message.task_name, node)
+        self.result_backend.track(handle)
+
+    # --- batching hook (see coordinator/batching.py) -----------------------------------
+    def _kick_batched(
+        self,
+        message: BrokerMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        labels: dict[str, Any],
+    ) -> bool:
+        """Queue a kiq of a ``batch=True`` task as one item of its group; ``False`` for
+        other tasks. The group runs later as one node (``_submit_batch``)."""
+        task = self.find_task(message.task_name)
+        config = BatchConfig.from_labels(task.labels if task is not None else labels)
+        if config is None:
+            return False
+        self.connected()  # fail now, not at the flush, when the broker is not started
+        item_name: str | None = None
+        if args:
+            item, rest = args[0], list(args[1:])
+        else:
+            item_name = _first_parameter(task.original_func if task is not None else None)
+            if item_name is None or item_name not in kwargs:
+                raise TypeError(f"{message.task_name}: a batched kiq needs its item")
+            rest = []
+            kwargs = dict(kwargs)
+            item = kwargs.pop(item_name)
+        self.batches.add(
+            message.task_name,
+            message.task_id,
+            item,
+            args=rest,
+            kwargs=kwargs,
+            labels=labels,
+            config=config,
+            item_name=item_name,
+        )
+        return True
+
+    async def _submit_batch(self, batch: Batch) -> RunHandle:
+        args, kwargs = batch.call()
+        node = self._node(batch.task_name, args, kwargs, batch.labels)
+        handle = await self._submit(batch.run_id, batch.task_name, node)
+        assert isinstance(self.result_backend, FleetResultBackend)
+        self.result_backend.track(handle)
+        return handle
+
+    # --- end of batching hook -----------------------------------------------------------
+
+    def _node(
+        self, task_name: str, args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
+    ) -> dict[str, Any]:
         node: dict[str, Any] = {
             "id": "task",
-            "task": message.task_name,
+            "task": task_name,
             "args": args,
             "kwargs": kwargs,
             "outputs": [RESULT],
-            "request": self._request_json(message.task_name, labels),
+            "request": self._request_json(task_name, labels),
             "retry": _retry(labels),
             "labels": labels,
         }
         timeout = _positive(labels.get("timeout"))
         if timeout is not None:
             node["timeout"] = timeout
+        return node
+
+    async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> RunHandle:
         document = {
             "type": "submit",
             "version": 1,
-            "run_id": token(message.task_id),
-            "name": message.task_name,
+            "run_id": token(run_id),
+            "name": name,
             "progress": False,
             "dag": {"nodes": [node]},
         }
-        assert isinstance(self.result_backend, FleetResultBackend)
-        handle = await self.connected().submit_document(message.task_id, document)
-        self.result_backend.track(handle)
+        return await self.connected().submit_document(run_id, document)
 
     def _request_json(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
         key = (task_name, labels.get(RESOURCES_LABEL))
@@ -227,6 +331,15 @@ class FleetBroker(AsyncBroker):
             "FleetBroker tasks run on fleet agents: start `fleet agent module:broker` instead "
             "of `taskiq worker`"
         )
+
+
+def _first_parameter(func: Any) -> str | None:
+    """The name of a batched function's first parameter (the list of items)."""
+    try:
+        params = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+    return params[0] if params else None
 
 
 def _positive(value: Any) -> float | None:
