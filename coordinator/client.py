@@ -242,8 +242,6 @@ class CoordinatorClient:
             data = batch_of_submits([d for _, d, _ in chunk])
             headers = {MSG_ID: hashlib.sha1(data).hexdigest()}
         try:
-            # A core copy first, for speed; the JetStream copy is what makes it durable.
-            await self.nc.publish(self.subjects.submit_fast, data)
             await js.publish(self.subjects.submit, data, headers=headers)
         except Exception as exc:
             for _, _, done in chunk:

@@ -104,8 +104,6 @@ class Coordinator:
             await nc.subscribe(s.all_heartbeats, cb=self._on_core),
             await nc.subscribe(s.all_deregisters, cb=self._on_core),
             await nc.subscribe(s.all_acks, cb=self._on_core),
-            await nc.subscribe(s.all_fast_outcomes, cb=self._on_fast_outcome),
-            await nc.subscribe(s.submit_fast, cb=self._on_fast_submit),
             await nc.subscribe(s.all_ctl, cb=control.handle),
         ]
         subs += [
@@ -147,15 +145,6 @@ class Coordinator:
 
     async def _on_core(self, msg: Msg) -> None:
         self._queue.put_nowait(("core", msg.data, None))
-
-    async def _on_fast_outcome(self, msg: Msg) -> None:
-        """The core-NATS copy of an outcome, ahead of its JetStream copy: applied at once;
-        the durable copy arrives after it, changes nothing, and is acknowledged once the
-        run's state that includes the outcome is written."""
-        self._queue.put_nowait(("outcome", msg.data, None))
-
-    async def _on_fast_submit(self, msg: Msg) -> None:
-        self._queue.put_nowait(("submit", msg.data, None))
 
     async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
         """A durable push consumer: messages arrive as soon as they are stored (a pull's

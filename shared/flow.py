@@ -8,6 +8,7 @@ like another task's output receives that output.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,8 +57,10 @@ class PipelineContext:
     attempt: int = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def context_parameter(func: Callable[..., Any]) -> str | None:
-    """The name of the parameter annotated ``PipelineContext``, if the function has one."""
+    """The name of the parameter annotated ``PipelineContext``, if the function has one
+    (cached: the agent asks once per attempt)."""
     for name, param in inspect.signature(func).parameters.items():
         annotation = param.annotation
         text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")

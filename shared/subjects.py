@@ -20,14 +20,12 @@ subject                         publisher   subscriber  message(s)           tra
 fleet.agent.register.<worker>   agent       coordinator Register             core
 fleet.agent.heartbeat.<worker>  agent       coordinator Heartbeat            core
 fleet.agent.deregister.<worker> agent       coordinator Deregister           core
-fleet.agent.outcome.<worker>    agent       coordinator Outcome (fast copy)  core
 fleet.worker.<worker>.assign    coordinator agent       Assignment (Batch)   core
 fleet.worker.<worker>.cancel    coordinator agent       Cancel (Batch)       core
 fleet.ack.<worker>              agent       coordinator Accept, Reject       core
 fleet.outcome.<run>.<node>      agent       coordinator Outcome              JetStream
 fleet.outcome._batch.<worker>   agent       coordinator Batch of Outcome     JetStream
 fleet.submit                    client      coordinator Submit               JetStream
-fleet.submit.fast               client      coordinator Submit (fast copy)   core
 fleet.run.<run>                 coordinator client      RunUpdate            core
 fleet.ctl.<verb>                client      coordinator request/reply        core
 =============================== =========== =========== ==================== =========
@@ -127,15 +125,6 @@ class Subjects:
     def all_agent_events(self) -> str:
         return f"{self.prefix}.agent.>"
 
-    def fast_outcome(self, worker: str) -> str:
-        """A core-NATS copy of an outcome, sent beside the JetStream one: the coordinator acts
-        on whichever comes first, and JetStream keeps it if this copy is lost."""
-        return f"{self.prefix}.agent.outcome.{token(worker)}"
-
-    @property
-    def all_fast_outcomes(self) -> str:
-        return f"{self.prefix}.agent.outcome.*"
-
     @property
     def all_acks(self) -> str:
         return f"{self.prefix}.ack.*"
@@ -179,11 +168,6 @@ class Subjects:
     @property
     def submit(self) -> str:
         return f"{self.prefix}.submit"
-
-    @property
-    def submit_fast(self) -> str:
-        """A core-NATS copy of a submission, beside the JetStream one (not in its stream)."""
-        return f"{self.prefix}.submit.fast"
 
     @property
     def _upper(self) -> str:

@@ -290,9 +290,6 @@ class Agent:
             self._early_cancels.pop(a.ref, None)
         bound.info("finished", status=outcome.status, duration=round(outcome.duration, 6))
         self._outbox.put(outcome)
-        # A core-NATS copy first: the coordinator acts on it without waiting for JetStream,
-        # which still keeps the outcome should this copy be lost.
-        await self._publish(self._subjects.fast_outcome(self.name), encode(outcome))
 
     def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
         return Outcome.model_validate(

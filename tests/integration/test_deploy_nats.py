@@ -310,7 +310,6 @@ FORBIDDEN_PUBLISH = (
     "fleet.worker.a2.assign",
     "fleet.worker.a2.cancel",
     "fleet.submit",
-    "fleet.submit.fast",
     "fleet.ack.a2",
     "fleet.agent.heartbeat.a2",
     "fleet.agent.register.a2",
