@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from coordinator.flow import DataflowPipeline, MapReduce, Pipeline
+from coordinator.flow import DataflowPipeline, MapReduce, Pipeline, PipelineTrackingManager
 from coordinator.local_cluster import AgentConfig, LocalCluster
 from examples import flow_tasks as t
 
@@ -28,8 +28,18 @@ async def main() -> int:
         await t.broker.startup()
         try:
             print("quickstart: Pipeline(broker).call_next(square).call_next(square).kiq(3)")
-            task = await Pipeline(t.broker).call_next(t.square).call_next(t.square).kiq(3)
+            tracking = PipelineTrackingManager().with_auto_storage(t.broker)
+            quick = Pipeline(t.broker).with_tracking(tracking)
+            task = await quick.call_next(t.square).call_next(t.square).kiq(3)
             print("  ->", (await task.wait_result(timeout=30)).return_value)
+            assert quick.pipeline_id is not None
+            status = await tracking.get_status(quick.pipeline_id)
+            assert status is not None
+            print(f"  tracking: {status.status}")
+            for step in status.steps:
+                print(
+                    f"    {step.name}: {step.status} on {step.worker} ({step.duration_ms:.0f} ms)"
+                )
 
             print("\naudio dataflow: extract -> (tag, embed on a GPU)")
             audio = DataflowPipeline.from_tasks(t.broker, [t.extract, t.tag, t.embed])

@@ -19,6 +19,8 @@ def test_flow_demo_runs_every_pipeline_type() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "-> 81" in out
+    assert "tracking: COMPLETED" in out
+    assert "0:square: COMPLETED on" in out
     assert "embed    ran on gpu" in out
     assert "mapped -> [1, 4, 9, 16, 25, 36]" in out
     assert "kiq_map_reduce([1, 2, 3]) -> 14" in out
