@@ -204,6 +204,9 @@ class Coordinator:
                 if kind == "submit":
                     run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
                     await self._refuse(run_id, str(exc))
+            except Exception:  # a bug must not cost the other events of the batch
+                self.dropped += 1
+                log.exception("event could not be applied; dropped", source=kind)
             if msg is not None:
                 acks.append((msg, runs))
         self.scheduler.tick(now)

@@ -119,6 +119,10 @@ class WorkerSpec(BaseModel):
         return gpus
 
 
+POLICY_NAMES = ("binpack", "spread", "hybrid")
+"""The placement policies a request may name (the coordinator implements each)."""
+
+
 class ResourceRequest(BaseModel):
     """What one task needs and where it may run.
 
@@ -141,6 +145,17 @@ class ResourceRequest(BaseModel):
     policy: str | None = None
 
     _custom = field_validator("resources")(_check_custom)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, policy: str | None) -> str | None:
+        # Checked here, not at placement: a request travels in submissions, and an
+        # unknown name found only by the scheduler would fail every pass over its queue.
+        if policy is not None and policy not in POLICY_NAMES:
+            raise ValueError(
+                f"unknown placement policy {policy!r}; choose one of {sorted(POLICY_NAMES)}"
+            )
+        return policy
 
     @model_validator(mode="before")
     @classmethod

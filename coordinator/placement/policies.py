@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 from coordinator.placement.shapes import Axis, Binding, IndexEntry, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
-from shared.resources import MILLI
+from shared.resources import MILLI, POLICY_NAMES
 
 
 class Walk(NamedTuple):
@@ -138,6 +138,7 @@ class Hybrid:
 
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (BinPack(), Spread(), Hybrid())}
+assert set(POLICIES) == set(POLICY_NAMES), "shared.resources.POLICY_NAMES is out of date"
 DEFAULT_POLICY = "hybrid"
 
 

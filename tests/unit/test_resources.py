@@ -309,3 +309,21 @@ def test_worker_labels_normalised(labels: dict[str, Any], expected: dict[str, st
 def test_gpu_device_is_strict() -> None:
     with pytest.raises(ValidationError, match="Extra inputs"):
         GPUDevice.model_validate({"index": 0, "model": "A100", "vram": 3})
+
+
+def test_an_unknown_policy_is_refused_with_the_request() -> None:
+    with pytest.raises(ValueError, match="unknown placement policy 'tetris'"):
+        ResourceRequest(policy="tetris")
+
+
+def test_a_submission_naming_an_unknown_policy_is_refused_not_scheduled() -> None:
+    from shared.runs import Refused, parse_submits
+
+    data = (
+        b'{"type": "submit", "run_id": "r1", "dag": {"nodes": [{"id": "a", "task": "t",'
+        b' "request": {"policy": "tetris"}}]}}'
+    )
+    (found,) = parse_submits(data)
+    assert isinstance(found, Refused)
+    assert found.run_id == "r1"
+    assert "unknown placement policy" in found.error
