@@ -75,6 +75,8 @@ class SchedulerCore:
         self._rand = rand
         self._ready = ReadyQueue()
         self._deadlines: list[tuple[float, str]] = []
+        self._silences: list[tuple[float, str, float]] = []
+        """(lost-at, worker, last seen then): when each worker is lost if silent."""
         self._ended: dict[str, None] = {}
         """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
         self._infeasible_runs: set[str] = set()

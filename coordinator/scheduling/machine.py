@@ -139,11 +139,13 @@ class Scheduler(Recovery):
                 self._settled_at = min(now + 1.5 * interval, self._start_time + self.config.warmup)
             info = self.workers[name] = WorkerInfo(name, spec, started_at, interval, now)
             info.tasks = tasks
+            self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
             self._recheck_infeasible(now)
             self._dirty = True
             return info
         info.last_seen, info.interval = now, interval
+        self._expect(info)
         if spec != info.spec and not info.draining:
             info.spec = spec
             for placement in self.pool.update_worker(self._catalog.labelled(spec, info.tasks)):
@@ -217,11 +219,19 @@ class Scheduler(Recovery):
         self._check_runs(now)
         self.schedule(now)
 
+    def _expect(self, info: WorkerInfo) -> None:
+        """Note when this worker is lost unless heard from again (a heap, so the check on
+        every event costs O(log workers), not a scan)."""
+        deadline = info.last_seen + self.config.heartbeat_misses * info.interval
+        heapq.heappush(self._silences, (deadline, info.name, info.last_seen))
+
     def _check_workers(self, now: float) -> None:
         misses = self.config.heartbeat_misses
-        for info in list(self.workers.values()):
-            if now - info.last_seen > misses * info.interval:
-                self.worker_left(info.name, f"missed {misses} heartbeats", now)
+        while self._silences and self._silences[0][0] < now:
+            _, name, seen = heapq.heappop(self._silences)
+            info = self.workers.get(name)
+            if info is not None and info.last_seen == seen:  # else heard from since
+                self.worker_left(name, f"missed {misses} heartbeats", now)
         if self._restored:
             for state in [s for s in self._attempts.values() if s.adopt_by is not None]:
                 if state.adopt_by is not None and now >= state.adopt_by:
