@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from typing import Any
 
 import pytest
-from pydantic import JsonValue
 from taskiq import InMemoryBroker
 
-from coordinator.flow import DataflowPipeline, Pipeline, PipelineError, PipelineTask
-from coordinator.flow.naming import short_name
-from coordinator.flow.sequential import _Step
+from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
 from coordinator.flow.tracking import (
     MemoryTrackingStorage,
     PipelineMiddleware,
@@ -23,7 +18,6 @@ from coordinator.flow.tracking import (
     TrackingStatus,
     observe_run,
 )
-from shared.flow import parameters_of
 
 broker = InMemoryBroker()
 
@@ -51,91 +45,8 @@ class FakeClock:
         return self.now
 
 
-class TrackedPipeline(Pipeline):
-    """``Pipeline`` with the wiring proposed for sequential.py: its ``kiq``, ``_drive`` and
-    ``_step`` copied, plus the lines marked ``# added``."""
-
-    def __init__(self, broker: Any) -> None:
-        super().__init__(broker)
-        self.tracking: Tracker | None = None
-
-    def with_tracking(self, tracking: Tracker) -> TrackedPipeline:
-        self.tracking = tracking
-        return self
-
-    async def kiq(self, *args: JsonValue, **kwargs: JsonValue) -> PipelineTask:
-        if not self.steps:
-            raise ValueError("the pipeline has no steps: add them with call_next() or map()")
-        task = PipelineTask(uuid.uuid4().hex)
-        self.pipeline_id = task.task_id
-        await PipelineScope(self.tracking, task.task_id).created()  # added
-        task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
-        return task
-
-    async def _drive(
-        self, task: PipelineTask, args: list[JsonValue], kwargs: dict[str, Any]
-    ) -> None:
-        task.status = "RUNNING"
-        track = PipelineScope(self.tracking, task.task_id, self.broker)  # added
-        await track.start()  # added
-        value: Any = None
-        first = True
-        try:
-            async with asyncio.timeout(self.timeout):
-                for index, step in enumerate(self.steps):
-                    name = f"{index}:{short_name(step.task)}"
-                    try:
-                        async with track.step(name):  # added
-                            value = await self._step(
-                                index, step, value, args if first else None, kwargs
-                            )
-                    except PipelineError:
-                        task.failed_step = name
-                        if self.error_mode != "continue":
-                            raise
-                        value = None
-                    else:
-                        task.partial_results[name] = value
-                    first = False
-        except (PipelineError, TimeoutError) as exc:
-            task._error = exc
-            task.status = "FAILED"
-            await track.end("FAILED", exc)  # added
-            return
-        task._value = value
-        task.status = "COMPLETED"
-        await track.end("COMPLETED")  # added
-
-    async def _step(
-        self,
-        index: int,
-        step: _Step,
-        previous: Any,
-        args: list[JsonValue] | None,
-        kwargs: dict[str, Any],
-    ) -> Any:
-        flow = DataflowPipeline(self.broker)
-        observe_run(flow)  # added
-        flow.retry = self.retry
-        flow.mode, flow.step_offset = "sequential", index
-        params = parameters_of(step.task)[0]
-        if step.kind == "map":
-            items = step.items if step.items is not None else list(previous or [])
-            flow.map(step.task, items, output="mapped", max_parallel=step.max_parallel)
-            return (await flow.kiq_dataflow())["mapped"]
-        given: dict[str, Any] = dict(step.kwargs)
-        if args is not None:  # the first step takes the pipeline's own arguments
-            given.update(kwargs)
-            given.update(zip([p for p in params if p not in given], args, strict=False))
-        elif params:
-            free = [p for p in params if p not in given]
-            if free:
-                given[free[0]] = previous
-        flow.add_dataflow_task(step.task, output="result", inputs=[], kwargs=given)
-        return (await flow.kiq_dataflow())["result"]
-
-
-# -- the manager alone -------------------------------------------------------------------
+# The tests were written before sequential.py had the wiring; it has it now.
+TrackedPipeline = Pipeline
 
 
 async def test_manager_records_a_pipeline_lifecycle() -> None:
