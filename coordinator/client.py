@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -44,6 +45,8 @@ from shared.runs import (
 )
 from shared.subjects import Subjects
 
+log = structlog.get_logger(__name__)
+
 CTL_TIMEOUT = 5.0
 
 
@@ -57,17 +60,13 @@ class RunFailed(FleetError):
         self.view = view
 
 
-class RunHandle:
-    """One submitted run: its updates as they come, its end, its outputs."""
+class PushedRun:
+    """What every run handle keeps from the updates pushed to it: nodes, the end, listeners."""
 
-    def __init__(self, client: CoordinatorClient, run_id: str, *, from_start: bool) -> None:
-        self.client = client
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._from_start = from_start
-        """Listening since before the submission: no update can have been missed."""
         self.nodes: dict[str, NodeView] = {}
         self.view: RunView | None = None
-        self._sub: Subscription | None = None
         self._done = asyncio.Event()
         self._listeners: list[Callable[[RunUpdate], None]] = []
 
@@ -75,14 +74,31 @@ class RunHandle:
         self._listeners.append(listener)
 
     def _apply(self, update: RunUpdate) -> None:
-        for node in update.nodes:
-            self.nodes[node.id] = node
+        self.nodes.update({n.id: n for n in update.nodes})
         if update.run is not None:
             self.view = update.run
             self.nodes.update({n.id: n for n in update.run.nodes})
             self._done.set()
         for listener in self._listeners:
-            listener(update)
+            try:
+                listener(update)
+            except Exception:  # a listener's bug must not stop the updates of others
+                log.exception("on_update listener failed", run=self.run_id)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class RunHandle(PushedRun):
+    """One submitted run: its updates as they come, its end, its outputs."""
+
+    def __init__(self, client: CoordinatorClient, run_id: str, *, from_start: bool) -> None:
+        super().__init__(run_id)
+        self.client = client
+        self._from_start = from_start
+        """Listening since before the submission: no update can have been missed."""
+        self._sub: Subscription | None = None
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
@@ -113,10 +129,6 @@ class RunHandle:
 
     async def cancel(self) -> None:
         await self.client.cancel(self.run_id)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
     async def _stop_listening(self) -> None:
         self.client._handles.pop(self.run_id, None)

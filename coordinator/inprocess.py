@@ -28,14 +28,14 @@ from pydantic import JsonValue
 from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker
 
-from coordinator.client import FleetError, RunFailed
+from coordinator.client import FleetError, PushedRun, RunFailed
 from coordinator.control import worker_views
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, RunOptions
 from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
 from shared.resources import WorkerSpec
-from shared.runs import NodeView, RunUpdate, RunView, Submit, WorkerView
+from shared.runs import RunUpdate, RunView, Submit, WorkerView
 from shared.subjects import token
 from shared.version import __version__
 from worker_agent.executor import TaskExecutor
@@ -50,31 +50,12 @@ HEARTBEAT = 1e9  # in-process workers cannot miss heartbeats: an interval no clo
 KEEP_VIEWS = 10_000  # finished runs whose final view ``status`` still answers
 
 
-class LocalRunHandle:
+class LocalRunHandle(PushedRun):
     """One run on a ``LocalFleet``; the same surface as ``coordinator.client.RunHandle``."""
 
     def __init__(self, fleet: LocalFleet, run_id: str) -> None:
+        super().__init__(run_id)
         self.fleet = fleet
-        self.run_id = run_id
-        self.nodes: dict[str, NodeView] = {}
-        self.view: RunView | None = None
-        self._done = asyncio.Event()
-        self._listeners: list[Callable[[RunUpdate], None]] = []
-
-    def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
-        self._listeners.append(listener)
-
-    def _apply(self, update: RunUpdate) -> None:
-        self.nodes.update({n.id: n for n in update.nodes})
-        if update.run is not None:
-            self.view = update.run
-            self.nodes.update({n.id: n for n in update.run.nodes})
-            self._done.set()
-        for listener in self._listeners:
-            try:
-                listener(update)
-            except Exception:  # a listener's bug must not stop the pump
-                logger.exception("on_update listener failed for run %s", self.run_id)
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
@@ -96,10 +77,6 @@ class LocalRunHandle:
 
     async def cancel(self) -> None:
         await self.fleet.cancel(self.run_id)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
 
 class _Worker:
