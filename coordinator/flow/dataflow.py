@@ -9,6 +9,7 @@ many run at once whatever else the run does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -42,6 +43,7 @@ class _Entry:
     kwargs: dict[str, JsonValue] = field(default_factory=dict)
     after: tuple[int, ...] = ()
     mode: str = "parallel"
+    labels: dict[str, JsonValue] = field(default_factory=dict)
 
 
 class DataflowPipeline:
@@ -72,13 +74,15 @@ class DataflowPipeline:
         self,
         task: Any,
         output: str | None = None,
-        inputs: list[str] | None = None,
+        inputs: list[str] | Mapping[str, str] | None = None,
         *,
         outputs: list[str] | None = None,
         kwargs: dict[str, JsonValue] | None = None,
+        labels: Mapping[str, JsonValue] | None = None,
     ) -> Self:
         """Add a task; outputs and inputs default to its ``@pipeline_task`` annotation,
-        then to its name and its parameters without defaults."""
+        then to its name and its parameters without defaults. ``inputs`` names parameters
+        that take the output of the same name, or maps parameter -> output name."""
         task_name(task)
         kwargs = dict(kwargs or {})
         spec = flow_of(task)
@@ -86,9 +90,10 @@ class DataflowPipeline:
         wanted = inputs if inputs is not None else (spec.inputs if spec else None)
         if wanted is None:
             wanted = [p for p in parameters_of(task)[0] if p not in kwargs]
-        self._entries.append(
-            _Entry(task, names or (short_name(task),), {p: p for p in wanted}, dict(kwargs))
-        )
+        bindings = dict(wanted) if isinstance(wanted, Mapping) else {p: p for p in wanted}
+        entry = _Entry(task, names or (short_name(task),), bindings, kwargs)
+        entry.labels = dict(labels or {})
+        self._entries.append(entry)
         return self
 
     def map(
@@ -141,6 +146,7 @@ class DataflowPipeline:
                     request=request_of(entry.task),
                     retry=self.retry,
                     labels={
+                        **entry.labels,
                         STEP_LABEL: self.step_offset + index,
                         MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,
                     },

@@ -129,21 +129,17 @@ class DAGBuilder:
         pipeline = DataflowPipeline(broker)
         for reg in self._registrations:
             pipeline.add_dataflow_task(
-                reg.task, outputs=list(reg.outputs), inputs=[], kwargs=reg.kwargs
+                reg.task,
+                outputs=list(reg.outputs),
+                inputs=dict(reg.inputs),
+                kwargs=dict(reg.kwargs),
+                labels=reg.labels,
             )
-            pipeline._entries[-1].inputs = dict(reg.inputs)
         return pipeline
 
     def build(self) -> Dag:
         """The DAG; ValueError for a cycle or an output produced twice."""
-        dag = self.pipeline().build()
-        if not any(reg.labels for reg in self._registrations):
-            return dag
-        nodes = tuple(
-            node.model_copy(update={"labels": {**reg.labels, **node.labels}})
-            for node, reg in zip(dag.nodes, self._registrations, strict=True)
-        )
-        return Dag(nodes=nodes, inputs=dag.inputs)
+        return self.pipeline().build()
 
     def print_dag(self) -> str:
         """The execution levels, as ``DataflowPipeline.print_dag``; returned and printed."""
