@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
+from coordinator.broker import FleetBroker
 from coordinator.client import CoordinatorClient
 from shared.protocol import Heartbeat, decode_as
 from tests.processes import TASKS_APP, FleetProcess, agent, coordinator
@@ -78,3 +79,25 @@ class Cluster:
             proc.stop()
         if self.coordinator is not None:
             self.coordinator.stop()
+
+
+@contextlib.asynccontextmanager
+async def broker_cluster(
+    nats_url: str, log_dir: Path, broker: FleetBroker, app: str, agents: dict[str, list[str]]
+) -> AsyncIterator[Cluster]:
+    """A coordinator and ``agents`` (name -> extra flags) serving ``app``, with ``broker``
+    started against them as a user's process would; everything stopped after."""
+    cluster = Cluster(nats_url, log_dir, app=app)
+    cluster.start_coordinator()
+    for name, flags in agents.items():
+        cluster.start_agent(name, *flags)
+    try:
+        await cluster.connect(workers=len(agents))
+        broker.nats = nats_url
+        await broker.startup()
+        try:
+            yield cluster
+        finally:
+            await broker.shutdown()
+    finally:
+        await cluster.close()

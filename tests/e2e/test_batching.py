@@ -10,24 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import batch_app
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, broker_cluster
 
 APP = "tests.e2e.batch_app:broker"
 
 
 @pytest.fixture
 async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path, app=APP)
-    c.start_coordinator()
-    c.start_agent("cpu", "--cpus", "4", "--ram-mb", "8192")
-    await c.connect(workers=1)
-    batch_app.broker.nats = nats_url
-    await batch_app.broker.startup()
-    try:
+    agents = {"cpu": ["--cpus", "4", "--ram-mb", "8192"]}
+    async with broker_cluster(nats_url, tmp_path, batch_app.broker, APP, agents) as c:
         yield c
-    finally:
-        await batch_app.broker.shutdown()
-        await c.close()
 
 
 def _runs(task_ids: list[str]) -> set[str]:

@@ -10,25 +10,19 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import fleet_app
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, broker_cluster
 
 APP = "tests.e2e.fleet_app:broker"
 
 
 @pytest.fixture
 async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path, app=APP)
-    c.start_coordinator()
-    c.start_agent("cpu", "--cpus", "2", "--ram-mb", "8192")
-    c.start_agent("gpu", "--cpus", "2", "--ram-mb", "2048", "--gpus", "1xT4:16384")
-    await c.connect(workers=2)
-    fleet_app.broker.nats = nats_url
-    await fleet_app.broker.startup()
-    try:
+    agents = {
+        "cpu": ["--cpus", "2", "--ram-mb", "8192"],
+        "gpu": ["--cpus", "2", "--ram-mb", "2048", "--gpus", "1xT4:16384"],
+    }
+    async with broker_cluster(nats_url, tmp_path, fleet_app.broker, APP, agents) as c:
         yield c
-    finally:
-        await fleet_app.broker.shutdown()
-        await c.close()
 
 
 async def test_kiq_and_wait_result(cluster: Cluster) -> None:

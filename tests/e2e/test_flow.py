@@ -9,25 +9,19 @@ import pytest
 
 from coordinator.flow import DataflowPipeline, MapReduce, Pipeline
 from tests.e2e import flow_app
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, broker_cluster
 
 APP = "tests.e2e.flow_app:broker"
 
 
 @pytest.fixture
 async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path, app=APP)
-    c.start_coordinator()
-    c.start_agent("cpu", "--cpus", "2", "--ram-mb", "4096")
-    c.start_agent("gpu", "--cpus", "2", "--ram-mb", "4096", "--gpus", "1xL4:24576")
-    await c.connect(workers=2)
-    flow_app.broker.nats = nats_url
-    await flow_app.broker.startup()
-    try:
+    agents = {
+        "cpu": ["--cpus", "2", "--ram-mb", "4096"],
+        "gpu": ["--cpus", "2", "--ram-mb", "4096", "--gpus", "1xL4:24576"],
+    }
+    async with broker_cluster(nats_url, tmp_path, flow_app.broker, APP, agents) as c:
         yield c
-    finally:
-        await flow_app.broker.shutdown()
-        await c.close()
 
 
 async def test_dataflow_wires_by_names_and_routes_by_profile(cluster: Cluster) -> None:
