@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.cliargs import number
 from shared.connection import add_nats_arguments
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ async def _workers(client: CoordinatorClient, args: argparse.Namespace) -> int:
 def configure_runs(parser: argparse.ArgumentParser) -> Handler:
     parser.description = "List recent runs, oldest first: status, nodes done, duration."
     parser.add_argument(
-        "--limit", type=_positive(int), default=20, metavar="N", help="at most N (default: 20)"
+        "--limit", type=number(int), default=20, metavar="N", help="at most N (default: 20)"
     )
     _common(parser)
     return _handler(_runs)
@@ -188,19 +189,6 @@ async def _cancel(client: CoordinatorClient, args: argparse.Namespace) -> int:
 # -- submit ------------------------------------------------------------------------------------
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
 def configure_submit(parser: argparse.ArgumentParser) -> Handler:
     parser.description = (
         "Submit a DAG and, unless --no-wait, follow it: one line per node status change, "
@@ -220,7 +208,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> Handler:
     )  # fmt: skip
     parser.add_argument("--name", default="", help="a name for the run, shown by 'fleet runs'")
     parser.add_argument(
-        "--max-parallel", type=_positive(int), metavar="N", help="at most N nodes at a time"
+        "--max-parallel", type=number(int), metavar="N", help="at most N nodes at a time"
     )
     parser.add_argument(
         "--on-error", choices=("stop", "continue"), default="stop",
@@ -228,7 +216,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> Handler:
         "(default: stop)",
     )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=_positive(float), metavar="SECONDS",
+        "--timeout", type=number(float), metavar="SECONDS",
         help="the coordinator fails the run if it is not done after SECONDS",
     )  # fmt: skip
     parser.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")

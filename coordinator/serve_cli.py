@@ -10,27 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from shared.cliargs import number
 from shared.connection import add_nats_arguments
 from shared.logging import add_logging_arguments
+from shared.resources import POLICY_NAMES
 
 if TYPE_CHECKING:
     from coordinator.service import CoordinatorSettings
     from shared.connection import NatsSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-def _number(kind: type[int] | type[float], minimum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
-        return value
-
-    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -41,20 +30,20 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     env = os.environ.get
     parser.add_argument(
         "--policy",
-        choices=("hybrid", "binpack", "spread"),
+        choices=POLICY_NAMES,
         default=env("FLEET_POLICY", "hybrid"),
         help="placement policy (default: hybrid; env FLEET_POLICY)",
     )
     parser.add_argument(
         "--heartbeat-timeout",
-        type=_number(int, 1),
+        type=number(int, 1, inclusive=True),
         default=3,
         metavar="N",
         help="a worker silent for N of its heartbeat intervals is lost (default: 3)",
     )
     parser.add_argument(
         "--infeasible-grace",
-        type=_number(float, 0),
+        type=number(float, 0, inclusive=True),
         default=0.0,
         metavar="SECONDS",
         help="how long a run with a node no worker could ever hold waits for one to join "
@@ -62,14 +51,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--max-parallel",
-        type=_number(int, 1),
+        type=number(int, 1, inclusive=True),
         default=None,
         metavar="N",
         help="global cap on attempts in flight (default: none)",
     )
     parser.add_argument(
         "--system-retries",
-        type=_number(int, 0),
+        type=number(int, 0, inclusive=True),
         default=3,
         metavar="N",
         help="re-placements of a node whose worker was lost (default: 3)",

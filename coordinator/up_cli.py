@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from shared.resources import POLICY_NAMES
+
 if TYPE_CHECKING:
     from coordinator.local_cluster import LocalCluster
     from shared.resources import GPUDevice
@@ -98,7 +100,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--policy",
-        choices=("hybrid", "binpack", "spread"),
+        choices=POLICY_NAMES,
         default=env("FLEET_POLICY", "hybrid"),
         help="the coordinator's placement policy (default: hybrid; env FLEET_POLICY)",
     )

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from shared.cliargs import number
 from shared.connection import add_nats_arguments
 from shared.logging import add_logging_arguments
 
@@ -30,20 +31,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T", int, float)
-
-
-def _positive(kind: Callable[[str], T], *, zero: bool = False) -> Callable[[str], T]:
-    def parse(text: str) -> T:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -68,11 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="labels added to the automatic ones (hostname, os, arch, gpu_models); "
         "env FLEET_AGENT_LABELS",
     )
+    host.add_argument("--cpus", type=number(float), metavar="N", help="advertise N cores instead")
     host.add_argument(
-        "--cpus", type=_positive(float), metavar="N", help="advertise N cores instead"
-    )
-    host.add_argument(
-        "--ram-mb", type=_positive(int), metavar="N", help="advertise N MB of RAM instead"
+        "--ram-mb", type=number(int), metavar="N", help="advertise N MB of RAM instead"
     )
     host.add_argument(
         "--gpus",
@@ -88,14 +73,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run = parser.add_argument_group("serving")
     run.add_argument(
         "--heartbeat",
-        type=_positive(float),
+        type=number(float),
         default=2.0,
         metavar="SECONDS",
         help="heartbeat interval (default: 2)",
     )
     run.add_argument(
         "--drain-timeout",
-        type=_positive(float, zero=True),
+        type=number(float, inclusive=True),
         default=30.0,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long running attempts may finish before they are "
@@ -108,7 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     run.add_argument(
         "--max-threads",
-        type=_positive(int),
+        type=number(int),
         metavar="N",
         help="threads for sync tasks (default: Python's)",
     )
