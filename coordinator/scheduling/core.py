@@ -118,8 +118,12 @@ class SchedulerCore:
         return self._in_flight
 
     def view(self, run_id: str) -> RunView:
+        """The run as clients see it; an ended run cannot change, so its view is built once
+        (the final push and the final checkpoint both need it)."""
         run = self.runs[run_id]
-        return RunView(
+        if run.final_view is not None:
+            return run.final_view
+        view = RunView(
             run_id=run.run_id,
             name=run.submit.name,
             status=run.status,
@@ -130,6 +134,9 @@ class SchedulerCore:
             output_refs=run.refs,
             error=run.error,
         )
+        if run.status != "running":
+            run.final_view = view
+        return view
 
     # -- node endings ------------------------------------------------------------------
 

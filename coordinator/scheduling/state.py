@@ -14,7 +14,7 @@ from pydantic import JsonValue
 from shared.dag import Node
 from shared.protocol import AttemptRef, ErrorInfo, PayloadRef
 from shared.resources import WorkerSpec
-from shared.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, Submit
+from shared.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, RunView, Submit
 
 # pending -> running: an attempt adopted after a restart, reported before its upstream's
 # outcome was applied again.
@@ -115,6 +115,7 @@ class RunState:
     error: str = ""
     infeasible: dict[str, str] = field(default_factory=dict)
     infeasible_since: float | None = None
+    final_view: RunView | None = None
     changed: set[str] = field(default_factory=set)
     """Nodes changed since the last update was sent."""
     touched: set[str] = field(default_factory=set)
