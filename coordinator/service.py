@@ -306,6 +306,12 @@ class Coordinator:
             await nc.publish(
                 s.cancel(worker), encode(items[0] if len(items) == 1 else Batch(items=items))
             )
+        for name in set(d.name_clashes):
+            log.error(
+                "adverts from an older agent process under a name in use; ignored "
+                "(two hosts with one --name?)",
+                worker=name,
+            )
         for name, reason in d.lost_workers:
             if reason != "deregistered":
                 log.warning("worker lost", worker=name, reason=reason)

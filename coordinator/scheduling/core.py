@@ -52,6 +52,8 @@ class Decisions:
     changed: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)
     lost_workers: list[tuple[str, str]] = field(default_factory=list)
+    name_clashes: list[str] = field(default_factory=list)
+    """Workers whose adverts came from an older agent process than the current one."""
 
     def __bool__(self) -> bool:
         return bool(self.assign or self.cancel or self.changed or self.finished)

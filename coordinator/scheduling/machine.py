@@ -94,12 +94,16 @@ class Scheduler(Recovery):
         info = self._worker(
             msg.spec.name, msg.started_at, msg.heartbeat_interval, now, msg.spec, tasks
         )
+        if info is None:
+            return
         if info.tasks != tasks:
             self._set_tasks(info, tasks, now)
         self._reconcile(info, msg.running, now)
 
     def heartbeat(self, msg: Heartbeat, now: float) -> None:
         info = self._worker(msg.worker, msg.started_at, msg.interval, now, msg.capacity)
+        if info is None:
+            return
         info.cpu_percent, info.available_ram_mb = msg.cpu_percent, msg.available_ram_mb
         if msg.draining and not info.draining:
             info.draining = True
@@ -129,8 +133,14 @@ class Scheduler(Recovery):
         now: float,
         spec: WorkerSpec,
         tasks: frozenset[str] | None = None,
-    ) -> WorkerInfo:
+    ) -> WorkerInfo | None:
+        """The worker, added or updated; None for a message from an older agent process
+        under a name a newer one now uses (a late message, or two hosts given one name:
+        taking turns would make each look restarted and lose the other's work)."""
         info = self.workers.get(name)
+        if info is not None and started_at < info.started_at:
+            self.out.name_clashes.append(name)
+            return None
         if info is not None and info.started_at != started_at:
             self.worker_left(name, "restarted", now)
             info = None

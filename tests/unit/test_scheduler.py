@@ -1338,3 +1338,16 @@ def test_redelivered_failure_outcome_is_not_counted_twice(c: Cluster) -> None:
     c.fail(a1, w, 2)
     assert c.node("r1", "a").status == "ready"
     assert keys(c.tick(6)) == {"r1.a.2"}
+
+
+def test_adverts_from_an_older_agent_under_a_used_name_are_ignored(c: Cluster) -> None:
+    c.register("w1", started_at=5.0)
+    c.submit("r1", n("a"))
+    _, a = only(c.tick(0))
+    c.sched.accepted(a.ref, 0.1)
+    c.register("w1", at=0.2, started_at=2.0)  # a second host misconfigured with this name
+    d = c.sched.take()
+    assert d.name_clashes == ["w1"]
+    assert lost(d) == []
+    assert c.node("r1", "a").status == "running"
+    assert c.sched.workers["w1"].started_at == 5.0
