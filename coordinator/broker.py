@@ -25,8 +25,9 @@ from taskiq.formatters.json_formatter import JSONFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
+from coordinator.backend import Backend, Handle
 from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
-from coordinator.client import CoordinatorClient, RunHandle
+from coordinator.client import CoordinatorClient
 from shared.connection import NatsSettings
 from shared.dag import RetryPolicy
 from shared.profiles import REQUEST_ATTR, RESOURCES_LABEL, request_from_labels, request_of
@@ -93,15 +94,19 @@ class FleetResultBackend(AsyncResultBackend[Any]):
 
     def __init__(self, broker: FleetBroker) -> None:
         self._broker = broker
-        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+        self._handles: OrderedDict[str, Handle] = OrderedDict()
 
-    def track(self, handle: RunHandle) -> None:
+    def track(self, handle: Handle) -> None:
         self._handles[handle.run_id] = handle
         while len(self._handles) > _KEEP:
             self._handles.popitem(last=False)
 
     async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
         """Agents report through JetStream; the taskiq result path has nothing to do."""
+
+    async def wait_all(self) -> None:
+        pending = [h for h in self._handles.values() if not h.done]
+        await asyncio.gather(*(h.wait() for h in pending))
 
     async def wait(self, task_id: str, timeout: float | None) -> RunView:
         # --- batching hook: a batch member waits on its batch run (submitted later) ---
@@ -188,11 +193,11 @@ class FleetBroker(AsyncBroker):
         self.prefix = prefix
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
-        self.client: CoordinatorClient | None = None
+        self.client: Backend | None = None
         self._requests: dict[tuple[str, Any], dict[str, Any]] = {}
         self.batches = BatchQueue(self._submit_batch)  # batching hook
 
-    def connected(self) -> CoordinatorClient:
+    def connected(self) -> Backend:
         if self.client is None:
             raise RuntimeError("call `await broker.startup()` before kicking or waiting for tasks")
         return self.client
@@ -200,13 +205,23 @@ class FleetBroker(AsyncBroker):
     async def startup(self) -> None:
         await super().startup()
         if not self.is_worker_process and self.client is None:
-            self.client = await CoordinatorClient.connect(self.nats, prefix=self.prefix)
+            self.client = await self._connect()
             _started.add(self)
             from coordinator.optimization import get_max_parallel_tasks
 
             limit = get_max_parallel_tasks()
             if limit is not None:
                 await self.client.set_max_parallel(limit)
+
+    async def _connect(self) -> Backend:
+        return await CoordinatorClient.connect(self.nats, prefix=self.prefix)
+
+    async def wait_all(self) -> None:
+        """Flush the queued batches and wait until every run kicked through this broker has
+        ended, as ``InMemoryBroker.wait_all`` does."""
+        await self.batches.flush()
+        assert isinstance(self.result_backend, FleetResultBackend)
+        await self.result_backend.wait_all()
 
     async def shutdown(self) -> None:
         if self.client is not None:
@@ -269,7 +284,7 @@ class FleetBroker(AsyncBroker):
         )
         return True
 
-    async def _submit_batch(self, batch: Batch) -> RunHandle:
+    async def _submit_batch(self, batch: Batch) -> Handle:
         args, kwargs = batch.call()
         node = self._node(batch.task_name, args, kwargs, batch.labels)
         handle = await self._submit(batch.run_id, batch.task_name, node)
@@ -297,7 +312,7 @@ class FleetBroker(AsyncBroker):
             node["timeout"] = timeout
         return node
 
-    async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> RunHandle:
+    async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> Handle:
         document = {
             "type": "submit",
             "version": 1,

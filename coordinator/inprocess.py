@@ -71,7 +71,7 @@ class LocalRunHandle(PushedRun):
         return dict(view.outputs)
 
     async def status(self) -> RunView:
-        view = await self.fleet.status(self.run_id) or self.view
+        view = await self.fleet.status(self.run_id, missing_ok=True) or self.view
         assert view is not None
         return view
 
@@ -166,10 +166,52 @@ class LocalFleet:
         self._event(lambda now: self._submit(submit, now))
         return handle
 
-    async def status(self, run_id: str) -> RunView | None:
+    async def submit_document(self, run_id: str, document: dict[str, Any]) -> LocalRunHandle:
+        """A ``Submit`` given as JSON, as ``FleetBroker`` builds it for every ``kiq``."""
+        options = document.get("options")
+        return await self.submit(
+            Dag.model_validate(document["dag"]),
+            document.get("inputs"),
+            name=str(document.get("name", "")),
+            options=None if options is None else RunOptions.model_validate(options),
+            run_id=run_id,
+            progress=bool(document.get("progress", True)),
+        )
+
+    async def follow(self, run_id: str) -> LocalRunHandle:
+        """The handle of a run of this fleet; ``FleetError`` when it never had one."""
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            return handle
+        view = self._views.get(run_id)
+        if view is None:
+            raise FleetError(f"no run {run_id!r}")
+        handle = LocalRunHandle(self, run_id)
+        handle._apply(RunUpdate(run_id=run_id, status=view.status, run=view))
+        return handle
+
+    async def status(self, run_id: str, *, missing_ok: bool = False) -> RunView | None:
+        """As the coordinator answers: ``FleetError`` for an unknown run unless
+        ``missing_ok``, then ``None``."""
         if run_id in self._scheduler.runs:
             return self._scheduler.view(run_id)
-        return self._views.get(run_id)
+        view = self._views.get(run_id)
+        if view is None and not missing_ok:
+            raise FleetError(f"no run {run_id!r}")
+        return view
+
+    async def outputs(self, view: RunView) -> dict[str, JsonValue]:
+        """Values stay in memory here: nothing to fetch."""
+        return dict(view.outputs)
+
+    async def set_max_parallel(self, limit: int | None) -> None:
+        """As ``fleet``'s ``limit`` verb: the global cap on attempts in flight."""
+        self._event(lambda now: self._scheduler.set_max_parallel(limit))
+
+    async def wait_all(self) -> None:
+        """Until every run submitted so far has ended."""
+        while self._handles:
+            await asyncio.gather(*(h.wait() for h in list(self._handles.values())))
 
     async def cancel(self, run_id: str) -> None:
         """As ``fleet cancel``: ``FleetError`` for an unknown run or one that has ended."""

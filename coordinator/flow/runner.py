@@ -8,55 +8,27 @@ other taskiq broker (``InMemoryBroker`` in a user's tests) runs on a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import JsonValue
 from taskiq import AsyncBroker
 
-from shared.dag import Dag, RunOptions
-from shared.runs import NodeView, RunUpdate, RunView
-
-
-class Handle(Protocol):
-    run_id: str
-    nodes: dict[str, NodeView]
-    view: RunView | None
-
-    def on_update(self, listener: Callable[[RunUpdate], None]) -> None: ...
-    async def wait(self, timeout: float | None = None) -> RunView: ...
-    async def result(self, timeout: float | None = None) -> dict[str, JsonValue]: ...
-    async def cancel(self) -> None: ...
-
-
-class Runner(Protocol):
-    async def submit(
-        self,
-        dag: Dag,
-        inputs: Mapping[str, Any] | None = None,
-        *,
-        name: str = ...,
-        options: RunOptions | None = ...,
-        run_id: str | None = ...,
-        progress: bool = ...,
-    ) -> Handle: ...
-
+from coordinator.backend import Backend
 
 _local: weakref.WeakKeyDictionary[AsyncBroker, Any] = weakref.WeakKeyDictionary()
 
 
-def runner_for(broker: AsyncBroker) -> Runner:
+def runner_for(broker: AsyncBroker) -> Backend:
     from coordinator.broker import FleetBroker
 
     if isinstance(broker, FleetBroker):
-        runner: Runner = broker.connected()
+        runner: Backend = broker.connected()
         return runner
     fleet = _local.get(broker)
     if fleet is None:
         from coordinator.inprocess import LocalFleet
 
         fleet = _local[broker] = LocalFleet(broker)
-    local: Runner = fleet
+    local: Backend = fleet
     return local
 
 

@@ -478,7 +478,7 @@ async def test_status_of_live_and_finished_runs(fleet: LocalFleet, probe: Probe)
     assert live.node("slow").status == "running"
     await handle.cancel()
     assert (await fleet.status("r1")) == await handle.wait()
-    assert await fleet.status("nope") is None
+    assert await fleet.status("nope", missing_ok=True) is None
     again = await fleet.submit(Dag(nodes=(node("slow", "t.hang"),)), run_id="r1")
     assert again.done  # a finished run id is not run a second time
     assert (await again.wait()).status == "cancelled"

@@ -1,0 +1,158 @@
+"""``LocalFleetBroker``: kiq, batching and pipelines through the scheduler, no NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from taskiq.exceptions import SendTaskError
+
+from coordinator.client import FleetError
+from coordinator.flow import DataflowPipeline
+from coordinator.local_broker import LocalFleetBroker
+from shared import GPUProfile, RAMProfile
+from shared.flow import PipelineContext, pipeline_task
+from worker_agent.executor import current_gpu_devices
+
+WORKERS = [
+    {"name": "small", "cpu": 2, "ram_mb": 2048},
+    {"name": "big", "cpu": 8, "ram_mb": 65536},
+    {"name": "gpu", "cpu": 4, "ram_mb": 8192, "gpus": [{"index": 0, "model": "L4"}]},
+]
+
+
+def make_broker() -> LocalFleetBroker:
+    broker = LocalFleetBroker(WORKERS)
+
+    @broker.task(batch=True, batch_size=60, batch_timeout=3, task_name="tfunc")
+    async def tfunc(test: list[int]) -> bool:
+        return True
+
+    @broker.task(batch=True, batch_size=5, batch_timeout=0.05, task_name="scale")
+    def scale(items: list[int], factor: int, offset: int = 0) -> list[int]:
+        return [i * factor + offset for i in items]
+
+    @broker.task(batch=True, batch_size=3, batch_timeout=0.05, task_name="boom")
+    def boom(items: list[int]) -> None:
+        raise RuntimeError(f"bad batch {items}")
+
+    @broker.task(task_name="heavy")
+    @RAMProfile(ram_mb=32768)
+    def heavy(x: int, context: PipelineContext) -> str:
+        return f"{x} on {context.worker}"
+
+    @broker.task(task_name="embed")
+    @pipeline_task(output="vec")
+    @GPUProfile(gpus=1)
+    async def embed(text: str, context: PipelineContext) -> list[object]:
+        return [len(text), context.worker, list(current_gpu_devices())]
+
+    return broker
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[LocalFleetBroker]:
+    broker = make_broker()
+    await broker.startup()
+    yield broker
+    await broker.shutdown()
+
+
+async def test_the_hang_script_finishes_with_wait_all(broker: LocalFleetBroker) -> None:
+    """The maintainer's script (taskiq PR #634) with only the import changed."""
+    tfunc = broker.find_task("tfunc")
+    assert tfunc is not None
+    tasks = await asyncio.gather(*[tfunc.kiq(i) for i in range(400)])
+    await broker.wait_all()
+    res = await asyncio.gather(*[task.wait_result(timeout=10) for task in tasks])
+    assert [r.return_value for r in res] == [True] * 400
+    runs = {broker.batches.run_of(t.task_id)[0] for t in tasks}  # type: ignore[index]
+    assert len(runs) == 7
+    assert broker.fleet is not None
+    views = [await broker.fleet.status(r) for r in runs]
+    assert all(v is not None and v.status == "succeeded" and len(v.nodes) == 1 for v in views)
+    members = [broker.batches.run_of(t.task_id)[0] for t in tasks]  # type: ignore[index]
+    assert sorted(members.count(r) for r in runs) == [40, 60, 60, 60, 60, 60, 60]
+
+
+async def test_a_batch_flushes_after_its_timeout_without_wait_all(
+    broker: LocalFleetBroker,
+) -> None:
+    scale = broker.find_task("scale")
+    assert scale is not None
+    tasks = [await scale.kiq(i, 10) for i in range(3)]  # 3 < batch_size: the timer flushes
+    got = [(await t.wait_result(timeout=5)).return_value for t in tasks]
+    assert got == [0, 10, 20]
+
+
+async def test_sync_multi_parameter_groups_per_other_arguments(broker: LocalFleetBroker) -> None:
+    scale = broker.find_task("scale")
+    assert scale is not None
+    a = await asyncio.gather(*(scale.kiq(i, 10) for i in range(5)))
+    b = await asyncio.gather(*(scale.kiq(i, 2, offset=1) for i in range(3)))
+    c = await scale.kiq(items=7, factor=3)
+    await broker.wait_all()
+    assert [(await t.wait_result()).return_value for t in a] == [0, 10, 20, 30, 40]
+    assert [(await t.wait_result()).return_value for t in b] == [1, 3, 5]
+    assert (await c.wait_result()).return_value == 21
+    run_a = {broker.batches.run_of(t.task_id)[0] for t in a}  # type: ignore[index]
+    run_b = {broker.batches.run_of(t.task_id)[0] for t in b}  # type: ignore[index]
+    assert len(run_a) == len(run_b) == 1
+    assert run_a != run_b
+
+
+async def test_a_failing_batch_fails_every_member(broker: LocalFleetBroker) -> None:
+    boom = broker.find_task("boom")
+    assert boom is not None
+    tasks = await asyncio.gather(*(boom.kiq(i) for i in range(3)))
+    results = [await t.wait_result(timeout=5) for t in tasks]
+    assert all(r.is_err and "RuntimeError: bad batch [0, 1, 2]" in str(r.error) for r in results)
+
+
+async def test_shutdown_runs_what_is_queued() -> None:
+    broker = make_broker()
+    await broker.startup()
+    tfunc = broker.find_task("tfunc")
+    assert tfunc is not None
+    tasks = [await tfunc.kiq(i) for i in range(5)]
+    run_id = broker.batches.run_of(tasks[0].task_id)[0]  # type: ignore[index]
+    fleet = broker.fleet
+    assert fleet is not None
+    await broker.shutdown()
+    view = await fleet.status(run_id)
+    assert view is not None
+    assert view.status == "succeeded"
+
+
+async def test_kiq_is_placed_by_profile(broker: LocalFleetBroker) -> None:
+    heavy = broker.find_task("heavy")
+    assert heavy is not None
+    task = await heavy.kiq(7)
+    assert (await task.wait_result(timeout=5)).return_value == "7 on big"
+
+
+async def test_pipelines_run_on_the_brokers_fleet(broker: LocalFleetBroker) -> None:
+    embed = broker.find_task("embed")
+    assert embed is not None
+    pipeline = DataflowPipeline.from_tasks(broker, [embed])
+    results = await pipeline.kiq_dataflow(text="hello")
+    assert results["vec"] == [5, "gpu", [0]]
+
+
+async def test_unknown_runs_are_refused(broker: LocalFleetBroker) -> None:
+    fleet = broker.connected()
+    with pytest.raises(FleetError, match="no run 'nope'"):
+        await fleet.status("nope")
+    assert await fleet.status("nope", missing_ok=True) is None
+    with pytest.raises(FleetError, match="no run 'nope'"):
+        await fleet.follow("nope")
+
+
+async def test_kiq_before_startup_is_a_clear_error() -> None:
+    broker = make_broker()
+    tfunc = broker.find_task("tfunc")
+    assert tfunc is not None
+    with pytest.raises(SendTaskError) as raised:
+        await tfunc.kiq(1)
+    assert "call `await broker.startup()`" in str(raised.value.__cause__)
