@@ -15,7 +15,8 @@ import json
 import os
 import weakref
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
@@ -184,8 +185,44 @@ class FleetResultBackend(AsyncResultBackend[Any]):
         )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Item = TypeVar("_Item")
+
+
 class FleetBroker(AsyncBroker):
     """Tasks decorated with ``@broker.task`` run on fleet agents, placed by their resources."""
+
+    @overload  # type: ignore[override]  # batch=True narrows what taskiq returns
+    def task(
+        self, task_name: Callable[_P, _R], **labels: Any
+    ) -> AsyncTaskiqDecoratedTask[_P, _R]: ...
+
+    @overload
+    def task(
+        self,
+        task_name: str | None = None,
+        *,
+        batch: Literal[True],
+        batch_size: int = ...,
+        batch_timeout: float = ...,
+        **labels: Any,
+    ) -> Callable[
+        [Callable[Concatenate[list[_Item], _P], Any]],
+        AsyncTaskiqDecoratedTask[Concatenate[_Item, _P], Any],
+    ]: ...
+
+    @overload
+    def task(
+        self, task_name: str | None = None, **labels: Any
+    ) -> Callable[[Callable[_P, _R]], AsyncTaskiqDecoratedTask[_P, _R]]: ...
+
+    def task(self, task_name: Any = None, **labels: Any) -> Any:
+        """As taskiq's, typed for batching: a ``batch=True`` function takes ``list[item]``
+        first, and its ``.kiq`` takes one ``item`` (then the other parameters). A member's
+        result is typed ``Any``: it is an element of the function's list result when that
+        list is as long as the batch, else the whole result."""
+        return super().task(task_name, **labels)
 
     def __init__(self, nats: str | NatsSettings | None = None, *, prefix: str = "fleet") -> None:
         super().__init__()
