@@ -8,7 +8,7 @@ from coordinator.flow.engine import (
     ExecutionEngine,
     Registration,
 )
-from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask
+from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask, Task
 from coordinator.flow.tracking import (
     PipelineMiddleware,
     PipelineScope,
@@ -38,6 +38,7 @@ __all__ = [
     "Registration",
     "StepContext",
     "StepStatus",
+    "Task",
     "Tracker",
     "TrackingStatus",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Self
 from pydantic import JsonValue
 from taskiq import AsyncBroker
 
+from coordinator.backend import Handle
 from coordinator.flow.naming import node_id, short_name, task_name
 from coordinator.flow.runner import runner_for
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
@@ -146,9 +147,9 @@ class DataflowPipeline:
                     request=request_of(entry.task),
                     retry=self.retry,
                     labels={
-                        **entry.labels,
                         STEP_LABEL: self.step_offset + index,
                         MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,
+                        **entry.labels,
                     },
                 )
             )
@@ -176,14 +177,19 @@ class DataflowPipeline:
         return outputs
 
     async def _run(self, inputs: dict[str, Any]) -> tuple[RunView, dict[str, Any]]:
+        return await self._collect(await self._submit(inputs))
+
+    async def _submit(self, inputs: dict[str, Any], run_id: str | None = None) -> Handle:
         dag = self.build()
         options = RunOptions(max_parallel=self.max_parallel, timeout=self.timeout)
-        handle = await runner_for(self.broker).submit(dag, inputs, options=options)
+        handle = await runner_for(self.broker).submit(dag, inputs, options=options, run_id=run_id)
         self.pipeline_id = handle.run_id
+        return handle
+
+    async def _collect(self, handle: Handle) -> tuple[RunView, dict[str, Any]]:
+        """The run's end and its outputs by name (map outputs as lists)."""
         view = await handle.wait()
-        values = dict(view.outputs)
-        if view.output_refs:
-            values.update(await _fetch_refs(self.broker, view))
+        values = await runner_for(self.broker).outputs(view)
         produced = {name for e in self._entries for name in e.outputs}
         outputs: dict[str, Any] = {k: v for k, v in values.items() if k in produced}
         for name, parts in self._lists.items():
@@ -205,14 +211,6 @@ class DataflowPipeline:
         param = parameters_of(reduce_task)[0][0]
         pipeline._entries.append(_Entry(reduce_task, (reduce_output,), {param: map_output}))
         return (await pipeline.kiq_dataflow())[reduce_output]
-
-
-async def _fetch_refs(broker: AsyncBroker, view: RunView) -> dict[str, Any]:
-    from coordinator.broker import FleetBroker
-
-    if isinstance(broker, FleetBroker):
-        return dict(await broker.connected().outputs(view))
-    return {}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any, Self
 from pydantic import JsonValue
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
 
-from coordinator.flow.dataflow import DataflowPipeline, PipelineError, _fetch_refs
+from coordinator.flow.dataflow import DataflowPipeline, PipelineError
 from coordinator.flow.naming import short_name, task_name
 from coordinator.flow.runner import runner_for
 from shared.dag import Dag, Node, RunOptions
@@ -273,12 +273,11 @@ class ExecutionEngine:
         given = {**(inputs or {}), **named}
         dag = self.scheduled = await self.schedule(given)
         options = RunOptions(max_parallel=self.max_parallel, timeout=self.timeout)
-        handle = await runner_for(self.broker).submit(dag, given, options=options)
+        runner = runner_for(self.broker)
+        handle = await runner.submit(dag, given, options=options)
         self.pipeline_id = handle.run_id
         view = self.view = await handle.wait()
-        values = dict(view.outputs)
-        if view.output_refs:
-            values.update(await _fetch_refs(self.broker, view))
+        values = await runner.outputs(view)
         outputs = {k: v for k, v in values.items() if k in dag.producers}
         if view.status != "succeeded":
             raise PipelineError(view, outputs)

@@ -1,9 +1,12 @@
 """The classic sequential ``Pipeline``: ``call_next`` steps, each given the previous result.
 
-Each step is one fleet run, placed by its task's profile, so consecutive steps
-may run on different hosts. The submitting process drives the steps: a
-``map`` over the previous result can only be laid out once that result exists.
-``kiq`` returns at once with a ``PipelineTask``, as ``task.kiq`` does.
+Each step's nodes are placed by their task's profile, so consecutive steps may run on
+different hosts. A pipeline whose steps are known at ``kiq`` is one fleet run
+(``chain.py``): the coordinator drives it and ``Task(task_id, broker)`` finds it from any
+process. Two shapes are driven step by step from the submitting process instead, one run
+per step: a ``map`` over the previous result (laid out once that result exists) and
+``on_error("continue")`` (a failed step hands ``None`` on). ``kiq`` returns at once with
+a ``PipelineTask``, as ``task.kiq`` does.
 """
 
 from __future__ import annotations
@@ -16,8 +19,18 @@ from typing import Any, Literal, Self
 from pydantic import JsonValue
 from taskiq import AsyncBroker
 
+from coordinator.backend import Handle
+from coordinator.flow.chain import (
+    RESULT,
+    StepPlan,
+    compile_chain,
+    result_of,
+    step_ends,
+    step_name,
+    step_outputs,
+)
 from coordinator.flow.dataflow import DataflowPipeline, PipelineError
-from coordinator.flow.naming import short_name
+from coordinator.flow.runner import runner_for
 from coordinator.flow.tracking import PipelineScope, Tracker, observe_run
 from shared.dag import RetryPolicy
 from shared.flow import parameters_of
@@ -133,8 +146,42 @@ class Pipeline:
         task = PipelineTask(uuid.uuid4().hex)
         self.pipeline_id = task.task_id
         await PipelineScope(self.tracking, task.task_id).created()
-        task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
+        if self.error_mode == "continue" or any(
+            s.kind == "map" and s.items is None for s in self.steps
+        ):
+            task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
+            return task
+        flow, inputs, plans = compile_chain(
+            self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
+        )
+        handle = await flow._submit(inputs, run_id=task.task_id)  # a bad pipeline raises here
+        task._runner = asyncio.create_task(self._run_chain(task, flow, handle, plans))
         return task
+
+    async def _run_chain(
+        self, task: PipelineTask, flow: DataflowPipeline, handle: Handle, plans: list[StepPlan]
+    ) -> None:
+        task.status = "RUNNING"
+        track = PipelineScope(self.tracking, task.task_id, self.broker)
+        await track.start()
+        try:
+            view, outputs = await flow._collect(handle)
+        except asyncio.CancelledError:
+            await track.end("CANCELLED")
+            raise
+        for end in step_ends(plans, view):
+            await track.record(end.name, end.status, end.duration_ms, end.worker, end.error)
+            if end.status == "FAILED" and task.failed_step is None:
+                task.failed_step = end.name
+        task.partial_results = step_outputs(plans, outputs)
+        if view.status == "succeeded":
+            task._value = result_of(outputs)
+            task.status = "COMPLETED"
+            await track.end("COMPLETED")
+            return
+        task._error = PipelineError(view, task.partial_results)
+        task.status = "CANCELLED" if view.status == "cancelled" else "FAILED"
+        await track.end(task.status, task._error)
 
     async def _drive(
         self, task: PipelineTask, args: list[JsonValue], kwargs: dict[str, Any]
@@ -147,7 +194,7 @@ class Pipeline:
         try:
             async with asyncio.timeout(self.timeout):
                 for index, step in enumerate(self.steps):
-                    name = f"{index}:{short_name(step.task)}"
+                    name = step_name(index, step.task)
                     try:
                         async with track.step(name):
                             value = await self._step(
@@ -198,5 +245,40 @@ class Pipeline:
             free = [p for p in params if p not in given]
             if free:
                 given[free[0]] = previous
-        flow.add_dataflow_task(step.task, output="result", inputs=[], kwargs=given)
-        return (await flow.kiq_dataflow())["result"]
+        flow.add_dataflow_task(step.task, output=RESULT, inputs=[], kwargs=given)
+        return (await flow.kiq_dataflow())[RESULT]
+
+
+_STATUS = {"running": "RUNNING", "succeeded": "COMPLETED", "cancelled": "CANCELLED"}
+
+
+class Task:
+    """A pipeline (one run as one DAG) or a ``kiq``'d task found by its id, from any process:
+    the documents' ``Task(task_id=..., broker=...)`` (Execution §3.3)."""
+
+    def __init__(self, task_id: str, broker: AsyncBroker) -> None:
+        self.task_id = task_id
+        self.broker = broker
+
+    async def get_status(self) -> str:
+        """PENDING until the coordinator knows the run, then RUNNING, COMPLETED, FAILED or
+        CANCELLED."""
+        view = await runner_for(self.broker).status(self.task_id, missing_ok=True)
+        return "PENDING" if view is None else _STATUS.get(view.status, "FAILED")
+
+    async def is_ready(self) -> bool:
+        return (await self.get_status()) not in ("PENDING", "RUNNING")
+
+    async def wait_result(
+        self, timeout: float | None = None, raise_on_error: bool = False
+    ) -> PipelineResult:
+        """The last step's value; ``TimeoutError`` after ``timeout`` seconds."""
+        runner = runner_for(self.broker)
+        handle = await runner.follow(self.task_id)
+        view = await handle.wait(timeout)
+        outputs = await runner.outputs(view)
+        if view.status == "succeeded":
+            return PipelineResult(result_of(outputs))
+        error = PipelineError(view, dict(outputs))
+        result = PipelineResult(None, True, error)
+        return result.raise_for_error() if raise_on_error else result

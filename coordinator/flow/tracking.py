@@ -352,6 +352,13 @@ class PipelineScope:
         text = None if error is None else f"{type(error).__name__}: {error}"
         await self.tracker.on_step(self.pipeline_id, name, status, duration_ms, worker, text)
 
+    async def record(
+        self, name: str, status: str, duration_ms: int, worker: str | None, error: str | None
+    ) -> None:
+        """A step timed elsewhere (a step of a pipeline run as one DAG, from its nodes)."""
+        if self.tracker is not None:
+            await self.tracker.on_step(self.pipeline_id, name, status, duration_ms, worker, error)
+
     async def end(self, status: str, error: BaseException | None = None) -> None:
         if self.tracker is not None:
             text = None if error is None else f"{type(error).__name__}: {error}"

@@ -58,3 +58,54 @@ async def test_sequential_pipeline(cluster: Cluster) -> None:
     assert result.return_value == 36
     assert task.is_finished
     assert not task.is_failed
+
+
+SUBMIT_AND_EXIT = """
+import asyncio, sys
+from coordinator.flow import Pipeline
+from tests.e2e import flow_app
+
+async def main() -> None:
+    flow_app.broker.nats = sys.argv[1]
+    await flow_app.broker.startup()
+    pipeline = Pipeline(flow_app.broker).call_next(flow_app.double).call_next(flow_app.square)
+    task = await pipeline.map(flow_app.square, items=[1, 2]).call_next(flow_app.total).kiq(3)
+    print(task.task_id, flush=True)
+    await flow_app.broker.shutdown()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_pipeline_is_fetched_by_task_id_after_its_submitter_exits(
+    cluster: Cluster,
+) -> None:
+    """Execution guide §3.3: only the task id crosses to this process; the submitting
+    process has exited, and the coordinator runs the pipeline to its end."""
+    import asyncio
+    import sys
+
+    from coordinator.flow import Task
+    from tests.processes import ROOT
+
+    submitter = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUBMIT_AND_EXIT,
+        cluster.url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(submitter.communicate(), 60)
+    assert submitter.returncode == 0, err.decode()[-3000:]
+    task_id = out.decode().strip()
+    task = Task(task_id=task_id, broker=flow_app.broker)
+    result = await task.wait_result(timeout=30)
+    assert result.return_value == 5  # the last step: total of the mapped squares 1 + 4
+    assert await task.get_status() == "COMPLETED"
+    assert await Task(task_id="no-such-task", broker=flow_app.broker).get_status() == "PENDING"
+    assert cluster.client is not None
+    view = await cluster.client.status(task_id)
+    assert view is not None
+    assert [n.status for n in view.nodes] == ["succeeded"] * 5

@@ -1,0 +1,143 @@
+"""A sequential pipeline whose steps are known at ``kiq`` time, as one fleet run.
+
+``call_next`` steps and ``map`` steps with their own items compile to one DAG: each step
+takes the previous step's output, and a map's nodes wait for the previous step. The
+coordinator then owns the whole pipeline (placement, retries, its timeout, restarts), the
+submitting process may exit, and anyone can wait for it by its task id, since the run's
+id is the task id and its last step's output is named ``result``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import JsonValue
+
+from coordinator.flow.dataflow import DataflowPipeline
+from coordinator.flow.naming import node_id, short_name
+from shared.dag import RetryPolicy
+from shared.flow import STEP_LABEL, parameters_of
+from shared.runs import NodeView, RunView
+
+RESULT = "result"
+"""The last step's output: what ``wait_result`` returns, also for a plain ``kiq``."""
+_PART = re.compile(rf"^{RESULT}__(\d+)$")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    name: str
+    """``"<index>:<task>"``, as ``failed_step`` and tracking name it."""
+    output: str
+    nodes: tuple[str, ...]
+
+
+def step_name(index: int, task: Any) -> str:
+    return f"{index}:{short_name(task)}"
+
+
+def compile_chain(
+    steps: Sequence[Any],
+    args: Sequence[JsonValue],
+    kwargs: dict[str, JsonValue],
+    retry: RetryPolicy,
+    timeout: float | None,
+    broker: Any,
+) -> tuple[DataflowPipeline, dict[str, Any], list[StepPlan]]:
+    """The DAG (as a ``DataflowPipeline``), its inputs and where each step's nodes are.
+    ``steps`` are ``sequential._Step``s, none a map over the previous result."""
+    flow = DataflowPipeline(broker, timeout=timeout)
+    flow.retry, flow.mode = retry, "sequential"
+    inputs: dict[str, Any] = {}
+    plans: list[StepPlan] = []
+    previous: list[int] = []
+    for index, step in enumerate(steps):
+        last = index == len(steps) - 1
+        output = RESULT if last else f"step{index}"
+        start = len(flow._entries)
+        labels: dict[str, JsonValue] = {STEP_LABEL: index}
+        if step.kind == "map":
+            flow.map(step.task, list(step.items), output=output, max_parallel=step.max_parallel)
+            for entry in flow._entries[start:]:
+                entry.labels = labels
+                if not entry.after:  # the head of each lane waits for the previous step
+                    entry.after = tuple(previous)
+        else:
+            given = dict(step.kwargs)
+            bindings: dict[str, str] = {}
+            free = [p for p in parameters_of(step.task)[0] if p not in given]
+            if index == 0:  # the pipeline's own arguments, as run inputs (large ones by ref)
+                values = {**dict(zip(free, args, strict=False)), **kwargs}
+                for param, value in values.items():
+                    bindings[param] = f"arg_{param}"
+                    inputs[f"arg_{param}"] = value
+            elif free:
+                bindings[free[0]] = plans[-1].output
+            flow.add_dataflow_task(
+                step.task, output=output, inputs=bindings, kwargs=given, labels=labels
+            )
+            if index > 0 and not free:
+                flow._entries[-1].after = tuple(previous)
+        previous = list(range(start, len(flow._entries)))
+        nodes = tuple(node_id(flow._entries[i].task, i) for i in previous)
+        plans.append(StepPlan(step_name(index, step.task), output, nodes))
+    return flow, inputs, plans
+
+
+def result_of(outputs: dict[str, Any]) -> Any:
+    """The last step's value: ``result``, or the list of a final map's ``result__<i>``."""
+    if RESULT in outputs:
+        return outputs[RESULT]
+    parts = sorted((int(m.group(1)), v) for k, v in outputs.items() if (m := _PART.match(k)))
+    return [v for _, v in parts] if parts else None
+
+
+def step_outputs(plans: list[StepPlan], outputs: dict[str, Any]) -> dict[str, Any]:
+    """Each finished step's value by step name (``partial_results``)."""
+    found: dict[str, Any] = {}
+    for plan in plans:
+        if plan.output in outputs:
+            found[plan.name] = outputs[plan.output]
+    return found
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    name: str
+    status: str
+    duration_ms: int
+    worker: str | None
+    error: str | None
+
+
+def step_ends(plans: list[StepPlan], view: RunView) -> list[StepEnd]:
+    """Each step that started, as tracking records it: FAILED if a node failed,
+    CANCELLED if one was cancelled or skipped, else COMPLETED."""
+    nodes = {n.id: n for n in view.nodes}
+    ends = []
+    for plan in plans:
+        mine = [nodes[n] for n in plan.nodes if n in nodes]
+        if not mine or all(n.started_at is None for n in mine):
+            continue
+        ends.append(_end(plan.name, mine))
+    return ends
+
+
+def _end(name: str, nodes: list[NodeView]) -> StepEnd:
+    statuses = {n.status for n in nodes}
+    if "failed" in statuses or "timed_out" in statuses:
+        status = "FAILED"
+    elif statuses & {"cancelled", "skipped"}:
+        status = "CANCELLED"
+    else:
+        status = "COMPLETED"
+    starts = [n.started_at for n in nodes if n.started_at is not None]
+    ends = [n.finished_at for n in nodes if n.finished_at is not None]
+    took = round((max(ends) - min(starts)) * 1000) if starts and ends else 0
+    workers = list(dict.fromkeys(n.worker for n in nodes if n.worker))
+    errors = [f"{n.error.type}: {n.error.message}" for n in nodes if n.error is not None]
+    error = errors[0] if errors else None
+    return StepEnd(name, status, max(0, took), ",".join(workers) or None, error)

@@ -1,0 +1,147 @@
+"""Sequential pipelines known at ``kiq`` run as one DAG; ``Task`` finds them by id."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from taskiq import InMemoryBroker
+
+from coordinator.flow import Pipeline, PipelineError, PipelineTrackingManager, Task
+from coordinator.flow.chain import RESULT, compile_chain, result_of
+from coordinator.flow.runner import runner_for
+from shared.dag import RetryPolicy
+from shared.flow import STEP_LABEL
+
+broker = InMemoryBroker()
+
+
+@broker.task("inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+@broker.task("square")
+def square(x: int) -> int:
+    return x * x
+
+
+@broker.task("total")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@broker.task("scaled")
+def scaled(x: int, factor: int = 1) -> int:
+    return x * factor
+
+
+@broker.task("fail")
+def fail(x: int) -> int:
+    raise ValueError(f"no {x}")
+
+
+gate = asyncio.Event()
+
+
+@broker.task("slow")
+async def slow(x: int) -> int:
+    await gate.wait()
+    return x
+
+
+def test_the_chain_is_one_dag_with_step_labels_and_map_heads_after_the_previous_step() -> None:
+    pipeline = Pipeline(broker).call_next(inc).map(square, items=[1, 2, 3], max_parallel=2)
+    pipeline.call_next(total)
+    flow, inputs, plans = compile_chain(
+        pipeline.steps, [4], {}, RetryPolicy(max_retries=2), None, broker
+    )
+    dag = flow.build()
+    assert inputs == {"arg_x": 4}
+    assert dag.inputs == ("arg_x",)
+    by_id = dag.by_id
+    assert [p.name for p in plans] == ["0:inc", "1:square", "2:total"]
+    assert [by_id[n].labels[STEP_LABEL] for p in plans for n in p.nodes] == [0, 1, 1, 1, 2]
+    first, *maps = plans[1].nodes
+    assert by_id[first].after == plans[0].nodes
+    assert by_id[maps[0]].after == plans[0].nodes  # the second lane's head
+    assert by_id[maps[1]].after == (first,)  # max_parallel=2: the third item waits in lane 1
+    (last,) = plans[2].nodes
+    assert by_id[last].outputs == (RESULT,)
+    assert by_id[last].inputs["values"] == tuple(f"step1__{i}" for i in range(3))
+    assert all(n.retry.max_retries == 2 for n in dag.nodes)
+
+
+def test_result_of_reads_a_final_value_or_a_final_maps_parts() -> None:
+    assert result_of({RESULT: 5, "step0": 1}) == 5
+    assert result_of({"result__1": "b", "result__0": "a", "step0": 1}) == ["a", "b"]
+    assert result_of({"step0": 1}) is None
+
+
+async def test_task_by_id_waits_for_the_pipeline() -> None:
+    pipeline = Pipeline(broker).call_next(inc).call_next(scaled, factor=10)
+    started = await pipeline.kiq(2)
+    fetched = Task(task_id=started.task_id, broker=broker)
+    assert (await fetched.wait_result(timeout=5)).return_value == 30
+    assert (await started.wait_result(timeout=5)).return_value == 30
+    assert await fetched.get_status() == "COMPLETED"
+    assert await fetched.is_ready()
+    view = await runner_for(broker).status(started.task_id)
+    assert view is not None
+    assert len(view.nodes) == 2  # one run, both steps
+
+
+async def test_a_final_map_returns_its_list_to_a_fetcher() -> None:
+    started = await Pipeline(broker).call_next(inc).map(square, items=[2, 3]).kiq(0)
+    assert (await Task(started.task_id, broker).wait_result(timeout=5)).return_value == [4, 9]
+
+
+async def test_a_failed_pipeline_by_id_reports_the_error() -> None:
+    started = await Pipeline(broker).call_next(inc).call_next(fail).call_next(inc).kiq(1)
+    result = await Task(started.task_id, broker).wait_result(timeout=5)
+    assert result.is_err
+    assert isinstance(result.error, PipelineError)
+    assert "no 2" in str(result.error.view.nodes[1].error)
+    with pytest.raises(PipelineError):
+        await Task(started.task_id, broker).wait_result(timeout=5, raise_on_error=True)
+    assert await Task(started.task_id, broker).get_status() == "FAILED"
+    await started.wait_result(timeout=5)
+    assert started.failed_step == "1:fail"
+    assert started.partial_results == {"0:inc": 2}
+
+
+async def test_status_while_running_and_for_an_unknown_id() -> None:
+    gate.clear()
+    started = await Pipeline(broker).call_next(slow).kiq(1)
+    assert await Task(started.task_id, broker).get_status() == "RUNNING"
+    assert not await Task(started.task_id, broker).is_ready()
+    assert await Task("unknown", broker).get_status() == "PENDING"
+    gate.set()
+    assert (await started.wait_result(timeout=5)).return_value == 1
+
+
+async def test_the_pipeline_timeout_fails_the_run() -> None:
+    gate.clear()
+    started = await Pipeline(broker).with_timeout(0.05).call_next(slow).kiq(1)
+    result = await started.wait_result(timeout=5)
+    gate.set()
+    assert result.is_err
+    assert started.status == "FAILED"
+    assert "timed out" in str(result.error) or "timeout" in str(result.error)
+
+
+async def test_tracking_records_each_steps_nodes_and_failure() -> None:
+    tracking = PipelineTrackingManager().with_auto_storage(broker)
+    pipeline = Pipeline(broker).with_tracking(tracking)
+    started = await pipeline.call_next(inc).map(square, items=[1, 2]).call_next(fail).kiq(1)
+    await started.wait_result(timeout=5)
+    status = await tracking.get_status(started.task_id)
+    assert status is not None
+    assert status.status == "FAILED"
+    assert [(s.name, s.status, s.worker) for s in status.steps] == [
+        ("0:inc", "COMPLETED", "local"),
+        ("1:square", "COMPLETED", "local"),
+        ("2:fail", "FAILED", "local"),
+    ]
+    assert status.steps[2].error is not None
+    assert "no [1, 4]" in status.steps[2].error
