@@ -30,7 +30,7 @@ from coordinator.backend import Backend, Handle
 from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
 from coordinator.client import CoordinatorClient
 from shared.connection import NatsSettings
-from shared.dag import RetryPolicy
+from shared.dag import RetryPolicy, timeout_from_labels
 from shared.profiles import REQUEST_ATTR, RESOURCES_LABEL, request_from_labels, request_of
 from shared.resources import ResourceRequest
 from shared.runs import RunView
@@ -344,7 +344,7 @@ class FleetBroker(AsyncBroker):
             "retry": _retry(labels),
             "labels": labels,
         }
-        timeout = _positive(labels.get("timeout"))
+        timeout = timeout_from_labels(labels)
         if timeout is not None:
             node["timeout"] = timeout
         return node
@@ -394,23 +394,7 @@ def _first_parameter(func: Any) -> str | None:
     return params[0] if params else None
 
 
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _retry(labels: dict[str, Any]) -> dict[str, Any]:
-    """The node's retry policy as JSON. taskiq sends label values as text (with their types
-    aside), so both forms are read."""
-    policy = labels.get("retry_policy")
-    if isinstance(policy, str):
-        policy = json.loads(policy)
-    if isinstance(policy, dict):
-        return RetryPolicy.model_validate(policy).model_dump(mode="json", exclude_defaults=True)
-    try:
-        return {"max_retries": int(labels.get("max_retries", 0))}
-    except (TypeError, ValueError):
-        return {}
+    """The node's retry policy as JSON; a bad one raises here, in ``kiq``."""
+    policy = RetryPolicy.from_labels(labels)
+    return {} if policy is None else policy.model_dump(mode="json", exclude_defaults=True)

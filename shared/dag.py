@@ -10,9 +10,10 @@ naming the node, and is never half scheduled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from functools import cached_property
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, JsonValue, model_validator
 
@@ -42,11 +43,38 @@ class RetryPolicy(Part):
         base = min(self.max_delay, self.delay * self.backoff ** max(0, retry - 1))
         return max(0.0, base * (1 + self.jitter * (2 * draw - 1)))
 
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, Any]) -> RetryPolicy | None:
+        """A task's own policy, from ``@broker.task(retry_policy={...})`` or
+        ``max_retries=N``; ``None`` when it declares neither. taskiq may carry label values
+        as text, so JSON text and numbers in text are read too."""
+        policy = labels.get("retry_policy")
+        if isinstance(policy, str) and policy not in ("", "None"):
+            policy = json.loads(policy)
+        if isinstance(policy, Mapping):
+            return cls.model_validate(policy)
+        count = labels.get("max_retries")
+        if count is None or count == "None":
+            return None
+        try:
+            return cls(max_retries=int(count))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"max_retries must be a whole number, got {count!r}") from exc
+
     def retries(self, error_type: str | None) -> bool:
         if not self.retry_on or error_type is None:
             return True
         short = error_type.rsplit(".", 1)[-1]
         return error_type in self.retry_on or short in self.retry_on
+
+
+def timeout_from_labels(labels: Mapping[str, Any]) -> float | None:
+    """``@broker.task(timeout=30)``: seconds, when positive; text is read too."""
+    try:
+        seconds = float(labels.get("timeout"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
 
 
 class Node(Part):

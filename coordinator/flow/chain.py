@@ -43,7 +43,7 @@ def compile_chain(
     steps: Sequence[Any],
     args: Sequence[JsonValue],
     kwargs: dict[str, JsonValue],
-    retry: RetryPolicy,
+    retry: RetryPolicy | None,
     timeout: float | None,
     broker: Any,
 ) -> tuple[DataflowPipeline, dict[str, Any], list[StepPlan]]:

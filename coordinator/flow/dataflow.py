@@ -19,7 +19,7 @@ from taskiq import AsyncBroker
 from coordinator.backend import Handle
 from coordinator.flow.naming import node_id, short_name, task_name
 from coordinator.flow.runner import runner_for
-from shared.dag import Dag, Node, RetryPolicy, RunOptions
+from shared.dag import Dag, Node, RetryPolicy, RunOptions, timeout_from_labels
 from shared.flow import MODE_LABEL, STEP_LABEL, flow_of, parameters_of
 from shared.profiles import request_of
 from shared.runs import RunView
@@ -54,7 +54,8 @@ class DataflowPipeline:
         self.broker = broker
         self.max_parallel = max_parallel
         self.timeout = timeout
-        self.retry = RetryPolicy()
+        self.retry: RetryPolicy | None = None
+        """Every node's policy when set (``Pipeline.with_retry``); else each task's own."""
         self._entries: list[_Entry] = []
         self._lists: dict[str, tuple[str, ...]] = {}
         self.pipeline_id: str | None = None
@@ -145,7 +146,8 @@ class DataflowPipeline:
                     outputs=entry.outputs,
                     after=tuple(node_id(self._entries[a].task, a) for a in entry.after),
                     request=request_of(entry.task),
-                    retry=self.retry,
+                    retry=self.retry or _task_retry(entry.task),
+                    timeout=timeout_from_labels(getattr(entry.task, "labels", {})),
                     labels={
                         STEP_LABEL: self.step_offset + index,
                         MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,
@@ -211,6 +213,11 @@ class DataflowPipeline:
         param = parameters_of(reduce_task)[0][0]
         pipeline._entries.append(_Entry(reduce_task, (reduce_output,), {param: map_output}))
         return (await pipeline.kiq_dataflow())[reduce_output]
+
+
+def _task_retry(task: Any) -> RetryPolicy:
+    """``@broker.task(retry_policy=..., max_retries=...)``; none declared: no retries."""
+    return RetryPolicy.from_labels(getattr(task, "labels", {})) or RetryPolicy()
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ class Pipeline:
     def __init__(self, broker: AsyncBroker) -> None:
         self.broker = broker
         self.steps: list[_Step] = []
-        self.retry = RetryPolicy()
+        self.retry: RetryPolicy | None = None
+        """Every step's policy when set; else each task's own (``@broker.task(...)``)."""
         self.error_mode: OnError = "stop"
         self.timeout: float | None = None
         self.context = False
@@ -113,15 +114,21 @@ class Pipeline:
         self.steps.append(_Step(task, "map", items=items, max_parallel=max_parallel))
         return self
 
-    def with_retry(self, max_attempts: int = 3, delay: float = 0.0, backoff: float = 1.0) -> Self:
-        self.retry = RetryPolicy(max_retries=max(0, max_attempts - 1), delay=delay, backoff=backoff)
+    def with_retry(
+        self, max_attempts: int = 3, delay: float = 0.0, backoff: float = 1.0, jitter: float = 0.0
+    ) -> Self:
+        """Every step's policy, over the tasks' own; ``jitter`` moves each delay by up to
+        that share of itself, so retries of many nodes do not arrive together."""
+        self.retry = RetryPolicy(
+            max_retries=max(0, max_attempts - 1), delay=delay, backoff=backoff, jitter=jitter
+        )
         return self
 
     def on_error(self, mode: OnError) -> Self:
         if mode not in ("stop", "continue", "retry"):
             raise ValueError(f"on_error takes 'stop', 'continue' or 'retry', not {mode!r}")
         self.error_mode = mode
-        if mode == "retry" and self.retry.max_retries == 0:
+        if mode == "retry" and (self.retry is None or self.retry.max_retries == 0):
             self.retry = RetryPolicy(max_retries=2)
         return self
 
