@@ -115,6 +115,7 @@ class LocalFleet:
             spec = spec.model_copy(update={"name": name})
             self._workers[name] = _Worker(spec, broker)
         self._handles: dict[str, LocalRunHandle] = {}
+        self._followers: dict[str, LocalRunHandle] = {}
         self._views: dict[str, RunView] = {}
         self._attempts: dict[AttemptRef, tuple[_Worker, asyncio.Task[None]]] = {}
         self._started: set[AttemptRef] = set()
@@ -147,7 +148,7 @@ class LocalFleet:
         run_id = run_id or uuid.uuid4().hex
         if run_id in self._handles:
             return self._handles[run_id]
-        handle = LocalRunHandle(self, run_id)
+        handle = self._followers.pop(run_id, None) or LocalRunHandle(self, run_id)
         if run_id in self._views:  # already ran: its end, as the coordinator would answer
             view = self._views[run_id]
             handle._apply(RunUpdate(run_id=run_id, status=view.status, run=view))
@@ -179,14 +180,14 @@ class LocalFleet:
         )
 
     async def follow(self, run_id: str) -> LocalRunHandle:
-        """The handle of a run of this fleet; ``FleetError`` when it never had one."""
+        """A handle on a run of this fleet, also on one not submitted yet."""
         handle = self._handles.get(run_id)
         if handle is not None:
             return handle
-        view = self._views.get(run_id)
-        if view is None:
-            raise FleetError(f"no run {run_id!r}")
         handle = LocalRunHandle(self, run_id)
+        view = self._views.get(run_id)
+        if view is None:  # not submitted yet: it ends when the run does, as on the cluster
+            return self._followers.setdefault(run_id, handle)
         handle._apply(RunUpdate(run_id=run_id, status=view.status, run=view))
         return handle
 

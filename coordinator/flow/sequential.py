@@ -205,7 +205,7 @@ class Pipeline:
                     try:
                         async with track.step(name):
                             value = await self._step(
-                                index, step, value, args if first else None, kwargs
+                                task.task_id, index, step, value, args if first else None, kwargs
                             )
                     except PipelineError:
                         task.failed_step = name
@@ -229,6 +229,7 @@ class Pipeline:
 
     async def _step(
         self,
+        pipeline_id: str,
         index: int,
         step: _Step,
         previous: Any,
@@ -242,18 +243,24 @@ class Pipeline:
         params = parameters_of(step.task)[0]
         if step.kind == "map":
             items = step.items if step.items is not None else list(previous or [])
-            flow.map(step.task, items, output="mapped", max_parallel=step.max_parallel)
-            return (await flow.kiq_dataflow())["mapped"]
-        given: dict[str, Any] = dict(step.kwargs)
-        if args is not None:  # the first step takes the pipeline's own arguments
-            given.update(kwargs)
-            given.update(zip([p for p in params if p not in given], args, strict=False))
-        elif params:
-            free = [p for p in params if p not in given]
-            if free:
-                given[free[0]] = previous
-        flow.add_dataflow_task(step.task, output=RESULT, inputs=[], kwargs=given)
-        return (await flow.kiq_dataflow())[RESULT]
+            flow.map(step.task, items, output=RESULT, max_parallel=step.max_parallel)
+        else:
+            given: dict[str, Any] = dict(step.kwargs)
+            if args is not None:  # the first step takes the pipeline's own arguments
+                given.update(kwargs)
+                given.update(zip([p for p in params if p not in given], args, strict=False))
+            elif params:
+                free = [p for p in params if p not in given]
+                if free:
+                    given[free[0]] = previous
+            flow.add_dataflow_task(step.task, output=RESULT, inputs=[], kwargs=given)
+        # the last step's run carries the pipeline's id, so Task(task_id) finds its end
+        last = index == len(self.steps) - 1
+        handle = await flow._submit({}, run_id=pipeline_id if last else f"{pipeline_id}-{index}")
+        view, outputs = await flow._collect(handle)
+        if view.status != "succeeded":
+            raise PipelineError(view, outputs)
+        return outputs[RESULT]
 
 
 _STATUS = {"running": "RUNNING", "succeeded": "COMPLETED", "cancelled": "CANCELLED"}

@@ -36,6 +36,11 @@ def scaled(x: int, factor: int = 1) -> int:
     return x * factor
 
 
+@broker.task("upto")
+def upto(x: int) -> list[int]:
+    return list(range(x))
+
+
 @broker.task("fail")
 def fail(x: int) -> int:
     raise ValueError(f"no {x}")
@@ -145,3 +150,11 @@ async def test_tracking_records_each_steps_nodes_and_failure() -> None:
     ]
     assert status.steps[2].error is not None
     assert "no [1, 4]" in status.steps[2].error
+
+
+async def test_a_map_over_the_previous_result_is_driven_step_by_step_and_found_by_id() -> None:
+    started = await Pipeline(broker).call_next(upto).map(square).kiq(3)
+    fetched = await Task(started.task_id, broker).wait_result(timeout=5)  # before it exists
+    assert fetched.return_value == [0, 1, 4]
+    assert (await started.wait_result(timeout=5)).return_value == [0, 1, 4]
+    assert await runner_for(broker).status(f"{started.task_id}-0", missing_ok=True) is not None
