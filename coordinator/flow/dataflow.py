@@ -171,8 +171,17 @@ class DataflowPipeline:
         print(text)
         return text
 
-    async def kiq_dataflow(self, **inputs: Any) -> dict[str, Any]:
-        """Run to the end; every output by name (map outputs as lists)."""
+    async def kiq_dataflow(self, *args: Any, **inputs: Any) -> dict[str, Any]:
+        """Run to the end; every output by name (map outputs as lists). Positional values
+        fill the external inputs not given by name, in the order ``print_dag`` lists them,
+        as the documents' ``kiq_dataflow(data)`` does."""
+        if args:
+            free = [name for name in self.build().inputs if name not in inputs]
+            if len(args) > len(free):
+                raise TypeError(
+                    f"kiq_dataflow got {len(args)} positional values for the external inputs {free}"
+                )
+            inputs.update(zip(free, args, strict=False))
         view, outputs = await self._run(inputs)
         if view.status != "succeeded":
             raise PipelineError(view, outputs)

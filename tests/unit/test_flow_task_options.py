@@ -102,3 +102,16 @@ async def test_a_tasks_timeout_ends_its_step() -> None:
     result = await task.wait_result(timeout=5)
     assert result.is_err
     assert task.failed_step == "0:stuck"
+
+
+@broker.task("join")
+def join(first: str, second: str) -> str:
+    return first + second
+
+
+async def test_kiq_dataflow_takes_external_inputs_by_position() -> None:
+    pipeline = DataflowPipeline.from_tasks(broker, [join])
+    assert await pipeline.kiq_dataflow("a", "b") == {"join": "ab"}
+    assert await pipeline.kiq_dataflow("a", first="z") == {"join": "za"}
+    with pytest.raises(TypeError, match=r"3 positional values for the external inputs"):
+        await pipeline.kiq_dataflow("a", "b", "c")
