@@ -43,7 +43,12 @@ _pushes: set[asyncio.Task[None]] = set()
 
 def push_max_parallel(limit: int | None) -> None:
     """Send a new global cap to the coordinator through every started broker (needs a
-    running event loop; otherwise brokers send it when they start)."""
+    running event loop; otherwise brokers send it when they start), and apply it to the
+    in-process fleets of plain taskiq brokers at once."""
+    from coordinator.flow.runner import local_fleets
+
+    for fleet in local_fleets():
+        fleet.apply_max_parallel(limit)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

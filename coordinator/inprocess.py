@@ -207,7 +207,16 @@ class LocalFleet:
 
     async def set_max_parallel(self, limit: int | None) -> None:
         """As ``fleet``'s ``limit`` verb: the global cap on attempts in flight."""
-        self._event(lambda now: self._scheduler.set_max_parallel(limit))
+        self.apply_max_parallel(limit)
+
+    def apply_max_parallel(self, limit: int | None) -> None:
+        """``set_max_parallel`` from synchronous code (``set_max_parallel_tasks``)."""
+        self._scheduler.set_max_parallel(limit)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # the next event in the fleet's loop places under the new cap
+        self._event(lambda now: None)
 
     async def wait_all(self) -> None:
         """Until every run submitted so far has ended."""
@@ -223,7 +232,7 @@ class LocalFleet:
             raise FleetError(f"cannot cancel: {why}")
         self._event(lambda now: self._scheduler.cancel_run(run_id, "cancelled on request", now))
 
-    def workers(self) -> list[WorkerView]:
+    async def workers(self) -> list[WorkerView]:
         """What ``fleet workers`` shows: each worker's totals, reserved and free capacity."""
         return worker_views(self._scheduler)
 

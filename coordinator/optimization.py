@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -350,16 +350,14 @@ class ClusterAwareExecutor:
     async def from_client(
         self, client: WorkerSource, task: TaskResourceProfile | ResourceRequest
     ) -> int:
-        """Ask a ``CoordinatorClient`` (async) or a ``LocalFleet`` (sync) for its workers."""
-        listed = client.workers()
-        workers = listed if isinstance(listed, list) else await listed
-        return self.get_optimal_parallelism(workers, task)
+        """Ask a ``CoordinatorClient`` or a ``LocalFleet`` (``broker.connected()``)."""
+        return self.get_optimal_parallelism(await client.workers(), task)
 
 
 class WorkerSource(Protocol):
     """Anything listing the pool's workers: ``CoordinatorClient`` or ``LocalFleet``."""
 
-    def workers(self) -> list[WorkerView] | Awaitable[list[WorkerView]]: ...
+    async def workers(self) -> list[WorkerView]: ...
 
 
 async def cluster_optimal_parallelism(

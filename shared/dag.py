@@ -10,6 +10,7 @@ naming the node, and is never half scheduled.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterator, Mapping
 from functools import cached_property
@@ -46,11 +47,11 @@ class RetryPolicy(Part):
     @classmethod
     def from_labels(cls, labels: Mapping[str, Any]) -> RetryPolicy | None:
         """A task's own policy, from ``@broker.task(retry_policy={...})`` or
-        ``max_retries=N``; ``None`` when it declares neither. taskiq may carry label values
-        as text, so JSON text and numbers in text are read too."""
+        ``max_retries=N``; ``None`` when it declares neither. A kiq's message carries label
+        values as text (a dict as its Python repr), so text is read too."""
         policy = labels.get("retry_policy")
         if isinstance(policy, str) and policy not in ("", "None"):
-            policy = json.loads(policy)
+            policy = _literal(policy, "retry_policy")
         if isinstance(policy, Mapping):
             return cls.model_validate(policy)
         count = labels.get("max_retries")
@@ -66,6 +67,18 @@ class RetryPolicy(Part):
             return True
         short = error_type.rsplit(".", 1)[-1]
         return error_type in self.retry_on or short in self.retry_on
+
+
+def _literal(text: str, label: str) -> Any:
+    """A label value taskiq turned into text: JSON, or the repr of a dict/number."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"label {label!r} is not a dict: {text[:80]!r}") from exc
 
 
 def timeout_from_labels(labels: Mapping[str, Any]) -> float | None:

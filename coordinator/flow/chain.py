@@ -20,7 +20,7 @@ from coordinator.flow.dataflow import DataflowPipeline
 from coordinator.flow.naming import node_id, short_name
 from shared.dag import RetryPolicy
 from shared.flow import STEP_LABEL, parameters_of
-from shared.runs import NodeView, RunView
+from shared.runs import NodeView, RunUpdate, RunView
 
 RESULT = "result"
 """The last step's output: what ``wait_result`` returns, also for a plain ``kiq``."""
@@ -113,7 +113,22 @@ class StepEnd:
     error: str | None
 
 
-def step_ends(plans: list[StepPlan], view: RunView) -> list[StepEnd]:
+class FirstStarts:
+    """When each node's first attempt started, from the run's pushed updates: a node's
+    view keeps only its last attempt's start, and a step's duration includes its retries."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def __call__(self, update: RunUpdate) -> None:
+        for node in update.nodes:
+            if node.started_at is not None:
+                self.at[node.id] = min(node.started_at, self.at.get(node.id, node.started_at))
+
+
+def step_ends(
+    plans: list[StepPlan], view: RunView, first_starts: dict[str, float] | None = None
+) -> list[StepEnd]:
     """Each step that started, as tracking records it: FAILED if a node failed,
     CANCELLED if one was cancelled or skipped, else COMPLETED."""
     nodes = {n.id: n for n in view.nodes}
@@ -122,11 +137,11 @@ def step_ends(plans: list[StepPlan], view: RunView) -> list[StepEnd]:
         mine = [nodes[n] for n in plan.nodes if n in nodes]
         if not mine or all(n.started_at is None for n in mine):
             continue
-        ends.append(_end(plan.name, mine))
+        ends.append(_end(plan.name, mine, first_starts or {}))
     return ends
 
 
-def _end(name: str, nodes: list[NodeView]) -> StepEnd:
+def _end(name: str, nodes: list[NodeView], first: dict[str, float]) -> StepEnd:
     statuses = {n.status for n in nodes}
     if "failed" in statuses or "timed_out" in statuses:
         status = "FAILED"
@@ -134,7 +149,7 @@ def _end(name: str, nodes: list[NodeView]) -> StepEnd:
         status = "CANCELLED"
     else:
         status = "COMPLETED"
-    starts = [n.started_at for n in nodes if n.started_at is not None]
+    starts = [min(n.started_at, first.get(n.id, n.started_at)) for n in nodes if n.started_at]
     ends = [n.finished_at for n in nodes if n.finished_at is not None]
     took = round((max(ends) - min(starts)) * 1000) if starts and ends else 0
     workers = list(dict.fromkeys(n.worker for n in nodes if n.worker))

@@ -9,12 +9,13 @@ many run at once whatever else the run does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pydantic import JsonValue
 from taskiq import AsyncBroker
+from taskiq.exceptions import TaskiqError
 
 from coordinator.backend import Handle
 from coordinator.flow.naming import node_id, short_name, task_name
@@ -25,11 +26,17 @@ from shared.profiles import request_of
 from shared.runs import RunView
 
 
-class PipelineError(RuntimeError):
-    """A pipeline run that did not succeed; completed outputs are kept."""
+class PipelineError(TaskiqError):
+    """A pipeline run that did not succeed; completed outputs are kept. A ``TaskiqError``,
+    so the documents' ``except TaskiqError`` catches it."""
+
+    __template__ = "pipeline {run_id} {status}: {reason}"
+    run_id: str
+    status: str
+    reason: str
 
     def __init__(self, view: RunView, partial_results: dict[str, JsonValue]) -> None:
-        super().__init__(f"pipeline {view.run_id} {view.status}: {view.error}")
+        super().__init__(run_id=view.run_id, status=view.status, reason=view.error)
         self.view = view
         self.partial_results = partial_results
         failed = [n.id for n in view.nodes if n.status == "failed"]
@@ -101,7 +108,7 @@ class DataflowPipeline:
     def map(
         self,
         task: Any,
-        items: list[JsonValue],
+        items: Sequence[JsonValue],
         output: str | None = None,
         max_parallel: int | None = None,
         *,
@@ -211,7 +218,7 @@ class DataflowPipeline:
         return view, outputs
 
     async def kiq_map_reduce(
-        self, items: list[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
+        self, items: Sequence[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
     ) -> Any:
         """The pipeline's first task mapped over ``items``, its second reducing the list."""
         if len(self._entries) < 2:
@@ -233,6 +240,8 @@ def _task_retry(task: Any) -> RetryPolicy:
 class MapResult:
     return_value: Any
     is_err: bool = False
+    pipeline_id: str | None = None
+    """The fleet run: ``fleet status`` shows where each item ran."""
 
 
 class MapReduce:
@@ -245,7 +254,7 @@ class MapReduce:
         self._pipeline.add_dataflow_task(map_task).add_dataflow_task(reduce_task)
 
     async def kiq_map_reduce(
-        self, items: list[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
+        self, items: Sequence[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
     ) -> Any:
         return await self._pipeline.kiq_map_reduce(items, map_output, reduce_output)
 
@@ -253,18 +262,20 @@ class MapReduce:
     async def map(
         broker: AsyncBroker,
         task: Any,
-        items: list[JsonValue],
+        items: Sequence[JsonValue],
         output: str = "mapped",
         max_parallel: int | None = None,
     ) -> MapResult:
         pipeline = DataflowPipeline(broker).map(task, items, output, max_parallel)
-        return MapResult((await pipeline.kiq_dataflow())[output])
+        value = (await pipeline.kiq_dataflow())[output]
+        return MapResult(value, pipeline_id=pipeline.pipeline_id)
 
     @staticmethod
     async def reduce(
-        broker: AsyncBroker, task: Any, items: list[JsonValue], output: str = "reduced"
+        broker: AsyncBroker, task: Any, items: Sequence[JsonValue], output: str = "reduced"
     ) -> MapResult:
         param = parameters_of(task)[0][0]
         pipeline = DataflowPipeline(broker)
-        pipeline.add_dataflow_task(task, output=output, kwargs={param: items})
-        return MapResult((await pipeline.kiq_dataflow())[output])
+        pipeline.add_dataflow_task(task, output=output, kwargs={param: list(items)})
+        value = (await pipeline.kiq_dataflow())[output]
+        return MapResult(value, pipeline_id=pipeline.pipeline_id)

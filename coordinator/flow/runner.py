@@ -26,8 +26,9 @@ def runner_for(broker: AsyncBroker) -> Backend:
     fleet = _local.get(broker)
     if fleet is None:
         from coordinator.inprocess import LocalFleet
+        from coordinator.optimization import get_max_parallel_tasks
 
-        fleet = _local[broker] = LocalFleet(broker)
+        fleet = _local[broker] = LocalFleet(broker, max_parallel=get_max_parallel_tasks())
     local: Backend = fleet
     return local
 
@@ -35,3 +36,8 @@ def runner_for(broker: AsyncBroker) -> Backend:
 def use_local_fleet(broker: AsyncBroker, fleet: Any) -> None:
     """Run this broker's pipelines on a given ``LocalFleet`` (e.g. with several workers)."""
     _local[broker] = fleet
+
+
+def local_fleets() -> list[Any]:
+    """The in-process fleets made for plain taskiq brokers (``set_max_parallel_tasks``)."""
+    return list(_local.values())

@@ -22,6 +22,7 @@ from taskiq import AsyncBroker
 from coordinator.backend import Handle
 from coordinator.flow.chain import (
     RESULT,
+    FirstStarts,
     StepPlan,
     compile_chain,
     result_of,
@@ -162,11 +163,18 @@ class Pipeline:
             self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
         )
         handle = await flow._submit(inputs, run_id=task.task_id)  # a bad pipeline raises here
-        task._runner = asyncio.create_task(self._run_chain(task, flow, handle, plans))
+        starts = FirstStarts()
+        handle.on_update(starts)
+        task._runner = asyncio.create_task(self._run_chain(task, flow, handle, plans, starts))
         return task
 
     async def _run_chain(
-        self, task: PipelineTask, flow: DataflowPipeline, handle: Handle, plans: list[StepPlan]
+        self,
+        task: PipelineTask,
+        flow: DataflowPipeline,
+        handle: Handle,
+        plans: list[StepPlan],
+        starts: FirstStarts,
     ) -> None:
         task.status = "RUNNING"
         track = PipelineScope(self.tracking, task.task_id, self.broker)
@@ -176,7 +184,7 @@ class Pipeline:
         except asyncio.CancelledError:
             await track.end("CANCELLED")
             raise
-        for end in step_ends(plans, view):
+        for end in step_ends(plans, view, starts.at):
             await track.record(end.name, end.status, end.duration_ms, end.worker, end.error)
             if end.status == "FAILED" and task.failed_step is None:
                 task.failed_step = end.name

@@ -158,3 +158,20 @@ async def test_a_map_over_the_previous_result_is_driven_step_by_step_and_found_b
     assert fetched.return_value == [0, 1, 4]
     assert (await started.wait_result(timeout=5)).return_value == [0, 1, 4]
     assert await runner_for(broker).status(f"{started.task_id}-0", missing_ok=True) is not None
+
+
+def test_a_steps_duration_counts_from_its_first_attempt() -> None:
+    from coordinator.flow.chain import FirstStarts, StepPlan, step_ends
+    from shared.runs import NodeView, RunUpdate, RunView
+
+    first = NodeView(id="a_0", task="a", status="running", attempt=1, started_at=100.0)
+    last = NodeView(
+        id="a_0", task="a", status="succeeded", attempt=2, started_at=104.0, finished_at=105.0
+    )
+    starts = FirstStarts()
+    starts(RunUpdate(run_id="r", status="running", nodes=(first,)))
+    starts(RunUpdate(run_id="r", status="running", nodes=(last,)))
+    view = RunView(run_id="r", status="succeeded", nodes=(last,))
+    plans = [StepPlan("0:a", RESULT, ("a_0",))]
+    assert step_ends(plans, view, starts.at)[0].duration_ms == 5000
+    assert step_ends(plans, view)[0].duration_ms == 1000  # the last attempt alone

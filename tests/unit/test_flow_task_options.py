@@ -51,6 +51,10 @@ def test_policies_come_from_labels_in_both_spellings() -> None:
     assert RetryPolicy.from_labels({"retry_policy": text}) == RetryPolicy(
         max_retries=3, delay=5.0, backoff=2.0, jitter=0.25
     )
+    as_taskiq_sends_it = str({"max_retries": 2, "delay": 0.5})  # a repr, not JSON
+    assert RetryPolicy.from_labels({"retry_policy": as_taskiq_sends_it}) == RetryPolicy(
+        max_retries=2, delay=0.5
+    )
     assert timeout_from_labels({"timeout": "30"}) == 30.0
     assert timeout_from_labels({"timeout": 0}) is None
     assert timeout_from_labels({}) is None
@@ -62,6 +66,7 @@ def test_policies_come_from_labels_in_both_spellings() -> None:
         ({"max_retries": "many"}, "max_retries must be a whole number"),
         ({"retry_policy": {"jitter": 2}}, "jitter"),
         ({"retry_policy": {"max_retries": 1, "dleay": 2}}, "dleay"),
+        ({"retry_policy": "three times"}, "label 'retry_policy' is not a dict"),
     ],
 )
 def test_a_bad_policy_is_a_clear_error(labels: dict[str, object], message: str) -> None:

@@ -249,14 +249,14 @@ async def test_capacity_limits_concurrency(broker: InMemoryBroker, probe: Probe)
         dag = Dag(nodes=tuple(node(f"n{i}", "t.count", kwargs={"x": i}) for i in range(5)))
         handle = await fleet.submit(dag)
         await asyncio.wait_for(probe.reached.wait(), WAIT)
-        (worker,) = fleet.workers()
+        (worker,) = await fleet.workers()
         assert worker.spec.name == "small"
         assert worker.reserved["cpu"] == 2
         assert worker.running == 2
         probe.gate.set()
         assert (await handle.wait(WAIT)).status == "succeeded"
         assert probe.peak == 2
-        assert fleet.workers()[0].free["cpu"] == 2
+        assert (await fleet.workers())[0].free["cpu"] == 2
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -486,7 +486,7 @@ async def test_status_of_live_and_finished_runs(fleet: LocalFleet, probe: Probe)
 
 async def test_default_worker_is_this_host(broker: InMemoryBroker) -> None:
     async with LocalFleet(broker) as fleet:
-        (worker,) = fleet.workers()
+        (worker,) = await fleet.workers()
         assert worker.spec.name == "local"
         assert worker.spec.cpu > 0
         assert worker.spec.ram_mb > 0
@@ -500,4 +500,4 @@ def test_bad_worker_lists_are_refused(broker: InMemoryBroker) -> None:
     with pytest.raises(ValueError, match="NATS subject"):
         LocalFleet(broker, [{"name": "a b", "cpu": 1}])
     fleet = LocalFleet(broker, [{"cpu": 1}, {"cpu": 2}])  # no event loop needed to build one
-    assert [w.spec.name for w in fleet.workers()] == ["worker-0", "worker-1"]
+    assert list(fleet._workers) == ["worker-0", "worker-1"]

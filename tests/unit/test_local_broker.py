@@ -37,6 +37,12 @@ def make_broker() -> LocalFleetBroker:
     def boom(items: list[int]) -> None:
         raise RuntimeError(f"bad batch {items}")
 
+    @broker.task(task_name="flaky", retry_policy={"max_retries": 2, "jitter": 0.5})
+    def flaky(key: str, context: PipelineContext) -> int:
+        if context.attempt < 3:
+            raise ConnectionError(f"attempt {context.attempt}")
+        return context.attempt
+
     @broker.task(task_name="heavy")
     @RAMProfile(ram_mb=32768)
     def heavy(x: int, context: PipelineContext) -> str:
@@ -157,3 +163,11 @@ async def test_kiq_before_startup_is_a_clear_error() -> None:
     with pytest.raises(SendTaskError) as raised:
         await tfunc.kiq(1)
     assert "call `await broker.startup()`" in str(raised.value.__cause__)
+
+
+async def test_kiq_follows_the_tasks_retry_policy(broker: LocalFleetBroker) -> None:
+    """taskiq sends the dict label as its repr; the policy still reaches the node."""
+    flaky = broker.find_task("flaky")
+    assert flaky is not None
+    task = await flaky.kiq("k")
+    assert (await task.wait_result(timeout=5)).return_value == 3
