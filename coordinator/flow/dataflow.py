@@ -228,7 +228,10 @@ class DataflowPipeline:
         pipeline.map(map_task, items, output=map_output, max_parallel=self.max_parallel)
         param = parameters_of(reduce_task)[0][0]
         pipeline._entries.append(_Entry(reduce_task, (reduce_output,), {param: map_output}))
-        return (await pipeline.kiq_dataflow())[reduce_output]
+        try:
+            return (await pipeline.kiq_dataflow())[reduce_output]
+        finally:
+            self.pipeline_id = pipeline.pipeline_id
 
 
 def _task_retry(task: Any) -> RetryPolicy:
@@ -252,6 +255,11 @@ class MapReduce:
     ) -> None:
         self._pipeline = DataflowPipeline(broker, max_parallel)
         self._pipeline.add_dataflow_task(map_task).add_dataflow_task(reduce_task)
+
+    @property
+    def pipeline_id(self) -> str | None:
+        """The fleet run of the last ``kiq_map_reduce``."""
+        return self._pipeline.pipeline_id
 
     async def kiq_map_reduce(
         self, items: Sequence[JsonValue], map_output: str = "mapped", reduce_output: str = "reduced"
