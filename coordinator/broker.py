@@ -15,7 +15,7 @@ import json
 import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
@@ -226,7 +226,21 @@ class FleetBroker(AsyncBroker):
         """As taskiq's, typed for batching: a ``batch=True`` function takes ``list[item]``
         first, and its ``.kiq`` takes one ``item`` (then the other parameters). A member's
         result is typed ``Any``: it is an element of the function's list result when that
-        list is as long as the batch, else the whole result."""
+        list is as long as the batch, else the whole result.
+
+        The documents' options are read as they mean them (Tasks guide §2.1, §3.1):
+        ``name=`` names the task and ``labels={...}`` adds labels, where taskiq would keep
+        both as labels called "name" and "labels"."""
+        name = labels.pop("name", None)
+        if task_name is None and isinstance(name, str):
+            task_name = name
+        elif name is not None:
+            labels["name"] = name
+        extra = labels.pop("labels", None)
+        if isinstance(extra, Mapping):
+            labels = {**extra, **labels}
+        elif extra is not None:
+            raise TypeError(f"labels= takes a mapping of label -> value, not {extra!r}")
         return super().task(task_name, **labels)
 
     def __init__(self, nats: str | NatsSettings | None = None, *, prefix: str = "fleet") -> None:

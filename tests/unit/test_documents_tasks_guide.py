@@ -22,6 +22,7 @@ Inventory (behaviour: a test runs it; prose: nothing to run). Each test is named
 | 2.3 | ``@pipeline_task_multi_output(outputs=["x", "y"])`` | behaviour |
 | 3.1 | ``@broker.task(name=..., labels={...})``: runs | behaviour |
 | 3.1 | ``@broker.task(name=..., labels={...})``: name and labels | behaviour, xfail |
+| 3.1 | the same on ``LocalFleetBroker``: name and labels | behaviour |
 | 3.2 | ``TaskInfo`` and ``@pipeline_task(description=...)`` | behaviour |
 | 4.1 | ``@CPUProfile(cpu_units=2)`` | behaviour |
 | 4.1 | ``cpu_units`` table | prose |
@@ -43,7 +44,7 @@ Inventory (behaviour: a test runs it; prose: nothing to run). Each test is named
 | 9.3 | progress callback | behaviour |
 | 10, 11 | anti-pattern table, summary | prose |
 
-24 behaviour examples (3.1 has two tests), 25 tests, 1 of them xfail.
+24 behaviour examples (3.1 has three tests), 26 tests, 1 of them xfail.
 """
 
 import asyncio
@@ -254,6 +255,28 @@ def test_3_1_name_and_labels() -> None:
     assert broker.find_task("process_audio_track") is not None
     assert process_track.labels["category"] == "audio_processing"
     assert process_track.labels["priority"] == "high"
+
+
+def test_3_1_name_and_labels_on_the_fleet_broker() -> None:
+    """The same example with ``InMemoryBroker`` -> ``LocalFleetBroker``: ours reads the
+    documents' ``name=`` and ``labels=`` as they mean them."""
+    from coordinator.local_broker import LocalFleetBroker
+
+    broker = LocalFleetBroker()
+
+    @broker.task(
+        name="process_audio_track",  # Override auto-generated name
+        labels={"category": "audio_processing", "priority": "high"},
+    )
+    async def process_track(track_id: str) -> dict:
+        return {"track": track_id, "status": "processed"}
+
+    assert process_track.task_name == "process_audio_track"
+    assert broker.find_task("process_audio_track") is not None
+    assert process_track.labels["category"] == "audio_processing"
+    assert process_track.labels["priority"] == "high"
+    with pytest.raises(TypeError, match="labels= takes a mapping"):
+        broker.task(labels="audio")
 
 
 async def test_3_2_task_info(broker: InMemoryBroker) -> None:
