@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.processes import ROOT
 
 COUNTS = (
@@ -115,28 +117,9 @@ CHECKS = {
 }
 
 
-def test_quickstart() -> None:
-    check_quickstart(run_example("quickstart"))
-
-
-def test_audio_dataflow_sends_embed_to_the_gpu_agent() -> None:
-    check_audio_dataflow(run_example("audio_dataflow"))
-
-
-def test_map_reduce() -> None:
-    check_map_reduce(run_example("map_reduce"))
-
-
-def test_resource_aware_placement_and_parallelism() -> None:
-    check_resource_aware(run_example("resource_aware"))
-
-
-def test_retry_demo() -> None:
-    check_retry_demo(run_example("retry_demo"))
-
-
-def test_tracking_demo() -> None:
-    check_tracking_demo(run_example("tracking_demo"))
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_each_example_runs_on_its_own_fleet(name: str) -> None:
+    CHECKS[name](run_example(name))
 
 
 def test_flow_demo_runs_every_scenario_on_one_fleet() -> None:
