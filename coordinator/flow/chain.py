@@ -39,6 +39,13 @@ def step_name(index: int, task: Any) -> str:
     return f"{index}:{short_name(task)}"
 
 
+def positional(task: Any) -> list[str]:
+    """Where a step's arguments go, as in a call ``task(previous)``: its parameters in
+    order, those with defaults too."""
+    required, optional = parameters_of(task)
+    return required + optional
+
+
 def compile_chain(
     steps: Sequence[Any],
     args: Sequence[JsonValue],
@@ -68,7 +75,7 @@ def compile_chain(
         else:
             given = dict(step.kwargs)
             bindings: dict[str, str] = {}
-            free = [p for p in parameters_of(step.task)[0] if p not in given]
+            free = [p for p in positional(step.task) if p not in given]
             if index == 0:  # the pipeline's own arguments, as run inputs (large ones by ref)
                 values = {**dict(zip(free, args, strict=False)), **kwargs}
                 for param, value in values.items():

@@ -25,6 +25,7 @@ from coordinator.flow.chain import (
     FirstStarts,
     StepPlan,
     compile_chain,
+    positional,
     result_of,
     step_ends,
     step_name,
@@ -34,7 +35,6 @@ from coordinator.flow.dataflow import DataflowPipeline, PipelineError
 from coordinator.flow.runner import runner_for
 from coordinator.flow.tracking import PipelineScope, Tracker, observe_run
 from shared.dag import RetryPolicy
-from shared.flow import parameters_of
 
 OnError = Literal["stop", "continue", "retry"]
 
@@ -248,7 +248,7 @@ class Pipeline:
         observe_run(flow)
         flow.retry = self.retry
         flow.mode, flow.step_offset = "sequential", index
-        params = parameters_of(step.task)[0]
+        params = positional(step.task)
         if step.kind == "map":
             items = step.items if step.items is not None else list(previous or [])
             flow.map(step.task, items, output=RESULT, max_parallel=step.max_parallel)

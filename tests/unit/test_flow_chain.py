@@ -175,3 +175,17 @@ def test_a_steps_duration_counts_from_its_first_attempt() -> None:
     plans = [StepPlan("0:a", RESULT, ("a_0",))]
     assert step_ends(plans, view, starts.at)[0].duration_ms == 5000
     assert step_ends(plans, view)[0].duration_ms == 1000  # the last attempt alone
+
+
+@broker.task("echo")
+async def echo(x: object = None) -> object:
+    return x
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+async def test_a_parameter_with_a_default_takes_the_previous_result(per_step: bool) -> None:
+    pipeline = Pipeline(broker).call_next(echo).call_next(echo)
+    if per_step:
+        pipeline.on_error("continue")  # driven step by step
+    task = await pipeline.kiq(7)
+    assert (await task.wait_result(timeout=5)).return_value == 7
