@@ -7,7 +7,9 @@ import json
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +107,36 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     print(f"\nwrote {path}")
+
+
+@contextmanager
+def bench_fleet(agents: int, app: str) -> Iterator[str]:
+    """nats-server, a coordinator and ``agents`` agents of 64 cores serving ``app``, each a
+    process on this host, quiet; yields the NATS URL and stops them all after."""
+    from tests.natsserver import NatsServer
+    from tests.processes import agent, coordinator
+
+    base = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    with NatsServer(base / "nats") as server:
+        procs = [coordinator(server.url, base, "--log-level", "warning")]
+        procs += [
+            agent(
+                server.url,
+                f"bench{i}",
+                base,
+                "--cpus",
+                "64",
+                "--log-level",
+                "warning",
+                app=app,
+                heartbeat=2.0,
+            )
+            for i in range(agents)
+        ]
+        for proc in procs:
+            proc.start()
+        try:
+            yield server.url
+        finally:
+            for proc in procs:
+                proc.stop()

@@ -14,16 +14,13 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_tasks
+from benchmarks._common import bench_fleet
 from coordinator.client import CoordinatorClient
 from shared.dag import Dag, Node
-from tests.natsserver import NatsServer
-from tests.processes import agent, coordinator
 
 APP = "benchmarks.bench_tasks:broker"
 
@@ -112,30 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    with NatsServer(base / "nats") as server:
-        procs = [coordinator(server.url, base, "--log-level", "warning")]
-        procs += [
-            agent(
-                server.url,
-                f"bench{i}",
-                base,
-                "--cpus",
-                "64",
-                "--log-level",
-                "warning",
-                app=APP,
-                heartbeat=2.0,
-            )
-            for i in range(args.agents)
-        ]
-        for proc in procs:
-            proc.start()
-        try:
-            rows = asyncio.run(measure(server.url, args))
-        finally:
-            for proc in procs:
-                proc.stop()
+    with bench_fleet(args.agents, APP) as url:
+        rows = asyncio.run(measure(url, args))
     print(f"\nmedians of {args.repeats} runs, {args.agents} agents, every process on this host")
     for key in rows[0]:
         print(f"  {key:18} {statistics.median(r[key] for r in rows):10.2f}")
