@@ -10,7 +10,8 @@ Imports: ``taskiq_flow`` ``Pipeline``, ``DataflowPipeline``, ``MapReduce``,
 the document, come from ``taskiq.exceptions`` and ``coordinator.flow``. The broker is
 taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``. Names the document
 leaves undefined (``pipeline``, ``data``, ``task1`` ...) get the smallest stand-in next to the
-example, marked as such.
+example, marked as such. Scaffolding shared with the other documents' tests (the ``broker``
+fixture, ``fleet_of``, ``Gauge``, common stand-ins) is in ``tests/unit/documents_support.py``.
 
 Inventory (behaviour: a test runs it; prose and config: nothing of ours to run). Each test
 is named ``test_<section>_...``.
@@ -57,25 +58,25 @@ is named ``test_<section>_...``.
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from taskiq import AsyncBroker, InMemoryBroker
+from taskiq import InMemoryBroker
 
-from coordinator.flow.runner import runner_for, use_local_fleet
-from coordinator.inprocess import LocalFleet
-from coordinator.optimization import (
-    HostSnapshot,
-    ResourceAwareExecutor,
-    get_max_parallel_tasks,
-    set_max_parallel_tasks,
-)
+from coordinator.flow.runner import runner_for
+from coordinator.optimization import get_max_parallel_tasks
 from shared.dag import RetryPolicy
+from tests.unit.documents_support import (
+    BIG_WORKER,
+    Gauge,
+    doubling_pipeline,
+    fleet_of,
+    roomy_parallelism,
+)
+from tests.unit.documents_support import broker as broker  # a fixture
+from tests.unit.documents_support import no_global_cap as no_global_cap  # a fixture
 
-BIG_WORKER = [{"name": "big", "cpu": 512, "ram_mb": 1_000_000}]
-"""Room for hundreds of default (1-core) tasks at once: only ``max_parallel`` limits them."""
+pytestmark = pytest.mark.usefixtures("no_global_cap")
 
 WAIT_RESULT_DOES_NOT_RAISE = (
     "wait_result() returns an error result (is_err=True, no exception) unless "
@@ -84,44 +85,9 @@ WAIT_RESULT_DOES_NOT_RAISE = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_global_cap() -> Iterator[None]:
-    set_max_parallel_tasks(None)
-    yield
-    set_max_parallel_tasks(None)
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
-    broker = InMemoryBroker()
-    yield broker
-    await runner_for(broker).close()  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def fleet_of(broker: AsyncBroker, workers: list[dict[str, Any]]) -> AsyncIterator[LocalFleet]:
-    """Run ``broker``'s pipelines on in-process workers of the given sizes."""
-    async with LocalFleet(broker, workers) as fleet:
-        use_local_fleet(broker, fleet)
-        yield fleet
-
-
-class Gauge:
-    """How many calls of a stand-in task run at the same time (test scaffolding)."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-
-    async def hold(self) -> None:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        await asyncio.sleep(0)  # a yield point, not a wait: every started call gets here
-        self.running -= 1
-
-
-def failing_pipeline(broker: InMemoryBroker) -> Any:
-    """Stand-in ``pipeline``: two steps, the second raises."""
+def failing_pipeline(broker: InMemoryBroker) -> tuple[Any, str]:
+    """Stand-ins ``pipeline`` and ``data``: two steps, the second raises; the first, load,
+    gives ``[1, 2]`` of the data ``"12"``."""
     from coordinator.flow import Pipeline
 
     @broker.task
@@ -132,7 +98,7 @@ def failing_pipeline(broker: InMemoryBroker) -> Any:
     def boom(values: list[int]) -> int:
         raise ValueError("disk full")
 
-    return Pipeline(broker).call_next(load).call_next(boom)
+    return Pipeline(broker).call_next(load).call_next(boom), "12"
 
 
 def audio_dataflow(broker: InMemoryBroker) -> Any:
@@ -156,6 +122,20 @@ def audio_dataflow(broker: InMemoryBroker) -> Any:
         return sorted(features.values())
 
     return DataflowPipeline.from_tasks(broker, [extract, tag, embed])
+
+
+def squaring_and_summing(broker: InMemoryBroker) -> tuple[Any, Any]:
+    """Stand-in tasks ``square`` (a number's square) and ``total`` (the sum of a list)."""
+
+    @broker.task
+    def square(x: int) -> int:  # stand-in
+        return x * x
+
+    @broker.task
+    def total(values: list[int]) -> int:  # stand-in
+        return sum(values)
+
+    return square, total
 
 
 # -- 1. Execution models -------------------------------------------------------------------
@@ -233,9 +213,8 @@ async def test_1_3_map_reduce(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item * 10
 
     items_list = list(range(100))  # stand-in
@@ -258,13 +237,7 @@ async def test_1_3_map_reduce(broker: InMemoryBroker) -> None:
 
 
 async def test_2_1_fire_and_forget(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
-
-    @broker.task
-    def double(x: int) -> int:  # stand-in
-        return 2 * x
-
-    pipeline = Pipeline(broker).call_next(double)  # stand-in
+    pipeline = doubling_pipeline(broker)  # stand-in
     initial_input = 21  # stand-in
 
     task = await pipeline.kiq(initial_input)
@@ -302,13 +275,7 @@ async def test_2_2_kiq_dataflow(broker: InMemoryBroker) -> None:
 async def test_2_3_kiq_map_reduce(broker: InMemoryBroker) -> None:
     from coordinator.flow import DataflowPipeline
 
-    @broker.task
-    def square(x: int) -> int:  # stand-in
-        return x * x
-
-    @broker.task
-    def total(values: list[int]) -> int:  # stand-in
-        return sum(values)
+    square, total = squaring_and_summing(broker)  # stand-ins
 
     pipeline = DataflowPipeline.from_tasks(broker, [square, total])  # stand-in
     items = [1, 2, 3, 4]  # stand-in
@@ -326,13 +293,7 @@ async def test_2_3_kiq_map_reduce(broker: InMemoryBroker) -> None:
 async def test_3_1_blocking_wait(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline
-
-    @broker.task
-    def double(x: int) -> int:  # stand-in
-        return 2 * x
-
-    pipeline = Pipeline(broker).call_next(double)  # stand-in
+    pipeline = doubling_pipeline(broker)  # stand-in
     data = 4  # stand-in
 
     task = await pipeline.kiq(data)
@@ -347,20 +308,14 @@ async def test_3_1_raise_on_error(broker: InMemoryBroker) -> None:
     arrives as ``PipelineError`` (naming the task's error), as for every pipeline."""
     from coordinator.flow import PipelineError
 
-    pipeline = failing_pipeline(broker)
-    task = await pipeline.kiq("12")
+    pipeline, data = failing_pipeline(broker)
+    task = await pipeline.kiq(data)
     with pytest.raises(PipelineError, match="disk full"):
         await task.wait_result(raise_on_error=True)
 
 
 async def test_3_2_polling(broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]) -> None:
-    from coordinator.flow import Pipeline
-
-    @broker.task
-    def double(x: int) -> int:  # stand-in
-        return 2 * x
-
-    pipeline = Pipeline(broker).call_next(double)  # stand-in
+    pipeline = doubling_pipeline(broker)  # stand-in
     data = 4  # stand-in
 
     task = await pipeline.kiq(data)
@@ -456,8 +411,7 @@ async def test_4_2_pipeline_level_errors(
 ) -> None:
     from taskiq.exceptions import TaskiqError
 
-    pipeline = failing_pipeline(broker)  # stand-in
-    data = "12"  # stand-in
+    pipeline, data = failing_pipeline(broker)  # stand-ins
 
     try:
         result = await pipeline.kiq(data)
@@ -480,8 +434,7 @@ async def test_4_3_partial_results(
 ) -> None:
     from coordinator.flow import PipelineError
 
-    pipeline = failing_pipeline(broker)  # stand-in
-    data = "12"  # stand-in
+    pipeline, data = failing_pipeline(broker)  # stand-ins
 
     result = await pipeline.kiq(data)
     try:
@@ -637,13 +590,7 @@ async def test_8_3_map_reduce_results(
 ) -> None:
     from coordinator.flow import MapReduce
 
-    @broker.task
-    def square(x: int) -> int:  # stand-in
-        return x * x
-
-    @broker.task
-    def total(values: list[int]) -> int:  # stand-in
-        return sum(values)
+    square, total = squaring_and_summing(broker)  # stand-ins
 
     mapped = await MapReduce.map(broker, square, items=[1, 2, 3])  # `...`: stand-in arguments
     print(mapped.return_value)  # List of mapped results
@@ -781,9 +728,7 @@ def test_11_1_concurrency_limits() -> None:
     set_max_parallel_tasks(20)  # never more than 20 tasks simultaneously
 
     assert get_max_parallel_tasks() == 20
-    roomy = HostSnapshot(64, 0.0, total_memory_mb=1e6, available_memory_mb=1e6)
-    executor = ResourceAwareExecutor(probe=lambda: roomy)
-    assert executor.get_optimal_parallelism(task_memory_estimate=1, task_cpu_estimate=0.01) == 20
+    assert roomy_parallelism() == 20  # executors clamp to it
 
 
 async def test_11_1_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
@@ -791,9 +736,8 @@ async def test_11_1_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item
 
     async with fleet_of(broker, BIG_WORKER):
@@ -813,9 +757,8 @@ async def test_11_2_selective_parallelism(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item + 1
 
     items = list(range(24))  # stand-in

@@ -4,7 +4,8 @@ Imports: ``taskiq_flow.optimization`` -> ``coordinator.optimization``; ``taskiq_
 ``pipeline_task`` -> ``shared.flow``, ``DataflowPipeline`` -> ``coordinator.flow``. The broker
 is taskiq's ``InMemoryBroker``, so pipelines run in process on a ``LocalFleet``. The host
 that the executor reads through psutil is replaced by a fixed one (8 idle cores, 16 GiB
-free), so the documents' numbers can be checked exactly.
+free), so the documents' numbers can be checked exactly. Scaffolding shared with the other
+documents' tests (the ``broker`` fixture, ``run_on``) is in ``tests/unit/documents_support.py``.
 
 Inventory (behaviour: a test runs it; prose: nothing to run):
 
@@ -24,48 +25,29 @@ Inventory (behaviour: a test runs it; prose: nothing to run):
 """
 
 from collections import namedtuple
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
-from taskiq import AsyncBroker, InMemoryBroker
+from taskiq import InMemoryBroker
 
-from coordinator.flow.runner import runner_for, use_local_fleet
-from coordinator.inprocess import LocalFleet
-from coordinator.optimization import set_max_parallel_tasks
 from shared import ResourceRequest, request_of
 from shared.flow import flow_of
+from tests.unit.documents_support import broker as broker  # a fixture
+from tests.unit.documents_support import no_global_cap as no_global_cap  # a fixture
+from tests.unit.documents_support import run_on
+
+pytestmark = pytest.mark.usefixtures("no_global_cap")
 
 VirtualMemory = namedtuple("VirtualMemory", "total available percent")
 GIB = 1024**3
 
 
 @pytest.fixture(autouse=True)
-def fixed_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def fixed_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """psutil reports 8 idle logical CPUs and 16 GiB of memory, all of it available."""
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8)
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: 0.0)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: VirtualMemory(16 * GIB, 16 * GIB, 0.0))
-    set_max_parallel_tasks(None)
-    yield
-    set_max_parallel_tasks(None)
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
-    broker = InMemoryBroker()
-    yield broker
-    await runner_for(broker).close()  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def fleet_of(broker: AsyncBroker, workers: list[dict[str, Any]]) -> AsyncIterator[LocalFleet]:
-    """Run ``broker``'s pipelines on in-process workers of the given sizes."""
-    async with LocalFleet(broker, workers) as fleet:
-        use_local_fleet(broker, fleet)
-        yield fleet
 
 
 # -- ResourceAwareExecutor -----------------------------------------------------------------
@@ -125,7 +107,6 @@ def test_task_resource_profile() -> None:
 
 
 async def test_profile_with_pipeline_task(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
     from coordinator.optimization import TaskResourceProfile
     from shared.flow import pipeline_task
 
@@ -150,13 +131,9 @@ async def test_profile_with_pipeline_task(broker: InMemoryBroker) -> None:
         {"name": "small", "cpu": 1, "ram_mb": 4096},
         {"name": "big", "cpu": 4, "ram_mb": 4096},
     ]
-    async with fleet_of(broker, workers) as fleet:
-        pipeline = DataflowPipeline.from_tasks(broker, [heavy_computation])
-        assert await pipeline.kiq_dataflow(data={"x": 1}) == {"result": {"x": 1}}
-        assert pipeline.pipeline_id is not None
-        view = await fleet.status(pipeline.pipeline_id)
-        assert view is not None
-        assert [node.worker for node in view.nodes] == ["big"]
+    results, ran_on = await run_on(broker, workers, heavy_computation, data={"x": 1})
+    assert results == {"result": {"x": 1}}
+    assert ran_on == ["big"]
 
 
 # -- get_default_executor ------------------------------------------------------------------

@@ -6,7 +6,9 @@ and ``taskiq_flow.optimization.parallel`` -> ``coordinator.optimization``;
 ``taskiq_flow.dataflow.DAG`` -> ``coordinator.flow.DAG``.
 The broker is taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``.
 Names the document leaves undefined (``pipeline``, ``items``, ``process_item``, ``tracking``
-...) get the smallest stand-in next to the example, marked as such.
+...) get the smallest stand-in next to the example, marked as such. Scaffolding shared with
+the other documents' tests (the ``broker`` fixture, ``fleet_of``, ``Gauge``, common
+stand-ins) is in ``tests/unit/documents_support.py``.
 
 Inventory (behaviour: a test runs it; prose, config, shell and illustration: nothing of
 ours to run). Each test is named ``test_<section>_...``.
@@ -49,84 +51,29 @@ ours to run). Each test is named ``test_<section>_...``.
 19 behaviour examples (2.3 has two tests), 20 tests, none xfail.
 """
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from taskiq import AsyncBroker, InMemoryBroker
+from taskiq import InMemoryBroker
 
 from coordinator import CannotPlace
-from coordinator.flow.runner import runner_for, use_local_fleet
-from coordinator.inprocess import LocalFleet
-from coordinator.optimization import (
-    HostSnapshot,
-    ResourceAwareExecutor,
-    get_max_parallel_tasks,
-    set_max_parallel_tasks,
-)
+from coordinator.optimization import get_max_parallel_tasks
 from shared import ResourceRequest, request_of
+from tests.unit.documents_support import (
+    BIG_WORKER,
+    Gauge,
+    doubling_pipeline,
+    fleet_of,
+    recording,
+    roomy_parallelism,
+    run_on,
+)
+from tests.unit.documents_support import broker as broker  # a fixture
+from tests.unit.documents_support import no_global_cap as no_global_cap  # a fixture
 
-BIG_WORKER = [{"name": "big", "cpu": 512, "ram_mb": 1_000_000}]
-"""One worker with room for hundreds of default (1-core) tasks at once, so that only the
-documents' ``max_parallel`` limits how many run together."""
-
-HOST_WITH_ROOM = HostSnapshot(64, 0.0, total_memory_mb=1e6, available_memory_mb=1e6)
-"""What the executor of 2.3 reads instead of psutil: room for far more than 100 tasks."""
-
-
-@pytest.fixture(autouse=True)
-def _no_global_cap() -> Iterator[None]:
-    set_max_parallel_tasks(None)
-    yield
-    set_max_parallel_tasks(None)
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
-    broker = InMemoryBroker()
-    yield broker
-    await runner_for(broker).close()  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def fleet_of(broker: AsyncBroker, workers: list[dict[str, Any]]) -> AsyncIterator[LocalFleet]:
-    """Run ``broker``'s pipelines on in-process workers of the given sizes."""
-    async with LocalFleet(broker, workers) as fleet:
-        use_local_fleet(broker, fleet)
-        yield fleet
-
-
-class Gauge:
-    """How many calls of a stand-in task run at the same time (test scaffolding)."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-        self.calls = 0
-
-    async def hold(self) -> None:
-        self.running += 1
-        self.calls += 1
-        self.peak = max(self.peak, self.running)
-        await asyncio.sleep(0)  # a yield point, not a wait: every started call gets here
-        self.running -= 1
-
-
-def recording(pipeline: Any) -> list[Any]:
-    """Keep what ``pipeline.kiq`` returns when an example drops it, to wait for it after."""
-    started: list[Any] = []
-    kiq = pipeline.kiq
-
-    async def recording_kiq(*args: Any, **kwargs: Any) -> Any:
-        task = await kiq(*args, **kwargs)
-        started.append(task)
-        return task
-
-    pipeline.kiq = recording_kiq
-    return started
+pytestmark = pytest.mark.usefixtures("no_global_cap")
 
 
 # -- 2. Parallelism tuning -----------------------------------------------------------------
@@ -137,9 +84,8 @@ async def test_2_1_sequential_map_max_parallel(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item * 10
 
     items = list(range(30))  # stand-in
@@ -162,9 +108,8 @@ async def test_2_1_dataflow_max_parallel(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item * 10
 
     async with fleet_of(broker, BIG_WORKER):
@@ -184,9 +129,8 @@ async def test_2_1_map_reduce_max_parallel(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item * 10
 
     items = list(range(40))  # stand-in
@@ -205,9 +149,8 @@ async def test_2_2_io_bound(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def fetch_url(url: str) -> str:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def fetch_url(url: str) -> str:  # stand-in
         return f"<html>{url}</html>"
 
     url_list = [f"https://example.org/{i}" for i in range(80)]  # stand-in
@@ -230,9 +173,8 @@ async def test_2_2_cpu_bound(broker: InMemoryBroker) -> None:
 
     gauge = Gauge()
 
-    @broker.task
-    async def transcode(path: str) -> str:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def transcode(path: str) -> str:  # stand-in
         return path.replace(".wav", ".mp3")
 
     files = [f"track{i}.wav" for i in range(20)]  # stand-in
@@ -292,8 +234,7 @@ def test_2_3_global_limit() -> None:
     set_max_parallel_tasks(100)  # Never exceed 100 concurrent tasks globally
 
     assert get_max_parallel_tasks() == 100
-    roomy = ResourceAwareExecutor(max_parallel=1000, probe=lambda: HOST_WITH_ROOM)
-    assert roomy.get_optimal_parallelism(task_memory_estimate=1, task_cpu_estimate=0.01) == 100
+    assert roomy_parallelism() == 100  # executors clamp to it
 
 
 async def test_2_3_global_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
@@ -302,9 +243,8 @@ async def test_2_3_global_limit_caps_running_tasks(broker: InMemoryBroker) -> No
 
     gauge = Gauge()
 
-    @broker.task
-    async def process_item(item: int) -> int:  # stand-in
-        await gauge.hold()
+    @gauge.task(broker)
+    def process_item(item: int) -> int:  # stand-in
         return item
 
     async with fleet_of(broker, BIG_WORKER):
@@ -320,7 +260,6 @@ async def test_2_3_global_limit_caps_running_tasks(broker: InMemoryBroker) -> No
 
 
 async def test_3_1_annotating_tasks(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
     from shared import CPUProfile, RAMProfile
 
     @broker.task
@@ -336,13 +275,9 @@ async def test_3_1_annotating_tasks(broker: InMemoryBroker) -> None:
         {"name": "little-ram", "cpu": 16, "ram_mb": 2048},
         {"name": "sufficient", "cpu": 2, "ram_mb": 4096},
     ]
-    async with fleet_of(broker, workers) as fleet:
-        pipeline = DataflowPipeline.from_tasks(broker, [heavy_computation])
-        assert await pipeline.kiq_dataflow(data=[1, 2]) == {"heavy_computation": None}
-        assert pipeline.pipeline_id is not None
-        view = await fleet.status(pipeline.pipeline_id)
-    assert view is not None
-    assert [node.worker for node in view.nodes] == ["sufficient"]
+    results, ran_on = await run_on(broker, workers, heavy_computation, data=[1, 2])
+    assert results == {"heavy_computation": None}
+    assert ran_on == ["sufficient"]
 
 
 def test_3_2_resource_aware_worker_pool() -> None:
@@ -499,13 +434,7 @@ async def test_5_1_built_in_timing(
 async def test_5_2_memory_profiling(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline
-
-    @broker.task
-    def double(x: int) -> int:  # stand-in
-        return 2 * x
-
-    pipeline = Pipeline(broker).call_next(double)  # stand-in
+    pipeline = doubling_pipeline(broker)  # stand-in
     data = 21  # stand-in
     started = recording(pipeline)
 
@@ -530,13 +459,7 @@ async def test_5_2_memory_profiling(
 async def test_5_3_cpu_profiling(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline
-
-    @broker.task
-    def double(x: int) -> int:  # stand-in
-        return 2 * x
-
-    pipeline = Pipeline(broker).call_next(double)  # stand-in
+    pipeline = doubling_pipeline(broker)  # stand-in
     data = 21  # stand-in
     started = recording(pipeline)
 

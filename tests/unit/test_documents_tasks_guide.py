@@ -7,6 +7,8 @@ Imports: ``taskiq_flow`` ``pipeline_task``, ``pipeline_task_multi_output``, ``Ta
 The broker is taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``.
 Names the document leaves undefined get the smallest stand-in next to the example, marked as
 such; each example is run through a pipeline (the test's own lines) to see what it does.
+Scaffolding shared with the other documents' tests (the ``broker`` fixture, ``run_on``) is
+in ``tests/unit/documents_support.py``.
 
 Inventory (behaviour: a test runs it; prose: nothing to run). Each test is named
 ``test_<section>_...``, except the document's own pytest example, kept as written.
@@ -48,8 +50,6 @@ Inventory (behaviour: a test runs it; prose: nothing to run). Each test is named
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,35 +58,12 @@ from taskiq import AsyncBroker, InMemoryBroker
 
 from coordinator import CannotPlace
 from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
-from coordinator.flow.runner import runner_for, use_local_fleet
-from coordinator.inprocess import LocalFleet
+from coordinator.flow.runner import runner_for
 from shared import ResourceRequest, request_of
 from shared.dag import RetryPolicy
 from shared.flow import flow_of
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
-    broker = InMemoryBroker()
-    yield broker
-    await runner_for(broker).close()  # type: ignore[attr-defined]
-
-
-@asynccontextmanager
-async def fleet_of(broker: AsyncBroker, workers: list[dict[str, Any]]) -> AsyncIterator[LocalFleet]:
-    """Run ``broker``'s pipelines on in-process workers of the given sizes."""
-    async with LocalFleet(broker, workers) as fleet:
-        use_local_fleet(broker, fleet)
-        yield fleet
-
-
-async def worker_of(fleet: LocalFleet, pipeline: DataflowPipeline) -> list[str | None]:
-    """Where each node of the pipeline's last run ran."""
-    assert pipeline.pipeline_id is not None
-    view = await fleet.status(pipeline.pipeline_id)
-    assert view is not None
-    return [node.worker for node in view.nodes]
-
+from tests.unit.documents_support import broker as broker  # a fixture
+from tests.unit.documents_support import run_on
 
 # -- 1. What is a task ---------------------------------------------------------------------
 
@@ -234,6 +211,14 @@ async def test_3_1_standard_attributes(broker: InMemoryBroker) -> None:
     }
 
 
+def assert_named_and_labelled(broker: AsyncBroker, process_track: Any) -> None:
+    """What 3.1's ``name=`` and ``labels=`` say the decorated task gets."""
+    assert process_track.task_name == "process_audio_track"
+    assert broker.find_task("process_audio_track") is not None
+    assert process_track.labels["category"] == "audio_processing"
+    assert process_track.labels["priority"] == "high"
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
@@ -251,10 +236,7 @@ def test_3_1_name_and_labels() -> None:
     async def process_track(track_id: str) -> dict:
         return {"track": track_id, "status": "processed"}
 
-    assert process_track.task_name == "process_audio_track"
-    assert broker.find_task("process_audio_track") is not None
-    assert process_track.labels["category"] == "audio_processing"
-    assert process_track.labels["priority"] == "high"
+    assert_named_and_labelled(broker, process_track)
 
 
 def test_3_1_name_and_labels_on_the_fleet_broker() -> None:
@@ -271,10 +253,7 @@ def test_3_1_name_and_labels_on_the_fleet_broker() -> None:
     async def process_track(track_id: str) -> dict:
         return {"track": track_id, "status": "processed"}
 
-    assert process_track.task_name == "process_audio_track"
-    assert broker.find_task("process_audio_track") is not None
-    assert process_track.labels["category"] == "audio_processing"
-    assert process_track.labels["priority"] == "high"
+    assert_named_and_labelled(broker, process_track)
     with pytest.raises(TypeError, match="labels= takes a mapping"):
         broker.task(labels="audio")
 
@@ -327,10 +306,9 @@ async def test_4_1_cpu_profile(broker: InMemoryBroker) -> None:
 
     assert request_of(heavy_computation) == ResourceRequest(cpu=2)
     workers = [{"name": "one-core", "cpu": 1}, {"name": "two-cores", "cpu": 2}]
-    async with fleet_of(broker, workers) as fleet:
-        pipeline = DataflowPipeline.from_tasks(broker, [heavy_computation])
-        assert await pipeline.kiq_dataflow(data=1) == {"heavy_computation": None}
-        assert await worker_of(fleet, pipeline) == ["two-cores"]
+    results, ran_on = await run_on(broker, workers, heavy_computation, data=1)
+    assert results == {"heavy_computation": None}
+    assert ran_on == ["two-cores"]
 
 
 async def test_4_2_ram_profile(broker: InMemoryBroker) -> None:
@@ -344,10 +322,9 @@ async def test_4_2_ram_profile(broker: InMemoryBroker) -> None:
 
     assert request_of(memory_intensive) == ResourceRequest(ram_mb=2048)
     workers = [{"name": "1gb", "cpu": 8, "ram_mb": 1024}, {"name": "2gb", "cpu": 1, "ram_mb": 2048}]
-    async with fleet_of(broker, workers) as fleet:
-        pipeline = DataflowPipeline.from_tasks(broker, [memory_intensive])
-        assert await pipeline.kiq_dataflow(data=1) == {"memory_intensive": None}
-        assert await worker_of(fleet, pipeline) == ["2gb"]
+    results, ran_on = await run_on(broker, workers, memory_intensive, data=1)
+    assert results == {"memory_intensive": None}
+    assert ran_on == ["2gb"]
 
 
 def test_4_2_resource_aware_worker_pool() -> None:
@@ -410,10 +387,9 @@ async def test_4_3_combined_profiles(broker: InMemoryBroker) -> None:
         {"name": "few-cores", "cpu": 2, "ram_mb": 8192},
         {"name": "enough", "cpu": 4, "ram_mb": 4096},
     ]
-    async with fleet_of(broker, workers) as fleet:
-        pipeline = DataflowPipeline.from_tasks(broker, [gpu_style_task])
-        assert await pipeline.kiq_dataflow(data=1) == {"gpu_style_task": None}
-        assert await worker_of(fleet, pipeline) == ["enough"]
+    results, ran_on = await run_on(broker, workers, gpu_style_task, data=1)
+    assert results == {"gpu_style_task": None}
+    assert ran_on == ["enough"]
 
 
 # -- 5. Input/output specification ---------------------------------------------------------
