@@ -20,7 +20,7 @@ from coordinator.flow.dataflow import DataflowPipeline
 from coordinator.flow.naming import node_id, short_name
 from shared.dag import RetryPolicy
 from shared.flow import STEP_LABEL, parameters_of
-from shared.runs import NodeView, RunUpdate, RunView
+from shared.runs import TERMINAL_NODE, NodeView, RunUpdate
 
 RESULT = "result"
 """The last step's output: what ``wait_result`` returns, also for a plain ``kiq``."""
@@ -120,32 +120,39 @@ class StepEnd:
     error: str | None
 
 
-class FirstStarts:
-    """When each node's first attempt started, from the run's pushed updates: a node's
-    view keeps only its last attempt's start, and a step's duration includes its retries."""
+class StepWatcher:
+    """Steps as they end, from the run's pushed node updates, so tracking shows each step
+    when it ends rather than all at the run's end. It keeps when each node's first attempt
+    started: a node's view keeps only its last attempt's, and a step's duration includes
+    its retries."""
 
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
+    def __init__(self, plans: list[StepPlan]) -> None:
+        self.plans = plans
+        self.first_start: dict[str, float] = {}
+        self._nodes: dict[str, NodeView] = {}
+        self._ended: set[str] = set()
 
-    def __call__(self, update: RunUpdate) -> None:
-        for node in update.nodes:
+    def feed(self, update: RunUpdate) -> list[StepEnd]:
+        """The steps this update ended (all their nodes final), in pipeline order; at the
+        run's end, every step that started and is not reported yet."""
+        nodes = update.nodes + (update.run.nodes if update.run is not None else ())
+        for node in nodes:
+            self._nodes[node.id] = node
             if node.started_at is not None:
-                self.at[node.id] = min(node.started_at, self.at.get(node.id, node.started_at))
-
-
-def step_ends(
-    plans: list[StepPlan], view: RunView, first_starts: dict[str, float] | None = None
-) -> list[StepEnd]:
-    """Each step that started, as tracking records it: FAILED if a node failed,
-    CANCELLED if one was cancelled or skipped, else COMPLETED."""
-    nodes = {n.id: n for n in view.nodes}
-    ends = []
-    for plan in plans:
-        mine = [nodes[n] for n in plan.nodes if n in nodes]
-        if not mine or all(n.started_at is None for n in mine):
-            continue
-        ends.append(_end(plan.name, mine, first_starts or {}))
-    return ends
+                first = self.first_start.get(node.id, node.started_at)
+                self.first_start[node.id] = min(node.started_at, first)
+        ends = []
+        for plan in self.plans:
+            if plan.name in self._ended:
+                continue
+            mine = [self._nodes[n] for n in plan.nodes if n in self._nodes]
+            if not any(n.started_at is not None for n in mine):
+                continue
+            final = len(mine) == len(plan.nodes) and all(n.status in TERMINAL_NODE for n in mine)
+            if final or update.run is not None:
+                self._ended.add(plan.name)
+                ends.append(_end(plan.name, mine, self.first_start))
+        return ends
 
 
 def _end(name: str, nodes: list[NodeView], first: dict[str, float]) -> StepEnd:

@@ -22,12 +22,11 @@ from taskiq import AsyncBroker
 from coordinator.backend import Handle
 from coordinator.flow.chain import (
     RESULT,
-    FirstStarts,
     StepPlan,
+    StepWatcher,
     compile_chain,
     positional,
     result_of,
-    step_ends,
     step_name,
     step_outputs,
 )
@@ -35,6 +34,7 @@ from coordinator.flow.dataflow import DataflowPipeline, PipelineError
 from coordinator.flow.runner import runner_for
 from coordinator.flow.tracking import PipelineScope, Tracker, observe_run
 from shared.dag import RetryPolicy
+from shared.runs import RunUpdate
 
 OnError = Literal["stop", "continue", "retry"]
 
@@ -163,9 +163,13 @@ class Pipeline:
             self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
         )
         handle = await flow._submit(inputs, run_id=task.task_id)  # a bad pipeline raises here
-        starts = FirstStarts()
-        handle.on_update(starts)
-        task._runner = asyncio.create_task(self._run_chain(task, flow, handle, plans, starts))
+        updates: asyncio.Queue[RunUpdate] = asyncio.Queue()
+        handle.on_update(updates.put_nowait)
+        if handle.view is not None:  # it ended before the listener was added
+            updates.put_nowait(
+                RunUpdate(run_id=handle.run_id, status=handle.view.status, run=handle.view)
+            )
+        task._runner = asyncio.create_task(self._run_chain(task, flow, handle, plans, updates))
         return task
 
     async def _run_chain(
@@ -174,20 +178,25 @@ class Pipeline:
         flow: DataflowPipeline,
         handle: Handle,
         plans: list[StepPlan],
-        starts: FirstStarts,
+        updates: asyncio.Queue[RunUpdate],
     ) -> None:
         task.status = "RUNNING"
         track = PipelineScope(self.tracking, task.task_id, self.broker)
         await track.start()
+        watcher = StepWatcher(plans)
         try:
+            ended = False
+            while not ended:
+                update = await updates.get()
+                ended = update.run is not None
+                for end in watcher.feed(update):
+                    await track.record(end.name, end.status, end.duration_ms, end.worker, end.error)
+                    if end.status == "FAILED" and task.failed_step is None:
+                        task.failed_step = end.name
             view, outputs = await flow._collect(handle)
         except asyncio.CancelledError:
             await track.end("CANCELLED")
             raise
-        for end in step_ends(plans, view, starts.at):
-            await track.record(end.name, end.status, end.duration_ms, end.worker, end.error)
-            if end.status == "FAILED" and task.failed_step is None:
-                task.failed_step = end.name
         task.partial_results = step_outputs(plans, outputs)
         if view.status == "succeeded":
             task._value = result_of(outputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from taskiq import InMemoryBroker
@@ -46,12 +47,19 @@ def fail(x: int) -> int:
     raise ValueError(f"no {x}")
 
 
-gate = asyncio.Event()
+gates: list[asyncio.Event] = []
+
+
+@pytest.fixture
+def gate() -> asyncio.Event:
+    """What ``slow`` waits for; one per test, made in that test's event loop."""
+    gates[:] = [asyncio.Event()]
+    return gates[0]
 
 
 @broker.task("slow")
 async def slow(x: int) -> int:
-    await gate.wait()
+    await gates[0].wait()
     return x
 
 
@@ -115,8 +123,7 @@ async def test_a_failed_pipeline_by_id_reports_the_error() -> None:
     assert started.partial_results == {"0:inc": 2}
 
 
-async def test_status_while_running_and_for_an_unknown_id() -> None:
-    gate.clear()
+async def test_status_while_running_and_for_an_unknown_id(gate: asyncio.Event) -> None:
     started = await Pipeline(broker).call_next(slow).kiq(1)
     assert await Task(started.task_id, broker).get_status() == "RUNNING"
     assert not await Task(started.task_id, broker).is_ready()
@@ -125,8 +132,7 @@ async def test_status_while_running_and_for_an_unknown_id() -> None:
     assert (await started.wait_result(timeout=5)).return_value == 1
 
 
-async def test_the_pipeline_timeout_fails_the_run() -> None:
-    gate.clear()
+async def test_the_pipeline_timeout_fails_the_run(gate: asyncio.Event) -> None:
     started = await Pipeline(broker).with_timeout(0.05).call_next(slow).kiq(1)
     result = await started.wait_result(timeout=5)
     gate.set()
@@ -160,21 +166,64 @@ async def test_a_map_over_the_previous_result_is_driven_step_by_step_and_found_b
     assert await runner_for(broker).status(f"{started.task_id}-0", missing_ok=True) is not None
 
 
-def test_a_steps_duration_counts_from_its_first_attempt() -> None:
-    from coordinator.flow.chain import FirstStarts, StepPlan, step_ends
+def test_steps_end_as_their_nodes_do_and_count_from_their_first_attempt() -> None:
+    from coordinator.flow.chain import StepPlan, StepWatcher
     from shared.runs import NodeView, RunUpdate, RunView
 
-    first = NodeView(id="a_0", task="a", status="running", attempt=1, started_at=100.0)
-    last = NodeView(
-        id="a_0", task="a", status="succeeded", attempt=2, started_at=104.0, finished_at=105.0
+    def node(id: str, status: str, attempt: int, start: float, end: float | None) -> NodeView:
+        return NodeView(
+            id=id, task=id, status=status, attempt=attempt, started_at=start, finished_at=end
+        )
+
+    plans = [StepPlan("0:a", "step0", ("a_0",)), StepPlan("1:b", RESULT, ("b_1", "b_2"))]
+    watcher = StepWatcher(plans)
+    running = RunUpdate(run_id="r", status="running", nodes=(node("a_0", "running", 1, 100, None),))
+    assert watcher.feed(running) == []
+    retried = node("a_0", "succeeded", 2, 104, 105)
+    (a,) = watcher.feed(RunUpdate(run_id="r", status="running", nodes=(retried,)))
+    assert (a.name, a.status, a.duration_ms) == ("0:a", "COMPLETED", 5000)  # from attempt 1
+    half = RunUpdate(run_id="r", status="running", nodes=(node("b_1", "succeeded", 1, 105, 106),))
+    assert watcher.feed(half) == []  # b_2 has not ended: the step has not
+    view = RunView(
+        run_id="r",
+        status="failed",
+        nodes=(retried, node("b_1", "succeeded", 1, 105, 106), node("b_2", "failed", 1, 105, 107)),
     )
-    starts = FirstStarts()
-    starts(RunUpdate(run_id="r", status="running", nodes=(first,)))
-    starts(RunUpdate(run_id="r", status="running", nodes=(last,)))
-    view = RunView(run_id="r", status="succeeded", nodes=(last,))
-    plans = [StepPlan("0:a", RESULT, ("a_0",))]
-    assert step_ends(plans, view, starts.at)[0].duration_ms == 5000
-    assert step_ends(plans, view)[0].duration_ms == 1000  # the last attempt alone
+    (b,) = watcher.feed(RunUpdate(run_id="r", status="failed", run=view))
+    assert (b.name, b.status, b.duration_ms) == ("1:b", "FAILED", 2000)
+
+
+class StepSignal(PipelineTrackingManager):
+    """Tracking that also says when a step is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded = asyncio.Event()
+
+    async def on_step(self, *args: Any, **kwargs: Any) -> None:
+        await super().on_step(*args, **kwargs)
+        self.recorded.set()
+
+
+async def test_tracking_shows_a_step_when_it_ends_while_the_run_goes_on(
+    gate: asyncio.Event,
+) -> None:
+    tracking = StepSignal().with_auto_storage(broker)
+    pipeline = Pipeline(broker).with_tracking(tracking).call_next(inc).call_next(slow)
+    started = await pipeline.kiq(1)
+    await asyncio.wait_for(tracking.recorded.wait(), 5)
+    status = await tracking.get_status(started.task_id)
+    assert status is not None
+    assert status.status == "RUNNING"
+    assert [(s.name, s.status) for s in status.steps] == [("0:inc", "COMPLETED")]
+    gate.set()
+    await started.wait_result(timeout=5)
+    status = await tracking.get_status(started.task_id)
+    assert status is not None
+    assert [(s.name, s.status) for s in status.steps] == [
+        ("0:inc", "COMPLETED"),
+        ("1:slow", "COMPLETED"),
+    ]
 
 
 @broker.task("echo")
