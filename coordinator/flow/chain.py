@@ -46,6 +46,29 @@ def positional(task: Any) -> list[str]:
     return required + optional
 
 
+def first_call(
+    task: Any, given: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The first step's arguments from ``kiq(*args, **kwargs)``, as a call would bind them:
+    a ``TypeError`` at ``kiq`` for too many, unknown or missing ones, not a failed run."""
+    required, optional = parameters_of(task)
+    free = [p for p in required + optional if p not in given]
+    name = short_name(task)
+    if len(args) > len(free):
+        raise TypeError(f"{name} takes {len(free)} arguments here ({free}), got {len(args)}")
+    values = dict(zip(free, args, strict=False))
+    for key, value in kwargs.items():
+        if key in values or key in given:
+            raise TypeError(f"{name} got two values for {key!r}")
+        if key not in free:
+            raise TypeError(f"{name} has no parameter {key!r}")
+        values[key] = value
+    missing = [p for p in required if p not in values and p not in given]
+    if missing:
+        raise TypeError(f"{name} is missing {missing}: give them to kiq()")
+    return values
+
+
 def compile_chain(
     steps: Sequence[Any],
     args: Sequence[JsonValue],
@@ -77,8 +100,7 @@ def compile_chain(
             bindings: dict[str, str] = {}
             free = [p for p in positional(step.task) if p not in given]
             if index == 0:  # the pipeline's own arguments, as run inputs (large ones by ref)
-                values = {**dict(zip(free, args, strict=False)), **kwargs}
-                for param, value in values.items():
+                for param, value in first_call(step.task, given, args, kwargs).items():
                     bindings[param] = f"arg_{param}"
                     inputs[f"arg_{param}"] = value
             elif free:

@@ -25,6 +25,7 @@ from coordinator.flow.chain import (
     StepPlan,
     StepWatcher,
     compile_chain,
+    first_call,
     positional,
     result_of,
     step_name,
@@ -149,20 +150,29 @@ class Pipeline:
         return self
 
     async def kiq(self, *args: JsonValue, **kwargs: JsonValue) -> PipelineTask:
+        """Start the pipeline; bad arguments or a bad pipeline raise here, before any
+        tracking record or run exists."""
         if not self.steps:
             raise ValueError("the pipeline has no steps: add them with call_next() or map()")
         task = PipelineTask(uuid.uuid4().hex)
+        driven = self.error_mode == "continue" or any(
+            s.kind == "map" and s.items is None for s in self.steps
+        )
+        if driven:
+            head = self.steps[0]
+            if head.kind == "call":
+                first_call(head.task, head.kwargs, args, kwargs)
+        else:
+            flow, inputs, plans = compile_chain(
+                self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
+            )
+            flow.build()
         self.pipeline_id = task.task_id
         await PipelineScope(self.tracking, task.task_id).created()
-        if self.error_mode == "continue" or any(
-            s.kind == "map" and s.items is None for s in self.steps
-        ):
+        if driven:
             task._runner = asyncio.create_task(self._drive(task, list(args), dict(kwargs)))
             return task
-        flow, inputs, plans = compile_chain(
-            self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
-        )
-        handle = await flow._submit(inputs, run_id=task.task_id)  # a bad pipeline raises here
+        handle = await flow._submit(inputs, run_id=task.task_id)
         updates: asyncio.Queue[RunUpdate] = asyncio.Queue()
         handle.on_update(updates.put_nowait)
         if handle.view is not None:  # it ended before the listener was added
@@ -264,8 +274,7 @@ class Pipeline:
         else:
             given: dict[str, Any] = dict(step.kwargs)
             if args is not None:  # the first step takes the pipeline's own arguments
-                given.update(kwargs)
-                given.update(zip([p for p in params if p not in given], args, strict=False))
+                given.update(first_call(step.task, given, args, kwargs))
             elif params:
                 free = [p for p in params if p not in given]
                 if free:

@@ -238,3 +238,25 @@ async def test_a_parameter_with_a_default_takes_the_previous_result(per_step: bo
         pipeline.on_error("continue")  # driven step by step
     task = await pipeline.kiq(7)
     assert (await task.wait_result(timeout=5)).return_value == 7
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        ((1, 2, 3), {}, r"scaled takes 2 arguments here \(\['x', 'factor'\]\), got 3"),
+        ((), {"y": 1}, r"scaled has no parameter 'y'"),
+        ((1,), {"x": 2}, r"scaled got two values for 'x'"),
+        ((), {"factor": 2}, r"scaled is missing \['x'\]"),
+    ],
+)
+async def test_bad_pipeline_arguments_raise_at_kiq(
+    per_step: bool, args: tuple[int, ...], kwargs: dict[str, int], error: str
+) -> None:
+    pipeline = Pipeline(broker).call_next(scaled).call_next(inc)
+    if per_step:
+        pipeline.on_error("continue")
+    tracking = PipelineTrackingManager().with_auto_storage(broker)
+    with pytest.raises(TypeError, match=error):
+        await pipeline.with_tracking(tracking).kiq(*args, **kwargs)
+    assert await tracking.list_pipelines() == []  # nothing started, nothing recorded
