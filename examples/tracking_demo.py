@@ -28,12 +28,14 @@ async def scenario(broker: FleetBroker) -> None:
     print("tracking: call_next(list_album).map(loudness).call_next(summarize).kiq('demo')")
     task = await pipeline.kiq("demo")
     assert pipeline.pipeline_id is not None
-    seen = 0
+    seen: list[tuple[str, str]] = []
     while not task.is_finished:  # polling, as a progress bar would
         status = await tracking.get_status(pipeline.pipeline_id)
-        if status is not None and len(status.steps) > seen:
-            seen = len(status.steps)
-            print(f"  ... {status.status}, {seen} step(s) done")
+        steps = [(s.name, str(s.status)) for s in status.steps] if status is not None else []
+        if status is not None and steps != seen:
+            seen = steps
+            now = ", ".join(f"{name} {state}" for name, state in steps)
+            print(f"  ... {status.status}: {now}")
         await asyncio.sleep(0.02)
     print(f"  -> {(await task.wait_result(timeout=30)).return_value}")
 

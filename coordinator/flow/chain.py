@@ -153,10 +153,12 @@ class StepWatcher:
         self.first_start: dict[str, float] = {}
         self._nodes: dict[str, NodeView] = {}
         self._ended: set[str] = set()
+        self._started: set[str] = set()
 
     def feed(self, update: RunUpdate) -> list[StepEnd]:
-        """The steps this update ended (all their nodes final), in pipeline order; at the
-        run's end, every step that started and is not reported yet."""
+        """What this update changed, in pipeline order: a step RUNNING when its first node
+        starts, and its end when all its nodes are final; at the run's end, every step that
+        started and is not ended yet."""
         nodes = update.nodes + (update.run.nodes if update.run is not None else ())
         for node in nodes:
             self._nodes[node.id] = node
@@ -174,6 +176,10 @@ class StepWatcher:
             if final or update.run is not None:
                 self._ended.add(plan.name)
                 ends.append(_end(plan.name, mine, self.first_start))
+            elif plan.name not in self._started:
+                self._started.add(plan.name)
+                workers = ",".join(dict.fromkeys(n.worker for n in mine if n.worker)) or None
+                ends.append(StepEnd(plan.name, "RUNNING", 0, workers, None))
         return ends
 
 

@@ -66,7 +66,7 @@ def _at(clock: Clock) -> datetime:
 
 @dataclass
 class StepStatus:
-    """One step of a pipeline, as recorded when it ended."""
+    """One step of a pipeline: RUNNING from its start, then how it ended."""
 
     name: str
     status: TrackingStatus
@@ -223,8 +223,15 @@ class PipelineTrackingManager:
         error: str | None = None,
     ) -> None:
         record = await self._record(pipeline_id)
-        step = StepStatus(name, _status(status), duration_ms, worker, _at(self.clock), error)
-        record.steps.append(step)
+        state = _status(status)
+        ended = None if state is TrackingStatus.RUNNING else _at(self.clock)
+        step = StepStatus(name, state, duration_ms, worker, ended, error)
+        for index, known in enumerate(record.steps):
+            if known.name == name:  # a running step's end replaces it
+                record.steps[index] = step
+                break
+        else:
+            record.steps.append(step)
         await self.storage.put(record)
 
     async def on_end(self, pipeline_id: str, status: str, error: str | None = None) -> None:
@@ -324,6 +331,7 @@ class PipelineScope:
         if self.tracker is None:
             yield
             return
+        await self.tracker.on_step(self.pipeline_id, name, TrackingStatus.RUNNING, 0)
         run = _StepRun()
         token = _current.set(run)
         began = self.clock()

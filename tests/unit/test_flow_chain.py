@@ -178,12 +178,14 @@ def test_steps_end_as_their_nodes_do_and_count_from_their_first_attempt() -> Non
     plans = [StepPlan("0:a", "step0", ("a_0",)), StepPlan("1:b", RESULT, ("b_1", "b_2"))]
     watcher = StepWatcher(plans)
     running = RunUpdate(run_id="r", status="running", nodes=(node("a_0", "running", 1, 100, None),))
-    assert watcher.feed(running) == []
+    assert [(e.name, e.status) for e in watcher.feed(running)] == [("0:a", "RUNNING")]
+    assert watcher.feed(running) == []  # said once
     retried = node("a_0", "succeeded", 2, 104, 105)
     (a,) = watcher.feed(RunUpdate(run_id="r", status="running", nodes=(retried,)))
     assert (a.name, a.status, a.duration_ms) == ("0:a", "COMPLETED", 5000)  # from attempt 1
     half = RunUpdate(run_id="r", status="running", nodes=(node("b_1", "succeeded", 1, 105, 106),))
-    assert watcher.feed(half) == []  # b_2 has not ended: the step has not
+    # b_2 has not ended, so neither has the step
+    assert [(e.name, e.status) for e in watcher.feed(half)] == [("1:b", "RUNNING")]
     view = RunView(
         run_id="r",
         status="failed",
@@ -194,28 +196,35 @@ def test_steps_end_as_their_nodes_do_and_count_from_their_first_attempt() -> Non
 
 
 class StepSignal(PipelineTrackingManager):
-    """Tracking that also says when a step is recorded."""
+    """Tracking that also lets a test wait for a given step record."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.recorded = asyncio.Event()
+        self.calls: list[tuple[str, str]] = []
+        self.changed = asyncio.Event()
 
-    async def on_step(self, *args: Any, **kwargs: Any) -> None:
-        await super().on_step(*args, **kwargs)
-        self.recorded.set()
+    async def on_step(self, pipeline_id: str, name: str, status: str, *args: Any) -> None:
+        await super().on_step(pipeline_id, name, status, *args)
+        self.calls.append((name, str(status)))
+        self.changed.set()
+
+    async def reached(self, name: str, status: str) -> None:
+        while (name, status) not in self.calls:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 5)
 
 
-async def test_tracking_shows_a_step_when_it_ends_while_the_run_goes_on(
-    gate: asyncio.Event,
-) -> None:
+async def test_tracking_shows_steps_as_they_start_and_end(gate: asyncio.Event) -> None:
     tracking = StepSignal().with_auto_storage(broker)
     pipeline = Pipeline(broker).with_tracking(tracking).call_next(inc).call_next(slow)
     started = await pipeline.kiq(1)
-    await asyncio.wait_for(tracking.recorded.wait(), 5)
+    await tracking.reached("1:slow", "RUNNING")
     status = await tracking.get_status(started.task_id)
     assert status is not None
     assert status.status == "RUNNING"
-    assert [(s.name, s.status) for s in status.steps] == [("0:inc", "COMPLETED")]
+    steps = [(s.name, s.status, s.worker) for s in status.steps]
+    assert steps == [("0:inc", "COMPLETED", "local"), ("1:slow", "RUNNING", "local")]
+    assert status.steps[1].completed_at is None
     gate.set()
     await started.wait_result(timeout=5)
     status = await tracking.get_status(started.task_id)
@@ -223,6 +232,24 @@ async def test_tracking_shows_a_step_when_it_ends_while_the_run_goes_on(
     assert [(s.name, s.status) for s in status.steps] == [
         ("0:inc", "COMPLETED"),
         ("1:slow", "COMPLETED"),
+    ]
+    assert status.steps[1].completed_at is not None
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+async def test_a_running_step_is_replaced_by_its_end(per_step: bool) -> None:
+    tracking = StepSignal().with_auto_storage(broker)
+    pipeline = Pipeline(broker).with_tracking(tracking).call_next(inc).call_next(inc)
+    if per_step:
+        pipeline.on_error("continue")
+    started = await pipeline.kiq(1)
+    assert (await started.wait_result(timeout=5)).return_value == 3
+    assert ("0:inc", "RUNNING") in tracking.calls
+    status = await tracking.get_status(started.task_id)
+    assert status is not None
+    assert [(s.name, s.status) for s in status.steps] == [
+        ("0:inc", "COMPLETED"),
+        ("1:inc", "COMPLETED"),
     ]
 
 
