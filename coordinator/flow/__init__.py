@@ -8,13 +8,12 @@ from coordinator.flow.engine import (
     ExecutionEngine,
     Registration,
 )
+from coordinator.flow.middleware import PipelineMiddleware, StepContext
 from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask, Task
 from coordinator.flow.tracking import (
-    PipelineMiddleware,
     PipelineScope,
     PipelineStatus,
     PipelineTrackingManager,
-    StepContext,
     StepStatus,
     Tracker,
     TrackingStatus,
