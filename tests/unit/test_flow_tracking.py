@@ -8,12 +8,11 @@ import pytest
 from taskiq import InMemoryBroker
 
 from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
+from coordinator.flow.middleware import PipelineMiddleware, StepContext
 from coordinator.flow.tracking import (
     MemoryTrackingStorage,
-    PipelineMiddleware,
     PipelineScope,
     PipelineTrackingManager,
-    StepContext,
     Tracker,
     TrackingStatus,
     observe_run,
