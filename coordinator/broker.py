@@ -31,7 +31,14 @@ from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
 from coordinator.client import CoordinatorClient
 from shared.connection import NatsSettings
 from shared.dag import RetryPolicy, timeout_from_labels
-from shared.profiles import REQUEST_ATTR, RESOURCES_LABEL, request_from_labels, request_of
+from shared.profiles import (
+    QUEUE_LABEL,
+    REQUEST_ATTR,
+    RESOURCES_LABEL,
+    request_from_labels,
+    request_of,
+    with_queue,
+)
 from shared.resources import ResourceRequest
 from shared.runs import RunView
 from shared.subjects import token
@@ -250,7 +257,7 @@ class FleetBroker(AsyncBroker):
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
-        self._requests: dict[tuple[str, Any], dict[str, Any]] = {}
+        self._requests: dict[tuple[str, Any, Any], dict[str, Any]] = {}
         self.batches = BatchQueue(self._submit_batch)  # batching hook
 
     def connected(self) -> Backend:
@@ -380,7 +387,7 @@ class FleetBroker(AsyncBroker):
         return await self.connected().submit_document(run_id, document)
 
     def _request_json(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
-        key = (task_name, labels.get(RESOURCES_LABEL))
+        key = (task_name, labels.get(RESOURCES_LABEL), labels.get(QUEUE_LABEL))
         found = self._requests.get(key)
         if found is None:
             request = self._request(task_name, labels)
@@ -390,12 +397,15 @@ class FleetBroker(AsyncBroker):
     def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:
         """From the message's labels, else from the profile decorators on the task."""
         found = request_from_labels(labels)
-        if found is not None:
-            return found
-        task = self.find_task(task_name)
-        if task is None:
-            return ResourceRequest()
-        return request_of(task) if hasattr(task, REQUEST_ATTR) else request_of(task.original_func)
+        if found is None:
+            task = self.find_task(task_name)
+            if task is None:
+                found = ResourceRequest()
+            elif hasattr(task, REQUEST_ATTR):
+                found = request_of(task)
+            else:
+                found = request_of(task.original_func)
+        return with_queue(found, labels)
 
     async def listen(self) -> Any:  # type: ignore[override]
         raise RuntimeError(

@@ -21,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from taskiq import AsyncTaskiqDecoratedTask, TaskiqMessage, TaskiqMiddleware
 from taskiq.labels import LabelType
 
-from shared.labels import LabelSelector, PreferredLabel, SelectorLike, as_preferences, as_selectors
+from shared.labels import (
+    LabelSelector,
+    Op,
+    PreferredLabel,
+    SelectorLike,
+    as_preferences,
+    as_selectors,
+)
 from shared.resources import NonNegFloat, NonNegInt, ResourceRequest
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "request_from_labels",
     "request_label_value",
     "request_of",
+    "with_queue",
 ]
 
 RESOURCES_LABEL = "fleet_resources"
@@ -74,16 +82,31 @@ def request_from_labels(labels: Mapping[str, Any]) -> ResourceRequest | None:
 
 
 def request_of(target: object) -> ResourceRequest:
-    """The request attached to a task or function; undecorated tasks get the default one."""
+    """The request attached to a task or function; undecorated tasks get the default one.
+    A task's ``queue`` label adds its condition (``with_queue``)."""
+    labels = getattr(target, "labels", None)
+    labels = labels if isinstance(labels, Mapping) else {}
     attached = getattr(target, REQUEST_ATTR, None)
     if isinstance(attached, ResourceRequest):
-        return attached
-    labels = getattr(target, "labels", None)
-    if isinstance(labels, Mapping):
-        found = request_from_labels(labels)
-        if found is not None:
-            return found
-    return ResourceRequest()
+        return with_queue(attached, labels)
+    return with_queue(request_from_labels(labels) or ResourceRequest(), labels)
+
+
+QUEUE_LABEL = "queue"
+DEFAULT_QUEUE = "default"
+
+
+def with_queue(request: ResourceRequest, labels: Mapping[str, Any]) -> ResourceRequest:
+    """``@broker.task(queue="gpu-jobs")`` (Tasks guide §2.1), as Celery routes to queues:
+    the task runs only on agents started with ``--labels queue=gpu-jobs``. The
+    ``"default"`` queue, or none, leaves placement to resources alone."""
+    queue = labels.get(QUEUE_LABEL)
+    if queue is None or queue in ("", "None", DEFAULT_QUEUE):
+        return request
+    selector = LabelSelector(key=QUEUE_LABEL, op=Op.EQUALS, values=(str(queue),))
+    if selector in request.required:
+        return request
+    return request.model_copy(update={"required": (*request.required, selector)})
 
 
 def attach_request_label(task: AnyTask) -> None:

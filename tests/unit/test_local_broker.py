@@ -171,3 +171,36 @@ async def test_kiq_follows_the_tasks_retry_policy(broker: LocalFleetBroker) -> N
     assert flaky is not None
     task = await flaky.kiq("k")
     assert (await task.wait_result(timeout=5)).return_value == 3
+
+
+async def test_a_queue_routes_to_the_agents_serving_it() -> None:
+    """Tasks guide §2.1 ``queue=``: agents serve a queue through the label ``queue``."""
+    broker = LocalFleetBroker(
+        [
+            {"name": "any", "cpu": 4, "ram_mb": 4096},
+            {"name": "urgent", "cpu": 1, "ram_mb": 1024, "labels": {"queue": "high_priority"}},
+        ]
+    )
+
+    @broker.task(queue="high_priority")
+    def urgent(context: PipelineContext) -> str:
+        return context.worker
+
+    @broker.task(queue="default")
+    def anywhere(context: PipelineContext) -> str:
+        return context.worker
+
+    @broker.task(queue="nobody_serves_it")
+    def stranded() -> None: ...
+
+    await broker.startup()
+    try:
+        assert (await (await urgent.kiq()).wait_result(timeout=5)).return_value == "urgent"
+        assert (await (await anywhere.kiq()).wait_result(timeout=5)).return_value == "any"
+        failed = await (await stranded.kiq()).wait_result(timeout=5)
+        assert failed.is_err
+        assert "queue=nobody_serves_it" in str(failed.error)
+        pipeline = DataflowPipeline(broker).add_dataflow_task(urgent, output="where", inputs=[])
+        assert await pipeline.kiq_dataflow() == {"where": "urgent"}
+    finally:
+        await broker.shutdown()
