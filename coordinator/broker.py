@@ -30,7 +30,7 @@ from coordinator.backend import Backend, Handle
 from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
 from coordinator.client import CoordinatorClient
 from shared.connection import NatsSettings
-from shared.dag import RetryPolicy, timeout_from_labels
+from shared.dag import RetryPolicy, priority_from_labels, timeout_from_labels
 from shared.profiles import (
     QUEUE_LABEL,
     REQUEST_ATTR,
@@ -373,6 +373,9 @@ class FleetBroker(AsyncBroker):
         timeout = timeout_from_labels(labels)
         if timeout is not None:
             node["timeout"] = timeout
+        priority = priority_from_labels(labels)
+        if priority:
+            node["priority"] = priority
         return node
 
     async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> Handle:

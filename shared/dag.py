@@ -90,6 +90,24 @@ def timeout_from_labels(labels: Mapping[str, Any]) -> float | None:
     return seconds if seconds > 0 else None
 
 
+PRIORITY_WORDS = {"high": 10, "normal": 0, "low": -10}
+
+
+def priority_from_labels(labels: Mapping[str, Any]) -> int:
+    """``@broker.task(priority=5)`` or ``labels={"priority": "high"}`` (Tasks guide §3.1):
+    higher runs first when nodes wait for room; ``high``/``normal``/``low`` are 10/0/-10."""
+    value = labels.get("priority")
+    if value is None or value == "None":
+        return 0
+    if isinstance(value, str) and value.strip().lower() in PRIORITY_WORDS:
+        return PRIORITY_WORDS[value.strip().lower()]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        words = "/".join(PRIORITY_WORDS)
+        raise ValueError(f"priority must be a whole number or {words}, got {value!r}") from None
+
+
 class Node(Part):
     id: Token
     task: str = Field(min_length=1)

@@ -20,7 +20,14 @@ from taskiq.exceptions import TaskiqError
 from coordinator.backend import Handle
 from coordinator.flow.naming import node_id, short_name, task_name
 from coordinator.flow.runner import runner_for
-from shared.dag import Dag, Node, RetryPolicy, RunOptions, timeout_from_labels
+from shared.dag import (
+    Dag,
+    Node,
+    RetryPolicy,
+    RunOptions,
+    priority_from_labels,
+    timeout_from_labels,
+)
 from shared.flow import MODE_LABEL, STEP_LABEL, flow_of, parameters_of
 from shared.profiles import request_of
 from shared.runs import RunView
@@ -155,6 +162,7 @@ class DataflowPipeline:
                     request=request_of(entry.task),
                     retry=self.retry or _task_retry(entry.task),
                     timeout=timeout_from_labels(getattr(entry.task, "labels", {})),
+                    priority=priority_from_labels(getattr(entry.task, "labels", {})),
                     labels={
                         STEP_LABEL: self.step_offset + index,
                         MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,

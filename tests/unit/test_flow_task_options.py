@@ -120,3 +120,51 @@ async def test_kiq_dataflow_takes_external_inputs_by_position() -> None:
     assert await pipeline.kiq_dataflow("a", first="z") == {"join": "za"}
     with pytest.raises(TypeError, match=r"3 positional values for the external inputs"):
         await pipeline.kiq_dataflow("a", "b", "c")
+
+
+def test_priority_from_labels() -> None:
+    from shared.dag import priority_from_labels
+
+    assert priority_from_labels({}) == 0
+    assert priority_from_labels({"priority": "7"}) == 7
+    assert priority_from_labels({"priority": "High"}) == 10
+    assert priority_from_labels({"priority": "low"}) == -10
+    with pytest.raises(ValueError, match="priority must be a whole number or high/normal/low"):
+        priority_from_labels({"priority": "urgent"})
+
+
+async def test_higher_priority_runs_first_when_nodes_wait_for_room() -> None:
+    import asyncio
+
+    from coordinator.local_broker import LocalFleetBroker
+
+    fleet = LocalFleetBroker([{"name": "one", "cpu": 1, "ram_mb": 1024}])
+    holding, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    @fleet.task
+    async def hold() -> None:
+        holding.set()
+        await release.wait()
+
+    @fleet.task(labels={"priority": "low"})
+    def later() -> None:
+        order.append("low")
+
+    @fleet.task(priority=5)
+    def sooner() -> None:
+        order.append("high")
+
+    (node,) = DataflowPipeline(fleet).add_dataflow_task(sooner, inputs=[]).build().nodes
+    assert node.priority == 5
+    await fleet.startup()
+    try:
+        await hold.kiq()
+        await asyncio.wait_for(holding.wait(), 5)  # the only core is taken
+        tasks = [await later.kiq(), await sooner.kiq()]
+        release.set()
+        for task in tasks:
+            await task.wait_result(timeout=5)
+    finally:
+        await fleet.shutdown()
+    assert order == ["high", "low"]
