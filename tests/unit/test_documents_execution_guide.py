@@ -549,6 +549,8 @@ async def test_7_custom_execution_engine(
     }
     assert results == expected
     assert capsys.readouterr().out == f"{expected}\n"
+    assert dag.inputs == ("source_file",)
+    assert [len(level) for level in dag.levels()] == [1, 1, 1]
 
 
 # -- 8. Result shapes ----------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pytest
 from taskiq import InMemoryBroker
 
 from coordinator.flow import (
-    DAG,
     DAGBuilder,
     DataflowRegistry,
     ExecutionEngine,
@@ -71,30 +70,6 @@ class TextTasks:
 
 
 ALL_TASKS = [TextTasks.split, TextTasks.count]
-
-
-async def test_execution_guide_section_7() -> None:
-    # Build registry manually
-    registry = DataflowRegistry()
-    registry.register_task(load, output="raw", inputs=[])
-    registry.register_task(process, output="clean", inputs=["raw"])
-    registry.register_task(save, output="saved", inputs=["clean"])
-    # Build DAG
-    dag = registry.build_dag()
-    # Create execution engine
-    engine = ExecutionEngine(broker, dag)
-    # Execute with custom inputs
-    results = await engine.execute(inputs={"source_file": "data.csv"})
-    assert results == {
-        "raw": ["data.csv:0", "data.csv:1", "data.csv:2"],
-        "clean": ["DATA.CSV:0", "DATA.CSV:1", "DATA.CSV:2"],
-        "saved": 3,
-    }
-    assert isinstance(dag, DAG)
-    assert dag.inputs == ("source_file",)
-    assert [len(level) for level in dag.levels()] == [1, 1, 1]
-    assert engine.pipeline_id is not None
-    assert engine.scheduled == dag  # the default schedule_task changes nothing
 
 
 async def test_tasks_guide_section_7_2_manual_registration() -> None:
