@@ -68,6 +68,14 @@ def push_max_parallel(limit: int | None) -> None:
 
 
 _KEEP = 10_000
+_SETTING_LABELS = (
+    RESOURCES_LABEL,
+    QUEUE_LABEL,
+    "retry_policy",
+    "max_retries",
+    "timeout",
+    "priority",
+)
 
 
 class TaskFailed(Exception):
@@ -257,7 +265,7 @@ class FleetBroker(AsyncBroker):
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
-        self._requests: dict[tuple[str, Any, Any], dict[str, Any]] = {}
+        self._requests: dict[tuple[str, ...], dict[str, Any]] = {}
         self.batches = BatchQueue(self._submit_batch)  # batching hook
 
     def connected(self) -> Backend:
@@ -360,23 +368,15 @@ class FleetBroker(AsyncBroker):
     def _node(
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
     ) -> dict[str, Any]:
-        node: dict[str, Any] = {
+        return {
             "id": "task",
             "task": task_name,
             "args": args,
             "kwargs": kwargs,
             "outputs": [RESULT],
-            "request": self._request_json(task_name, labels),
-            "retry": _retry(labels),
             "labels": labels,
+            **self._settings(task_name, labels),
         }
-        timeout = timeout_from_labels(labels)
-        if timeout is not None:
-            node["timeout"] = timeout
-        priority = priority_from_labels(labels)
-        if priority:
-            node["priority"] = priority
-        return node
 
     async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> Handle:
         document = {
@@ -389,12 +389,27 @@ class FleetBroker(AsyncBroker):
         }
         return await self.connected().submit_document(run_id, document)
 
-    def _request_json(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
-        key = (task_name, labels.get(RESOURCES_LABEL), labels.get(QUEUE_LABEL))
+    def _settings(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
+        """The node's request, retry policy, timeout and priority from the task's labels,
+        as JSON. Parsed once per task and label values, not once per ``kiq``; a bad value
+        raises here, in ``kiq``."""
+        key = (task_name, *(str(labels.get(name)) for name in _SETTING_LABELS))
         found = self._requests.get(key)
         if found is None:
             request = self._request(task_name, labels)
-            found = self._requests[key] = request.model_dump(mode="json", exclude_defaults=True)
+            policy = RetryPolicy.from_labels(labels)
+            found = {
+                "request": request.model_dump(mode="json", exclude_defaults=True),
+                "retry": {}
+                if policy is None
+                else policy.model_dump(mode="json", exclude_defaults=True),
+            }
+            timeout, priority = timeout_from_labels(labels), priority_from_labels(labels)
+            if timeout is not None:
+                found["timeout"] = timeout
+            if priority:
+                found["priority"] = priority
+            self._requests[key] = found
         return found
 
     def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:
@@ -424,9 +439,3 @@ def _first_parameter(func: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return params[0] if params else None
-
-
-def _retry(labels: dict[str, Any]) -> dict[str, Any]:
-    """The node's retry policy as JSON; a bad one raises here, in ``kiq``."""
-    policy = RetryPolicy.from_labels(labels)
-    return {} if policy is None else policy.model_dump(mode="json", exclude_defaults=True)

@@ -252,6 +252,10 @@ class LocalFleet:
             worker.executor.close()
         await asyncio.sleep(0)  # let the final updates reach their handles
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -9,6 +9,8 @@ the cluster. ``wait_all()`` flushes queued batches and waits for every run, as
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +23,11 @@ __all__ = ["LocalFleetBroker"]
 
 
 class LocalFleetBroker(FleetBroker):
-    """Without ``workers``, one worker with this host's capacity, as ``fleet agent`` sees it."""
+    """Without ``workers``, one worker with this host's capacity, as ``fleet agent`` sees it.
+
+    ``shutdown()`` runs what is queued first, as taskiq flushes batches on shutdown, but
+    waits at most ``drain_timeout`` seconds for it (as ``fleet agent --drain-timeout``):
+    then what still runs is cancelled, so a stuck task cannot hang a test's teardown."""
 
     def __init__(
         self,
@@ -29,27 +35,30 @@ class LocalFleetBroker(FleetBroker):
         *,
         policy: str | None = None,
         max_parallel: int | None = None,
+        drain_timeout: float = 30.0,
     ) -> None:
         super().__init__(nats="in-process")
-        # a bad worker is refused here, not at startup
-        self._workers = None if workers is None else [WorkerSpec.model_validate(w) for w in workers]
-        self._policy = policy
-        self._max_parallel = max_parallel
-        self.fleet: LocalFleet | None = None
+        self._fleet_args: tuple[
+            Sequence[WorkerSpec | Mapping[str, Any]] | None, str | None, int | None
+        ] = (workers, policy, max_parallel)
+        self.drain_timeout = drain_timeout
+        self.fleet = self._new_fleet()  # bad workers or policy are refused here
+
+    def _new_fleet(self) -> LocalFleet:
+        workers, policy, max_parallel = self._fleet_args
+        return LocalFleet(self, workers, policy=policy, max_parallel=max_parallel)
 
     async def _connect(self) -> Backend:
-        self.fleet = LocalFleet(
-            self, self._workers, policy=self._policy, max_parallel=self._max_parallel
-        )
+        if self.fleet.closed:  # started again after a shutdown
+            self.fleet = self._new_fleet()
         return self.fleet
 
     async def wait_all(self) -> None:
         await self.batches.flush()
-        if self.fleet is not None:
-            await self.fleet.wait_all()
+        await self.fleet.wait_all()
 
     async def shutdown(self) -> None:
-        """Queued items and running work finish first: they live only in this process."""
         if self.client is not None:
-            await self.wait_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait_all(), self.drain_timeout)
         await super().shutdown()

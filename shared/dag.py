@@ -82,11 +82,15 @@ def _literal(text: str, label: str) -> Any:
 
 
 def timeout_from_labels(labels: Mapping[str, Any]) -> float | None:
-    """``@broker.task(timeout=30)``: seconds, when positive; text is read too."""
-    try:
-        seconds = float(labels.get("timeout"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    """``@broker.task(timeout=30)``: seconds, when positive (0 or less: none); text is
+    read too."""
+    value = labels.get("timeout")
+    if value is None or value == "None":
         return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"timeout must be a number of seconds, got {value!r}") from None
     return seconds if seconds > 0 else None
 
 

@@ -16,14 +16,13 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from coordinator.broker import RESULT  # the last step's output, as a plain kiq's
 from coordinator.flow.dataflow import DataflowPipeline
 from coordinator.flow.naming import node_id, short_name
 from shared.dag import RetryPolicy
 from shared.flow import STEP_LABEL, parameters_of
 from shared.runs import TERMINAL_NODE, NodeView, RunUpdate
 
-RESULT = "result"
-"""The last step's output: what ``wait_result`` returns, also for a plain ``kiq``."""
 _PART = re.compile(rf"^{RESULT}__(\d+)$")
 
 

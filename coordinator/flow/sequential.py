@@ -20,8 +20,8 @@ from pydantic import JsonValue
 from taskiq import AsyncBroker
 
 from coordinator.backend import Handle
+from coordinator.broker import RESULT
 from coordinator.flow.chain import (
-    RESULT,
     StepPlan,
     StepWatcher,
     compile_chain,

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
+from coordinator.broker import RESULT
 from coordinator.flow import Pipeline, PipelineError, PipelineTrackingManager, Task
-from coordinator.flow.chain import RESULT, compile_chain, result_of
+from coordinator.flow.chain import compile_chain, result_of
 from coordinator.flow.runner import runner_for
 from shared.dag import RetryPolicy
 from shared.flow import STEP_LABEL

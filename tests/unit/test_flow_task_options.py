@@ -58,6 +58,8 @@ def test_policies_come_from_labels_in_both_spellings() -> None:
     assert timeout_from_labels({"timeout": "30"}) == 30.0
     assert timeout_from_labels({"timeout": 0}) is None
     assert timeout_from_labels({}) is None
+    with pytest.raises(ValueError, match="timeout must be a number of seconds, got 'soon'"):
+        timeout_from_labels({"timeout": "soon"})
 
 
 @pytest.mark.parametrize(

@@ -204,3 +204,30 @@ async def test_a_queue_routes_to_the_agents_serving_it() -> None:
         assert await pipeline.kiq_dataflow() == {"where": "urgent"}
     finally:
         await broker.shutdown()
+
+
+def test_bad_workers_or_policy_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="used twice"):
+        LocalFleetBroker([{"name": "a", "cpu": 1}, {"name": "a", "cpu": 1}])
+    with pytest.raises(ValueError, match="policy"):
+        LocalFleetBroker(policy="fastest")
+
+
+async def test_shutdown_waits_at_most_drain_timeout_then_cancels() -> None:
+    broker = LocalFleetBroker([{"name": "w", "cpu": 1, "ram_mb": 512}], drain_timeout=0.05)
+    never = asyncio.Event()
+
+    @broker.task
+    async def stuck() -> None:
+        await never.wait()
+
+    await broker.startup()
+    task = await stuck.kiq()
+    fleet = broker.fleet
+    await broker.shutdown()  # returns: the stuck run is cancelled, not awaited forever
+    view = await fleet.status(task.task_id)
+    assert view is not None
+    assert view.status == "cancelled"
+    await broker.startup()  # a broker can start again after a shutdown
+    assert broker.fleet is not fleet
+    await broker.shutdown()
