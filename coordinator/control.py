@@ -13,10 +13,11 @@ import structlog
 from nats.aio.msg import Msg
 
 from shared.protocol import ProtocolError, decode_model, encode
-from shared.runs import CtlReply, CtlRequest, RunView, WorkerView
+from shared.runs import CtlReply, CtlRequest, RunUpdate, RunView, WorkerView
 
 if TYPE_CHECKING:
     from coordinator.scheduling.machine import Scheduler
+    from coordinator.scheduling.state import NodeState
     from coordinator.service import Coordinator
     from coordinator.store import RunStore
 
@@ -108,3 +109,20 @@ def worker_views(sched: Scheduler) -> list[WorkerView]:
             )
         )
     return views
+
+
+def take_update(sched: Scheduler, run_id: str) -> tuple[RunUpdate | None, list[NodeState]]:
+    """What a run's submitter is pushed since the last call: the changed nodes when it
+    asked for progress, and the run's end; ``None`` when there is nothing to push. Also
+    the changed nodes themselves; the run's changed set is cleared. The coordinator and
+    ``LocalFleet`` push the same updates through it."""
+    run = sched.runs.get(run_id)
+    if run is None:
+        return None, []
+    changed = [run.nodes[n] for n in run.changed]
+    run.changed.clear()
+    final = sched.view(run_id) if run.status != "running" else None
+    if final is None and not run.submit.progress:
+        return None, changed
+    nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
+    return RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final), changed

@@ -29,7 +29,7 @@ from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker
 
 from coordinator.client import FleetError, PushedRun, RunFailed
-from coordinator.control import worker_views
+from coordinator.control import take_update, worker_views
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, RunOptions
@@ -362,25 +362,17 @@ class LocalFleet:
 
     def _push(self, run_id: str, now: float) -> None:
         """Changed nodes to the handle (when it wants progress), and the run's end."""
-        run = self._scheduler.runs.get(run_id)
-        handle = self._handles.get(run_id)
-        if run is None:
-            return
-        changed = [run.nodes[n] for n in run.changed]
-        run.changed.clear()
+        update, changed = take_update(self._scheduler, run_id)
         for state in changed:  # a retry waiting out its delay needs a tick then
             if state.status == "ready" and state.not_before > now:
                 heapq.heappush(self._due, (state.not_before, run_id))
-        final = None
-        if run.status != "running":
-            final = self._views[run_id] = self._scheduler.view(run_id)
-        if handle is None or (final is None and not run.submit.progress):
-            return
-        nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
-        update = RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final)
-        # One loop step later and in order, as a push would arrive: a listener added right
-        # after ``submit`` returns sees the run from its first change.
-        asyncio.get_running_loop().call_soon(handle._apply, update)
+        if update is not None and update.run is not None:
+            self._views[run_id] = update.run
+        handle = self._handles.get(run_id)
+        if handle is not None and update is not None:
+            # One loop step later and in order, as a push would arrive: a listener added
+            # right after ``submit`` returns sees the run from its first change.
+            asyncio.get_running_loop().call_soon(handle._apply, update)
 
     # -- time ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from coordinator.checkpoint import Checkpointer
-from coordinator.control import Control
+from coordinator.control import Control, take_update
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.store import RunStore
@@ -320,19 +320,14 @@ class Coordinator:
 
     async def _push_update(self, run_id: str) -> None:
         """Changed nodes to the submitter (when it wants progress), and the end to anyone."""
-        nc, s = self._client(), self.subjects
         run = self.scheduler.runs.get(run_id)
-        if run is None:
+        update, _ = take_update(self.scheduler, run_id)
+        if run is None or update is None:
             return
-        submit = run.submit
-        final = self.scheduler.view(run_id) if run.status != "running" else None
-        nodes = tuple(run.nodes[n].view() for n in run.changed) if submit.progress else ()
-        run.changed.clear()
-        if final is None and not submit.progress:
-            return
-        data = encode(RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final))
-        await nc.publish(submit.notify or s.run_updates(run_id), data)
-        if final is not None:
-            if submit.notify:
+        nc, s, notify = self._client(), self.subjects, run.submit.notify
+        data = encode(update)
+        await nc.publish(notify or s.run_updates(run_id), data)
+        if update.run is not None:
+            if notify:
                 await nc.publish(s.run_updates(run_id), data)  # for followers elsewhere
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
