@@ -13,9 +13,9 @@ pool's own rules: required labels, whole or shared GPUs, GPU model and memory
 constraints, custom resources.
 
 ``set_max_parallel_tasks`` stores a process-wide ceiling that both executors
-respect.  It is *not* pushed to the coordinator: the cluster-wide limit on
-concurrently running tasks is the coordinator's ``--max-parallel`` option, set
-when it starts.  Changing it live (a control message over NATS) is future work.
+respect, and is enforced where tasks run: every started ``FleetBroker`` sends it to
+the coordinator (its ``limit`` control verb, as ``--max-parallel`` at start), and
+in-process fleets apply it at once.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Protocol
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from shared.capacity import Capacity, Demand
 from shared.profiles import TaskResourceProfile
-from shared.resources import MILLI, GPUDevice, ResourceRequest
+from shared.resources import MILLI, ResourceRequest
 from shared.runs import WorkerView
 
 __all__ = [
@@ -254,37 +255,29 @@ def _milli(amount: float) -> int:
     return round(amount * MILLI)
 
 
-def _copies(free: float, need: float) -> int | None:
-    """Whole copies of ``need`` in ``free`` (exact in milli-units); ``None`` if need is 0."""
-    if need <= 0:
-        return None
-    return max(0, _milli(free)) // _milli(need)
+def _copies(free: int, need: int) -> int | None:
+    """Whole copies of ``need`` in ``free``; ``None`` if nothing is needed."""
+    return max(0, free) // need if need > 0 else None
 
 
-def _device_ok(device: GPUDevice, request: ResourceRequest) -> bool:
-    if request.gpu_models and device.model not in request.gpu_models:
-        return False
-    return device.memory_mb >= request.gpu_mem_mb
-
-
-def _gpu_copies(worker: WorkerView, request: ResourceRequest) -> int | None:
-    """Copies by GPU: a share packs onto each eligible device; whole ones need free devices."""
-    if not request.wants_gpu:
+def _gpu_copies(worker: WorkerView, demand: Demand, cap: Capacity) -> int | None:
+    """Copies by GPU: a share packs onto each eligible device; whole ones need free devices.
+    Eligibility (model, memory) is the pool's own ``Capacity.device_ok``."""
+    if not demand.wants_gpu:
         return None
     frees = [
-        _milli(worker.gpu_free.get(d.index, 0.0))
-        for d in worker.spec.gpus
-        if _device_ok(d, request)
+        _milli(worker.gpu_free.get(index, 0.0))
+        for slot, index in enumerate(cap.gpu_index)
+        if cap.device_ok(slot, demand)
     ]
-    if request.gpus < 1:
-        share = _milli(request.gpus)
-        return sum(max(0, free) // share for free in frees)
-    entire = sum(1 for free in frees if free >= MILLI)
-    return entire // int(request.gpus)
+    if demand.gpu_share:
+        return sum(max(0, free) // demand.gpu_share for free in frees)
+    return sum(1 for free in frees if free >= MILLI) // demand.gpu_whole
 
 
 def worker_fit(worker: WorkerView, request: ResourceRequest) -> int | None:
-    """Copies of ``request`` that fit in ``worker``'s free capacity now.
+    """Copies of ``request`` that fit in ``worker``'s free capacity now, in the pool's
+    integer units (``shared.capacity``).
 
     ``None`` means no limit: the request needs nothing the worker counts.  A
     worker that is unhealthy, draining or lacks a required label takes none.
@@ -293,11 +286,12 @@ def worker_fit(worker: WorkerView, request: ResourceRequest) -> int | None:
         return 0
     if not all(s.matches(worker.spec.labels) for s in request.required):
         return 0
+    demand, cap = Demand.of(request), Capacity.of(worker.spec)
     limits = [
-        _copies(worker.free.get("cpu", 0.0), request.cpu),
-        _copies(worker.free.get("ram_mb", 0.0), request.ram_mb),
-        _gpu_copies(worker, request),
-        *(_copies(worker.free.get(k, 0.0), v) for k, v in request.resources.items()),
+        _copies(_milli(worker.free.get("cpu", 0.0)), demand.cpu),
+        _copies(round(worker.free.get("ram_mb", 0.0)), demand.ram),
+        _gpu_copies(worker, demand, cap),
+        *(_copies(_milli(worker.free.get(k, 0.0)), v) for k, v in demand.custom),
     ]
     bounded = [n for n in limits if n is not None]
     return min(bounded) if bounded else None
