@@ -106,12 +106,18 @@ class Checkpointer:
                 continue
             items.append((run.submit, sched.view(run_id), run_id in self._live))
         try:
-            await self._store.save_many(items)
+            failed = await self._store.save_many(items)
         except Exception:
             self._dirty |= dirty
             raise
-        self._dirty |= deferred
+        self._dirty |= deferred | failed.keys()
+        if failed:
+            run_id, error = next(iter(failed.items()))
+            log.error("runs not stored; will retry", count=len(failed), run=run_id, error=error)
+            self._wake.set()
         for _, view, _ in items:
+            if view.run_id in failed:
+                continue
             if view.done:
                 self._live.discard(view.run_id)
                 self._born.pop(view.run_id, None)

@@ -42,7 +42,7 @@ from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
 from shared.labels import Op
-from shared.resources import MILLI, ResourceRequest, WorkerSpec
+from shared.resources import ResourceRequest, WorkerSpec
 
 _PLAN_CACHE_LIMIT = 4096
 
@@ -191,8 +191,7 @@ class ResourceAwareWorkerPool:
         worker = self._known(name)
         demand = Demand.of(request)
         slot_of = {index: slot for slot, index in enumerate(worker.cap.gpu_index)}
-        share = demand.gpu_share or (MILLI if demand.gpu_whole else 0)
-        devices = tuple((slot_of[d], share) for d in gpu_devices if d in slot_of)
+        devices = tuple((slot_of[d], demand.device_share) for d in gpu_devices if d in slot_of)
         worker.take(key, demand, devices)
         self._reindex(worker, gpu=bool(devices))
         placement = Placement(key, name, worker.device_ids(devices), request)

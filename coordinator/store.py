@@ -61,8 +61,19 @@ class RunStore:
             stored = StoredRun(submit=submit, view=view)
             await self._kv.put(_live(view.run_id), stored.model_dump_json().encode())
 
-    async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> None:
-        await asyncio.gather(*(self.save(s, v, live) for s, v, live in items))
+    async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> dict[str, Exception]:
+        """Save each; returns the runs whose write failed, with why. One record the server
+        refuses (e.g. over its payload limit) must not hold back every other run's."""
+        results = await asyncio.gather(
+            *(self.save(s, v, live) for s, v, live in items), return_exceptions=True
+        )
+        failed: dict[str, Exception] = {}
+        for (_, view, _), result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                failed[view.run_id] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return failed
 
     async def live(self) -> list[StoredRun]:
         return [StoredRun.model_validate_json(v) for v in await self._scan("live.*")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from shared.labels import LabelSelector, PreferredLabel
 from shared.resources import MILLI, ResourceRequest, WorkerSpec, to_milli
@@ -58,6 +59,11 @@ class Demand:
     def gpu_milli(self) -> int:
         """GPU amount in milli-devices, whole or share."""
         return self.gpu_whole * MILLI + self.gpu_share
+
+    @property
+    def device_share(self) -> int:
+        """What it takes from each device it is given, in milli-devices."""
+        return self.gpu_share or (MILLI if self.gpu_whole else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +128,17 @@ class Ledger:
     held: dict[Hashable, Hold] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, spec: WorkerSpec) -> Ledger:
+    def of(cls, spec: WorkerSpec, /, **extra: Any) -> Self:
+        """Everything free; ``extra`` fills a subclass's own fields."""
         cap = Capacity.of(spec)
-        return cls(cap, cap.cpu, cap.ram, [MILLI] * len(cap.gpu_models), dict(cap.custom))
+        return cls(
+            cap=cap,
+            free_cpu=cap.cpu,
+            free_ram=cap.ram,
+            free_dev=[MILLI] * len(cap.gpu_models),
+            free_custom=dict(cap.custom),
+            **extra,
+        )
 
     def usable_ram(self) -> int:
         """Reserved-free RAM, further limited by what the host really has free."""
@@ -186,7 +200,7 @@ class Ledger:
 
     def devices_by_id(self, demand: Demand, device_ids: tuple[int, ...]) -> DevicePick | str:
         """The pick for advertised device indexes, or why they cannot take the demand."""
-        share = demand.gpu_share or (MILLI if demand.gpu_whole else 0)
+        share = demand.device_share
         wanted = demand.gpu_whole or (1 if demand.gpu_share else 0)
         if len(device_ids) != wanted:
             return f"gpus needs {wanted} device(s), assignment names {list(device_ids)}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.capacity import Capacity, DevicePick, Ledger
-from shared.resources import MILLI, WorkerSpec
+from shared.capacity import DevicePick, Ledger
+from shared.resources import WorkerSpec
 
 __all__ = ["DevicePick", "WorkerState"]
 
@@ -19,17 +19,7 @@ class WorkerState(Ledger):
 
     @classmethod
     def create(cls, spec: WorkerSpec, seq: int) -> WorkerState:
-        cap = Capacity.of(spec)
-        return cls(
-            name=spec.name,
-            seq=seq,
-            spec=spec,
-            cap=cap,
-            free_cpu=cap.cpu,
-            free_ram=cap.ram,
-            free_dev=[MILLI] * len(cap.gpu_models),
-            free_custom=dict(cap.custom),
-        )
+        return cls.of(spec, name=spec.name, seq=seq, spec=spec)
 
     @property
     def labels(self) -> dict[str, str]:

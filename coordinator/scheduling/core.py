@@ -257,8 +257,9 @@ class SchedulerCore:
 
     def _infeasible(self, state: NodeState) -> str | None:
         task = state.node.task
-        with_task = [w for w in self.workers.values() if w.tasks is None or task in w.tasks]
-        if self.workers and not with_task:
+        if self.workers and not any(
+            w.tasks is None or task in w.tasks for w in self.workers.values()
+        ):
             return f"no worker has task {task!r}"
         answer = self.pool.check(self._catalog.request(state.node.request, task))
         return None if answer is None else f"{state.node.request.describe()}: {answer}"
@@ -273,7 +274,12 @@ class SchedulerCore:
         self._touch(run)
 
     def _recheck_infeasible(self, now: float) -> None:
-        for run in self.runs.values():
+        """After a worker joined or changed: clear what some worker now fits. Only runs
+        still waiting out an infeasibility are looked at, not every run in memory."""
+        for run_id in self._infeasible_runs:
+            run = self.runs.get(run_id)
+            if run is None or run.status != "running":
+                continue
             for node_id in list(run.infeasible):
                 state = run.nodes[node_id]
                 if self._infeasible(state) is None:

@@ -243,11 +243,13 @@ class Scheduler(Recovery):
             if info is not None and info.last_seen == seen:  # else heard from since
                 self.worker_left(name, f"missed {misses} heartbeats", now)
         if self._restored:
-            for state in [s for s in self._attempts.values() if s.adopt_by is not None]:
+            unclaimed = [s for s in self._attempts.values() if s.adopt_by is not None]
+            for state in unclaimed:
+                # Read again: failing one attempt can end its run, which clears the others.
                 if state.adopt_by is not None and now >= state.adopt_by:
                     why = "no agent reports it after the coordinator restarted"
                     self._system_failure(state, why, now)
-            self._restored = any(s.adopt_by is not None for s in self._attempts.values())
+            self._restored = any(s.adopt_by is not None for s in unclaimed)
 
     def _check_runs(self, now: float) -> None:
         """Run timeouts and infeasibility graces; only the runs that have one are looked at."""

@@ -35,9 +35,6 @@ class ReadyQueue:
             heapq.heappush(self._heads, (-priority, state.ready_since, state.seq, key))
         group.append((state.seq, state))
 
-    def __len__(self) -> int:
-        return sum(len(g) for g in self._groups.values())
-
     def states(self) -> list[NodeState]:
         """Every queued ready node (for inspection and tests)."""
         return [state for group in self._groups.values() for state in self.members(group)]

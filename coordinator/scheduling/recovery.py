@@ -7,9 +7,7 @@ import heapq
 
 from coordinator.scheduling.core import SchedulerCore
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
-from shared.protocol import (
-    AttemptRef,
-)
+from shared.protocol import AttemptRef
 from shared.runs import RunView, Submit
 
 
@@ -78,7 +76,7 @@ class Recovery(SchedulerCore):
                     self._started(state, now)
                 if state.adopt_by is not None:  # restored from the store: account it again
                     state.adopt_by = None
-                    info.attempts.add(ref)
+                    self._track(state, info.name)  # on the worker running it, stored or not
                     if not info.draining and self.pool.reservation(ref) is None:
                         self.pool.adopt(info.name, state.node.request, ref, state.gpu_devices)
                 continue

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.checkpoint import Checkpointer
 from coordinator.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
@@ -554,6 +555,22 @@ def test_infeasible_node_fails_the_run_when_grace_ends() -> None:
     assert view.node("train").error.type == "Infeasible"
     assert view.node("prep").status == "cancelled"
     assert c.reserved_keys() == set()
+
+
+def test_a_worker_joining_leaves_a_run_that_failed_infeasible_as_it_ended() -> None:
+    c = Cluster(infeasible_grace=10)
+    c.register("w1")
+    c.submit("r1", n("train", gpus=1), at=100)
+    assert c.tick(110).finished == ["r1"]
+    ended = c.view("r1")
+    c.sched.take()
+    c.register("w2", at=111, gpus=1)
+    error = ended.node("train").error
+    assert error is not None
+    assert c.sched.runs["r1"].infeasible == {"train": error.message}
+    assert c.sched.runs["r1"].nodes["train"].reason.startswith("infeasible: ")
+    assert c.tick(111).changed == set()
+    assert c.view("r1") == ended
 
 
 def test_node_made_infeasible_by_a_lost_worker_fails_after_grace() -> None:
@@ -1205,6 +1222,22 @@ def test_restored_attempt_is_adopted_when_its_worker_lists_it(c: Cluster) -> Non
     assert c.reserved_keys() == {nxt.ref}
 
 
+def test_restored_attempt_listed_by_another_worker_is_tracked_on_that_worker(
+    c: Cluster,
+) -> None:
+    """The agent's word wins over the stored record: its outcome counts, the run goes on."""
+    ref = restored_run(c)
+    c.register("w2", at=101, cpu=4, running=(ref,))
+    assert c.tick(101).assign == {}
+    placement = c.pool.reservation(ref)
+    assert placement is not None
+    assert placement.worker == "w2"
+    assert c.node("r1", "b").worker == "w2"
+    c.succeed(Assignment(ref=ref, task_name=TASK, request=ResourceRequest()), "w2", 102, 7)
+    _, nxt = only(c.tick(102))
+    assert nxt.kwargs == {"v": 7}
+
+
 def test_restored_attempt_adopted_from_a_heartbeat(c: Cluster) -> None:
     ref = restored_run(c)
     c.register("w1", at=101, cpu=4)
@@ -1351,3 +1384,49 @@ def test_adverts_from_an_older_agent_under_a_used_name_are_ignored(c: Cluster) -
     assert lost(d) == []
     assert c.node("r1", "a").status == "running"
     assert c.sched.workers["w1"].started_at == 5.0
+
+
+# -- checkpointing -----------------------------------------------------------------------------
+
+
+class _Store:
+    """A RunStore stand-in that refuses to write the runs in ``refuse``."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        self.refuse = refuse
+        self.saved: list[str] = []
+
+    async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> dict[str, Exception]:
+        failed: dict[str, Exception] = {}
+        for _, view, _ in items:
+            if view.run_id in self.refuse:
+                failed[view.run_id] = ValueError("payload too large")
+            else:
+                self.saved.append(view.run_id)
+        return failed
+
+
+class _Msg:
+    def __init__(self) -> None:
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+async def test_a_run_the_store_refuses_holds_back_only_its_own_messages(c: Cluster) -> None:
+    c.register("w1")
+    c.submit("good", n("a"))
+    c.submit("bad", n("a"))
+    d = c.tick(0)
+    store = _Store(refuse={"bad"})
+    points = Checkpointer(store, c.sched, min_age=0.0, clock=lambda: 0.0)  # type: ignore[arg-type]
+    good, bad = _Msg(), _Msg()
+    points.mark(d.changed, d.finished, [(good, {"good"}), (bad, {"bad"})])  # type: ignore[list-item]
+    await points.flush()
+    assert store.saved == ["good"]
+    assert (good.acked, bad.acked) == (True, False)
+    store.refuse.clear()
+    await points.flush()
+    assert store.saved == ["good", "bad"]
+    assert bad.acked
