@@ -15,6 +15,7 @@ be answered on its subjects.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Annotated, ClassVar, Literal, Self, TypeVar, get_args
 
 from pydantic import (
@@ -94,6 +95,26 @@ class ErrorInfo(Part):
     type: str = Field(min_length=1)
     message: str = ""
     traceback: str = ""
+
+    def clipped(self, limit: int) -> ErrorInfo:
+        """At most about ``limit`` characters of message and traceback together, keeping
+        the head and the tail of each, so a task raising with a huge message still gets an
+        outcome small enough for one NATS message."""
+        if len(self.message) + len(self.traceback) <= limit:
+            return self
+        return self.model_copy(
+            update={
+                "message": _clip(self.message, limit // 2),
+                "traceback": _clip(self.traceback, limit // 2),
+            }
+        )
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters clipped ...]\n{text[-half:]}"
 
 
 class Reserved(Part):
@@ -201,6 +222,20 @@ class Assignment(Versioned):
         value = self.kwargs.get(name)
         return index.isdecimal() and isinstance(value, list) and int(index) < len(value)
 
+    def resolved(self, values: Mapping[str, JsonValue]) -> Assignment:
+        """This assignment with ``values`` (fetched for its ``arg_refs`` keys) put where
+        those keys point, and no refs left; the keys read as ``_names_argument`` checked."""
+        args, kwargs = list(self.args), dict(self.kwargs)
+        for key, value in values.items():
+            name, _, index = key.rpartition(".")
+            if key.isdecimal():
+                args[int(key)] = value
+            elif key not in kwargs and isinstance(items := kwargs.get(name), list):
+                kwargs[name] = [*items[: int(index)], value, *items[int(index) + 1 :]]
+            else:
+                kwargs[key] = value
+        return self.model_copy(update={"args": tuple(args), "kwargs": kwargs, "arg_refs": {}})
+
 
 class Accept(Versioned):
     type: Literal["accept"] = "accept"
@@ -285,6 +320,22 @@ _MAX_ERRORS = 5
 
 def encode(msg: Versioned) -> bytes:
     return msg.model_dump_json().encode()
+
+
+def encode_each(items: Sequence[ItemModel]) -> bytes:
+    """One message as itself, several as one Batch: what ``decode_each`` reads back."""
+    return join_encoded([encode(item) for item in items])
+
+
+def join_encoded(encoded: Sequence[bytes]) -> bytes:
+    """Messages already encoded (no batches), as ``encode_each`` would send them; a Batch
+    is assembled around the bytes rather than decoding and encoding the items again."""
+    if not encoded:
+        raise ValueError("nothing to send: a Batch holds at least one message")
+    if len(encoded) == 1:
+        return encoded[0]
+    head = b'{"type":"batch","version":%d,"items":[' % Batch.VERSION
+    return head + b",".join(encoded) + b"]}"
 
 
 def decode(data: bytes) -> MessageModel:

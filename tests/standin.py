@@ -31,6 +31,7 @@ from shared.protocol import (
     decode,
     decode_each,
     encode,
+    encode_each,
 )
 from shared.resources import ResourceRequest
 from shared.subjects import Subjects
@@ -125,8 +126,7 @@ class StandIn:
         return done.pop().result()
 
     async def send(self, worker: str, *assignments: Assignment) -> None:
-        msg = assignments[0] if len(assignments) == 1 else Batch(items=assignments)
-        await self.client.publish(self.subjects.assign(worker), encode(msg))
+        await self.client.publish(self.subjects.assign(worker), encode_each(assignments))
 
     async def assign(self, worker: str, assignment: Assignment) -> Accept | Reject:
         await self.send(worker, assignment)

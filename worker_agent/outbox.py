@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -66,7 +67,7 @@ class Outbox:
             await self._changed.wait()
             self._changed.clear()
             while self._items:
-                batch = list(self._items.values())[: self._window]
+                batch = list(itertools.islice(self._items.values(), self._window))
                 try:
                     await self._publish(batch)
                 except Exception as exc:

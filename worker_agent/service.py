@@ -39,7 +39,6 @@ from shared.protocol import (
     Accept,
     Assignment,
     AttemptRef,
-    Batch,
     Cancel,
     Deregister,
     ErrorInfo,
@@ -50,6 +49,8 @@ from shared.protocol import (
     Reject,
     decode_each,
     encode,
+    encode_each,
+    join_encoded,
 )
 from shared.resources import WorkerSpec
 from shared.subjects import Subjects
@@ -64,6 +65,9 @@ log = structlog.get_logger(__name__)
 PUBLISH_TIMEOUT = 2
 FLUSH_TIMEOUT = 10
 """How long a stopping agent keeps trying to store its last outcomes."""
+ERROR_TEXT_LIMIT = 32 * 1024
+"""Characters of an outcome's error message and traceback kept, so that it fits a NATS
+message: an outcome too large to store would be retried forever and hang its run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +249,7 @@ class Agent:
 
     async def _on_assignments(self, assignments: tuple[Assignment, ...]) -> None:
         acks = [self._admit(a) for a in assignments]
-        data = encode(acks[0] if len(acks) == 1 else Batch(items=tuple(acks)))
-        await self._publish(self._subjects.ack(self.name), data)
+        await self._publish(self._subjects.ack(self.name), encode_each(acks))
 
     def _admit(self, a: Assignment) -> Accept | Reject:
         if a.ref in self._attempts:  # a re-sent assignment: same answer, not a second run
@@ -289,6 +292,9 @@ class Agent:
             del self._attempts[a.ref]
             self._early_cancels.pop(a.ref, None)
         bound.info("finished", status=outcome.status, duration=round(outcome.duration, 6))
+        if outcome.error is not None:
+            error = outcome.error.clipped(ERROR_TEXT_LIMIT)
+            outcome = outcome.model_copy(update={"error": error})
         self._outbox.put(outcome)
 
     def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
@@ -315,18 +321,8 @@ class Agent:
         if not a.arg_refs:
             return a
         store = await self._payloads()
-        args, kwargs = list(a.args), dict(a.kwargs)
-        for key, ref in a.arg_refs.items():
-            value = await load_value(store, ref)
-            name, _, index = key.rpartition(".")
-            if key.isdecimal():
-                args[int(key)] = value
-            elif key not in kwargs and isinstance(kwargs.get(name), list):
-                items = kwargs[name] = list(kwargs[name])  # type: ignore[arg-type]
-                items[int(index)] = value
-            else:
-                kwargs[key] = value
-        return a.model_copy(update={"args": tuple(args), "kwargs": kwargs, "arg_refs": {}})
+        values = await asyncio.gather(*(load_value(store, ref) for ref in a.arg_refs.values()))
+        return a.resolved(dict(zip(a.arg_refs, values, strict=True)))
 
     async def _externalise(self, outcome: Outcome) -> Outcome:
         if outcome.return_value is None:
@@ -359,11 +355,11 @@ class Agent:
         stored once, while a second execution of the same attempt (a coordinator that
         restarted and sent it again) has other timestamps, so its outcome is not dropped."""
         if len(chunk) == 1:
-            ((outcome, data),) = chunk
-            subject = self._subjects.outcome(outcome.ref.run_id, outcome.ref.node_id)
+            ref = chunk[0][0].ref
+            subject = self._subjects.outcome(ref.run_id, ref.node_id)
         else:
-            data = _batch_json([d for _, d in chunk])
             subject = self._subjects.worker_outcomes(self.name)
+        data = join_encoded([d for _, d in chunk])
         msg_id = hashlib.sha1(data).hexdigest()
         await js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
 
@@ -387,8 +383,3 @@ async def _wait_for(tasks: set[asyncio.Task[None]], within: float, force: asynci
             remaining -= done
     finally:
         forced.cancel()
-
-
-def _batch_json(items: list[bytes]) -> bytes:
-    """A ``Batch`` message built from already-encoded items, without decoding them again."""
-    return b'{"type":"batch","version":1,"items":[' + b",".join(items) + b"]}"

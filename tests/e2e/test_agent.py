@@ -278,6 +278,28 @@ async def test_outcome_survives_a_nats_restart(
     assert await standin.outcome_count(a.ref) == 1
 
 
+async def test_a_huge_error_is_clipped_so_its_outcome_can_be_stored(
+    standin: StandIn, start_agent: Callable[..., FleetProcess]
+) -> None:
+    """The message comes back in the traceback too: unclipped, the outcome would exceed the
+    server's max_payload, never be stored, and the attempt would hang its run."""
+    start_agent("w")
+    await ready(standin, "w")
+    huge = assignment("fail", "x" * 700_000)
+    assert (await standin.assign("w", huge)).type == "accept"
+    outcome = await standin.outcome(huge.ref)
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert outcome.error.type == "ValueError"
+    assert outcome.error.message.startswith("xxx")
+    assert "clipped" in outcome.error.message
+    assert len(outcome.error.message) + len(outcome.error.traceback) < 100_000
+    assert "raise ValueError(message)" in outcome.error.traceback
+    small = assignment("add", 1, 2)
+    await standin.assign("w", small)
+    assert (await standin.outcome(small.ref)).return_value == 3
+
+
 GARBAGE: list[bytes] = [
     b"",
     b"not json",

@@ -30,6 +30,8 @@ from shared.protocol import (
     decode_as,
     decode_each,
     encode,
+    encode_each,
+    join_encoded,
 )
 from shared.resources import ResourceRequest, WorkerSpec
 from shared.subjects import MAX_TOKEN_LENGTH, Subjects, as_token, token
@@ -195,6 +197,36 @@ def test_batch_round_trip(batch_refs: list[AttemptRef]) -> None:
 def test_decode_each_accepts_a_single_message() -> None:
     cancel = Cancel(ref=REF)
     assert decode_each(encode(cancel), Cancel) == (cancel,)
+
+
+@given(st.lists(refs, min_size=1, max_size=5))
+def test_encode_each_is_what_decode_each_reads(batch_refs: list[AttemptRef]) -> None:
+    items = [Cancel(ref=r, reason="x") for r in batch_refs]
+    data = encode_each(items)
+    assert decode_each(data, Cancel) == tuple(items)
+    assert data == join_encoded([encode(item) for item in items])
+    if len(items) == 1:
+        assert data == encode(items[0])
+    else:
+        assert decode(data) == Batch(items=tuple(items))
+
+
+def test_join_encoded_refuses_nothing() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        join_encoded([])
+
+
+def test_error_info_clipped_keeps_head_and_tail() -> None:
+    small = ErrorInfo(type="E", message="m" * 10, traceback="t" * 10)
+    assert small.clipped(20) is small
+    big = ErrorInfo(type="E", message="a" * 500 + "b" * 500, traceback="T" * 50 + "end")
+    clipped = big.clipped(200)
+    assert clipped.type == "E"
+    assert clipped.message.startswith("a" * 50)
+    assert clipped.message.endswith("b" * 50)
+    assert "900 characters clipped" in clipped.message
+    assert clipped.traceback == big.traceback  # short enough on its own
+    assert len(clipped.message) + len(clipped.traceback) < 300
 
 
 def test_attempt_ref_key_and_hash() -> None:
@@ -424,6 +456,23 @@ def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="neither an index, a kwarg"):
             build()
+
+
+def test_assignment_resolved_puts_values_where_arg_refs_point() -> None:
+    ref = PayloadRef(name="p", size=0)
+    a = Assignment(
+        ref=REF,
+        task_name="t",
+        args=(None, 2),
+        kwargs={"data": None, "items": [1, None, 3], "a.0": None},
+        arg_refs={"0": ref, "data": ref, "items.1": ref, "a.0": ref},
+        request=ONE_GPU.merged(gpus=0),
+    )
+    done = a.resolved({"0": "x", "data": {"k": 1}, "items.1": "y", "a.0": "z"})
+    assert done.args == ("x", 2)
+    assert done.kwargs == {"data": {"k": 1}, "items": [1, "y", 3], "a.0": "z"}
+    assert done.arg_refs == {}
+    assert a.kwargs["items"] == [1, None, 3]  # the original is left as it was
 
 
 def test_heartbeat_capacity_must_be_its_own() -> None:
