@@ -1,34 +1,36 @@
 """The ``fleet`` command.
 
-Subcommands register themselves in ``SUBCOMMANDS``; each one's module is
-imported only when it runs, so ``fleet --help`` stays fast and an agent host
-never imports the coordinator's service code.
+Each subcommand's module adds its arguments; the heavy imports (the coordinator's
+service, nats, taskiq, the user's app) happen only when a subcommand runs, so
+``fleet --help`` stays fast and an agent host never imports the coordinator's
+service code.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from coordinator import client_cli, serve_cli, up_cli
 from shared.version import __version__
+from worker_agent import cli as agent_cli
 
 Handler = Callable[[argparse.Namespace], int]
 Configure = Callable[[argparse.ArgumentParser], Handler]
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "agent": ("run a worker agent on this host", "worker_agent.cli:configure"),
-    "coordinator": ("run the coordinator service", "coordinator.serve_cli:configure"),
-    "submit": ("submit a DAG and follow its run", "coordinator.client_cli:configure_submit"),
-    "status": ("show a run and its nodes", "coordinator.client_cli:configure_status"),
-    "runs": ("list recent runs", "coordinator.client_cli:configure_runs"),
-    "cancel": ("cancel a running run", "coordinator.client_cli:configure_cancel"),
-    "workers": ("list the workers and their capacity", "coordinator.client_cli:configure_workers"),
-    "up": ("start a local fleet: nats-server, coordinator, agents", "coordinator.up_cli:configure"),
+SUBCOMMANDS: dict[str, tuple[str, Configure]] = {
+    "agent": ("run a worker agent on this host", agent_cli.configure),
+    "coordinator": ("run the coordinator service", serve_cli.configure),
+    "submit": ("submit a DAG and follow its run", client_cli.configure_submit),
+    "status": ("show a run and its nodes", client_cli.configure_status),
+    "runs": ("list recent runs", client_cli.configure_runs),
+    "cancel": ("cancel a running run", client_cli.configure_cancel),
+    "workers": ("list the workers and their capacity", client_cli.configure_workers),
+    "up": ("start a local fleet: nats-server, coordinator, agents", up_cli.configure),
 }
-"""name -> (one-line help, ``module:function`` that adds the arguments and returns the
-handler); the module is imported only to build the parser, so keep its top level light."""
+"""name -> (one-line help, function that adds the arguments and returns the handler);
+those modules are imported to build the parser, so keep their top level light."""
 
 EXIT_USAGE = 2
 
@@ -44,12 +46,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     parser.add_argument("--version", action="version", version=f"taskiq-fleet {__version__}")
     handlers: dict[str, Handler] = {}
-    if SUBCOMMANDS:
-        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-        for name, (help_text, target) in SUBCOMMANDS.items():
-            module, _, attr = target.partition(":")
-            configure: Configure = getattr(importlib.import_module(module), attr)
-            handlers[name] = configure(sub.add_parser(name, help=help_text, description=help_text))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, configure) in SUBCOMMANDS.items():
+        handlers[name] = configure(sub.add_parser(name, help=help_text, description=help_text))
     return parser, handlers
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.cliargs import number
+from shared.cliargs import import_object, number, subject_prefix
 from shared.connection import add_nats_arguments
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--prefix",
+        type=subject_prefix,
         default=os.environ.get("FLEET_PREFIX", "fleet"),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
@@ -263,7 +264,12 @@ def load_dag(spec: str, search_path: Path | None = None) -> Dag:
     """The DAG ``MODULE:ATTR`` names, calling ATTR if it is a function; UsageError if none."""
     from shared.dag import Dag
 
-    target = _import_attribute(spec, search_path)
+    try:
+        target = import_object(
+            spec, form="expected MODULE:ATTR naming a DAG", search_path=search_path
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not isinstance(target, Dag) and callable(target):
         try:
             target = target()
@@ -274,30 +280,6 @@ def load_dag(spec: str, search_path: Path | None = None) -> Dag:
             f"{spec!r} is a {type(target).__name__}, not a shared.dag.Dag "
             "or a function of no arguments returning one"
         )
-    return target
-
-
-def _import_attribute(spec: str, search_path: Path | None) -> object:
-    import importlib
-
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise UsageError(f"expected MODULE:ATTR naming a DAG, got {spec!r}")
-    root = str(search_path or Path.cwd())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        target: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise UsageError(f"cannot import module {module_name!r}: not found") from None
-        raise UsageError(f"importing {module_name!r} failed: {exc}") from None
-    except Exception as exc:
-        raise UsageError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
     return target
 
 
@@ -313,9 +295,11 @@ def parse_inputs(pairs: list[str], files: list[str]) -> dict[str, Any]:
             where = f"{flag} {name}"
             if flag == "--input-file":
                 try:
-                    text = Path(text).expanduser().read_text()
+                    text = Path(text).expanduser().read_text(encoding="utf-8")
                 except OSError as exc:
                     raise UsageError(f"{where}: cannot read {text}: {exc.strerror}") from None
+                except UnicodeDecodeError:
+                    raise UsageError(f"{where}: {text} is not UTF-8 text") from None
             try:
                 inputs[name] = json.loads(text)
             except json.JSONDecodeError as exc:

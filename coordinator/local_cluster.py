@@ -51,8 +51,11 @@ from coordinator.natsserver import (
     NatsServerError,
     NatsServerNotFoundError,
     free_port,
+    tail_text,
     tie_to_parent,
 )
+from shared.resources import POLICY_NAMES
+from shared.subjects import Subjects
 
 if TYPE_CHECKING:
     from coordinator.client import CoordinatorClient
@@ -77,7 +80,6 @@ DEFAULT_APP = "examples.tasks:broker"
 DEFAULT_NATS_PORT = 4222
 """NATS's own default: ``fleet workers`` and friends find a cluster there without --nats."""
 
-POLICIES = ("hybrid", "binpack", "spread")
 TOP_KEYS = ("app", "agent")
 AGENT_KEYS = ("name", "app", "cpus", "ram_mb", "gpus", "labels", "headroom")
 
@@ -371,17 +373,10 @@ class _Child:
             self.proc.kill()
             self.proc.wait()
 
-    def tail(self, max_bytes: int = 4000) -> str:
-        try:
-            data = self.log_path.read_bytes()[-max_bytes:]
-        except OSError as exc:
-            return f"<cannot read {self.log_path}: {exc}>"
-        return data.decode("utf-8", errors="replace").rstrip()
-
     def ended(self) -> str:
         return (
             f"{self.name} exited with code {self.returncode}; "
-            f"its log {self.log_path} ends with:\n{self.tail()}"
+            f"its log {self.log_path} ends with:\n{tail_text(self.log_path, 4000).rstrip()}"
         )
 
 
@@ -446,8 +441,14 @@ class LocalCluster:
         names = [a.name for a in self.agents]
         if len(set(names)) != len(names):
             raise ConfigError(f"agent names must be unique, got {names}")
-        if policy not in POLICIES:
-            raise ConfigError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
+        if policy not in POLICY_NAMES:
+            raise ConfigError(
+                f"unknown policy {policy!r}: expected one of {', '.join(POLICY_NAMES)}"
+            )
+        try:
+            Subjects(prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.external_url = nats_url
         self.requested_state_dir = None if state_dir is None else Path(state_dir)
         self.port = port
@@ -581,29 +582,32 @@ class LocalCluster:
         return self
 
     def _prepare_state(self) -> None:
-        if self.requested_state_dir is None:
-            self._state = Path(tempfile.mkdtemp(prefix="fleet-up-"))
-            self._temporary = True
-        else:
-            self._state = self.requested_state_dir.expanduser().resolve()
-            try:
-                self._state.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ClusterError(f"cannot create state dir {self._state}: {exc}") from None
-        (self._state / "logs" / "agents").mkdir(parents=True, exist_ok=True)
-        (self._state / "tmp").mkdir(exist_ok=True)
-        lock = (self._state / "fleet.lock").open("a+")
+        # A chosen state dir becomes _state only once locked: stop() must neither remove,
+        # unlock nor report on one that is not ours (unusable, or another cluster's).
+        requested = self.requested_state_dir
+        try:
+            if requested is None:
+                state = self._state = Path(tempfile.mkdtemp(prefix="fleet-up-"))
+                self._temporary = True
+            else:
+                state = requested.expanduser().resolve()
+            (state / "logs" / "agents").mkdir(parents=True, exist_ok=True)
+            (state / "tmp").mkdir(exist_ok=True)
+            lock = (state / "fleet.lock").open("a+")
+        except OSError as exc:
+            where = "a temporary state dir" if requested is None else f"state dir {requested}"
+            raise ClusterError(f"cannot create {where}: {exc}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             lock.close()
-            self._state = None  # not ours: stop() must not remove or unlock it
             raise ClusterError(
                 f"state dir {self.requested_state_dir} is in use by another cluster "
                 f"(pid {holder}); stop it or choose another --state-dir"
             ) from None
+        self._state = state
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
@@ -638,7 +642,7 @@ class LocalCluster:
         try:
             return await CoordinatorClient.connect(url, prefix=self.prefix)
         except NatsConnectError as exc:
-            raise ClusterError(f"cannot connect to NATS at {url}: {exc}") from None
+            raise ClusterError(str(exc)) from None  # it names the URL
 
     async def _refuse_second_coordinator(self, client: CoordinatorClient, url: str) -> None:
         """Two coordinators on one prefix would both place the same work."""

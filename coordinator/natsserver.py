@@ -34,6 +34,7 @@ __all__ = [
     "NatsServerNotFoundError",
     "find_nats_server",
     "free_port",
+    "tail_text",
     "tie_to_parent",
     "wait_until_ready",
 ]
@@ -172,7 +173,8 @@ def wait_until_ready(
         time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
-def _tail(path: Path, max_bytes: int = 8192) -> str:
+def tail_text(path: Path, max_bytes: int = 8192) -> str:
+    """The last ``max_bytes`` of a log file as text; a note instead if it cannot be read."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -331,7 +333,7 @@ class NatsServer:
             self._terminate()
             raise NatsServerError(
                 f"nats-server failed to start on {self.url}: {exc}\n"
-                f"log {self.log_path} (tail):\n{_tail(self.log_path)}"
+                f"log {self.log_path} (tail):\n{tail_text(self.log_path)}"
             ) from exc
         return self
 
@@ -341,10 +343,8 @@ class NatsServer:
 
     def kill(self) -> None:
         """Hard crash (SIGKILL): exercises recovery from an unclean JetStream store."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if self._proc is not None:
+            _kill_if_running(self._proc)
         self._detach()
 
     def restart(self) -> None:
@@ -352,7 +352,7 @@ class NatsServer:
         self.start()
 
     def log_tail(self, max_bytes: int = 8192) -> str:
-        return _tail(self.log_path, max_bytes)
+        return tail_text(self.log_path, max_bytes)
 
     def _check_alive(self) -> None:
         proc = self._proc

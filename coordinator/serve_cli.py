@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.cliargs import number
+from shared.cliargs import number, subject_prefix
 from shared.connection import add_nats_arguments
 from shared.logging import add_logging_arguments
 from shared.resources import POLICY_NAMES
@@ -65,6 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--prefix",
+        type=subject_prefix,
         default=env("FLEET_PREFIX", "fleet"),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
@@ -87,10 +88,10 @@ def run_coordinator(args: argparse.Namespace) -> int:
             subjects=Subjects(args.prefix),
             policy=args.policy,
             scheduler=SchedulerConfig(
-                heartbeat_misses=int(args.heartbeat_timeout),
+                heartbeat_misses=args.heartbeat_timeout,
                 infeasible_grace=args.infeasible_grace,
-                max_parallel=None if args.max_parallel is None else int(args.max_parallel),
-                system_retries=int(args.system_retries),
+                max_parallel=args.max_parallel,
+                system_retries=args.system_retries,
             ),
         )
     except (ConnectionSettingsError, ValueError) as exc:

@@ -21,10 +21,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from coordinator.local_cluster import (
+    DEFAULT_APP,
+    ClusterError,
+    ConfigError,
+    LocalCluster,
+    identical_agents,
+    load_config,
+)
+from shared.cliargs import number, subject_prefix
 from shared.resources import POLICY_NAMES
 
 if TYPE_CHECKING:
-    from coordinator.local_cluster import LocalCluster
     from shared.resources import GPUDevice
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -33,37 +41,16 @@ HOST_LABELS = ("hostname", "os", "arch")
 """Labels every local agent has alike; the agents table leaves them out."""
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     parser.description = (
         "Start a local fleet: an embedded nats-server with JetStream (or --nats URL), a "
         "coordinator and agents, each its own process, everything under one state "
         "directory. Prints where everything is; Ctrl-C or SIGTERM stops it all."
     )
-    env = os.environ.get
     agents = parser.add_mutually_exclusive_group()
     agents.add_argument(
         "--agents",
-        type=_count,
+        type=number(int, 1, inclusive=True),
         metavar="N",
         help=f"N identical agents, each detecting this host (default: {DEFAULT_AGENTS})",
     )
@@ -75,10 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--app",
-        default="examples.tasks:broker",
+        default=DEFAULT_APP,
         metavar="MODULE:BROKER",
         help="the taskiq broker the agents serve, unless the config names one "
-        "(default: examples.tasks:broker)",
+        f"(default: {DEFAULT_APP})",
     )
     parser.add_argument(
         "--nats",
@@ -87,7 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=number(int, 0, inclusive=True, maximum=65535),
         metavar="N",
         help="port of the embedded nats-server on 127.0.0.1 "
         "(default: 4222 if free, else any free port; 0: any free port)",
@@ -98,6 +85,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="where the JetStream store, the logs and the processes' temporary files go; "
         "kept on exit (default: a fresh temporary directory, removed on a clean stop)",
     )
+    env = os.environ.get
     parser.add_argument(
         "--policy",
         choices=POLICY_NAMES,
@@ -106,6 +94,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     parser.add_argument(
         "--prefix",
+        type=subject_prefix,
         default=env("FLEET_PREFIX", "fleet"),
         help="subject prefix of this fleet (default: fleet; env FLEET_PREFIX)",
     )
@@ -120,12 +109,6 @@ def build_cluster(args: argparse.Namespace) -> LocalCluster:
     """The cluster the command line describes; ``ConfigError`` for anything wrong in it."""
     from pydantic import ValidationError
 
-    from coordinator.local_cluster import (
-        ConfigError,
-        LocalCluster,
-        identical_agents,
-        load_config,
-    )
     from shared.connection import NatsSettings
 
     if args.nats is not None:
@@ -151,8 +134,6 @@ def build_cluster(args: argparse.Namespace) -> LocalCluster:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from coordinator.local_cluster import ConfigError
-
     try:
         cluster = build_cluster(args)
     except ConfigError as exc:
@@ -168,8 +149,6 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _up(cluster: LocalCluster, note: str) -> int:
-    from coordinator.local_cluster import ClusterError
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -310,8 +289,6 @@ def describe(cluster: LocalCluster) -> str:
 
 
 def _usage(cluster: LocalCluster, url: str) -> list[str]:
-    from coordinator.local_cluster import DEFAULT_APP
-
     nats = f"--nats {url}" + (f" --prefix {cluster.prefix}" if cluster.prefix != "fleet" else "")
     if any(a.app == DEFAULT_APP for a in cluster.agents):
         submit = f"fleet submit examples.pipelines:chain {nats} --input 'numbers=[3,1,4,1,5]'"

@@ -16,9 +16,9 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from shared.cliargs import number
+from shared.cliargs import number, subject_prefix
 from shared.connection import add_nats_arguments
 from shared.logging import add_logging_arguments
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from worker_agent.service import AgentSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-T = TypeVar("T", int, float)
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -88,6 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     )
     run.add_argument(
         "--prefix",
+        type=subject_prefix,
         default=env("FLEET_PREFIX", "fleet"),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )

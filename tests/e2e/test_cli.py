@@ -179,6 +179,15 @@ def test_an_input_file_is_read_as_json(tmp_path: Path) -> None:
     assert "--input-file x: not valid JSON" in result.stderr
 
 
+def test_an_input_file_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_bytes(b"\xff\xfe")
+    result = run_cli("submit", f"{DAGS}:chain", "--input-file", f"x={path}")
+    assert result.returncode == 2
+    assert f"--input-file x: {path} is not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("command", [["workers"], ["runs"], ["status", "r"], ["cancel", "r"]])
 def test_unreachable_nats_exits_1(command: list[str]) -> None:
     result = run_cli(*command, "--nats", f"nats://127.0.0.1:{free_port()}")

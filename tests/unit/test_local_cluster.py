@@ -243,3 +243,52 @@ async def test_a_state_dir_in_use_is_refused_and_left_alone(tmp_path: Path) -> N
             await cluster.start()
     assert (tmp_path / "fleet.lock").read_text() == "4242\n"
     assert cluster.pids() == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--agents", "x"], "argument --agents: expected a number, got 'x'"),
+        (["--port", "70000"], "argument --port: must be <= 65535, got 70000"),
+        (["--port", "-1"], "argument --port: must be >= 0, got -1"),
+    ],
+)
+def test_fleet_up_refuses_bad_numbers_while_parsing(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["up", *argv])
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command", [["up"], ["coordinator"], ["agent", "m:b"], ["workers"], ["submit", "m:d"]]
+)
+def test_a_bad_prefix_is_refused_while_parsing_by_every_command(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--prefix", "Bad.Prefix"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --prefix: invalid subject prefix 'Bad.Prefix'" in err
+    assert "Traceback" not in err
+
+
+def test_a_cluster_refuses_a_bad_prefix() -> None:
+    with pytest.raises(ConfigError, match=r"invalid subject prefix 'A\.B'"):
+        LocalCluster(1, prefix="A.B")
+
+
+async def test_a_state_dir_that_cannot_be_created_is_reported_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cluster = LocalCluster(1, state_dir=blocker / "state", nats_url=URL)
+    with pytest.raises(ClusterError, match=r"cannot create state dir .*a-file/state"):
+        await cluster.start()
+    assert not cluster.state_removed  # not reported as a removed temporary dir
+    assert cluster.pids() == {}
+    assert blocker.is_file()
