@@ -32,7 +32,7 @@ from shared.jetstream import (
     payload_store,
     save_value,
 )
-from shared.protocol import PayloadRef, ProtocolError, decode_model, encode
+from shared.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
 from shared.runs import (
     CtlReply,
     CtlRequest,
@@ -233,14 +233,7 @@ class CoordinatorClient:
         try:
             while self._outgoing:
                 items, self._outgoing = self._outgoing, []
-                chunks: list[list[tuple[str, bytes, asyncio.Future[None]]]] = [[]]
-                size, limit = 0, self.nc.max_payload // 2
-                for item in items:
-                    if chunks[-1] and size + len(item[1]) > limit:
-                        chunks.append([])
-                        size = 0
-                    chunks[-1].append(item)
-                    size += len(item[1])
+                chunks = size_chunks(items, lambda item: len(item[1]), self.nc.max_payload // 2)
                 await asyncio.gather(*(self._publish_chunk(c) for c in chunks))
         finally:
             self._sending = False

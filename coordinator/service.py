@@ -45,6 +45,9 @@ from shared.protocol import (
     decode,
     decode_each,
     encode,
+    encode_each,
+    join_encoded,
+    size_chunks,
 )
 from shared.runs import Refused, RunUpdate, RunView, parse_submits
 from shared.subjects import Subjects, token
@@ -298,14 +301,14 @@ class Coordinator:
 
     async def _send(self, d: Decisions) -> None:
         nc, s = self._client(), self.subjects
-        for worker, assignments in d.assign.items():
-            msg = assignments[0] if len(assignments) == 1 else Batch(items=tuple(assignments))
-            await nc.publish(s.assign(worker), encode(msg))
+        limit = nc.max_payload // 2
+        for worker, assignments in d.assign.items():  # one message per worker, if it fits
+            encoded = [encode(a) for a in assignments]
+            for chunk in size_chunks(encoded, len, limit):
+                await nc.publish(s.assign(worker), join_encoded(chunk))
         for worker, cancels in d.cancel.items():
-            items = tuple(Cancel(ref=ref, reason=reason) for ref, reason in cancels)
-            await nc.publish(
-                s.cancel(worker), encode(items[0] if len(items) == 1 else Batch(items=items))
-            )
+            items = [Cancel(ref=ref, reason=reason) for ref, reason in cancels]
+            await nc.publish(s.cancel(worker), encode_each(items))
         for name in set(d.name_clashes):
             log.error(
                 "adverts from an older agent process under a name in use; ignored "

@@ -15,7 +15,7 @@ be answered on its subjects.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, ClassVar, Literal, Self, TypeVar, get_args
 
 from pydantic import (
@@ -310,6 +310,7 @@ class Batch(Versioned):
 MessageModel = ItemModel | Batch
 Message = Annotated[MessageModel, Field(discriminator="type")]
 M = TypeVar("M", bound=Versioned)
+T = TypeVar("T")
 
 _ADAPTER: TypeAdapter[MessageModel] = TypeAdapter(Message)
 _MODELS: dict[str, type[Versioned]] = {
@@ -336,6 +337,21 @@ def join_encoded(encoded: Sequence[bytes]) -> bytes:
         return encoded[0]
     head = b'{"type":"batch","version":%d,"items":[' % Batch.VERSION
     return head + b",".join(encoded) + b"]}"
+
+
+def size_chunks(items: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
+    """Consecutive groups of ``items`` whose sizes add up to at most ``limit`` (an item
+    larger than that goes alone): batches that stay under NATS' payload limit."""
+    chunks: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        n = size(item)
+        if chunks[-1] and total + n > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(item)
+        total += n
+    return chunks if chunks[0] else []
 
 
 def decode(data: bytes) -> MessageModel:

@@ -51,6 +51,7 @@ from shared.protocol import (
     encode,
     encode_each,
     join_encoded,
+    size_chunks,
 )
 from shared.resources import WorkerSpec
 from shared.subjects import Subjects
@@ -339,15 +340,8 @@ class Agent:
         """One JetStream message per chunk that fits the server's payload limit."""
         assert self._nc is not None
         js, limit = self._nc.jetstream(), self._nc.max_payload // 2
-        chunks: list[list[tuple[Outcome, bytes]]] = [[]]
-        size = 0
-        for outcome in outcomes:
-            data = encode(outcome)
-            if chunks[-1] and size + len(data) > limit:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((outcome, data))
-            size += len(data)
+        encoded = [(outcome, encode(outcome)) for outcome in outcomes]
+        chunks = size_chunks(encoded, lambda item: len(item[1]), limit)
         await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
 
     async def _store_chunk(self, js: JetStreamContext, chunk: list[tuple[Outcome, bytes]]) -> None:

@@ -699,3 +699,15 @@ def test_other_prefix_never_overlaps() -> None:
     a, b = Subjects("fleet"), Subjects("fleet2")
     for pattern in (a.all_agent_events, a.all_outcomes, a.all_acks, a.all_ctl):
         assert not any(matches(pattern, x) for x in all_subjects(b, "w", "r", "n").values())
+
+
+def test_size_chunks_keep_each_group_under_the_limit() -> None:
+    from shared.protocol import size_chunks
+
+    assert size_chunks([], len, 10) == []
+    assert size_chunks([b"aaaa", b"bbbb", b"cc", b"d"], len, 6) == [
+        [b"aaaa"],
+        [b"bbbb", b"cc"],
+        [b"d"],
+    ]
+    assert size_chunks([b"x" * 20, b"y"], len, 6) == [[b"x" * 20], [b"y"]]  # too big: alone
