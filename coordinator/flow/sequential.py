@@ -12,6 +12,7 @@ a ``PipelineTask``, as ``task.kiq`` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -283,7 +284,12 @@ class Pipeline:
         # the last step's run carries the pipeline's id, so Task(task_id) finds its end
         last = index == len(self.steps) - 1
         handle = await flow._submit({}, run_id=pipeline_id if last else f"{pipeline_id}-{index}")
-        view, outputs = await flow._collect(handle)
+        try:
+            view, outputs = await flow._collect(handle)
+        except asyncio.CancelledError:  # the pipeline's timeout, or its driver stopped
+            with contextlib.suppress(Exception):
+                await handle.cancel()  # its step must not run on unobserved
+            raise
         if view.status != "succeeded":
             raise PipelineError(view, outputs)
         return outputs[RESULT]

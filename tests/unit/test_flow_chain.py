@@ -288,3 +288,15 @@ async def test_bad_pipeline_arguments_raise_at_kiq(
     with pytest.raises(TypeError, match=error):
         await pipeline.with_tracking(tracking).kiq(*args, **kwargs)
     assert await tracking.list_pipelines() == []  # nothing started, nothing recorded
+
+
+async def test_a_step_by_step_pipelines_timeout_cancels_its_running_step(
+    gate: asyncio.Event,
+) -> None:
+    pipeline = Pipeline(broker).with_timeout(0.05).call_next(slow).on_error("continue")
+    started = await pipeline.kiq(1)
+    result = await started.wait_result(timeout=5)
+    assert result.is_err
+    view = await runner_for(broker).status(started.task_id)  # the only step is the last
+    assert view is not None
+    assert view.status == "cancelled"
