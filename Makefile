@@ -16,11 +16,11 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared coordinator worker_agent tests benchmarks examples
-	$(BIN)/ruff format --check shared coordinator worker_agent tests benchmarks examples
+	$(BIN)/ruff check taskiq_fleet shared coordinator worker_agent tests benchmarks examples
+	$(BIN)/ruff format --check taskiq_fleet shared coordinator worker_agent tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict shared coordinator worker_agent
+	$(BIN)/mypy --strict taskiq_fleet shared coordinator worker_agent
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.broker import FleetBroker
+from taskiq_fleet import FleetBroker
 
 broker = FleetBroker()
 

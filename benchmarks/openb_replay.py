@@ -35,9 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks._common import add_policies_argument, environment, int_list, table, write_json
-from coordinator.placement.outcome import Placement
-from coordinator.pool import ResourceAwareWorkerPool
 from shared.resources import MILLI, GPUDevice, ResourceRequest, WorkerSpec
+from taskiq_fleet import Placement, ResourceAwareWorkerPool
 
 DEFAULT_TRACE_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "openb"
 GPU_NODES = "openb_node_list_gpu_node.csv"

@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import bench_tasks
 from benchmarks._common import bench_fleet
-from coordinator.flow import Pipeline
+from taskiq_fleet import Pipeline
 
 APP = "benchmarks.bench_tasks:broker"
 MODES = {"one run": False, "one run per step": True}

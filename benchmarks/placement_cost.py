@@ -29,10 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import add_policies_argument, environment, int_list, table, write_json
-from coordinator.placement.outcome import Placement
-from coordinator.pool import ResourceAwareWorkerPool
-from shared.labels import LabelSelector, PreferredLabel
-from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
+from taskiq_fleet import (
+    GPUDevice,
+    LabelSelector,
+    Placement,
+    PreferredLabel,
+    ResourceAwareWorkerPool,
+    ResourceRequest,
+    WorkerSpec,
+)
 
 ZONES = ("zone-a", "zone-b", "zone-c")
 TIERS = ("standard", "spot")

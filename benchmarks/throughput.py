@@ -19,8 +19,7 @@ from typing import Any
 
 from benchmarks import bench_tasks
 from benchmarks._common import bench_fleet
-from coordinator.client import CoordinatorClient
-from shared.dag import Dag, Node
+from taskiq_fleet import CoordinatorClient, Dag, Node
 
 APP = "benchmarks.bench_tasks:broker"
 

@@ -1,66 +1,123 @@
-"""The ``fleet`` command.
-
-Each subcommand's module adds its arguments; the heavy imports (the coordinator's
-service, nats, taskiq, the user's app) happen only when a subcommand runs, so
-``fleet --help`` stays fast and an agent host never imports the coordinator's
-service code.
-"""
+"""``fleet coordinator``: the scheduler service, one (active) per fleet."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from coordinator import client_cli, serve_cli, up_cli
-from shared.version import __version__
-from worker_agent import cli as agent_cli
+from shared.cliargs import number, subject_prefix
+from shared.connection import add_nats_arguments
+from shared.logging import add_logging_arguments
+from shared.resources import POLICY_NAMES
 
-Handler = Callable[[argparse.Namespace], int]
-Configure = Callable[[argparse.ArgumentParser], Handler]
+if TYPE_CHECKING:
+    from coordinator.service import CoordinatorSettings
+    from shared.connection import NatsSettings
 
-SUBCOMMANDS: dict[str, tuple[str, Configure]] = {
-    "agent": ("run a worker agent on this host", agent_cli.configure),
-    "coordinator": ("run the coordinator service", serve_cli.configure),
-    "submit": ("submit a DAG and follow its run", client_cli.configure_submit),
-    "status": ("show a run and its nodes", client_cli.configure_status),
-    "runs": ("list recent runs", client_cli.configure_runs),
-    "cancel": ("cancel a running run", client_cli.configure_cancel),
-    "workers": ("list the workers and their capacity", client_cli.configure_workers),
-    "up": ("start a local fleet: nats-server, coordinator, agents", up_cli.configure),
-}
-"""name -> (one-line help, function that adds the arguments and returns the handler);
-those modules are imported to build the parser, so keep their top level light."""
-
-EXIT_USAGE = 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(
-        prog="fleet",
-        description=(
-            "taskiq-fleet: resource-aware distributed scheduling for taskiq. Agents advertise "
-            "CPU, RAM, GPUs and labels over NATS; the coordinator routes each task to a worker "
-            "that fits."
-        ),
+def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.description = (
+        "Run the coordinator: keep the live worker pool from agents' heartbeats, place every "
+        "node of submitted DAGs on a worker that fits, and track reservations until each ends."
     )
-    parser.add_argument("--version", action="version", version=f"taskiq-fleet {__version__}")
-    handlers: dict[str, Handler] = {}
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, configure) in SUBCOMMANDS.items():
-        handlers[name] = configure(sub.add_parser(name, help=help_text, description=help_text))
-    return parser, handlers
+    env = os.environ.get
+    parser.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        default=env("FLEET_POLICY", "hybrid"),
+        help="placement policy (default: hybrid; env FLEET_POLICY)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=number(int, 1, inclusive=True),
+        default=3,
+        metavar="N",
+        help="a worker silent for N of its heartbeat intervals is lost (default: 3)",
+    )
+    parser.add_argument(
+        "--infeasible-grace",
+        type=number(float, 0, inclusive=True),
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a run with a node no worker could ever hold waits for one to join "
+        "(default: 0, fail at once)",
+    )
+    parser.add_argument(
+        "--max-parallel",
+        type=number(int, 1, inclusive=True),
+        default=None,
+        metavar="N",
+        help="global cap on attempts in flight (default: none)",
+    )
+    parser.add_argument(
+        "--system-retries",
+        type=number(int, 0, inclusive=True),
+        default=3,
+        metavar="N",
+        help="re-placements of a node whose worker was lost (default: 3)",
+    )
+    parser.add_argument(
+        "--prefix",
+        type=subject_prefix,
+        default=env("FLEET_PREFIX", "fleet"),
+        help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
+    )
+    add_nats_arguments(parser)
+    add_logging_arguments(parser)
+    return run_coordinator
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
-    command = getattr(args, "command", None)
-    if command is None:
-        parser.print_help()
+def run_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.scheduling.machine import SchedulerConfig
+    from coordinator.service import CoordinatorSettings
+    from shared.connection import ConnectionSettingsError, settings_from_args
+    from shared.logging import configure_logging
+    from shared.wire.subjects import Subjects
+
+    configure_logging(args.log_level, args.log_format)
+    try:
+        nats = settings_from_args(args)
+        settings = CoordinatorSettings(
+            subjects=Subjects(args.prefix),
+            policy=args.policy,
+            scheduler=SchedulerConfig(
+                heartbeat_misses=args.heartbeat_timeout,
+                infeasible_grace=args.infeasible_grace,
+                max_parallel=args.max_parallel,
+                system_retries=args.system_retries,
+            ),
+        )
+    except (ConnectionSettingsError, ValueError) as exc:
+        print(f"fleet coordinator: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return handlers[command](args)
+    return asyncio.run(_serve(settings, nats))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
+    from coordinator.service import Coordinator
+    from shared.connection import NatsConnectError, connect
+    from shared.logging import get_logger
+
+    log = get_logger("coordinator")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        nc = await connect(nats, name="fleet-coordinator")
+    except NatsConnectError as exc:
+        log.error("cannot connect to NATS", error=str(exc))
+        return EXIT_FAILURE
+    try:
+        await Coordinator(settings).run(nc, stop)
+    finally:
+        await nc.close()
+    log.info("coordinator stopped")
+    return EXIT_OK

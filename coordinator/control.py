@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
-from shared.protocol import ProtocolError, decode_model, encode
-from shared.runs import CtlReply, CtlRequest, RunUpdate, RunView, WorkerView
+from shared.wire.protocol import ProtocolError, decode_model, encode
+from shared.wire.runs import CtlReply, CtlRequest, RunUpdate, RunView, WorkerView
 
 if TYPE_CHECKING:
     from coordinator.scheduling.machine import Scheduler

@@ -27,11 +27,11 @@ from nats.js import JetStreamContext, api
 
 from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control, take_update
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.store import RunStore
 from shared.jetstream import ensure_streams
-from shared.protocol import (
+from shared.wire.protocol import (
     Accept,
     Batch,
     Cancel,
@@ -49,8 +49,8 @@ from shared.protocol import (
     join_encoded,
     size_chunks,
 )
-from shared.runs import Refused, RunUpdate, RunView, parse_submits
-from shared.subjects import Subjects, token
+from shared.wire.runs import Refused, RunUpdate, RunView, parse_submits
+from shared.wire.subjects import Subjects, token
 
 log = structlog.get_logger(__name__)
 

@@ -16,9 +16,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from shared.protocol import Part
-from shared.runs import RunView, Submit
-from shared.subjects import Subjects, token
+from shared.wire.protocol import Part
+from shared.wire.runs import RunView, Submit
+from shared.wire.subjects import Subjects, token
 
 HISTORY_TTL = 7 * 24 * 3600.0
 

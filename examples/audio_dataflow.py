@@ -9,10 +9,9 @@ on the CPU agent. ``kiq_dataflow`` returns every output by name.
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import DataflowPipeline
 from examples import fleet
 from examples.flow_tasks import embed, extract, tag
+from taskiq_fleet import DataflowPipeline, FleetBroker
 
 AGENTS = (fleet.CPU, fleet.GPU)
 

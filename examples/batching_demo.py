@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from coordinator.broker import FleetBroker
-from coordinator.local_cluster import AgentConfig, LocalCluster
+from taskiq_fleet import AgentConfig, FleetBroker, LocalCluster
 
 APP = "examples.batching_demo:broker"
 broker = FleetBroker()

@@ -18,10 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.client import CoordinatorClient
-from coordinator.local_cluster import LocalCluster, load_config
-from coordinator.tables import NONE, devices, duration, node_change, table
-from coordinator.up_cli import agents_table
 from examples.pipelines import node
 from examples.tasks import (
     background_cleanup,
@@ -34,8 +30,9 @@ from examples.tasks import (
     train_model,
     whole_cluster_job,
 )
-from shared.dag import Dag
-from shared.runs import RunUpdate, RunView
+from taskiq_fleet import CoordinatorClient, Dag, LocalCluster, RunUpdate, RunView, load_config
+from taskiq_fleet.tables import NONE, devices, duration, node_change, table
+from taskiq_fleet.up_cli import agents_table
 
 CONFIG = Path(__file__).with_name("cluster.toml")
 NUMBERS = [3, 1, 4, 1, 5, 9, 2, 6]

@@ -1,7 +1,7 @@
 """The local fleet every example script runs on, and how they show where work ran.
 
 ``local_fleet(*agents)`` starts a nats-server, a coordinator and the given agents, each
-its own process (``coordinator.local_cluster.LocalCluster`` on a free port), connects
+its own process (``taskiq_fleet.local_cluster.LocalCluster`` on a free port), connects
 the examples' broker to it and yields it; everything stops at the end. The agents
 state their capacity, so placement is the same on any machine: the tasks are tiny.
 """
@@ -12,10 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from coordinator.broker import FleetBroker
-from coordinator.local_cluster import AgentConfig, LocalCluster
 from examples import flow_tasks
-from shared.runs import RunView
+from taskiq_fleet import AgentConfig, FleetBroker, LocalCluster, RunView
 
 APP = "examples.flow_tasks:broker"
 

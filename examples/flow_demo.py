@@ -7,7 +7,6 @@ script also runs alone with the agents it needs (``python -m examples.quickstart
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
 from examples import (
     audio_dataflow,
     fleet,
@@ -17,6 +16,7 @@ from examples import (
     retry_demo,
     tracking_demo,
 )
+from taskiq_fleet import FleetBroker
 
 EXAMPLES = (quickstart, audio_dataflow, map_reduce, resource_aware, retry_demo, tracking_demo)
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from coordinator.broker import FleetBroker
-from shared import CPUProfile, GPUProfile, RAMProfile, TaskResourceProfile
-from shared.flow import PipelineContext, RetryException, pipeline_task
-from worker_agent.executor import current_attempt, current_gpu_devices
+from taskiq_fleet import (
+    CPUProfile,
+    FleetBroker,
+    GPUProfile,
+    PipelineContext,
+    RAMProfile,
+    RetryException,
+    TaskResourceProfile,
+    current_attempt,
+    current_gpu_devices,
+    pipeline_task,
+)
 
 broker = FleetBroker()
 

@@ -11,10 +11,9 @@
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import MapReduce
 from examples import fleet
 from examples.flow_tasks import count_words, merge_counts
+from taskiq_fleet import FleetBroker, MapReduce
 
 AGENTS = (fleet.CPU, fleet.BIGMEM)
 DOCS = [

@@ -19,8 +19,7 @@ from pydantic import JsonValue
 from taskiq import AsyncTaskiqDecoratedTask
 
 from examples.tasks import estimated_task, fetch_url, heavy_computation, memory_intensive
-from shared import request_of
-from shared.dag import Dag, Node
+from taskiq_fleet import Dag, Node, request_of
 
 
 def node(

@@ -11,10 +11,9 @@ process), then:
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import Pipeline, PipelineTrackingManager
 from examples import fleet
 from examples.flow_tasks import add_one, repeat
+from taskiq_fleet import FleetBroker, Pipeline, PipelineTrackingManager
 
 AGENTS = (fleet.CPU,)
 

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import DataflowPipeline
-from coordinator.optimization import ClusterAwareExecutor, ResourceAwareExecutor
 from examples import fleet
 from examples.flow_tasks import (
     LIGHT,
@@ -29,7 +26,13 @@ from examples.flow_tasks import (
     memory_intensive,
     profile_tracks,
 )
-from shared import request_of
+from taskiq_fleet import (
+    ClusterAwareExecutor,
+    DataflowPipeline,
+    FleetBroker,
+    ResourceAwareExecutor,
+    request_of,
+)
 
 AGENTS = fleet.ALL
 TASKS = [extract, profile_tracks, heavy_computation, memory_intensive, embed, fetch_metadata]

@@ -14,10 +14,9 @@
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import Pipeline, PipelineTrackingManager
 from examples import fleet
 from examples.flow_tasks import call_api, flaky_fetch, read_sensor, validate
+from taskiq_fleet import FleetBroker, Pipeline, PipelineTrackingManager
 
 AGENTS = (fleet.CPU,)
 

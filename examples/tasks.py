@@ -10,7 +10,7 @@ from typing import Any
 
 from taskiq import AsyncTaskiqDecoratedTask, InMemoryBroker
 
-from shared import (
+from taskiq_fleet import (
     CPUProfile,
     GPUProfile,
     LabelProfile,

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.broker import FleetBroker
-from coordinator.flow import Pipeline, PipelineTrackingManager
 from examples import fleet
 from examples.flow_tasks import list_album, loudness, publish, summarize
+from taskiq_fleet import FleetBroker, Pipeline, PipelineTrackingManager
 
 AGENTS = (fleet.CPU, fleet.BIGMEM)
 

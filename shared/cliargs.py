@@ -39,8 +39,8 @@ def number(
 
 
 def subject_prefix(text: str) -> str:
-    """An argparse ``type``: a prefix ``shared.subjects.Subjects`` accepts."""
-    from shared.subjects import Subjects
+    """An argparse ``type``: a prefix ``shared.wire.subjects.Subjects`` accepts."""
+    from shared.wire.subjects import Subjects
 
     try:
         Subjects(text)

@@ -18,8 +18,9 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, JsonValue, model_validator
 
-from shared.protocol import Part, Token
 from shared.resources import ResourceRequest
+from shared.wire import label_keys
+from shared.wire.protocol import Part, Token
 
 OnError = Literal["stop", "continue"]
 
@@ -49,12 +50,12 @@ class RetryPolicy(Part):
         """A task's own policy, from ``@broker.task(retry_policy={...})`` or
         ``max_retries=N``; ``None`` when it declares neither. A kiq's message carries label
         values as text (a dict as its Python repr), so text is read too."""
-        policy = labels.get("retry_policy")
+        policy = labels.get(label_keys.RETRY_POLICY)
         if isinstance(policy, str) and policy not in ("", "None"):
             policy = _literal(policy, "retry_policy")
         if isinstance(policy, Mapping):
             return cls.model_validate(policy)
-        count = labels.get("max_retries")
+        count = labels.get(label_keys.MAX_RETRIES)
         if count is None or count == "None":
             return None
         try:
@@ -84,7 +85,7 @@ def _literal(text: str, label: str) -> Any:
 def timeout_from_labels(labels: Mapping[str, Any]) -> float | None:
     """``@broker.task(timeout=30)``: seconds, when positive (0 or less: none); text is
     read too."""
-    value = labels.get("timeout")
+    value = labels.get(label_keys.TIMEOUT)
     if value is None or value == "None":
         return None
     try:
@@ -100,7 +101,7 @@ PRIORITY_WORDS = {"high": 10, "normal": 0, "low": -10}
 def priority_from_labels(labels: Mapping[str, Any]) -> int:
     """``@broker.task(priority=5)`` or ``labels={"priority": "high"}`` (Tasks guide §3.1):
     higher runs first when nodes wait for room; ``high``/``normal``/``low`` are 10/0/-10."""
-    value = labels.get("priority")
+    value = labels.get(label_keys.PRIORITY)
     if value is None or value == "None":
         return 0
     if isinstance(value, str) and value.strip().lower() in PRIORITY_WORDS:

@@ -16,8 +16,8 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.object_store import ObjectStore
 from pydantic import JsonValue
 
-from shared.protocol import PayloadRef
-from shared.subjects import Subjects
+from shared.wire.protocol import PayloadRef
+from shared.wire.subjects import Subjects
 
 DUPLICATE_WINDOW = 120.0
 """Seconds within which a re-published outcome (same attempt) is stored once."""

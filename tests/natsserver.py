@@ -1,4 +1,4 @@
-"""The tests' nats-server: the product's ``coordinator.natsserver``, re-exported.
+"""The tests' nats-server: the product's ``taskiq_fleet.natsserver``, re-exported.
 
 ``fleet up`` needs the same process management the tests use, so it lives in the
 product; this module keeps the names the tests and benchmarks import from here.
@@ -6,7 +6,7 @@ product; this module keeps the names the tests and benchmarks import from here.
 
 from __future__ import annotations
 
-from coordinator.natsserver import (
+from taskiq_fleet.natsserver import (
     NATS_SERVER_ENV,
     NatsEndpoint,
     NatsServer,

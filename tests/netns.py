@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from coordinator.natsserver import NatsServer
+from taskiq_fleet.natsserver import NatsServer
 from tests.processes import FleetProcess
 
 __all__ = ["Host", "Lan", "NamespacedNats", "inside", "unavailable_reason"]

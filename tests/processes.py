@@ -1,6 +1,6 @@
 """Fleet processes (agents now, the coordinator later) started for end-to-end tests.
 
-Each runs as ``python -m coordinator.cli ...`` from the project root, exactly as
+Each runs as ``python -m taskiq_fleet.cli ...`` from the project root, exactly as
 the ``fleet`` script would, with its log in a file the failure message quotes.
 """
 
@@ -29,7 +29,7 @@ async def until_exists(path: Path, within: float = 20.0) -> None:
 
 class FleetProcess:
     def __init__(self, args: list[str], log_path: Path) -> None:
-        self.args = [sys.executable, "-m", "coordinator.cli", *args]
+        self.args = [sys.executable, "-m", "taskiq_fleet.cli", *args]
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

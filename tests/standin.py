@@ -1,7 +1,7 @@
 """A stand-in for the coordinator: publishes assignments and cancels, collects what agents say.
 
 Until the real coordinator exists the agent is driven with this; it speaks only
-the wire protocol (``shared.protocol`` / ``shared.subjects``), as the real one will.
+the wire protocol (``shared.wire.protocol`` / ``shared.wire.subjects``), as the real one will.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shared.jetstream import ensure_streams
-from shared.protocol import (
+from shared.wire.protocol import (
     Accept,
     Assignment,
     AttemptRef,
@@ -33,8 +33,8 @@ from shared.protocol import (
     encode,
     encode_each,
 )
-from shared.resources import ResourceRequest
-from shared.subjects import Subjects
+from shared.wire.subjects import Subjects
+from taskiq_fleet import ResourceRequest
 
 T = TypeVar("T")
 WAIT = 20.0

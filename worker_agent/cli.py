@@ -105,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
 def run_agent(args: argparse.Namespace) -> int:
     from shared.connection import ConnectionSettingsError, settings_from_args
     from shared.logging import configure_logging, get_logger
-    from shared.subjects import Subjects, as_token, token
+    from shared.wire.subjects import Subjects, as_token, token
     from worker_agent.app import AppError, load_broker
     from worker_agent.inventory import detect, parse_labels
     from worker_agent.service import AgentSettings

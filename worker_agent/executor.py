@@ -17,7 +17,6 @@ and concurrent attempts would overwrite each other's. Tasks call ``current_gpu_d
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import time
@@ -35,42 +34,12 @@ from taskiq.exceptions import NoResultError
 from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
-from shared.flow import MODE_LABEL, STEP_LABEL, PipelineContext, context_parameter
-from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
+from shared.context import PipelineContext, attempt_var, context_parameter, gpu_devices_var
+from shared.wire import label_keys
+from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
 
-__all__ = [
-    "ATTEMPT_LABEL",
-    "GPU_DEVICES_LABEL",
-    "WORKER_LABEL",
-    "AttemptCancelled",
-    "TaskExecutor",
-    "UnknownTask",
-    "current_attempt",
-    "current_gpu_devices",
-]
-
+__all__ = ["AttemptCancelled", "TaskExecutor", "UnknownTask"]
 logger = logging.getLogger(__name__)
-
-ATTEMPT_LABEL = "fleet_attempt"
-GPU_DEVICES_LABEL = "fleet_gpu_devices"
-WORKER_LABEL = "fleet_worker"
-
-# Set inside the task that runs the attempt; the receiver copies the context into the
-# thread of a sync task, so both kinds of task see them.
-_attempt: contextvars.ContextVar[int | None] = contextvars.ContextVar("fleet_attempt", default=None)
-_gpu_devices: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
-    "fleet_gpu_devices", default=()
-)
-
-
-def current_attempt() -> int | None:
-    """The attempt number (1 for the first try) of the running task; None outside the agent."""
-    return _attempt.get()
-
-
-def current_gpu_devices() -> tuple[int, ...]:
-    """Device indexes reserved for the running task; empty when it asked for no GPU."""
-    return _gpu_devices.get()
 
 
 class UnknownTask(LookupError):
@@ -167,9 +136,9 @@ class TaskExecutor:
         labels: dict[str, Any] = dict(assignment.labels)
         if assignment.timeout is not None:
             labels.pop("timeout", None)
-        labels[ATTEMPT_LABEL] = assignment.ref.attempt
-        labels[GPU_DEVICES_LABEL] = ",".join(map(str, assignment.gpu_devices))
-        labels[WORKER_LABEL] = self._worker
+        labels[label_keys.ATTEMPT] = assignment.ref.attempt
+        labels[label_keys.GPU_DEVICES] = ",".join(map(str, assignment.gpu_devices))
+        labels[label_keys.WORKER] = self._worker
         return TaskiqMessage(
             task_id=assignment.ref.key,
             task_name=assignment.task_name,
@@ -186,12 +155,12 @@ class TaskExecutor:
         if name is None or name in message.kwargs:
             return
         labels = a.labels
-        step = labels.get(STEP_LABEL)
+        step = labels.get(label_keys.STEP)
         message.kwargs[name] = PipelineContext(
             pipeline_id=a.ref.run_id,
             step_index=step if isinstance(step, int) else 0,
             task_id=a.ref.key,
-            execution_mode=str(labels.get(MODE_LABEL, "parallel")),
+            execution_mode=str(labels.get(label_keys.MODE, "parallel")),
             started_at=datetime.fromtimestamp(started, UTC),
             broker=self._broker,
             worker=self._worker,
@@ -203,8 +172,8 @@ class TaskExecutor:
         self, target: Callable[..., Any], message: TaskiqMessage, assignment: Assignment
     ) -> TaskiqResult[Any]:
         # This coroutine is its own asyncio task with its own context copy: no reset needed.
-        _attempt.set(assignment.ref.attempt)
-        _gpu_devices.set(tuple(assignment.gpu_devices))
+        attempt_var.set(assignment.ref.attempt)
+        gpu_devices_var.set(tuple(assignment.gpu_devices))
         for middleware in self._broker.middlewares:
             if type(middleware).pre_execute is not TaskiqMiddleware.pre_execute:
                 message = await maybe_awaitable(middleware.pre_execute(message))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.capacity import Demand, Ledger
-from shared.protocol import Assignment, AttemptRef, RejectCode, Reserved
 from shared.resources import MILLI, ResourceRequest, WorkerSpec
+from shared.wire.protocol import Assignment, AttemptRef, RejectCode, Reserved
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from shared.protocol import AttemptRef, Outcome
+from shared.wire.protocol import AttemptRef, Outcome
 
 log = structlog.get_logger(__name__)
 

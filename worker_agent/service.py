@@ -35,7 +35,9 @@ from shared.jetstream import (
     payload_store,
     save_value,
 )
-from shared.protocol import (
+from shared.resources import WorkerSpec
+from shared.version import __version__
+from shared.wire.protocol import (
     Accept,
     Assignment,
     AttemptRef,
@@ -53,9 +55,7 @@ from shared.protocol import (
     join_encoded,
     size_chunks,
 )
-from shared.resources import WorkerSpec
-from shared.subjects import Subjects
-from shared.version import __version__
+from shared.wire.subjects import Subjects
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard
 from worker_agent.outbox import Outbox

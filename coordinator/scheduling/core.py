@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 
 from pydantic import JsonValue
 
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.queue import ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
 from coordinator.scheduling.tasks import TaskCatalog
-from shared.protocol import (
+from shared.wire.protocol import (
     Assignment,
     AttemptRef,
     ErrorInfo,
     PayloadRef,
 )
-from shared.runs import RunView
+from shared.wire.runs import RunView
 
 ENDED_MEMORY = 100_000
 CONDITIONAL_RETRIES = 3

@@ -24,7 +24,8 @@ from coordinator.scheduling.core import ENDED_MEMORY, Decisions, SchedulerConfig
 from coordinator.scheduling.queue import Group, Key
 from coordinator.scheduling.recovery import Recovery
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
-from shared.protocol import (
+from shared.resources import WorkerSpec
+from shared.wire.protocol import (
     Assignment,
     AttemptRef,
     ErrorInfo,
@@ -34,8 +35,7 @@ from shared.protocol import (
     Register,
     Reject,
 )
-from shared.resources import WorkerSpec
-from shared.runs import Submit
+from shared.wire.runs import Submit
 
 __all__ = ["Decisions", "Scheduler", "SchedulerConfig"]
 

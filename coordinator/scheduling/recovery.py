@@ -7,8 +7,8 @@ import heapq
 
 from coordinator.scheduling.core import SchedulerCore
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
-from shared.protocol import AttemptRef
-from shared.runs import RunView, Submit
+from shared.wire.protocol import AttemptRef
+from shared.wire.runs import RunView, Submit
 
 
 class Recovery(SchedulerCore):

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pydantic import JsonValue
 
 from shared.dag import Node
-from shared.protocol import AttemptRef, ErrorInfo, PayloadRef
 from shared.resources import WorkerSpec
-from shared.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, RunView, Submit
+from shared.wire.protocol import AttemptRef, ErrorInfo, PayloadRef
+from shared.wire.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, RunView, Submit
 
 # pending -> running: an attempt adopted after a restart, reported before its upstream's
 # outcome was applied again.

@@ -15,8 +15,8 @@ import hashlib
 
 from shared.labels import LabelSelector, Op
 from shared.resources import ResourceRequest, WorkerSpec
+from shared.wire import label_keys
 
-TASKS_LABEL = "fleet.io/tasks"
 ANY = "any"
 
 
@@ -33,7 +33,7 @@ class TaskCatalog:
             if tag not in self._tasks_of:
                 self._tasks_of[tag] = tasks
                 self._requests.clear()
-        return spec.model_copy(update={"labels": {**spec.labels, TASKS_LABEL: tag}})
+        return spec.model_copy(update={"labels": {**spec.labels, label_keys.WORKER_TASKS: tag}})
 
     def request(self, request: ResourceRequest, task: str) -> ResourceRequest:
         """``request`` restricted to workers that have ``task`` (or have not said)."""
@@ -41,6 +41,6 @@ class TaskCatalog:
         found = self._requests.get(key)
         if found is None:
             tags = sorted(tag for tag, tasks in self._tasks_of.items() if task in tasks)
-            selector = LabelSelector(key=TASKS_LABEL, op=Op.IN, values=(*tags, ANY))
+            selector = LabelSelector(key=label_keys.WORKER_TASKS, op=Op.IN, values=(*tags, ANY))
             found = self._requests[key] = request.merged(required=(*request.required, selector))
         return found

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from taskiq import InMemoryBroker
 
-from worker_agent.executor import current_attempt, current_gpu_devices
+from taskiq_fleet import current_attempt, current_gpu_devices
 
 broker = InMemoryBroker()
 

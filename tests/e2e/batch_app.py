@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.broker import FleetBroker
+from taskiq_fleet import FleetBroker
 
 broker = FleetBroker()
 

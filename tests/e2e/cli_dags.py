@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from shared.dag import Dag, Node
+from taskiq_fleet import Dag, Node
 
 LIGHT = {"cpu": 0.1}
 

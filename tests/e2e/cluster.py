@@ -11,9 +11,8 @@ from pathlib import Path
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
-from coordinator.broker import FleetBroker
-from coordinator.client import CoordinatorClient
-from shared.protocol import Heartbeat, decode_as
+from shared.wire.protocol import Heartbeat, decode_as
+from taskiq_fleet import CoordinatorClient, FleetBroker
 from tests.processes import TASKS_APP, FleetProcess, agent, coordinator
 from tests.standin import Inbox
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.broker import FleetBroker
-from shared.profiles import CPUProfile, GPUProfile, RAMProfile
-from worker_agent.executor import current_gpu_devices
+from taskiq_fleet import CPUProfile, FleetBroker, GPUProfile, RAMProfile, current_gpu_devices
 
 broker = FleetBroker()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from coordinator.broker import FleetBroker
-from shared.flow import pipeline_task, pipeline_task_multi_output
-from shared.profiles import CPUProfile, GPUProfile
-from worker_agent.executor import current_gpu_devices
+from taskiq_fleet import (
+    CPUProfile,
+    FleetBroker,
+    GPUProfile,
+    current_gpu_devices,
+    pipeline_task,
+    pipeline_task_multi_output,
+)
 
 broker = FleetBroker()
 

@@ -352,7 +352,7 @@ async def test_malformed_messages_are_dropped_and_the_agent_keeps_serving(
 )
 def test_bad_app_or_flags_exit_2_with_a_clear_message(args: list[str], text: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "agent", *args],
+        [sys.executable, "-m", "taskiq_fleet.cli", "agent", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -369,7 +369,7 @@ def test_unreachable_nats_is_a_clear_failure(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "coordinator.cli",
+            "taskiq_fleet.cli",
             "agent",
             TASKS_APP,
             "--nats",

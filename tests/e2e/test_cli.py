@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.client import CoordinatorClient
+from taskiq_fleet import CoordinatorClient
 from tests.natsserver import free_port
 from tests.processes import ROOT, agent, coordinator
 
@@ -24,7 +24,7 @@ DAGS = "tests.e2e.cli_dags"
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", *args],
+        [sys.executable, "-m", "taskiq_fleet.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.dag import Dag, Node, RetryPolicy
 from shared.jetstream import MSG_ID
-from shared.labels import LabelSelector
-from shared.resources import ResourceRequest, WorkerSpec
-from shared.runs import RunView
+from taskiq_fleet import Dag, LabelSelector, Node, ResourceRequest, RetryPolicy, RunView, WorkerSpec
 from tests.e2e.cluster import Cluster
 
 FAST = ("--heartbeat", "0.2")

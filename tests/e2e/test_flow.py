@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.flow import DataflowPipeline, MapReduce, Pipeline
+from taskiq_fleet import DataflowPipeline, MapReduce, Pipeline
 from tests.e2e import flow_app
 from tests.e2e.cluster import Cluster, broker_cluster
 
@@ -62,7 +62,7 @@ async def test_sequential_pipeline(cluster: Cluster) -> None:
 
 SUBMIT_AND_EXIT = """
 import asyncio, sys
-from coordinator.flow import Pipeline
+from taskiq_fleet.flow import Pipeline
 from tests.e2e import flow_app
 
 async def main() -> None:
@@ -85,7 +85,7 @@ async def test_a_pipeline_is_fetched_by_task_id_after_its_submitter_exits(
     import asyncio
     import sys
 
-    from coordinator.flow import Task
+    from taskiq_fleet import Task
     from tests.processes import ROOT
 
     submitter = await asyncio.create_subprocess_exec(

@@ -21,15 +21,11 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from coordinator.client import CoordinatorClient
-from coordinator.natsserver import NatsServerNotFoundError, find_nats_server
 from coordinator.service import DURABLE
-from shared.dag import Dag, Node
-from shared.labels import LabelSelector
-from shared.protocol import AttemptRef, Heartbeat, Outcome, decode_each
-from shared.resources import ResourceRequest
-from shared.runs import RunView
-from shared.subjects import Subjects
+from shared.wire.protocol import AttemptRef, Heartbeat, Outcome, decode_each
+from shared.wire.subjects import Subjects
+from taskiq_fleet import CoordinatorClient, Dag, LabelSelector, Node, ResourceRequest, RunView
+from taskiq_fleet.natsserver import NatsServerNotFoundError, find_nats_server
 from tests import netns
 from tests.e2e.cluster import Cluster
 from tests.processes import ROOT, FleetProcess, agent, coordinator
@@ -304,7 +300,7 @@ async def _logged(
 
 async def _fleet(fleet: Fleet, *args: str) -> str:
     """``fleet ARGS --nats URL`` run inside the client's namespace; its stdout."""
-    command = [sys.executable, "-m", "coordinator.cli", *args, "--nats", fleet.url]
+    command = [sys.executable, "-m", "taskiq_fleet.cli", *args, "--nats", fleet.url]
     proc = await asyncio.create_subprocess_exec(
         *fleet.host("client").exec_args(*command),
         cwd=ROOT,

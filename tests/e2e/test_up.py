@@ -20,10 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from coordinator.client import CoordinatorClient
 from examples.pipelines import node
 from examples.tasks import estimated_task, train_model
-from shared.dag import Dag
+from taskiq_fleet import CoordinatorClient, Dag
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -99,7 +98,7 @@ def sandbox(tmp_path: Path) -> dict[str, Path]:
 def start_up(sandbox: dict[str, Path], *extra: str) -> Up:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(sandbox["tmp"])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "up", "--port", "0", *extra],
+        [sys.executable, "-m", "taskiq_fleet.cli", "up", "--port", "0", *extra],
         cwd=sandbox["cwd"],
         env=env,
         stdout=subprocess.PIPE,
@@ -151,7 +150,7 @@ async def test_fleet_up_serves_a_dag_and_stops_leaving_nothing_behind(
 
         shown = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "coordinator.cli", "workers", "--json", "--nats", url],
+            [sys.executable, "-m", "taskiq_fleet.cli", "workers", "--json", "--nats", url],
             capture_output=True, text=True, timeout=60, cwd=ROOT,
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr

@@ -27,10 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.client import CoordinatorClient, FleetError
 from shared.connection import NatsConnectError, NatsSettings, connect
-from shared.dag import Dag, Node
-from shared.runs import WorkerView
+from taskiq_fleet import CoordinatorClient, Dag, FleetError, Node, WorkerView
 from tests.natsserver import NatsServer, find_nats_server, free_port
 from tests.processes import ROOT, FleetProcess, agent, coordinator
 

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from coordinator.placement.outcome import CannotPlace, Placement
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from shared.labels import LabelSelector, Op, PreferredLabel
 from shared.resources import ResourceRequest
 

@@ -24,11 +24,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.scheduling.state import IN_FLIGHT
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
-from shared.protocol import (
+from shared.resources import ResourceRequest, WorkerSpec
+from shared.wire.protocol import (
     Assignment,
     AttemptRef,
     ErrorInfo,
@@ -37,8 +38,7 @@ from shared.protocol import (
     Register,
     Reject,
 )
-from shared.resources import ResourceRequest, WorkerSpec
-from shared.runs import TERMINAL_NODE, TERMINAL_RUN, Submit
+from shared.wire.runs import TERMINAL_NODE, TERMINAL_RUN, Submit
 
 TASK = "app:work"
 INTERVAL = 1.0

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from taskiq import AsyncBroker, InMemoryBroker
 
-from coordinator.flow.runner import runner_for, use_local_fleet
-from coordinator.inprocess import LocalFleet
-from coordinator.optimization import HostSnapshot, ResourceAwareExecutor, set_max_parallel_tasks
+from taskiq_fleet import HostSnapshot, ResourceAwareExecutor, set_max_parallel_tasks
+from taskiq_fleet.flow.runner import runner_for, use_local_fleet
+from taskiq_fleet.inprocess import LocalFleet
 
 BIG_WORKER = [{"name": "big", "cpu": 512, "ram_mb": 1_000_000}]
 """One worker with room for hundreds of default (1-core) tasks at once, so that only the
@@ -79,7 +79,7 @@ async def run_on(
 ) -> tuple[dict[str, Any], list[str | None]]:
     """Run ``task`` as a dataflow of its own on in-process workers of the given sizes: what
     it gave, and where each node ran."""
-    from coordinator.flow import DataflowPipeline
+    from taskiq_fleet import DataflowPipeline
 
     async with fleet_of(broker, workers) as fleet:
         pipeline = DataflowPipeline.from_tasks(broker, [task])
@@ -119,7 +119,7 @@ class Gauge:
 
 def doubling_pipeline(broker: AsyncBroker) -> Any:
     """Stand-in ``pipeline``: one step that doubles its input."""
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def double(x: int) -> int:

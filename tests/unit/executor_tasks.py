@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from taskiq import Context, InMemoryBroker, TaskiqDepends, TaskiqMessage, TaskiqMiddleware
 from taskiq.result import TaskiqResult
 
-from worker_agent.executor import current_attempt, current_gpu_devices
+from taskiq_fleet import current_attempt, current_gpu_devices
 
 
 class Point(BaseModel):

@@ -13,7 +13,7 @@ api = pytest.importorskip("mypy.api")
 
 SNIPPET = textwrap.dedent(
     """
-    from coordinator.broker import FleetBroker
+    from taskiq_fleet.broker import FleetBroker
 
     broker = FleetBroker()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.batching import (
+from taskiq_fleet.batching import (
     Batch,
     BatchConfig,
     BatchConfigError,

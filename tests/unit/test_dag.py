@@ -1,4 +1,4 @@
-"""The DAG model a client submits (shared/dag.py) and the submission check (shared/runs.py)."""
+"""The DAG model a client submits (shared/dag.py) and the submission check (shared/wire/runs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.dag import Dag, Node, RetryPolicy, RunOptions, check_inputs
-from shared.runs import Submit
+from shared.wire.runs import Submit
 
 
 def node(node_id: str, **fields: Any) -> Node:

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from coordinator.cli import build_parser
 from shared.connection import settings_from_args
-from shared.subjects import token
+from shared.wire.subjects import token
+from taskiq_fleet.cli import build_parser
 from worker_agent.inventory import parse_gpu_spec, parse_headroom, parse_labels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ OUTCOME_FLUSH_SECONDS = 10
 # Sources of the FLEET_* variables `fleet agent` / `fleet coordinator` read.
 ENV_SOURCES = {
     "agent": ("shared/connection.py", "shared/logging.py", "worker_agent/cli.py"),
-    "coordinator": ("shared/connection.py", "shared/logging.py", "coordinator/serve_cli.py"),
+    "coordinator": ("shared/connection.py", "shared/logging.py", "coordinator/cli.py"),
 }
 
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))

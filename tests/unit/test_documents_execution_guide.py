@@ -1,13 +1,9 @@
 """Document 004, the Execution guide: its examples, run with only their imports changed.
 
-Imports: ``taskiq_flow`` ``Pipeline``, ``DataflowPipeline``, ``MapReduce``,
-``ExecutionEngine``, ``DAGBuilder``, ``PipelineTrackingManager`` and
-``taskiq_flow.dataflow.DataflowRegistry`` -> ``coordinator.flow``;
-``taskiq_flow.middleware.PipelineMiddleware`` -> ``coordinator.flow``; ``pipeline_task``,
-``PipelineContext`` -> ``shared.flow``; ``taskiq_flow.optimization.parallel`` ->
-``coordinator.optimization``; ``from taskiq import Task`` (taskiq has none) ->
-``coordinator.flow.Task``. ``TaskiqError`` and ``PipelineError``, used but not imported by
-the document, come from ``taskiq.exceptions`` and ``coordinator.flow``. The broker is
+Imports: ``taskiq_flow``, ``taskiq_flow.dataflow``, ``taskiq_flow.middleware`` and
+``taskiq_flow.optimization.parallel`` -> ``taskiq_fleet``; ``from taskiq import Task``
+(taskiq has none) -> ``taskiq_fleet``. ``TaskiqError`` and ``PipelineError``, used but not
+imported by the document, come from ``taskiq.exceptions`` and ``taskiq_fleet``. The broker is
 taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``. Names the document
 leaves undefined (``pipeline``, ``data``, ``task1`` ...) get the smallest stand-in next to the
 example, marked as such. Scaffolding shared with the other documents' tests (the ``broker``
@@ -63,9 +59,8 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow.runner import runner_for
-from coordinator.optimization import get_max_parallel_tasks
-from shared.dag import RetryPolicy
+from taskiq_fleet import RetryPolicy, get_max_parallel_tasks
+from taskiq_fleet.flow.runner import runner_for
 from tests.unit.documents_support import (
     BIG_WORKER,
     Gauge,
@@ -88,7 +83,7 @@ WAIT_RESULT_DOES_NOT_RAISE = (
 def failing_pipeline(broker: InMemoryBroker) -> tuple[Any, str]:
     """Stand-ins ``pipeline`` and ``data``: two steps, the second raises; the first, load,
     gives ``[1, 2]`` of the data ``"12"``."""
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def load(source: str) -> list[int]:
@@ -103,8 +98,7 @@ def failing_pipeline(broker: InMemoryBroker) -> tuple[Any, str]:
 
 def audio_dataflow(broker: InMemoryBroker) -> Any:
     """Stand-in ``pipeline``: the audio dataflow of 1.2, with bodies."""
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     @broker.task
     @pipeline_task(output="features")
@@ -142,7 +136,7 @@ def squaring_and_summing(broker: InMemoryBroker) -> tuple[Any, Any]:
 
 
 async def test_1_1_sequential_execution(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     order: list[str] = []
 
@@ -172,8 +166,7 @@ async def test_1_1_sequential_execution(broker: InMemoryBroker) -> None:
 async def test_1_2_parallel_execution(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     broker_task = broker.task  # stand-in: the document writes `@broker_task` once, a typo
 
@@ -209,7 +202,7 @@ async def test_1_2_parallel_execution(
 
 
 async def test_1_3_map_reduce(broker: InMemoryBroker) -> None:
-    from coordinator.flow import MapReduce
+    from taskiq_fleet import MapReduce
 
     gauge = Gauge()
 
@@ -251,8 +244,7 @@ async def test_2_1_fire_and_forget(broker: InMemoryBroker) -> None:
 
 
 async def test_2_2_kiq_dataflow(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     @broker.task
     @pipeline_task(output="durations")
@@ -273,7 +265,7 @@ async def test_2_2_kiq_dataflow(broker: InMemoryBroker) -> None:
 
 
 async def test_2_3_kiq_map_reduce(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
+    from taskiq_fleet import DataflowPipeline
 
     square, total = squaring_and_summing(broker)  # stand-ins
 
@@ -306,7 +298,7 @@ async def test_3_1_blocking_wait(
 async def test_3_1_raise_on_error(broker: InMemoryBroker) -> None:
     """``wait_result(raise_on_error=True)`` re-raises a task's failure; in taskiq-fleet it
     arrives as ``PipelineError`` (naming the task's error), as for every pipeline."""
-    from coordinator.flow import PipelineError
+    from taskiq_fleet import PipelineError
 
     pipeline, data = failing_pipeline(broker)
     task = await pipeline.kiq(data)
@@ -334,7 +326,7 @@ async def test_3_2_polling(broker: InMemoryBroker, capsys: pytest.CaptureFixture
 
 
 async def test_3_3_fetch_by_task_id(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
+    from taskiq_fleet import DataflowPipeline
 
     @broker.task
     def double(x: int) -> int:  # stand-in
@@ -344,7 +336,7 @@ async def test_3_3_fetch_by_task_id(broker: InMemoryBroker) -> None:
     started = DataflowPipeline(broker).add_dataflow_task(double, output="result").build()
     await runner_for(broker).submit(started, {"x": 21}, run_id="abc123")
 
-    from coordinator.flow import Task
+    from taskiq_fleet import Task
 
     task = Task(task_id="abc123", broker=broker)
     result = await task.wait_result()
@@ -357,7 +349,7 @@ async def test_3_3_fetch_by_task_id(broker: InMemoryBroker) -> None:
 
 
 async def test_4_1_on_error_continue(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def fails(x: int) -> int:  # stand-in
@@ -388,7 +380,7 @@ async def test_4_1_on_error_continue(broker: InMemoryBroker) -> None:
 
 
 async def test_4_1_with_retry(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def double(x: int) -> int:  # stand-in
@@ -432,7 +424,7 @@ async def test_4_2_pipeline_level_errors(
 async def test_4_3_partial_results(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import PipelineError
+    from taskiq_fleet import PipelineError
 
     pipeline, data = failing_pipeline(broker)  # stand-ins
 
@@ -453,7 +445,7 @@ async def test_4_3_partial_results(
 
 
 async def test_5_timeouts(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline, Pipeline
+    from taskiq_fleet import DataflowPipeline, Pipeline
 
     pipeline = Pipeline(broker)
 
@@ -478,8 +470,7 @@ async def test_5_timeouts(broker: InMemoryBroker) -> None:
 async def test_6_execution_context(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline
-    from shared.flow import PipelineContext
+    from taskiq_fleet import Pipeline, PipelineContext
 
     contexts: list[PipelineContext] = []  # scaffolding: the context the task was given
 
@@ -512,7 +503,7 @@ async def test_6_execution_context(
 async def test_7_custom_execution_engine(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import DataflowRegistry, ExecutionEngine
+    from taskiq_fleet import DataflowRegistry, ExecutionEngine
 
     @broker.task
     def load(source_file: str) -> list[str]:  # stand-in
@@ -557,7 +548,7 @@ async def test_7_custom_execution_engine(
 
 
 async def test_8_1_sequential_results(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def length(x: list[int]) -> int:  # stand-in
@@ -590,7 +581,7 @@ async def test_8_2_dataflow_results(broker: InMemoryBroker) -> None:
 async def test_8_3_map_reduce_results(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import MapReduce
+    from taskiq_fleet import MapReduce
 
     square, total = squaring_and_summing(broker)  # stand-ins
 
@@ -609,7 +600,7 @@ async def test_8_3_map_reduce_results(
 async def test_9_inspecting_pipeline_state(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline, PipelineTrackingManager
+    from taskiq_fleet import Pipeline, PipelineTrackingManager
 
     @broker.task
     def load(source: str) -> list[int]:  # stand-in
@@ -680,8 +671,7 @@ async def test_10_2_print_dag(broker: InMemoryBroker, capsys: pytest.CaptureFixt
 async def test_10_3_inspect_task_arguments(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import Pipeline
-    from shared.flow import PipelineContext
+    from taskiq_fleet import Pipeline, PipelineContext
 
     @broker.task
     async def debug_task(data, context: PipelineContext):  # type: ignore[no-untyped-def]
@@ -699,7 +689,7 @@ async def test_10_3_inspect_task_arguments(
 async def test_10_4_middleware_for_tracing(
     broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.flow import PipelineMiddleware
+    from taskiq_fleet import PipelineMiddleware
 
     pipeline = audio_dataflow(broker)  # stand-in
 
@@ -725,7 +715,7 @@ async def test_10_4_middleware_for_tracing(
 
 def test_11_1_concurrency_limits() -> None:
     # Limit total parallel tasks globally
-    from coordinator.optimization import set_max_parallel_tasks
+    from taskiq_fleet import set_max_parallel_tasks
 
     set_max_parallel_tasks(20)  # never more than 20 tasks simultaneously
 
@@ -734,7 +724,7 @@ def test_11_1_concurrency_limits() -> None:
 
 
 async def test_11_1_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
-    from coordinator.flow import MapReduce
+    from taskiq_fleet import MapReduce
 
     gauge = Gauge()
 
@@ -744,7 +734,7 @@ async def test_11_1_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
 
     async with fleet_of(broker, BIG_WORKER):
         # Limit total parallel tasks globally
-        from coordinator.optimization import set_max_parallel_tasks
+        from taskiq_fleet import set_max_parallel_tasks
 
         set_max_parallel_tasks(20)  # never more than 20 tasks simultaneously
 
@@ -755,7 +745,7 @@ async def test_11_1_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
 
 
 async def test_11_2_selective_parallelism(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     gauge = Gauge()
 
@@ -778,8 +768,7 @@ async def test_11_2_selective_parallelism(broker: InMemoryBroker) -> None:
 
 
 async def test_11_3_memory_footprint(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     @broker.task
     @pipeline_task(output="total")

@@ -1,7 +1,6 @@
 """Document 000, the Optimization API: its examples, run with only their imports changed.
 
-Imports: ``taskiq_flow.optimization`` -> ``coordinator.optimization``; ``taskiq_flow``
-``pipeline_task`` -> ``shared.flow``, ``DataflowPipeline`` -> ``coordinator.flow``. The broker
+Imports: ``taskiq_flow`` and ``taskiq_flow.optimization`` -> ``taskiq_fleet``. The broker
 is taskiq's ``InMemoryBroker``, so pipelines run in process on a ``LocalFleet``. The host
 that the executor reads through psutil is replaced by a fixed one (8 idle cores, 16 GiB
 free), so the documents' numbers can be checked exactly. Scaffolding shared with the other
@@ -30,8 +29,8 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from taskiq import InMemoryBroker
 
-from shared import ResourceRequest, request_of
-from shared.flow import flow_of
+from taskiq_fleet import ResourceRequest, request_of
+from taskiq_fleet.flow.annotations import flow_of
 from tests.unit.documents_support import broker as broker  # a fixture
 from tests.unit.documents_support import no_global_cap as no_global_cap  # a fixture
 from tests.unit.documents_support import run_on
@@ -54,7 +53,7 @@ def fixed_host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_executor_constructor() -> None:
-    from coordinator.optimization import ResourceAwareExecutor
+    from taskiq_fleet import ResourceAwareExecutor
 
     executor = ResourceAwareExecutor(
         max_cpu_percent=80.0,  # Max CPU usage allowed (percentage)
@@ -68,7 +67,7 @@ def test_executor_constructor() -> None:
 
 
 def test_get_optimal_parallelism(capsys: pytest.CaptureFixture[str]) -> None:
-    from coordinator.optimization import ResourceAwareExecutor
+    from taskiq_fleet import ResourceAwareExecutor
 
     executor = ResourceAwareExecutor(
         max_cpu_percent=80.0,  # Max CPU usage allowed (percentage)
@@ -92,7 +91,7 @@ def test_get_optimal_parallelism(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_task_resource_profile() -> None:
-    from coordinator.optimization import TaskResourceProfile
+    from taskiq_fleet import TaskResourceProfile
 
     profile = TaskResourceProfile(
         estimated_memory_mb=256,  # Memory needed per task
@@ -107,8 +106,7 @@ def test_task_resource_profile() -> None:
 
 
 async def test_profile_with_pipeline_task(broker: InMemoryBroker) -> None:
-    from coordinator.optimization import TaskResourceProfile
-    from shared.flow import pipeline_task
+    from taskiq_fleet import TaskResourceProfile, pipeline_task
 
     @broker.task
     @pipeline_task(
@@ -140,7 +138,7 @@ async def test_profile_with_pipeline_task(broker: InMemoryBroker) -> None:
 
 
 def test_get_default_executor() -> None:
-    from coordinator.optimization import ResourceAwareExecutor, get_default_executor
+    from taskiq_fleet import ResourceAwareExecutor, get_default_executor
 
     executor = get_default_executor()
     # Returns a singleton ResourceAwareExecutor with default settings
@@ -155,8 +153,7 @@ def test_get_default_executor() -> None:
 
 
 async def test_integration_with_dataflow_pipeline(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
-    from coordinator.optimization import ResourceAwareExecutor
+    from taskiq_fleet import DataflowPipeline, ResourceAwareExecutor
 
     # stand-ins for the document's undefined `light_task` and `items`
     @broker.task

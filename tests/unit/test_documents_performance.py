@@ -1,9 +1,7 @@
 """Document 001, the Performance guide: its examples, run with only their imports changed.
 
-Imports: ``taskiq_flow`` -> ``coordinator.flow`` (pipelines, engine, tracking), ``shared``
-(profiles), ``coordinator`` (``ResourceAwareWorkerPool``); ``taskiq_flow.optimization``
-and ``taskiq_flow.optimization.parallel`` -> ``coordinator.optimization``;
-``taskiq_flow.dataflow.DAG`` -> ``coordinator.flow.DAG``.
+Imports: ``taskiq_flow``, ``taskiq_flow.optimization``, ``taskiq_flow.optimization.parallel``
+and ``taskiq_flow.dataflow`` -> ``taskiq_fleet``.
 The broker is taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``.
 Names the document leaves undefined (``pipeline``, ``items``, ``process_item``, ``tracking``
 ...) get the smallest stand-in next to the example, marked as such. Scaffolding shared with
@@ -58,9 +56,7 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator import CannotPlace
-from coordinator.optimization import get_max_parallel_tasks
-from shared import ResourceRequest, request_of
+from taskiq_fleet import CannotPlace, ResourceRequest, get_max_parallel_tasks, request_of
 from tests.unit.documents_support import (
     BIG_WORKER,
     Gauge,
@@ -80,7 +76,7 @@ pytestmark = pytest.mark.usefixtures("no_global_cap")
 
 
 async def test_2_1_sequential_map_max_parallel(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     gauge = Gauge()
 
@@ -104,7 +100,7 @@ async def test_2_1_sequential_map_max_parallel(broker: InMemoryBroker) -> None:
 
 
 async def test_2_1_dataflow_max_parallel(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
+    from taskiq_fleet import DataflowPipeline
 
     gauge = Gauge()
 
@@ -125,7 +121,7 @@ async def test_2_1_dataflow_max_parallel(broker: InMemoryBroker) -> None:
 
 
 async def test_2_1_map_reduce_max_parallel(broker: InMemoryBroker) -> None:
-    from coordinator.flow import MapReduce
+    from taskiq_fleet import MapReduce
 
     gauge = Gauge()
 
@@ -145,7 +141,7 @@ async def test_2_1_map_reduce_max_parallel(broker: InMemoryBroker) -> None:
 
 
 async def test_2_2_io_bound(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     gauge = Gauge()
 
@@ -169,7 +165,7 @@ async def test_2_2_io_bound(broker: InMemoryBroker) -> None:
 
 
 async def test_2_2_cpu_bound(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     gauge = Gauge()
 
@@ -200,8 +196,7 @@ async def test_2_2_mixed_workloads(
 ) -> None:
     import time
 
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     @broker.task
     @pipeline_task(output="total")
@@ -229,7 +224,7 @@ async def test_2_2_mixed_workloads(
 
 
 def test_2_3_global_limit() -> None:
-    from coordinator.optimization import set_max_parallel_tasks
+    from taskiq_fleet import set_max_parallel_tasks
 
     set_max_parallel_tasks(100)  # Never exceed 100 concurrent tasks globally
 
@@ -238,8 +233,7 @@ def test_2_3_global_limit() -> None:
 
 
 async def test_2_3_global_limit_caps_running_tasks(broker: InMemoryBroker) -> None:
-    from coordinator.flow import MapReduce
-    from coordinator.optimization import set_max_parallel_tasks
+    from taskiq_fleet import MapReduce, set_max_parallel_tasks
 
     gauge = Gauge()
 
@@ -260,7 +254,7 @@ async def test_2_3_global_limit_caps_running_tasks(broker: InMemoryBroker) -> No
 
 
 async def test_3_1_annotating_tasks(broker: InMemoryBroker) -> None:
-    from shared import CPUProfile, RAMProfile
+    from taskiq_fleet import CPUProfile, RAMProfile
 
     @broker.task
     @CPUProfile(cpu_units=2)  # Needs 2 CPU cores
@@ -281,8 +275,7 @@ async def test_3_1_annotating_tasks(broker: InMemoryBroker) -> None:
 
 
 def test_3_2_resource_aware_worker_pool() -> None:
-    from coordinator import ResourceAwareWorkerPool
-    from shared import CPUProfile, RAMProfile
+    from taskiq_fleet import CPUProfile, RAMProfile, ResourceAwareWorkerPool
 
     broker = InMemoryBroker()
 
@@ -320,7 +313,7 @@ def test_3_2_resource_aware_worker_pool() -> None:
 
 
 async def test_4_1_pass_identifiers(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     database = {f"id-{i}": {"value": i} for i in range(5)}  # stand-in
 
@@ -344,8 +337,7 @@ async def test_4_1_pass_identifiers(broker: InMemoryBroker) -> None:
 
 
 async def test_4_2_stream_large_datasets(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowPipeline
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowPipeline, pipeline_task
 
     @broker.task
     @pipeline_task(output="total")
@@ -373,7 +365,7 @@ async def test_4_2_stream_large_datasets(broker: InMemoryBroker) -> None:
 
 
 async def test_4_3_delete_pipeline(broker: InMemoryBroker) -> None:
-    from coordinator.flow import Pipeline, PipelineTrackingManager
+    from taskiq_fleet import Pipeline, PipelineTrackingManager
 
     @broker.task
     def double(x: int) -> int:  # stand-in
@@ -399,7 +391,7 @@ async def test_4_3_delete_pipeline(broker: InMemoryBroker) -> None:
 async def tracked_run(broker: InMemoryBroker) -> tuple[Any, str]:
     """Stand-in for the documents' ``tracking`` and ``pipeline_id``: a tracked pipeline of
     two steps, run to the end."""
-    from coordinator.flow import Pipeline, PipelineTrackingManager
+    from taskiq_fleet import Pipeline, PipelineTrackingManager
 
     @broker.task
     def load(source: str) -> list[int]:
@@ -489,7 +481,7 @@ async def test_5_3_cpu_profiling(
 async def test_6_3_lru_cache(broker: InMemoryBroker) -> None:
     from functools import lru_cache
 
-    from coordinator.flow import DataflowPipeline
+    from taskiq_fleet import DataflowPipeline
 
     computed: list[str] = []
 
@@ -513,7 +505,7 @@ async def test_6_3_lru_cache(broker: InMemoryBroker) -> None:
 
 
 async def test_8_benchmarking(broker: InMemoryBroker, capsys: pytest.CaptureFixture[str]) -> None:
-    from coordinator.flow import Pipeline
+    from taskiq_fleet import Pipeline
 
     @broker.task
     def double(x: int) -> int:  # stand-in
@@ -568,8 +560,7 @@ GPU_FLEET = [
 
 
 async def test_11_custom_executor(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DAG, DataflowRegistry, ExecutionEngine
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DAG, DataflowRegistry, ExecutionEngine, pipeline_task
 
     @broker.task
     @pipeline_task(output="audio")

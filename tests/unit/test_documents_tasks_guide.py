@@ -1,9 +1,7 @@
 """Document 002, the Tasks guide: its examples, run with only their imports changed.
 
-Imports: ``taskiq_flow`` ``pipeline_task``, ``pipeline_task_multi_output``, ``TaskInfo`` ->
-``shared.flow``; ``CPUProfile``, ``RAMProfile`` -> ``shared``; ``DataflowRegistry``,
-``Pipeline`` -> ``coordinator.flow``; ``ResourceAwareWorkerPool`` -> ``coordinator``;
-``taskiq.exceptions.RetryException`` (taskiq has none) -> ``shared.flow.RetryException``.
+Imports: ``taskiq_flow`` -> ``taskiq_fleet``; ``taskiq.exceptions.RetryException`` (taskiq
+has none) -> ``taskiq_fleet``.
 The broker is taskiq's ``InMemoryBroker``: pipelines run in process on a ``LocalFleet``.
 Names the document leaves undefined get the smallest stand-in next to the example, marked as
 such; each example is run through a pipeline (the test's own lines) to see what it does.
@@ -56,12 +54,17 @@ from typing import Any
 import pytest
 from taskiq import AsyncBroker, InMemoryBroker
 
-from coordinator import CannotPlace
-from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
-from coordinator.flow.runner import runner_for
-from shared import ResourceRequest, request_of
-from shared.dag import RetryPolicy
-from shared.flow import flow_of
+from taskiq_fleet import (
+    CannotPlace,
+    DataflowPipeline,
+    Pipeline,
+    PipelineError,
+    ResourceRequest,
+    RetryPolicy,
+    request_of,
+)
+from taskiq_fleet.flow.annotations import flow_of
+from taskiq_fleet.flow.runner import runner_for
 from tests.unit.documents_support import broker as broker  # a fixture
 from tests.unit.documents_support import run_on
 
@@ -129,7 +132,7 @@ async def test_2_1_options(broker: InMemoryBroker, fast_ten_second_sleep: None) 
 
 
 async def test_2_2_pipeline_task(broker: InMemoryBroker) -> None:
-    from shared.flow import pipeline_task
+    from taskiq_fleet import pipeline_task
 
     def compute_features(data: list[str]) -> dict[str, int]:  # stand-in
         return {d: len(d) for d in data}
@@ -157,7 +160,7 @@ async def test_2_2_pipeline_task(broker: InMemoryBroker) -> None:
 
 
 async def test_2_2_multiple_outputs(broker: InMemoryBroker) -> None:
-    from shared.flow import pipeline_task
+    from taskiq_fleet import pipeline_task
 
     def extract_features(data: str) -> dict[str, int]:  # stand-in
         return {"length": len(data)}
@@ -180,7 +183,7 @@ async def test_2_2_multiple_outputs(broker: InMemoryBroker) -> None:
 
 
 async def test_2_3_multi_output(broker: InMemoryBroker) -> None:
-    from shared.flow import pipeline_task_multi_output
+    from taskiq_fleet import pipeline_task_multi_output
 
     @broker.task
     @pipeline_task_multi_output(outputs=["x", "y"])
@@ -242,7 +245,7 @@ def test_3_1_name_and_labels() -> None:
 def test_3_1_name_and_labels_on_the_fleet_broker() -> None:
     """The same example with ``InMemoryBroker`` -> ``LocalFleetBroker``: ours reads the
     documents' ``name=`` and ``labels=`` as they mean them."""
-    from coordinator.local_broker import LocalFleetBroker
+    from taskiq_fleet import LocalFleetBroker
 
     broker = LocalFleetBroker()
 
@@ -259,7 +262,7 @@ def test_3_1_name_and_labels_on_the_fleet_broker() -> None:
 
 
 async def test_3_2_task_info(broker: InMemoryBroker) -> None:
-    from shared.flow import TaskInfo, pipeline_task
+    from taskiq_fleet import TaskInfo, pipeline_task
 
     np = SimpleNamespace(ndarray=list)  # stand-in for `import numpy as np` (not installed)
 
@@ -296,7 +299,7 @@ async def test_3_2_task_info(broker: InMemoryBroker) -> None:
 
 
 async def test_4_1_cpu_profile(broker: InMemoryBroker) -> None:
-    from shared import CPUProfile
+    from taskiq_fleet import CPUProfile
 
     @broker.task
     @CPUProfile(cpu_units=2)  # Requires 2 CPU cores
@@ -312,7 +315,7 @@ async def test_4_1_cpu_profile(broker: InMemoryBroker) -> None:
 
 
 async def test_4_2_ram_profile(broker: InMemoryBroker) -> None:
-    from shared import RAMProfile
+    from taskiq_fleet import RAMProfile
 
     @broker.task
     @RAMProfile(ram_mb=2048)  # Requires 2GB RAM
@@ -328,8 +331,7 @@ async def test_4_2_ram_profile(broker: InMemoryBroker) -> None:
 
 
 def test_4_2_resource_aware_worker_pool() -> None:
-    from coordinator import ResourceAwareWorkerPool
-    from shared import CPUProfile, RAMProfile
+    from taskiq_fleet import CPUProfile, RAMProfile, ResourceAwareWorkerPool
 
     broker = InMemoryBroker()
 
@@ -372,7 +374,7 @@ def test_4_2_resource_aware_worker_pool() -> None:
 
 
 async def test_4_3_combined_profiles(broker: InMemoryBroker) -> None:
-    from shared import CPUProfile, RAMProfile
+    from taskiq_fleet import CPUProfile, RAMProfile
 
     @broker.task
     @CPUProfile(cpu_units=4)
@@ -436,7 +438,7 @@ async def test_5_2_pydantic_models(broker: InMemoryBroker) -> None:
 
 
 async def test_5_3_output_multiple_values(broker: InMemoryBroker) -> None:
-    from shared.flow import pipeline_task
+    from taskiq_fleet import pipeline_task
 
     @broker.task
     def split(data: str) -> tuple[str, str]:
@@ -501,7 +503,7 @@ async def test_6_2_pipeline_level_retry(broker: InMemoryBroker) -> None:
 
 
 async def test_6_3_conditional_retry(broker: InMemoryBroker) -> None:
-    from shared.flow import RetryException
+    from taskiq_fleet import RetryException
 
     class NetworkError(Exception):  # stand-in
         pass
@@ -543,8 +545,7 @@ async def test_6_3_conditional_retry(broker: InMemoryBroker) -> None:
 
 
 async def test_7_2_manual_registration(broker: InMemoryBroker) -> None:
-    from coordinator.flow import DataflowRegistry, ExecutionEngine
-    from shared.flow import pipeline_task
+    from taskiq_fleet import DataflowRegistry, ExecutionEngine, pipeline_task
 
     @broker.task
     def process_data(data: list[int]) -> int:  # stand-in
@@ -615,7 +616,7 @@ async def test_task_execution(test_broker):  # type: ignore[no-untyped-def]
 
 
 async def test_9_1_idempotency(broker: InMemoryBroker) -> None:
-    from shared.flow import pipeline_task
+    from taskiq_fleet import pipeline_task
 
     class Cache:  # stand-in
         def __init__(self) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from shared.protocol import Assignment, AttemptRef, Outcome
+from shared.context import current_attempt, current_gpu_devices
 from shared.resources import ResourceRequest
+from shared.wire.protocol import Assignment, AttemptRef, Outcome
 from tests.unit.executor_tasks import Probe, Recorder, make_broker
-from worker_agent.executor import TaskExecutor, UnknownTask, current_attempt, current_gpu_devices
+from worker_agent.executor import TaskExecutor, UnknownTask
 
 WORKER = "host-a"
 

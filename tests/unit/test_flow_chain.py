@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.broker import RESULT
-from coordinator.flow import Pipeline, PipelineError, PipelineTrackingManager, Task
-from coordinator.flow.chain import compile_chain, result_of
-from coordinator.flow.runner import runner_for
-from shared.dag import RetryPolicy
-from shared.flow import STEP_LABEL
+from shared.wire import label_keys
+from taskiq_fleet import Pipeline, PipelineError, PipelineTrackingManager, RetryPolicy, Task
+from taskiq_fleet.broker import RESULT
+from taskiq_fleet.flow.chain import compile_chain, result_of
+from taskiq_fleet.flow.runner import runner_for
 
 broker = InMemoryBroker()
 
@@ -75,7 +74,7 @@ def test_the_chain_is_one_dag_with_step_labels_and_map_heads_after_the_previous_
     assert dag.inputs == ("arg_x",)
     by_id = dag.by_id
     assert [p.name for p in plans] == ["0:inc", "1:square", "2:total"]
-    assert [by_id[n].labels[STEP_LABEL] for p in plans for n in p.nodes] == [0, 1, 1, 1, 2]
+    assert [by_id[n].labels[label_keys.STEP] for p in plans for n in p.nodes] == [0, 1, 1, 1, 2]
     first, *maps = plans[1].nodes
     assert by_id[first].after == plans[0].nodes
     assert by_id[maps[0]].after == plans[0].nodes  # the second lane's head
@@ -168,8 +167,8 @@ async def test_a_map_over_the_previous_result_is_driven_step_by_step_and_found_b
 
 
 def test_steps_end_as_their_nodes_do_and_count_from_their_first_attempt() -> None:
-    from coordinator.flow.chain import StepPlan, StepWatcher
-    from shared.runs import NodeView, RunUpdate, RunView
+    from shared.wire.runs import NodeView, RunUpdate, RunView
+    from taskiq_fleet.flow.chain import StepPlan, StepWatcher
 
     def node(id: str, status: str, attempt: int, start: float, end: float | None) -> NodeView:
         return NodeView(

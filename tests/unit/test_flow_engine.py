@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow import (
+from taskiq_fleet import (
     DAGBuilder,
     DataflowRegistry,
     ExecutionEngine,
+    LabelSelector,
+    Node,
     PipelineError,
+    ResourceRequest,
+    pipeline_task,
 )
-from coordinator.flow.runner import use_local_fleet
-from coordinator.inprocess import LocalFleet
-from shared.dag import Node
-from shared.flow import pipeline_task
-from shared.labels import LabelSelector
-from shared.resources import ResourceRequest
+from taskiq_fleet.flow.runner import use_local_fleet
+from taskiq_fleet.inprocess import LocalFleet
 
 broker = InMemoryBroker()
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow import (
+from taskiq_fleet import (
     DataflowPipeline,
     MapReduce,
     Pipeline,
+    PipelineContext,
     PipelineError,
     PipelineTrackingManager,
-)
-from shared.flow import (
-    PipelineContext,
     RetryException,
-    flow_of,
     pipeline_task,
     pipeline_task_multi_output,
 )
+from taskiq_fleet.flow.annotations import flow_of
 
 broker = InMemoryBroker()
 calls: list[int] = []

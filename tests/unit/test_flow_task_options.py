@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
-from coordinator.flow.chain import compile_chain
 from shared.dag import RetryPolicy, timeout_from_labels
+from taskiq_fleet import DataflowPipeline, Pipeline, PipelineError
+from taskiq_fleet.flow.chain import compile_chain
 
 broker = InMemoryBroker()
 attempts: dict[str, int] = {}
@@ -138,7 +138,7 @@ def test_priority_from_labels() -> None:
 async def test_higher_priority_runs_first_when_nodes_wait_for_room() -> None:
     import asyncio
 
-    from coordinator.local_broker import LocalFleetBroker
+    from taskiq_fleet import LocalFleetBroker
 
     fleet = LocalFleetBroker([{"name": "one", "cpu": 1, "ram_mb": 1024}])
     holding, release = asyncio.Event(), asyncio.Event()

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator.flow import DataflowPipeline, Pipeline, PipelineError
-from coordinator.flow.middleware import PipelineMiddleware, StepContext
-from coordinator.flow.tracking import (
+from taskiq_fleet import DataflowPipeline, Pipeline, PipelineError, PipelineMiddleware, StepContext
+from taskiq_fleet.flow.tracking import (
     MemoryTrackingStorage,
     PipelineScope,
     PipelineTrackingManager,

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.labels import LabelSelector
-from shared.protocol import Assignment, AttemptRef, Reserved
 from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
+from shared.wire.protocol import Assignment, AttemptRef, Reserved
 from worker_agent.guard import CapacityGuard
 
 SPEC = WorkerSpec(

@@ -15,12 +15,16 @@ from typing import Annotated, Any
 import pytest
 from taskiq import InMemoryBroker, TaskiqDepends
 
-from coordinator.client import FleetError, RunFailed
-from coordinator.inprocess import LocalFleet
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
-from shared.resources import ResourceRequest
-from shared.runs import RunUpdate
-from worker_agent.executor import current_attempt, current_gpu_devices
+from taskiq_fleet import (
+    FleetError,
+    ResourceRequest,
+    RunFailed,
+    RunUpdate,
+    current_attempt,
+    current_gpu_devices,
+)
+from taskiq_fleet.inprocess import LocalFleet
 
 WAIT = 5.0
 """Upper bound for anything that should happen promptly; a hang fails the test."""

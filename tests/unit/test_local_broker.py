@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 from taskiq.exceptions import SendTaskError
 
-from coordinator.client import FleetError
-from coordinator.flow import DataflowPipeline
-from coordinator.local_broker import LocalFleetBroker
-from shared import GPUProfile, RAMProfile
-from shared.flow import PipelineContext, pipeline_task
-from worker_agent.executor import current_gpu_devices
+from taskiq_fleet import (
+    DataflowPipeline,
+    FleetError,
+    GPUProfile,
+    LocalFleetBroker,
+    PipelineContext,
+    RAMProfile,
+    current_gpu_devices,
+    pipeline_task,
+)
 
 WORKERS = [
     {"name": "small", "cpu": 2, "ram_mb": 2048},

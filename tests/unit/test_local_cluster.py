@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.cli import main
-from coordinator.local_cluster import (
+from taskiq_fleet import GPUDevice
+from taskiq_fleet.cli import main
+from taskiq_fleet.local_cluster import (
     DEFAULT_APP,
     AgentConfig,
     ClusterError,
@@ -19,8 +20,7 @@ from coordinator.local_cluster import (
     load_config,
     parse_config,
 )
-from coordinator.up_cli import gpu_text
-from shared.resources import GPUDevice
+from taskiq_fleet.up_cli import gpu_text
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster.toml"
@@ -129,7 +129,7 @@ def test_identical_agents() -> None:
 
 def test_command_line_of_each_agent_of_the_example() -> None:
     cluster = LocalCluster(load_config(EXAMPLE), prefix="demo", python="py")
-    fleet = ["py", "-m", "coordinator.cli"]
+    fleet = ["py", "-m", "taskiq_fleet.cli"]
     common = ["--heartbeat", "0.5", "--drain-timeout", "10", "--log-format", "console"]
     small, bigmem, gpu = cluster.agents
     head = [*fleet, "agent", DEFAULT_APP, "--nats", URL, "--prefix", "demo"]
@@ -165,7 +165,7 @@ def test_options_are_exact_and_detection_is_left_alone() -> None:
 def test_the_agents_run_with_this_interpreter_by_default() -> None:
     cluster = LocalCluster(1, policy="spread", heartbeat=0.2, drain_timeout=1.5)
     command = cluster.agent_command(cluster.agents[0], URL)
-    assert command[:3] == [sys.executable, "-m", "coordinator.cli"]
+    assert command[:3] == [sys.executable, "-m", "taskiq_fleet.cli"]
     assert command[command.index("--heartbeat") + 1] == "0.2"
     assert command[command.index("--drain-timeout") + 1] == "1.5"
     assert "spread" in cluster.coordinator_command(URL)

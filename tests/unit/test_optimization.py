@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 from taskiq import InMemoryBroker
 
-from coordinator import optimization
-from coordinator.inprocess import LocalFleet
-from coordinator.optimization import (
+from taskiq_fleet import (
+    ResourceRequest,
+    TaskResourceProfile,
+    WorkerSpec,
+    WorkerView,
+    optimization,
+    parse_selector,
+)
+from taskiq_fleet.inprocess import LocalFleet
+from taskiq_fleet.optimization import (
     ClusterAwareExecutor,
     HostSnapshot,
     ResourceAwareExecutor,
@@ -22,10 +29,6 @@ from coordinator.optimization import (
     set_max_parallel_tasks,
     worker_fit,
 )
-from shared.labels import parse_selector
-from shared.profiles import TaskResourceProfile
-from shared.resources import ResourceRequest, WorkerSpec
-from shared.runs import WorkerView
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.protocol import AttemptRef, Outcome
+from shared.wire.protocol import AttemptRef, Outcome
 from worker_agent.outbox import Outbox
 
 

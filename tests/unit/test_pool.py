@@ -1,4 +1,4 @@
-"""ResourceAwareWorkerPool: placement, reservations and policies (coordinator/pool.py)."""
+"""ResourceAwareWorkerPool: placement, reservations and policies (coordinator/placement/pool.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from coordinator.placement.outcome import Candidate, CannotPlace, Placement, PlaceResult
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from shared.labels import as_preferences, as_selectors
 from shared.resources import ResourceRequest
 
@@ -998,3 +998,16 @@ def test_unknown_names_get_a_clear_error(
     with pytest.raises(KeyError, match=message):
         call(pool)
     assert pool.workers == ["a"]
+
+
+def test_adopted_gpu_work_without_its_devices_still_holds_a_device() -> None:
+    """A worker that rejoins lists its running attempts without their devices; the share
+    it runs must still be charged, or a whole-device task lands on the same GPU (found by
+    the scheduler state machine: 1.5 GPUs reserved on a 1-GPU worker)."""
+    pool = ResourceAwareWorkerPool(workers=[gpu_worker("g", [0])])
+    adopted = pool.adopt("g", req(cpu=1, gpus=0.5), "running", ())
+    assert adopted.gpu_devices == (0,)
+    refused(pool.place(req(cpu=1, gpus=1), key="whole"), "busy")
+    placed(pool.place(req(cpu=1, gpus=0.5), key="share"))
+    pool.release("running")
+    assert pool.usage("g").devices[0].free == pytest.approx(0.5)

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from taskiq import AsyncTaskiqDecoratedTask, InMemoryBroker, TaskiqMessage, TaskiqMiddleware
 
 from shared.labels import LabelSelector, Op, PreferredLabel, parse_selector
-from shared.profiles import (
+from shared.wire import label_keys
+from taskiq_fleet import ResourceRequest
+from taskiq_fleet.profiles import (
     REQUEST_ATTR,
-    RESOURCES_LABEL,
     CPUProfile,
     GPUProfile,
     LabelProfile,
@@ -28,7 +29,6 @@ from shared.profiles import (
     request_label_value,
     request_of,
 )
-from shared.resources import ResourceRequest
 
 Decorator = Callable[[Any], Any]
 
@@ -164,9 +164,9 @@ def test_documented_order_stores_attribute_copied_by_wraps(broker: InMemoryBroke
     request = getattr(heavy_computation, REQUEST_ATTR)
     assert (request.cpu, request.ram_mb) == (2.0, 4096)
     assert request_of(heavy_computation.original_func) == request
-    assert RESOURCES_LABEL not in heavy_computation.labels
+    assert label_keys.RESOURCES not in heavy_computation.labels
     attach_request_label(heavy_computation)
-    assert json.loads(heavy_computation.labels[RESOURCES_LABEL]) == {
+    assert json.loads(heavy_computation.labels[label_keys.RESOURCES]) == {
         "version": 1,
         "cpu": 2.0,
         "ram_mb": 4096,
@@ -201,7 +201,7 @@ def test_label_dict_shared_between_tasks_is_not_mutated(broker: InMemoryBroker) 
     second = broker.task(task_name="second")(lambda x: x)
     first.labels = second.labels = shared
     CPUProfile(cpu_units=3)(first)
-    assert RESOURCES_LABEL in first.labels
+    assert label_keys.RESOURCES in first.labels
     assert second.labels == {"priority": 1}
 
 
@@ -234,8 +234,8 @@ def test_label_round_trips_and_always_has_version(request_: ResourceRequest) -> 
     value = request_label_value(request_)
     assert isinstance(value, str)
     assert json.loads(value)["version"] == 1
-    assert request_from_labels({RESOURCES_LABEL: value}) == request_
-    assert request_from_labels({RESOURCES_LABEL: value.encode()}) == request_
+    assert request_from_labels({label_keys.RESOURCES: value}) == request_
+    assert request_from_labels({label_keys.RESOURCES: value.encode()}) == request_
 
 
 def test_label_of_default_request_is_compact() -> None:
@@ -250,8 +250,8 @@ def test_undecorated_task_and_function_get_default(broker: InMemoryBroker) -> No
 
 @pytest.mark.parametrize("raw", ["{not json", '{"cpu": -1}', '{"bogus": 1}', 42])
 def test_malformed_label_names_the_label(raw: Any) -> None:
-    with pytest.raises(ValueError, match=RESOURCES_LABEL):
-        request_from_labels({RESOURCES_LABEL: raw})
+    with pytest.raises(ValueError, match=label_keys.RESOURCES):
+        request_from_labels({label_keys.RESOURCES: raw})
 
 
 async def test_middleware_ships_label_for_foreign_broker(broker: InMemoryBroker) -> None:
@@ -270,12 +270,12 @@ async def test_middleware_ships_label_for_foreign_broker(broker: InMemoryBroker)
 
     await heavy.kiq(1)
     await plain.kiq(1)
-    await heavy.kicker().with_labels(**{RESOURCES_LABEL: '{"version":1,"cpu":7}'}).kiq(1)
+    await heavy.kicker().with_labels(**{label_keys.RESOURCES: '{"version":1,"cpu":7}'}).kiq(1)
 
     expected = ResourceRequest(cpu=2, ram_mb=4096)
     assert request_from_labels(recorder.sent[0].labels) == expected
     assert request_from_labels(recorder.executed[0].labels) == expected
-    assert recorder.sent[1].labels.get(RESOURCES_LABEL) is None
+    assert recorder.sent[1].labels.get(label_keys.RESOURCES) is None
     assert request_from_labels(recorder.sent[2].labels) == ResourceRequest(cpu=7)
 
 

@@ -1,4 +1,4 @@
-"""Wire protocol (shared/protocol.py) and subject names (shared/subjects.py)."""
+"""Wire protocol (shared/wire/protocol.py) and subject names (shared/wire/subjects.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.protocol import (
+from shared.resources import ResourceRequest, WorkerSpec
+from shared.wire.protocol import (
     Accept,
     Assignment,
     AttemptRef,
@@ -33,8 +34,7 @@ from shared.protocol import (
     encode_each,
     join_encoded,
 )
-from shared.resources import ResourceRequest, WorkerSpec
-from shared.subjects import MAX_TOKEN_LENGTH, Subjects, as_token, token
+from shared.wire.subjects import MAX_TOKEN_LENGTH, Subjects, as_token, token
 
 # -- strategies and examples --------------------------------------------------
 
@@ -145,7 +145,7 @@ def test_round_trip(msg: Any) -> None:
 
 
 def test_every_message_type_has_an_example() -> None:
-    from shared.protocol import _MODELS
+    from shared.wire.protocol import _MODELS
 
     assert {m.type for m in examples()} == set(_MODELS)
 
@@ -702,7 +702,7 @@ def test_other_prefix_never_overlaps() -> None:
 
 
 def test_size_chunks_keep_each_group_under_the_limit() -> None:
-    from shared.protocol import size_chunks
+    from shared.wire.protocol import size_chunks
 
     assert size_chunks([], len, 10) == []
     assert size_chunks([b"aaaa", b"bbbb", b"cc", b"d"], len, 6) == [

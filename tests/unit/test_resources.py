@@ -317,7 +317,7 @@ def test_an_unknown_policy_is_refused_with_the_request() -> None:
 
 
 def test_a_submission_naming_an_unknown_policy_is_refused_not_scheduled() -> None:
-    from shared.runs import Refused, parse_submits
+    from shared.wire.runs import Refused, parse_submits
 
     data = (
         b'{"type": "submit", "run_id": "r1", "dag": {"nodes": [{"id": "a", "task": "t",'

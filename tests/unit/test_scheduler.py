@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from coordinator.checkpoint import Checkpointer
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
 from shared.labels import as_selectors
-from shared.protocol import (
+from shared.resources import ResourceRequest, WorkerSpec
+from shared.wire.protocol import (
     Assignment,
     AttemptRef,
     ErrorInfo,
@@ -27,8 +28,7 @@ from shared.protocol import (
     Register,
     Reject,
 )
-from shared.resources import ResourceRequest, WorkerSpec
-from shared.runs import NodeView, RunView, Submit
+from shared.wire.runs import NodeView, RunView, Submit
 
 TASK = "app:work"
 SLOW = 1000.0

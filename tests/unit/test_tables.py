@@ -6,7 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from coordinator.tables import (
+from shared.wire.protocol import ErrorInfo
+from shared.wire.runs import NodeView, RunView, WorkerView
+from taskiq_fleet import GPUDevice, WorkerSpec
+from taskiq_fleet.tables import (
     duration,
     node_change,
     nodes_table,
@@ -17,9 +20,6 @@ from coordinator.tables import (
     timestamp,
     workers_table,
 )
-from shared.protocol import ErrorInfo
-from shared.resources import GPUDevice, WorkerSpec
-from shared.runs import NodeView, RunView, WorkerView
 
 NOW = 1_700_000_100.0
 T0 = 1_700_000_000.0

@@ -285,7 +285,7 @@ async def _worker_of(
 ) -> str | None:
     view = getattr(error, "view", None)
     if view is None and flow is not None and flow.pipeline_id and broker is not None:
-        from coordinator.flow.runner import runner_for
+        from taskiq_fleet.flow.runner import runner_for
 
         runner: Any = runner_for(broker)  # LocalFleet and CoordinatorClient: status(run_id)
         try:  # best effort: tracking never fails a step

@@ -1,7 +1,7 @@
 """``LocalCluster``: a nats-server, a coordinator and agents on this host, for ``fleet up``.
 
 Every part runs as its own process, started exactly as ``fleet coordinator`` and
-``fleet agent`` would be on separate hosts (``python -m coordinator.cli ...``), so a
+``fleet agent`` would be on separate hosts (``python -m taskiq_fleet.cli ...``), so a
 local cluster behaves like a real one: agents drain on SIGTERM, a task that crashes or
 blocks takes down only its agent, and each process has its own log.
 
@@ -46,7 +46,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
-from coordinator.natsserver import (
+from shared.resources import POLICY_NAMES
+from shared.wire.subjects import Subjects
+from taskiq_fleet.natsserver import (
     NatsServer,
     NatsServerError,
     NatsServerNotFoundError,
@@ -54,12 +56,10 @@ from coordinator.natsserver import (
     tail_text,
     tie_to_parent,
 )
-from shared.resources import POLICY_NAMES
-from shared.subjects import Subjects
 
 if TYPE_CHECKING:
-    from coordinator.client import CoordinatorClient
-    from shared.runs import WorkerView
+    from shared.wire.runs import WorkerView
+    from taskiq_fleet.client import CoordinatorClient
 
 T = TypeVar("T")
 
@@ -205,7 +205,7 @@ def parse_config(
 
 
 def _agent(table: Mapping[str, Any], number: int, app: str, source: str) -> AgentConfig:
-    from shared.subjects import token
+    from shared.wire.subjects import token
 
     name = table.get("name", f"agent-{number}")
     where = f"{source}: agent {number}" + (f" ({name!r})" if isinstance(name, str) else "")
@@ -529,7 +529,7 @@ class LocalCluster:
     # -- command lines ---------------------------------------------------------------------
 
     def _fleet(self, *args: str) -> list[str]:
-        return [self.python, "-m", "coordinator.cli", *args]
+        return [self.python, "-m", "taskiq_fleet.cli", *args]
 
     def coordinator_command(self, nats_url: str) -> list[str]:
         return self._fleet(
@@ -636,8 +636,8 @@ class LocalCluster:
         return self.server.url
 
     async def _connect(self, url: str) -> CoordinatorClient:
-        from coordinator.client import CoordinatorClient
         from shared.connection import NatsConnectError
+        from taskiq_fleet.client import CoordinatorClient
 
         try:
             return await CoordinatorClient.connect(url, prefix=self.prefix)
@@ -646,7 +646,7 @@ class LocalCluster:
 
     async def _refuse_second_coordinator(self, client: CoordinatorClient, url: str) -> None:
         """Two coordinators on one prefix would both place the same work."""
-        from coordinator.client import FleetError
+        from taskiq_fleet.client import FleetError
 
         with contextlib.suppress(FleetError):
             await client.workers()

@@ -15,7 +15,8 @@ from typing import Literal, Self
 from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from shared.dag import Dag, RunOptions, check_inputs
-from shared.protocol import (
+from shared.resources import WorkerSpec
+from shared.wire.protocol import (
     Epoch,
     ErrorInfo,
     Part,
@@ -25,7 +26,6 @@ from shared.protocol import (
     Versioned,
     decode_model,
 )
-from shared.resources import WorkerSpec
 
 NodeStatus = Literal[
     "pending", "ready", "placed", "running", "succeeded", "failed", "cancelled", "skipped"

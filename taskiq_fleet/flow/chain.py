@@ -16,12 +16,13 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from coordinator.broker import RESULT  # the last step's output, as a plain kiq's
-from coordinator.flow.dataflow import DataflowPipeline
-from coordinator.flow.naming import node_id, short_name
 from shared.dag import RetryPolicy
-from shared.flow import STEP_LABEL, parameters_of
-from shared.runs import TERMINAL_NODE, NodeView, RunUpdate
+from shared.wire import label_keys
+from shared.wire.runs import TERMINAL_NODE, NodeView, RunUpdate
+from taskiq_fleet.broker import RESULT  # the last step's output, as a plain kiq's
+from taskiq_fleet.flow.annotations import parameters_of
+from taskiq_fleet.flow.dataflow import DataflowPipeline
+from taskiq_fleet.flow.naming import node_id, short_name
 
 _PART = re.compile(rf"^{RESULT}__(\d+)$")
 
@@ -87,7 +88,7 @@ def compile_chain(
         last = index == len(steps) - 1
         output = RESULT if last else f"step{index}"
         start = len(flow._entries)
-        labels: dict[str, JsonValue] = {STEP_LABEL: index}
+        labels: dict[str, JsonValue] = {label_keys.STEP: index}
         if step.kind == "map":
             flow.map(step.task, list(step.items), output=output, max_parallel=step.max_parallel)
             for entry in flow._entries[start:]:

@@ -12,21 +12,21 @@ from typing import Any
 
 from taskiq import AsyncBroker
 
-from coordinator.backend import Backend
+from taskiq_fleet.backend import Backend
 
 _local: weakref.WeakKeyDictionary[AsyncBroker, Any] = weakref.WeakKeyDictionary()
 
 
 def runner_for(broker: AsyncBroker) -> Backend:
-    from coordinator.broker import FleetBroker
+    from taskiq_fleet.broker import FleetBroker
 
     if isinstance(broker, FleetBroker):
         runner: Backend = broker.connected()
         return runner
     fleet = _local.get(broker)
     if fleet is None:
-        from coordinator.inprocess import LocalFleet
-        from coordinator.optimization import get_max_parallel_tasks
+        from taskiq_fleet.inprocess import LocalFleet
+        from taskiq_fleet.optimization import get_max_parallel_tasks
 
         fleet = _local[broker] = LocalFleet(broker, max_parallel=get_max_parallel_tasks())
     local: Backend = fleet

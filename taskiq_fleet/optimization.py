@@ -30,9 +30,9 @@ from typing import Protocol
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from shared.capacity import Capacity, Demand
-from shared.profiles import TaskResourceProfile
 from shared.resources import MILLI, ResourceRequest
-from shared.runs import WorkerView
+from shared.wire.runs import WorkerView
+from taskiq_fleet.profiles import TaskResourceProfile
 
 __all__ = [
     "DEFAULT_MAX_PARALLEL",
@@ -108,7 +108,7 @@ def set_max_parallel_tasks(n: int | None) -> None:
         raise ValueError(f"max parallel tasks must be a positive integer or None, got {n!r}")
     with _lock:
         _max_parallel_tasks = n
-    from coordinator.broker import push_max_parallel
+    from taskiq_fleet.broker import push_max_parallel
 
     push_max_parallel(n)
 

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from shared.resources import NonNegInt, ResourceRequest, WorkerSpec
-from shared.subjects import token
+from shared.wire.subjects import token
 
 Token = Annotated[str, AfterValidator(token)]
 Seconds = Annotated[float, Field(gt=0)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.subjects import as_token
+from shared.wire.subjects import as_token
 
 
 def short_name(task: Any) -> str:

@@ -184,14 +184,16 @@ class ResourceAwareWorkerPool:
         """Account work a worker reports running, e.g. after a coordinator restart.
 
         It is running whether or not it fits, so it is taken even beyond free capacity;
-        the worker then takes nothing new until enough is released.
+        the worker then takes nothing new until enough is released. When the devices it
+        runs on are not known, it is charged for the devices a placement would pick (or
+        the freest ones): a GPU task adopted without its devices would leave them free
+        for another whole-device task.
         """
         if key in self._held:
             raise ValueError(f"reservation {key!r} is already held")
         worker = self._known(name)
         demand = Demand.of(request)
-        slot_of = {index: slot for slot, index in enumerate(worker.cap.gpu_index)}
-        devices = tuple((slot_of[d], demand.device_share) for d in gpu_devices if d in slot_of)
+        devices = _adopted_devices(worker, demand, gpu_devices)
         worker.take(key, demand, devices)
         self._reindex(worker, gpu=bool(devices))
         placement = Placement(key, name, worker.device_ids(devices), request)
@@ -407,3 +409,18 @@ def _same_devices(
             return None
         moved.append((new_slot, milli))
     return tuple(moved)
+
+
+def _adopted_devices(
+    worker: WorkerState, demand: Demand, gpu_devices: tuple[int, ...]
+) -> DevicePick:
+    slot_of = {index: slot for slot, index in enumerate(worker.cap.gpu_index)}
+    given = tuple((slot_of[d], demand.device_share) for d in gpu_devices if d in slot_of)
+    wanted = demand.gpu_whole or (1 if demand.gpu_share else 0)
+    if len(given) == wanted:
+        return given
+    picked = worker.pick_devices(demand)
+    if picked is not None:
+        return picked
+    freest = sorted(range(len(worker.free_dev)), key=lambda slot: -worker.free_dev[slot])
+    return tuple((slot, demand.device_share) for slot in freest[:wanted])

@@ -11,7 +11,7 @@ from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from shared.flow import MODE_LABEL, STEP_LABEL
+from shared.wire import label_keys
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,15 @@ class StepContext:
         labels = dict(message.labels)
         parts = message.task_id.rsplit(".", 2)  # "<run_id>.<node_id>.<attempt>"
         run_id, node, attempt = parts if len(parts) == 3 else (message.task_id, "", "1")
-        step = labels.get(STEP_LABEL)
+        step = labels.get(label_keys.STEP)
         return cls(
             task_id=message.task_id,
             task_name=message.task_name,
             pipeline_id=run_id,
             node_id=node,
             step_index=step if isinstance(step, int) else int(str(step or 0)),
-            execution_mode=str(labels.get(MODE_LABEL, "parallel")),
-            worker=str(labels.get("fleet_worker", "")),  # worker_agent.executor.WORKER_LABEL
+            execution_mode=str(labels.get(label_keys.MODE, "parallel")),
+            worker=str(labels.get(label_keys.WORKER, "")),
             attempt=int(attempt) if attempt.isdigit() else 1,
             labels=labels,
             message=message,
@@ -53,7 +53,7 @@ class StepContext:
 
 
 def _is_pipeline_node(message: TaskiqMessage) -> bool:
-    return STEP_LABEL in message.labels
+    return label_keys.STEP in message.labels
 
 
 class PipelineMiddleware(TaskiqMiddleware):

@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from coordinator.local_cluster import (
+from shared.cliargs import number, subject_prefix
+from shared.resources import POLICY_NAMES
+from taskiq_fleet.local_cluster import (
     DEFAULT_APP,
     ClusterError,
     ConfigError,
@@ -29,8 +31,6 @@ from coordinator.local_cluster import (
     identical_agents,
     load_config,
 )
-from shared.cliargs import number, subject_prefix
-from shared.resources import POLICY_NAMES
 
 if TYPE_CHECKING:
     from shared.resources import GPUDevice
@@ -236,7 +236,7 @@ def gpu_text(gpus: tuple[GPUDevice, ...]) -> str:
 
 
 def agents_table(cluster: LocalCluster) -> str:
-    from coordinator.tables import NONE, labels, number, table
+    from taskiq_fleet.tables import NONE, labels, number, table
 
     pids = cluster.pids()
     apps = {a.name: a.app for a in cluster.agents}

@@ -1,16 +1,16 @@
 """The Taskiq-Flow API of the documents, run on the fleet (or in process, for tests)."""
 
-from coordinator.flow.dataflow import DataflowPipeline, MapReduce, PipelineError
-from coordinator.flow.engine import (
+from taskiq_fleet.flow.dataflow import DataflowPipeline, MapReduce, PipelineError
+from taskiq_fleet.flow.engine import (
     DAG,
     DAGBuilder,
     DataflowRegistry,
     ExecutionEngine,
     Registration,
 )
-from coordinator.flow.middleware import PipelineMiddleware, StepContext
-from coordinator.flow.sequential import Pipeline, PipelineResult, PipelineTask, Task
-from coordinator.flow.tracking import (
+from taskiq_fleet.flow.middleware import PipelineMiddleware, StepContext
+from taskiq_fleet.flow.sequential import Pipeline, PipelineResult, PipelineTask, Task
+from taskiq_fleet.flow.tracking import (
     PipelineScope,
     PipelineStatus,
     PipelineTrackingManager,

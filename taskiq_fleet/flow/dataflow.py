@@ -17,9 +17,6 @@ from pydantic import JsonValue
 from taskiq import AsyncBroker
 from taskiq.exceptions import TaskiqError
 
-from coordinator.backend import Handle
-from coordinator.flow.naming import node_id, short_name, task_name
-from coordinator.flow.runner import runner_for
 from shared.dag import (
     Dag,
     Node,
@@ -28,9 +25,13 @@ from shared.dag import (
     priority_from_labels,
     timeout_from_labels,
 )
-from shared.flow import MODE_LABEL, STEP_LABEL, flow_of, parameters_of
-from shared.profiles import request_of
-from shared.runs import RunView
+from shared.wire import label_keys
+from shared.wire.runs import RunView
+from taskiq_fleet.backend import Handle
+from taskiq_fleet.flow.annotations import flow_of, parameters_of
+from taskiq_fleet.flow.naming import node_id, short_name, task_name
+from taskiq_fleet.flow.runner import runner_for
+from taskiq_fleet.profiles import request_of
 
 
 class PipelineError(TaskiqError):
@@ -164,8 +165,8 @@ class DataflowPipeline:
                     timeout=timeout_from_labels(getattr(entry.task, "labels", {})),
                     priority=priority_from_labels(getattr(entry.task, "labels", {})),
                     labels={
-                        STEP_LABEL: self.step_offset + index,
-                        MODE_LABEL: self.mode if self.mode == "sequential" else entry.mode,
+                        label_keys.STEP: self.step_offset + index,
+                        label_keys.MODE: self.mode if self.mode == "sequential" else entry.mode,
                         **entry.labels,
                     },
                 )

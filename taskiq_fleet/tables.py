@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from shared.runs import TERMINAL_NODE, NodeView, RunView, WorkerView
+from shared.wire.runs import TERMINAL_NODE, NodeView, RunView, WorkerView
 
 NONE = "-"
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from pydantic import JsonValue
 
 from shared.dag import Dag, RunOptions
-from shared.runs import NodeView, RunUpdate, RunView, WorkerView
+from shared.wire.runs import NodeView, RunUpdate, RunView, WorkerView
 
 
 class Handle(Protocol):

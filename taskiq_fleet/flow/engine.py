@@ -32,13 +32,13 @@ from typing import Any, Self
 from pydantic import JsonValue
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
 
-from coordinator.flow.dataflow import DataflowPipeline, PipelineError
-from coordinator.flow.naming import short_name, task_name
-from coordinator.flow.runner import runner_for
 from shared.dag import Dag, Node, RunOptions
-from shared.flow import flow_of, parameters_of
 from shared.resources import ResourceRequest
-from shared.runs import RunView
+from shared.wire.runs import RunView
+from taskiq_fleet.flow.annotations import flow_of, parameters_of
+from taskiq_fleet.flow.dataflow import DataflowPipeline, PipelineError
+from taskiq_fleet.flow.naming import short_name, task_name
+from taskiq_fleet.flow.runner import runner_for
 
 DAG = Dag
 """The documents' ``taskiq_flow.dataflow.DAG``: what ``build_dag()`` returns."""

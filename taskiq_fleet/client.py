@@ -32,8 +32,8 @@ from shared.jetstream import (
     payload_store,
     save_value,
 )
-from shared.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
-from shared.runs import (
+from shared.wire.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
+from shared.wire.runs import (
     CtlReply,
     CtlRequest,
     NodeView,
@@ -43,7 +43,7 @@ from shared.runs import (
     WorkerView,
     batch_of_submits,
 )
-from shared.subjects import Subjects
+from shared.wire.subjects import Subjects
 
 log = structlog.get_logger(__name__)
 

@@ -26,22 +26,21 @@ from taskiq.formatters.json_formatter import JSONFormatter
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
-from coordinator.backend import Backend, Handle
-from coordinator.batching import Batch, BatchConfig, BatchQueue, member_result
-from coordinator.client import CoordinatorClient
 from shared.connection import NatsSettings
 from shared.dag import RetryPolicy, priority_from_labels, timeout_from_labels
-from shared.profiles import (
-    QUEUE_LABEL,
+from shared.resources import ResourceRequest
+from shared.wire import label_keys
+from shared.wire.runs import RunView
+from shared.wire.subjects import token
+from taskiq_fleet.backend import Backend, Handle
+from taskiq_fleet.batching import Batch, BatchConfig, BatchQueue, member_result
+from taskiq_fleet.client import CoordinatorClient
+from taskiq_fleet.profiles import (
     REQUEST_ATTR,
-    RESOURCES_LABEL,
     request_from_labels,
     request_of,
     with_queue,
 )
-from shared.resources import ResourceRequest
-from shared.runs import RunView
-from shared.subjects import token
 
 RESULT = "result"
 _started: weakref.WeakSet[FleetBroker] = weakref.WeakSet()
@@ -52,7 +51,7 @@ def push_max_parallel(limit: int | None) -> None:
     """Send a new global cap to the coordinator through every started broker (needs a
     running event loop; otherwise brokers send it when they start), and apply it to the
     in-process fleets of plain taskiq brokers at once."""
-    from coordinator.flow.runner import local_fleets
+    from taskiq_fleet.flow.runner import local_fleets
 
     for fleet in local_fleets():
         fleet.apply_max_parallel(limit)
@@ -68,14 +67,6 @@ def push_max_parallel(limit: int | None) -> None:
 
 
 _KEEP = 10_000
-_SETTING_LABELS = (
-    RESOURCES_LABEL,
-    QUEUE_LABEL,
-    "retry_policy",
-    "max_retries",
-    "timeout",
-    "priority",
-)
 
 
 class TaskFailed(Exception):
@@ -246,12 +237,12 @@ class FleetBroker(AsyncBroker):
         The documents' options are read as they mean them (Tasks guide §2.1, §3.1):
         ``name=`` names the task and ``labels={...}`` adds labels, where taskiq would keep
         both as labels called "name" and "labels"."""
-        name = labels.pop("name", None)
+        name = labels.pop(label_keys.TASK_NAME, None)
         if task_name is None and isinstance(name, str):
             task_name = name
         elif name is not None:
-            labels["name"] = name
-        extra = labels.pop("labels", None)
+            labels[label_keys.TASK_NAME] = name
+        extra = labels.pop(label_keys.EXTRA_LABELS, None)
         if isinstance(extra, Mapping):
             labels = {**extra, **labels}
         elif extra is not None:
@@ -278,7 +269,7 @@ class FleetBroker(AsyncBroker):
         if not self.is_worker_process and self.client is None:
             self.client = await self._connect()
             _started.add(self)
-            from coordinator.optimization import get_max_parallel_tasks
+            from taskiq_fleet.optimization import get_max_parallel_tasks
 
             limit = get_max_parallel_tasks()
             if limit is not None:
@@ -318,7 +309,7 @@ class FleetBroker(AsyncBroker):
         handle = await self._submit(message.task_id, message.task_name, node)
         self.result_backend.track(handle)
 
-    # --- batching hook (see coordinator/batching.py) -----------------------------------
+    # --- batching hook (see taskiq_fleet/batching.py) -----------------------------------
     def _kick_batched(
         self,
         message: BrokerMessage,
@@ -393,7 +384,7 @@ class FleetBroker(AsyncBroker):
         """The node's request, retry policy, timeout and priority from the task's labels,
         as JSON. Parsed once per task and label values, not once per ``kiq``; a bad value
         raises here, in ``kiq``."""
-        key = (task_name, *(str(labels.get(name)) for name in _SETTING_LABELS))
+        key = (task_name, *(str(labels.get(name)) for name in label_keys.NODE_SETTINGS))
         found = self._requests.get(key)
         if found is None:
             request = self._request(task_name, labels)

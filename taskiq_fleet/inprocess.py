@@ -28,16 +28,16 @@ from pydantic import JsonValue
 from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker
 
-from coordinator.client import FleetError, PushedRun, RunFailed
 from coordinator.control import take_update, worker_views
-from coordinator.pool import ResourceAwareWorkerPool
+from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from shared.dag import Dag, RunOptions
-from shared.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
 from shared.resources import WorkerSpec
-from shared.runs import RunUpdate, RunView, Submit, WorkerView
-from shared.subjects import token
 from shared.version import __version__
+from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
+from shared.wire.runs import RunUpdate, RunView, Submit, WorkerView
+from shared.wire.subjects import token
+from taskiq_fleet.client import FleetError, PushedRun, RunFailed
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard, Refusal
 from worker_agent.inventory import detect
@@ -51,7 +51,7 @@ KEEP_VIEWS = 10_000  # finished runs whose final view ``status`` still answers
 
 
 class LocalRunHandle(PushedRun):
-    """One run on a ``LocalFleet``; the same surface as ``coordinator.client.RunHandle``."""
+    """One run on a ``LocalFleet``; the same surface as ``taskiq_fleet.client.RunHandle``."""
 
     def __init__(self, fleet: LocalFleet, run_id: str) -> None:
         super().__init__(run_id)

@@ -30,10 +30,10 @@ from shared.labels import (
     as_selectors,
 )
 from shared.resources import NonNegFloat, NonNegInt, ResourceRequest
+from shared.wire import label_keys
 
 __all__ = [
     "REQUEST_ATTR",
-    "RESOURCES_LABEL",
     "CPUProfile",
     "GPUProfile",
     "LabelProfile",
@@ -48,7 +48,6 @@ __all__ = [
     "with_queue",
 ]
 
-RESOURCES_LABEL = "fleet_resources"
 REQUEST_ATTR = "__fleet_request__"
 IO_BOUND_CPU_SHARE = 0.25
 
@@ -68,16 +67,17 @@ def request_label_value(request: ResourceRequest) -> str:
 
 def request_from_labels(labels: Mapping[str, Any]) -> ResourceRequest | None:
     """Parse the request a received message carries; ``None`` when it carries none."""
-    raw = labels.get(RESOURCES_LABEL)
+    raw = labels.get(label_keys.RESOURCES)
     if raw is None:
         return None
     if not isinstance(raw, str | bytes):
-        raise ValueError(f"label {RESOURCES_LABEL!r} must hold JSON text, got {type(raw).__name__}")
+        kind = type(raw).__name__
+        raise ValueError(f"label {label_keys.RESOURCES!r} must hold JSON text, got {kind}")
     try:
         return ResourceRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise ValueError(
-            f"label {RESOURCES_LABEL!r} does not hold a valid resource request: {exc}"
+            f"label {label_keys.RESOURCES!r} does not hold a valid resource request: {exc}"
         ) from exc
 
 
@@ -92,7 +92,6 @@ def request_of(target: object) -> ResourceRequest:
     return with_queue(request_from_labels(labels) or ResourceRequest(), labels)
 
 
-QUEUE_LABEL = "queue"
 DEFAULT_QUEUE = "default"
 
 
@@ -100,10 +99,10 @@ def with_queue(request: ResourceRequest, labels: Mapping[str, Any]) -> ResourceR
     """``@broker.task(queue="gpu-jobs")`` (Tasks guide §2.1), as Celery routes to queues:
     the task runs only on agents started with ``--labels queue=gpu-jobs``. The
     ``"default"`` queue, or none, leaves placement to resources alone."""
-    queue = labels.get(QUEUE_LABEL)
+    queue = labels.get(label_keys.QUEUE)
     if queue is None or queue in ("", "None", DEFAULT_QUEUE):
         return request
-    selector = LabelSelector(key=QUEUE_LABEL, op=Op.EQUALS, values=(str(queue),))
+    selector = LabelSelector(key=label_keys.QUEUE, op=Op.EQUALS, values=(str(queue),))
     if selector in request.required:
         return request
     return request.model_copy(update={"required": (*request.required, selector)})
@@ -114,7 +113,7 @@ def attach_request_label(task: AnyTask) -> None:
     request = getattr(task, REQUEST_ATTR, None)
     if isinstance(request, ResourceRequest):
         # A fresh dict, as taskiq does not copy the one it is given and tasks may share it.
-        task.labels = {**task.labels, RESOURCES_LABEL: request_label_value(request)}
+        task.labels = {**task.labels, label_keys.RESOURCES: request_label_value(request)}
 
 
 def _combine(base: ResourceRequest, extra: ResourceRequest, where: str) -> ResourceRequest:
@@ -256,12 +255,12 @@ class ResourceLabelsMiddleware(TaskiqMiddleware):
     """
 
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
-        if RESOURCES_LABEL in message.labels:
+        if label_keys.RESOURCES in message.labels:
             return message
         task = self.broker.find_task(message.task_name)
         request = getattr(task, REQUEST_ATTR, None)
         if isinstance(request, ResourceRequest):
-            message.labels[RESOURCES_LABEL] = request_label_value(request)
+            message.labels[label_keys.RESOURCES] = request_label_value(request)
             if message.labels_types is not None:
-                message.labels_types[RESOURCES_LABEL] = LabelType.STR.value
+                message.labels_types[label_keys.RESOURCES] = LabelType.STR.value
         return message

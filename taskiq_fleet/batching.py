@@ -20,9 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-BATCH_LABEL = "batch"
-SIZE_LABEL = "batch_size"
-TIMEOUT_LABEL = "batch_timeout"
+from shared.wire import label_keys
+
 DEFAULT_SIZE = 100
 DEFAULT_TIMEOUT = 3.0
 
@@ -40,11 +39,11 @@ class BatchConfig:
     def from_labels(cls, labels: dict[str, Any]) -> BatchConfig | None:
         """The config when the labels ask for batching (``batch`` true), else ``None``.
         taskiq may carry label values as text, so ``"True"``/``"60"``/``"3"`` are read too."""
-        if not _truthy(labels.get(BATCH_LABEL)):
+        if not _truthy(labels.get(label_keys.BATCH)):
             return None
         try:
-            size = int(_or(labels.get(SIZE_LABEL), DEFAULT_SIZE))
-            timeout = float(_or(labels.get(TIMEOUT_LABEL), DEFAULT_TIMEOUT))
+            size = int(_or(labels.get(label_keys.BATCH_SIZE), DEFAULT_SIZE))
+            timeout = float(_or(labels.get(label_keys.BATCH_TIMEOUT), DEFAULT_TIMEOUT))
         except (TypeError, ValueError) as exc:
             raise BatchConfigError(f"bad batch labels: {exc}") from None
         if size < 1:

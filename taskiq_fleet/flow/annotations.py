@@ -2,22 +2,20 @@
 
 ``@pipeline_task(output="features")`` stacks with ``@broker.task`` in either
 order, like the resource profiles. It only records names; the pipeline
-builders in ``coordinator/flow.py`` read them to wire a DAG: a parameter named
+builders in ``taskiq_fleet/flow/`` read them to wire a DAG: a parameter named
 like another task's output receives that output.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from taskiq import AsyncTaskiqDecoratedTask
 
-from shared.profiles import TaskResourceProfile
+from taskiq_fleet.profiles import TaskResourceProfile
 
 FLOW_ATTR = "__fleet_flow__"
 T = TypeVar("T", bound=Callable[..., Any])
@@ -35,38 +33,6 @@ class RetryException(Exception):
     """Raise it from a task to ask for a retry (Tasks guide §6.3): it is retried, up to the
     task's ``max_retries`` or 3, while other exceptions follow the retry policy (none by
     default: they fail at once). taskiq itself has no such class; import it from here."""
-
-
-STEP_LABEL = "fleet_step"
-MODE_LABEL = "fleet_mode"
-
-
-@dataclass(frozen=True)
-class PipelineContext:
-    """Given to a task that declares a ``PipelineContext`` parameter (Execution §6), plus
-    where it runs: the worker's name and the GPU devices the node was given."""
-
-    pipeline_id: str
-    step_index: int
-    task_id: str
-    execution_mode: str
-    started_at: datetime
-    broker: Any
-    worker: str = ""
-    gpu_devices: tuple[int, ...] = ()
-    attempt: int = 1
-
-
-@functools.lru_cache(maxsize=4096)
-def context_parameter(func: Callable[..., Any]) -> str | None:
-    """The name of the parameter annotated ``PipelineContext``, if the function has one
-    (cached: the agent asks once per attempt)."""
-    for name, param in inspect.signature(func).parameters.items():
-        annotation = param.annotation
-        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-        if text.rsplit(".", 1)[-1].replace("| None", "").strip() == "PipelineContext":
-            return name
-    return None
 
 
 @dataclass(frozen=True)

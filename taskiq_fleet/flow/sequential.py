@@ -20,9 +20,11 @@ from typing import Any, Literal, Self
 from pydantic import JsonValue
 from taskiq import AsyncBroker
 
-from coordinator.backend import Handle
-from coordinator.broker import RESULT
-from coordinator.flow.chain import (
+from shared.dag import RetryPolicy
+from shared.wire.runs import RunUpdate
+from taskiq_fleet.backend import Handle
+from taskiq_fleet.broker import RESULT
+from taskiq_fleet.flow.chain import (
     StepPlan,
     StepWatcher,
     compile_chain,
@@ -32,11 +34,9 @@ from coordinator.flow.chain import (
     step_name,
     step_outputs,
 )
-from coordinator.flow.dataflow import DataflowPipeline, PipelineError
-from coordinator.flow.runner import runner_for
-from coordinator.flow.tracking import PipelineScope, Tracker, observe_run
-from shared.dag import RetryPolicy
-from shared.runs import RunUpdate
+from taskiq_fleet.flow.dataflow import DataflowPipeline, PipelineError
+from taskiq_fleet.flow.runner import runner_for
+from taskiq_fleet.flow.tracking import PipelineScope, Tracker, observe_run
 
 OnError = Literal["stop", "continue", "retry"]
 

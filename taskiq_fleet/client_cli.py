@@ -24,9 +24,9 @@ from shared.cliargs import import_object, number, subject_prefix
 from shared.connection import add_nats_arguments
 
 if TYPE_CHECKING:
-    from coordinator.client import CoordinatorClient, RunHandle
     from shared.dag import Dag, RunOptions
-    from shared.runs import NodeView, RunUpdate, RunView
+    from shared.wire.runs import NodeView, RunUpdate, RunView
+    from taskiq_fleet.client import CoordinatorClient, RunHandle
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 Handler = Callable[[argparse.Namespace], int]
@@ -74,8 +74,8 @@ def _handler(action: Action) -> Handler:
 
 
 async def _connected(action: Action, args: argparse.Namespace) -> int:
-    from coordinator.client import CoordinatorClient, FleetError
     from shared.connection import ConnectionSettingsError, NatsConnectError, settings_from_args
+    from taskiq_fleet.client import CoordinatorClient, FleetError
 
     try:
         nats = settings_from_args(args)
@@ -116,7 +116,7 @@ def configure_workers(parser: argparse.ArgumentParser) -> Handler:
 
 
 async def _workers(client: CoordinatorClient, args: argparse.Namespace) -> int:
-    from coordinator.tables import workers_table
+    from taskiq_fleet.tables import workers_table
 
     workers = await client.workers()
     if args.json:
@@ -138,7 +138,7 @@ def configure_runs(parser: argparse.ArgumentParser) -> Handler:
 
 
 async def _runs(client: CoordinatorClient, args: argparse.Namespace) -> int:
-    from coordinator.tables import runs_table
+    from taskiq_fleet.tables import runs_table
 
     runs = await client.runs(args.limit)
     if args.json:
@@ -158,7 +158,7 @@ def configure_status(parser: argparse.ArgumentParser) -> Handler:
 
 
 async def _status(client: CoordinatorClient, args: argparse.Namespace) -> int:
-    from coordinator.tables import status_text
+    from taskiq_fleet.tables import status_text
 
     view = await client.status(args.run_id, missing_ok=True)
     if view is None:
@@ -233,7 +233,7 @@ def run_submit(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from shared.dag import RunOptions
-    from shared.runs import Submit
+    from shared.wire.runs import Submit
 
     try:
         dag = load_dag(args.dag)
@@ -334,7 +334,7 @@ async def _submit(
 
 def _follow(handle: RunHandle) -> Callable[[Iterable[NodeView]], None]:
     """Print a line whenever a node's status changes; returns the printer."""
-    from coordinator.tables import node_change
+    from taskiq_fleet.tables import node_change
 
     seen: dict[str, str] = {}
 
@@ -355,7 +355,7 @@ def _follow(handle: RunHandle) -> Callable[[Iterable[NodeView]], None]:
 
 
 async def _finish(client: CoordinatorClient, view: RunView, args: argparse.Namespace) -> int:
-    from coordinator.tables import placement_table
+    from taskiq_fleet.tables import placement_table
 
     # Partial outputs of a failed run: the inline ones, without fetching large ones.
     outputs = await client.outputs(view) if view.status == "succeeded" else dict(view.outputs)

@@ -14,10 +14,10 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from coordinator.backend import Backend
-from coordinator.broker import FleetBroker
-from coordinator.inprocess import LocalFleet
 from shared.resources import WorkerSpec
+from taskiq_fleet.backend import Backend
+from taskiq_fleet.broker import FleetBroker
+from taskiq_fleet.inprocess import LocalFleet
 
 __all__ = ["LocalFleetBroker"]
 

@@ -1,0 +1,1 @@
+"""The wire: every message, subject and taskiq label key the processes exchange."""
