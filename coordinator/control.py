@@ -7,25 +7,35 @@ event, so the scheduler has one writer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from nats.aio.msg import Msg
 
+from coordinator.scheduling.views import worker_views
 from shared.wire.protocol import ProtocolError, decode_model, encode
-from shared.wire.runs import CtlReply, CtlRequest, RunUpdate, RunView, WorkerView
+from shared.wire.runs import CtlReply, CtlRequest, RunView, WorkerView
 
 if TYPE_CHECKING:
     from coordinator.scheduling.machine import Scheduler
-    from coordinator.scheduling.state import NodeState
-    from coordinator.service import Coordinator
     from coordinator.store import RunStore
+
+
+class Pump(Protocol):
+    """The part of the service a control request needs: its scheduler, read between
+    pump iterations, and the queue through which every change goes."""
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    def enqueue(self, kind: str, payload: Any) -> None: ...
+
 
 log = structlog.get_logger(__name__)
 
 
 class Control:
-    def __init__(self, coordinator: Coordinator, store: RunStore) -> None:
+    def __init__(self, coordinator: Pump, store: RunStore) -> None:
         self._coordinator = coordinator
         self._store = store
 
@@ -79,50 +89,3 @@ class Control:
         if run_id in sched.runs:
             return sched.view(run_id)
         return await self._store.view(run_id)
-
-
-def worker_views(sched: Scheduler) -> list[WorkerView]:
-    """What ``fleet workers`` shows: each worker's totals, reserved and free capacity."""
-    views = []
-    for info in sched.workers.values():
-        reserved: dict[str, float] = {}
-        free: dict[str, float] = {}
-        gpu_free: dict[int, float] = {}
-        if not info.draining:
-            u = sched.pool.usage(info.name)
-            reserved = {"cpu": u.cpu_reserved, "ram_mb": float(u.ram_reserved_mb)}
-            reserved |= {k: u.resources[k] - v for k, v in u.resources_free.items()}
-            free = {"cpu": u.cpu_free, "ram_mb": float(u.ram_free_mb), **u.resources_free}
-            gpu_free = {d.index: d.free for d in u.devices}
-        views.append(
-            WorkerView(
-                spec=info.spec,
-                reserved=reserved,
-                free=free,
-                gpu_free=gpu_free,
-                healthy=True,
-                draining=info.draining,
-                last_seen=info.last_seen,
-                running=len(info.attempts),
-                cpu_percent=info.cpu_percent,
-                available_ram_mb=info.available_ram_mb,
-            )
-        )
-    return views
-
-
-def take_update(sched: Scheduler, run_id: str) -> tuple[RunUpdate | None, list[NodeState]]:
-    """What a run's submitter is pushed since the last call: the changed nodes when it
-    asked for progress, and the run's end; ``None`` when there is nothing to push. Also
-    the changed nodes themselves; the run's changed set is cleared. The coordinator and
-    ``LocalFleet`` push the same updates through it."""
-    run = sched.runs.get(run_id)
-    if run is None:
-        return None, []
-    changed = [run.nodes[n] for n in run.changed]
-    run.changed.clear()
-    final = sched.view(run_id) if run.status != "running" else None
-    if final is None and not run.submit.progress:
-        return None, changed
-    nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
-    return RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final), changed

@@ -26,9 +26,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from coordinator.checkpoint import Checkpointer
-from coordinator.control import Control, take_update
+from coordinator.control import Control
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
+from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
 from shared.jetstream import ensure_streams
 from shared.wire.protocol import (

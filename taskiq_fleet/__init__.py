@@ -15,7 +15,7 @@ from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
 from shared.version import __version__
 from shared.wire.runs import RunUpdate, RunView, WorkerView
 from taskiq_fleet.broker import FleetBroker, TaskFailed
-from taskiq_fleet.client import CoordinatorClient, FleetError, RunFailed, RunHandle
+from taskiq_fleet.client import CoordinatorClient, RunHandle
 from taskiq_fleet.flow import (
     DAG,
     DAGBuilder,
@@ -44,6 +44,7 @@ from taskiq_fleet.flow.annotations import (
     pipeline_task,
     pipeline_task_multi_output,
 )
+from taskiq_fleet.handles import FleetError, RunFailed
 from taskiq_fleet.local_broker import LocalFleetBroker
 from taskiq_fleet.local_cluster import AgentConfig, LocalCluster, load_config
 from taskiq_fleet.optimization import (

@@ -32,6 +32,7 @@ from shared.resources import ResourceRequest
 from shared.wire import label_keys
 from shared.wire.runs import RunView
 from shared.wire.subjects import token
+from taskiq_fleet import limits
 from taskiq_fleet.backend import Backend, Handle
 from taskiq_fleet.batching import Batch, BatchConfig, BatchQueue, member_result
 from taskiq_fleet.client import CoordinatorClient
@@ -47,14 +48,10 @@ _started: weakref.WeakSet[FleetBroker] = weakref.WeakSet()
 _pushes: set[asyncio.Task[None]] = set()
 
 
+@limits.on_change
 def push_max_parallel(limit: int | None) -> None:
     """Send a new global cap to the coordinator through every started broker (needs a
-    running event loop; otherwise brokers send it when they start), and apply it to the
-    in-process fleets of plain taskiq brokers at once."""
-    from taskiq_fleet.flow.runner import local_fleets
-
-    for fleet in local_fleets():
-        fleet.apply_max_parallel(limit)
+    running event loop; otherwise brokers send it when they start)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -269,9 +266,7 @@ class FleetBroker(AsyncBroker):
         if not self.is_worker_process and self.client is None:
             self.client = await self._connect()
             _started.add(self)
-            from taskiq_fleet.optimization import get_max_parallel_tasks
-
-            limit = get_max_parallel_tasks()
+            limit = limits.get_max_parallel_tasks()
             if limit is not None:
                 await self.client.set_max_parallel(limit)
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Self
 
 import structlog
@@ -36,7 +36,6 @@ from shared.wire.protocol import PayloadRef, ProtocolError, decode_model, encode
 from shared.wire.runs import (
     CtlReply,
     CtlRequest,
-    NodeView,
     RunUpdate,
     RunView,
     Submit,
@@ -44,50 +43,11 @@ from shared.wire.runs import (
     batch_of_submits,
 )
 from shared.wire.subjects import Subjects
+from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
 
 log = structlog.get_logger(__name__)
 
 CTL_TIMEOUT = 5.0
-
-
-class FleetError(RuntimeError):
-    """The coordinator refused a request, or gave no answer."""
-
-
-class RunFailed(FleetError):
-    def __init__(self, view: RunView) -> None:
-        super().__init__(f"run {view.run_id} {view.status}: {view.error}")
-        self.view = view
-
-
-class PushedRun:
-    """What every run handle keeps from the updates pushed to it: nodes, the end, listeners."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.nodes: dict[str, NodeView] = {}
-        self.view: RunView | None = None
-        self._done = asyncio.Event()
-        self._listeners: list[Callable[[RunUpdate], None]] = []
-
-    def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
-        self._listeners.append(listener)
-
-    def _apply(self, update: RunUpdate) -> None:
-        self.nodes.update({n.id: n for n in update.nodes})
-        if update.run is not None:
-            self.view = update.run
-            self.nodes.update({n.id: n for n in update.run.nodes})
-            self._done.set()
-        for listener in self._listeners:
-            try:
-                listener(update)
-            except Exception:  # a listener's bug must not stop the updates of others
-                log.exception("on_update listener failed", run=self.run_id)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
 
 class RunHandle(PushedRun):

@@ -75,7 +75,8 @@ def _handler(action: Action) -> Handler:
 
 async def _connected(action: Action, args: argparse.Namespace) -> int:
     from shared.connection import ConnectionSettingsError, NatsConnectError, settings_from_args
-    from taskiq_fleet.client import CoordinatorClient, FleetError
+    from taskiq_fleet.client import CoordinatorClient
+    from taskiq_fleet.handles import FleetError
 
     try:
         nats = settings_from_args(args)

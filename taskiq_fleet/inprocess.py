@@ -28,16 +28,16 @@ from pydantic import JsonValue
 from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker
 
-from coordinator.control import take_update, worker_views
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
+from coordinator.scheduling.views import take_update, worker_views
 from shared.dag import Dag, RunOptions
 from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
 from shared.wire.runs import RunUpdate, RunView, Submit, WorkerView
 from shared.wire.subjects import token
-from taskiq_fleet.client import FleetError, PushedRun, RunFailed
+from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard, Refusal
 from worker_agent.inventory import detect

@@ -646,7 +646,7 @@ class LocalCluster:
 
     async def _refuse_second_coordinator(self, client: CoordinatorClient, url: str) -> None:
         """Two coordinators on one prefix would both place the same work."""
-        from taskiq_fleet.client import FleetError
+        from taskiq_fleet.handles import FleetError
 
         with contextlib.suppress(FleetError):
             await client.workers()

@@ -32,6 +32,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 from shared.capacity import Capacity, Demand
 from shared.resources import MILLI, ResourceRequest
 from shared.wire.runs import WorkerView
+from taskiq_fleet.limits import get_max_parallel_tasks, set_max_parallel_tasks
 from taskiq_fleet.profiles import TaskResourceProfile
 
 __all__ = [
@@ -90,32 +91,6 @@ HostProbe = Callable[[], HostSnapshot]
 
 
 # -- the process-wide ceiling ------------------------------------------------------------
-
-_max_parallel_tasks: int | None = None
-_lock = threading.Lock()
-
-
-def set_max_parallel_tasks(n: int | None) -> None:
-    """Cap the parallelism this process's executors ever suggest; ``None`` removes the cap.
-
-    The executors here clamp their answers to it, and the coordinator enforces it
-    cluster-wide (like its ``--max-parallel``): every started ``FleetBroker`` of this
-    process sends it at once when called inside a running event loop, and a broker
-    started later sends it on ``startup()``.
-    """
-    global _max_parallel_tasks
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"max parallel tasks must be a positive integer or None, got {n!r}")
-    with _lock:
-        _max_parallel_tasks = n
-    from taskiq_fleet.broker import push_max_parallel
-
-    push_max_parallel(n)
-
-
-def get_max_parallel_tasks() -> int | None:
-    """The ceiling set by :func:`set_max_parallel_tasks`, ``None`` when there is none."""
-    return _max_parallel_tasks
 
 
 def _check_bounds(min_parallel: int, max_parallel: int) -> None:
@@ -216,6 +191,7 @@ class ResourceAwareExecutor:
 
 
 _default: ResourceAwareExecutor | None = None
+_lock = threading.Lock()
 
 
 def get_default_executor() -> ResourceAwareExecutor:

@@ -8,36 +8,35 @@ other taskiq broker (``InMemoryBroker`` in a user's tests) runs on a
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 from taskiq import AsyncBroker
 
+from taskiq_fleet import limits
 from taskiq_fleet.backend import Backend
+from taskiq_fleet.broker import FleetBroker
+from taskiq_fleet.inprocess import LocalFleet
 
-_local: weakref.WeakKeyDictionary[AsyncBroker, Any] = weakref.WeakKeyDictionary()
+_local: weakref.WeakKeyDictionary[AsyncBroker, LocalFleet] = weakref.WeakKeyDictionary()
 
 
 def runner_for(broker: AsyncBroker) -> Backend:
-    from taskiq_fleet.broker import FleetBroker
-
     if isinstance(broker, FleetBroker):
         runner: Backend = broker.connected()
         return runner
     fleet = _local.get(broker)
     if fleet is None:
-        from taskiq_fleet.inprocess import LocalFleet
-        from taskiq_fleet.optimization import get_max_parallel_tasks
-
-        fleet = _local[broker] = LocalFleet(broker, max_parallel=get_max_parallel_tasks())
+        fleet = _local[broker] = LocalFleet(broker, max_parallel=limits.get_max_parallel_tasks())
     local: Backend = fleet
     return local
 
 
-def use_local_fleet(broker: AsyncBroker, fleet: Any) -> None:
+def use_local_fleet(broker: AsyncBroker, fleet: LocalFleet) -> None:
     """Run this broker's pipelines on a given ``LocalFleet`` (e.g. with several workers)."""
     _local[broker] = fleet
 
 
-def local_fleets() -> list[Any]:
-    """The in-process fleets made for plain taskiq brokers (``set_max_parallel_tasks``)."""
-    return list(_local.values())
+@limits.on_change
+def _apply_limit(limit: int | None) -> None:
+    """``set_max_parallel_tasks`` applies at once to the in-process fleets of plain brokers."""
+    for fleet in list(_local.values()):
+        fleet.apply_max_parallel(limit)

@@ -1,0 +1,55 @@
+"""What every run handle shares, on the cluster or in process: the pushed updates, the end,
+and the errors a run can end with. Apart from the client so that the in-process fleet
+needs no NATS client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from shared.wire.runs import NodeView, RunUpdate, RunView
+
+log = structlog.get_logger(__name__)
+
+
+class FleetError(RuntimeError):
+    """The coordinator refused a request, or gave no answer."""
+
+
+class RunFailed(FleetError):
+    def __init__(self, view: RunView) -> None:
+        super().__init__(f"run {view.run_id} {view.status}: {view.error}")
+        self.view = view
+
+
+class PushedRun:
+    """What every run handle keeps from the updates pushed to it: nodes, the end, listeners."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.nodes: dict[str, NodeView] = {}
+        self.view: RunView | None = None
+        self._done = asyncio.Event()
+        self._listeners: list[Callable[[RunUpdate], None]] = []
+
+    def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
+        self._listeners.append(listener)
+
+    def _apply(self, update: RunUpdate) -> None:
+        self.nodes.update({n.id: n for n in update.nodes})
+        if update.run is not None:
+            self.view = update.run
+            self.nodes.update({n.id: n for n in update.run.nodes})
+            self._done.set()
+        for listener in self._listeners:
+            try:
+                listener(update)
+            except Exception:  # a listener's bug must not stop the updates of others
+                log.exception("on_update listener failed", run=self.run_id)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
