@@ -5,6 +5,11 @@ accumulate in ``self.out`` until the service takes them (``take()``): which
 assignments and cancels to send to which worker, which runs changed (to push
 to clients and to persist) and which ended.
 
+Every status change of a node or a run goes through ``_move`` / ``_end_run``, which
+look it up in ``transitions.py`` and run the bookkeeping the table names for it, so
+counts (nodes in flight, nodes left) and reservations follow the statuses by
+construction; ``validate_state`` checks that they do.
+
 Waiting work is retried only when something could have changed its answer:
 capacity was released, a worker joined or changed, a node became ready, a
 retry delay passed. A scheduling pass asks the pool at most once per distinct
@@ -16,17 +21,38 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
+import random
+from collections.abc import Callable
 
 from pydantic import JsonValue
 
 from coordinator.placement.outcome import CannotPlace
-from coordinator.scheduling.core import ENDED_MEMORY, Decisions, SchedulerConfig
-from coordinator.scheduling.queue import Group, Key
-from coordinator.scheduling.recovery import Recovery
-from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
+from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.scheduling import feasibility, recovery
+from coordinator.scheduling.invariants import validate
+from coordinator.scheduling.queue import Group, Key, ReadyQueue
+from coordinator.scheduling.state import (
+    IN_FLIGHT,
+    Decisions,
+    NodeState,
+    RunState,
+    SchedulerConfig,
+    WorkerInfo,
+    assignment,
+    store_outputs,
+)
+from coordinator.scheduling.tasks import TaskCatalog
+from coordinator.scheduling.transitions import (
+    NODE_TRANSITIONS,
+    RUN_TRANSITIONS,
+    Effect,
+    InvalidTransition,
+    RunEffect,
+    Step,
+)
 from shared.resources import WorkerSpec
 from shared.wire.protocol import (
-    Assignment,
     AttemptRef,
     ErrorInfo,
     Heartbeat,
@@ -35,15 +61,164 @@ from shared.wire.protocol import (
     Register,
     Reject,
 )
-from shared.wire.runs import Submit
+from shared.wire.runs import NodeStatus, RunStatus, RunView, Submit
 
-__all__ = ["Decisions", "Scheduler", "SchedulerConfig"]
+__all__ = ["Decisions", "InvalidTransition", "Scheduler", "SchedulerConfig"]
+
+ENDED_MEMORY = 100_000
+CONDITIONAL_RETRIES = 3
+DEFAULT_CONFIG = SchedulerConfig()
 
 
-class Scheduler(Recovery):
+class Scheduler:
+    def __init__(
+        self,
+        pool: ResourceAwareWorkerPool,
+        config: SchedulerConfig = DEFAULT_CONFIG,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.runs: dict[str, RunState] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.out = Decisions()
+        self._rand = rand
+        self._ready = ReadyQueue()
+        self._deadlines: list[tuple[float, str]] = []
+        self._silences: list[tuple[float, str, float]] = []
+        """(lost-at, worker, last seen then): when each worker is lost if silent."""
+        self._ended: dict[str, None] = {}
+        """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
+        self._infeasible_runs: set[str] = set()
+        self._catalog = TaskCatalog()
+        self._delayed: list[tuple[float, int, NodeState]] = []
+        self._attempts: dict[AttemptRef, NodeState] = {}
+        """Every attempt in flight, by the transition table's ``fly`` and ``land`` only."""
+        self._seq = itertools.count()
+        self._dirty = False
+        self._restored = False
+        self._start_time = 0.0
+        self._touched: set[str] = set()
+        self._settled_at: float | None = 0.0
+        self._effects: dict[Effect, Callable[[NodeState], None]] = {
+            "fly": self._fly,
+            "land": self._land,
+            "end": self._end,
+        }
+        self._run_effects: dict[RunEffect, Callable[[RunState], None]] = {
+            "stop_nodes": self._stop_nodes,
+            "announce": self._announce,
+        }
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts holding capacity; the tracked attempts are exactly those."""
+        return len(self._attempts)
+
+    def start(self, now: float) -> None:
+        """A (re)started coordinator knows no workers yet: until the first agents have
+        reported (one heartbeat interval after the first, or ``warmup``), a node no known
+        worker fits is not called infeasible."""
+        self._settled_at = None
+        self._start_time = now
+
+    def settled(self, now: float) -> bool:
+        if self._settled_at is None:
+            return now >= self._start_time + self.config.warmup
+        return now >= self._settled_at
+
+    def take(self) -> Decisions:
+        """Hand the decisions over once, so each is sent once."""
+        out, self.out = self.out, Decisions()
+        out.changed |= self._touched
+        self._touched.clear()
+        return out
+
+    def queued(self) -> list[NodeState]:
+        """Ready nodes waiting for capacity (not those waiting out a retry delay)."""
+        return self._ready.states()
+
+    def view(self, run_id: str) -> RunView:
+        return self.runs[run_id].view()
+
+    def validate_state(self) -> None:
+        """Raise AssertionError when the books disagree: a bug that would otherwise show up
+        much later as leaked capacity or a run that never ends (for tests)."""
+        validate(self.runs, self.workers, self._attempts, self.pool, self._ready, self._delayed)
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _move(
+        self, state: NodeState, to: NodeStatus, why: str, now: float, *, restoring: bool = False
+    ) -> None:
+        old = state.status
+        entry = NODE_TRANSITIONS.get((old, to))
+        if entry is None or (entry.restore_only and not restoring):
+            name = f"node {state.run.run_id}/{state.id}"
+            raise InvalidTransition(name, old, to, why, tuple(state.history))
+        state.history.append(Step(old, to, why, now))
+        for effect in entry.effects:
+            self._effects[effect](state)
+        state.status = to
+        state.run.changed.add(state.id)
+        self._touch(state.run)
+
+    def _fly(self, state: NodeState) -> None:
+        self._attempts[state.ref] = state
+        state.run.in_flight += 1
+
+    def _land(self, state: NodeState) -> None:
+        ref = state.ref
+        self._attempts.pop(ref, None)
+        if self.pool.reservation(ref) is not None:
+            self.pool.release(ref)
+        info = self.workers.get(state.worker or "")
+        if info is not None:
+            info.attempts.discard(ref)
+        state.run.in_flight -= 1
+        state.adopt_by = None
+        self._dirty = True
+
+    @staticmethod
+    def _end(state: NodeState) -> None:
+        state.run.remaining -= 1
+
+    def _end_run(self, run: RunState, status: RunStatus, error: str, now: float) -> None:
+        effects = RUN_TRANSITIONS.get((run.status, status))
+        if effects is None:
+            raise InvalidTransition(f"run {run.run_id}", run.status, status, error)
+        run.status = status
+        run.error = error
+        run.finished_at = now
+        for effect in effects:
+            self._run_effects[effect](run)
+
+    def _stop_nodes(self, run: RunState) -> None:
+        assert run.finished_at is not None
+        why = run.error or run.status
+        for state in run.nodes.values():
+            if state.status in IN_FLIGHT:
+                assert state.worker is not None
+                self._send_cancel(state.worker, state.ref, why)
+                self._move(state, "cancelled", why, run.finished_at)
+            elif state.status in ("pending", "ready"):
+                to: NodeStatus = "cancelled" if run.status == "cancelled" else "skipped"
+                self._move(state, to, why, run.finished_at)
+
+    def _announce(self, run: RunState) -> None:
+        self._touch(run)
+        self.out.finished.append(run.run_id)
+
     # -- runs --------------------------------------------------------------------------
 
     def submit(self, submit: Submit, now: float) -> RunState | None:
+        """A client wants a run. JetStream may deliver a submission again (after a restart,
+        or a late copy), so a known run is answered with itself and a recently ended one is
+        not run twice. Feasibility is judged at once: a run nobody can serve fails now
+        instead of waiting forever."""
         if submit.run_id in self.runs:
             return self.runs[submit.run_id]
         if submit.run_id in self._ended:
@@ -62,16 +237,19 @@ class Scheduler(Recovery):
         if run.status == "running":
             for state in run.nodes.values():
                 if state.waiting == 0:
-                    self._make_ready(state, now)
+                    self._make_ready(state, "submitted", now)
         self._touch(run)
         return run
 
     def set_max_parallel(self, limit: int | None) -> None:
-        """The global cap on attempts in flight, changed while running (``None``: none)."""
+        """The global cap on attempts in flight, changed while running (``None``: none):
+        the next pass may place what the old cap held back."""
         self.config = dataclasses.replace(self.config, max_parallel=limit)
         self._dirty = True
 
     def cancel_run(self, run_id: str, reason: str, now: float) -> bool:
+        """A user stops a run: its attempts are cancelled on their workers so their capacity
+        comes back, and nothing more of it is placed. False if it is not running."""
         run = self.runs.get(run_id)
         if run is None or run.status != "running":
             return False
@@ -79,7 +257,8 @@ class Scheduler(Recovery):
         return True
 
     def forget(self, run_id: str) -> None:
-        """Drop a finished run from memory (it stays in the durable store)."""
+        """Drop a finished run from memory (it stays in the durable store), remembering its
+        id for a while so a late copy of its submission is not run again."""
         run = self.runs.get(run_id)
         if run is not None and run.status != "running":
             del self.runs[run_id]
@@ -87,9 +266,38 @@ class Scheduler(Recovery):
             if len(self._ended) > ENDED_MEMORY:
                 del self._ended[next(iter(self._ended))]
 
+    def restore(self, submit: Submit, view: RunView, now: float, grace: float) -> RunState:
+        """A restarted coordinator rebuilds a run from the store. Its attempts in flight may
+        still be running on agents that have not reported yet: they are kept (not run
+        twice) until an agent lists one, and one nobody reports within ``grace`` is run
+        again. Nodes take their stored statuses through the transition table, so the
+        counts are the table's, not rebuilt by hand."""
+        run, stored = recovery.rebuild(submit, view, self._touched)
+        self.runs[run.run_id] = run
+        if run.deadline is not None:
+            heapq.heappush(self._deadlines, (run.deadline, run.run_id))
+        for state in run.nodes.values():
+            status = recovery.restored_status(state, stored[state.id])
+            if status in IN_FLIGHT:
+                state.adopt_by = now + grace
+                self._restored = True
+            if status != "pending":
+                self._move(state, status, "restored", now, restoring=True)
+        run.changed.clear()  # restored as stored: nothing to push yet
+        for state in run.nodes.values():
+            if recovery.needs_ready(state, stored[state.id]):
+                self._make_ready(state, "restored", now)
+        self._touch(run)
+        if run.remaining == 0:
+            self._after_node(run, now)
+        return run
+
     # -- workers -----------------------------------------------------------------------
 
     def register(self, msg: Register, now: float) -> None:
+        """An agent announces itself (at its start, or again for a restarted coordinator):
+        its task set decides what it may be sent, and what it says it runs is the truth
+        the scheduler's books are reconciled with."""
         tasks = frozenset(msg.tasks)
         info = self._worker(
             msg.spec.name, msg.started_at, msg.heartbeat_interval, now, msg.spec, tasks
@@ -101,6 +309,9 @@ class Scheduler(Recovery):
         self._reconcile(info, msg.running, now)
 
     def heartbeat(self, msg: Heartbeat, now: float) -> None:
+        """Proof of life and the agent's own list of its attempts: it keeps the worker from
+        being lost, lets a draining worker take nothing new, and corrects the books
+        (adopt what was lost track of, cancel stale attempts, re-place lost ones)."""
         info = self._worker(msg.worker, msg.started_at, msg.interval, now, msg.capacity)
         if info is None:
             return
@@ -113,6 +324,8 @@ class Scheduler(Recovery):
         self._reconcile(info, msg.running, now)
 
     def worker_left(self, name: str, reason: str, now: float) -> None:
+        """A worker deregistered, restarted or went silent: its attempts will never report,
+        so each is retried at once as a system failure instead of waiting for a timeout."""
         info = self.workers.pop(name, None)
         if info is None:
             return
@@ -151,8 +364,7 @@ class Scheduler(Recovery):
             info.tasks = tasks
             self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
-            self._recheck_infeasible(now)
-            self._dirty = True
+            self._workers_changed(now)
             return info
         info.last_seen, info.interval = now, interval
         self._expect(info)
@@ -162,29 +374,37 @@ class Scheduler(Recovery):
                 state = self._attempts.get(placement.key)  # type: ignore[call-overload]
                 if state is not None:
                     self._system_failure(state, "its GPU device disappeared", now)
-            self._recheck_infeasible(now)
-            self._dirty = True
+            self._workers_changed(now)
         return info
 
     def _set_tasks(self, info: WorkerInfo, tasks: frozenset[str], now: float) -> None:
         info.tasks = tasks
         if not info.draining:
             self.pool.update_worker(self._catalog.labelled(info.spec, tasks))
-        self._recheck_infeasible(now)
+        self._workers_changed(now)
+
+    def _workers_changed(self, now: float) -> None:
+        """Only runs still waiting out an infeasibility are looked at, not every run."""
+        runs = (self.runs.get(run_id) for run_id in self._infeasible_runs)
+        feasibility.recheck(runs, self.workers, self.pool, self._catalog)
         self._dirty = True
 
     # -- agent answers -----------------------------------------------------------------
 
     def accepted(self, ref: AttemptRef, now: float) -> None:
+        """The agent received the assignment: it is no longer suspected lost in transit,
+        and it is reported as running."""
         state = self._attempts.get(ref)
         if state is not None and state.status == "placed":
-            self._started(state, now)
+            self._started(state, "accepted", now)
 
     def rejected(self, msg: Reject, now: float) -> None:
+        """The agent could not take the attempt (full, or the task is unknown there): it is
+        placed again, the worker's task set corrected, and after ``max_rejects`` the node
+        fails so one nobody accepts cannot bounce forever."""
         state = self._attempts.get(msg.ref)
         if state is None or state.status not in IN_FLIGHT:
             return
-        self._untrack(state)
         state.rejects += 1
         info = self.workers.get(msg.worker)
         if msg.code == "unknown_task" and info is not None and info.tasks is not None:
@@ -193,16 +413,18 @@ class Scheduler(Recovery):
             self._fail(state, ErrorInfo(type="Rejected", message=msg.reason), now)
             return
         state.reason = f"rejected by {msg.worker}: {msg.reason}"
-        state.move("ready")
+        self._move(state, "ready", state.reason, now)
         self._enqueue(state, now)
 
     def outcome(self, msg: Outcome, now: float) -> None:
-        state = self._attempts.get(msg.ref) or self._orphan(msg.ref, msg.worker)
+        """An attempt ended. Outcomes are delivered at least once and may come from an
+        attempt already superseded, so only the tracked attempt's own worker counts; one
+        the coordinator lost track of (after a restart) is adopted so its work is kept."""
+        state = self._attempts.get(msg.ref) or self._orphan(msg.ref, msg.worker, now)
         if state is None or state.status not in IN_FLIGHT:
             return  # superseded attempt, or a duplicate
         if state.worker is not None and state.worker != msg.worker:
             return  # not from the worker the attempt was given to
-        self._untrack(state)
         state.finished_attempt = msg.ref.attempt
         state.started_at = msg.started_at
         state.finished_at = msg.finished_at
@@ -210,16 +432,75 @@ class Scheduler(Recovery):
             self._succeeded(state, msg.return_value, msg.return_ref, now)
         elif msg.status == "cancelled" and state.run.status == "running":
             # Cancelled without our asking: the agent was stopped.
-            self._system_failure(state, f"cancelled on {msg.worker}", now, untracked=True)
+            self._system_failure(state, f"cancelled on {msg.worker}", now)
         elif msg.status == "cancelled":
-            state.move("cancelled")
+            self._move(state, "cancelled", "cancel confirmed", now)
         else:
             error = msg.error or ErrorInfo(type="TimeoutError", message="timed out")
             self._app_failure(state, error, now)
 
+    # -- recovery: what agents report ---------------------------------------------------
+
+    def _reconcile(self, info: WorkerInfo, running: tuple[AttemptRef, ...], now: float) -> None:
+        """What the agent says it runs is the truth: adopt what we lost track of, cancel
+        what is stale, place again what it never received."""
+        grace, listed = max(2 * info.interval, 1.0), set(running)
+        for ref in list(info.attempts):
+            state = self._attempts.get(ref)  # read again: a failure may end its run
+            if recovery.lost_in_transit(state, listed, grace, now):
+                assert state is not None
+                self._system_failure(state, f"{info.name} never received the assignment", now)
+        for ref in running:
+            state = self._attempts.get(ref)
+            if state is not None:
+                self._claimed(state, info, now)
+                continue
+            run = self.runs.get(ref.run_id)
+            node = run.nodes.get(ref.node_id) if run is not None else None
+            if recovery.adoptable(node, ref, info):
+                assert node is not None
+                self._adopt(node, info, ref, now)
+            elif recovery.stale(node, ref):
+                self._send_cancel(info.name, ref, "stale attempt")
+
+    def _claimed(self, state: NodeState, info: WorkerInfo, now: float) -> None:
+        """A tracked attempt listed by an agent: it runs; one restored from the store is
+        accounted again, on the worker running it (stored there or not)."""
+        if state.status == "placed":
+            self._started(state, f"listed by {info.name}", now)
+        if state.adopt_by is None:
+            return
+        state.adopt_by = None
+        self._track(state, info.name)
+        if not info.draining and self.pool.reservation(state.ref) is None:
+            self.pool.adopt(info.name, state.node.request, state.ref, state.gpu_devices)
+
+    def _adopt(self, state: NodeState, info: WorkerInfo, ref: AttemptRef, now: float) -> None:
+        state.attempt = ref.attempt
+        placement = self.pool.adopt(info.name, state.node.request, ref, ())
+        state.gpu_devices = placement.gpu_devices
+        self._move(state, "running", f"adopted from {info.name}", now)
+        self._track(state, info.name)
+        state.started_at = state.started_at or now
+
+    def _orphan(self, ref: AttemptRef, worker: str, now: float) -> NodeState | None:
+        """An attempt this coordinator lost track of (its last write predates the dispatch)
+        whose outcome arrives before any heartbeat listed it: it ran, so it counts."""
+        run = self.runs.get(ref.run_id)
+        state = run.nodes.get(ref.node_id) if run is not None else None
+        if state is None or not recovery.orphan_counts(run, state, ref):
+            return None
+        state.attempt = ref.attempt
+        self._move(state, "running", f"outcome from {worker} for an untracked attempt", now)
+        self._track(state, worker)
+        return state
+
     # -- time --------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        """Time passed: the only way silent workers, unclaimed restored attempts, ended
+        retry delays, run timeouts and infeasibility graces are noticed, and the pass
+        that places what became placeable."""
         self._check_workers(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, state = heapq.heappop(self._delayed)
@@ -281,12 +562,12 @@ class Scheduler(Recovery):
         cap = self.config.max_parallel
         queue = self._ready
         held: list[tuple[Key, Group]] = []
-        while cap is None or self._in_flight < cap:
+        while cap is None or self.in_flight < cap:
             found = queue.pop_group()
             if found is None:
                 break
             key, group = found
-            index = queue.first(group, self._under_run_limit)
+            index = queue.first(group, _under_run_limit)
             if index is None:
                 held.append(found)
                 continue
@@ -308,11 +589,6 @@ class Scheduler(Recovery):
         for key, group in held:
             queue.restore(key, group)
 
-    @staticmethod
-    def _under_run_limit(state: NodeState) -> bool:
-        limit = state.run.submit.options.max_parallel
-        return limit is None or state.run.in_flight < limit
-
     def _dispatch(
         self, state: NodeState, worker: str, devices: tuple[int, ...], now: float
     ) -> None:
@@ -320,37 +596,143 @@ class Scheduler(Recovery):
         state.gpu_devices = devices
         state.placed_at = now
         state.reason = ""
-        state.move("placed")
-        self._in_flight += 1
+        self._move(state, "placed", f"placed on {worker}", now)
         self._track(state, worker)
-        self.out.assign.setdefault(worker, []).append(self._assignment(state, devices))
+        self.out.assign.setdefault(worker, []).append(assignment(state, devices))
 
-    def _assignment(self, state: NodeState, devices: tuple[int, ...]) -> Assignment:
-        node, run = state.node, state.run
-        kwargs = dict(node.kwargs)
-        arg_refs: dict[str, PayloadRef] = {}
-        for param, names in node.inputs.items():
-            if isinstance(names, str):
-                if names in run.refs:
-                    kwargs[param] = None
-                    arg_refs[param] = run.refs[names]
-                else:
-                    kwargs[param] = run.values.get(names)
-                continue
-            values: list[JsonValue] = []
-            for index, name in enumerate(names):
-                values.append(run.values.get(name))
-                if name in run.refs:
-                    arg_refs[f"{param}.{index}"] = run.refs[name]
-            kwargs[param] = values
-        return Assignment(
-            ref=state.ref,
-            task_name=node.task,
-            args=node.args,
-            kwargs=kwargs,
-            arg_refs=arg_refs,
-            labels=node.labels,
-            request=node.request,
-            gpu_devices=devices,
-            timeout=node.timeout,
-        )
+    # -- node endings ------------------------------------------------------------------
+
+    def _succeeded(
+        self, state: NodeState, value: JsonValue, ref: PayloadRef | None, now: float
+    ) -> None:
+        error = store_outputs(state, value, ref)
+        if error is not None:
+            self._fail(state, error, now)
+            return
+        run = state.run
+        self._move(state, "succeeded", "succeeded", now)
+        for nxt in run.submit.dag.downstream[state.id]:
+            child = run.nodes[nxt]
+            child.waiting -= 1
+            if child.waiting == 0 and child.status == "pending" and run.status == "running":
+                self._make_ready(child, f"{state.id} succeeded", now)
+        self._after_node(run, now)
+
+    def _app_failure(self, state: NodeState, error: ErrorInfo, now: float) -> None:
+        """Retry per the node's policy; a task that raises ``RetryException`` asks for a
+        retry itself, so it gets one even without a policy (up to CONDITIONAL_RETRIES)."""
+        policy = state.node.retry
+        asked = error.type.rsplit(".", 1)[-1] == "RetryException"
+        limit = policy.max_retries or (CONDITIONAL_RETRIES if asked else 0)
+        if state.app_retries < limit and (asked or policy.retries(error.type)):
+            state.app_retries += 1
+            state.error = error
+            self._move(state, "ready", f"retry after {error.type}", now)
+            delay = policy.delay_for(state.app_retries, self._rand())
+            self._enqueue(state, now, not_before=now + delay)
+            return
+        self._fail(state, error, now)
+
+    def _system_failure(self, state: NodeState, why: str, now: float) -> None:
+        state.system_retries += 1
+        if state.system_retries > self.config.system_retries:
+            self._fail(state, ErrorInfo(type="WorkerLost", message=why), now)
+            return
+        state.reason = why
+        self._move(state, "ready", why, now)
+        self._enqueue(state, now)
+
+    def _fail(self, state: NodeState, error: ErrorInfo, now: float) -> None:
+        state.error = error
+        state.finished_at = state.finished_at or now
+        self._move(state, "failed", f"{error.type}: {error.message}", now)
+        run = state.run
+        if run.submit.options.on_error == "stop":
+            self._end_run(
+                run, "failed", f"node {state.id} failed: {error.type}: {error.message}", now
+            )
+            return
+        self._skip_downstream(run, state.id, now)
+        self._after_node(run, now)
+
+    def _skip_downstream(self, run: RunState, node_id: str, now: float) -> None:
+        stack = list(run.submit.dag.downstream[node_id])
+        while stack:
+            child = run.nodes[stack.pop()]
+            if child.status in ("pending", "ready"):
+                child.reason = f"skipped: upstream {node_id} failed"
+                self._move(child, "skipped", child.reason, now)
+                stack.extend(run.submit.dag.downstream[child.id])
+
+    def _after_node(self, run: RunState, now: float) -> None:
+        self._touch(run)
+        if run.remaining == 0 and run.status == "running":
+            failed = [n.id for n in run.nodes.values() if n.status == "failed"]
+            status: RunStatus = "failed" if failed else "succeeded"
+            self._end_run(run, status, f"failed nodes: {failed}" if failed else "", now)
+
+    # -- feasibility -------------------------------------------------------------------
+
+    def _check_feasible(self, run: RunState, now: float) -> None:
+        for state in run.nodes.values():
+            answer = feasibility.why_infeasible(state, self.workers, self.pool, self._catalog)
+            if answer is not None:
+                self._mark_infeasible(run, state, answer, now)
+        if run.infeasible and self.config.infeasible_grace <= 0 and self.settled(now):
+            self._fail_infeasible(run, now)
+
+    def _mark_infeasible(self, run: RunState, state: NodeState, why: str, now: float) -> None:
+        if feasibility.mark(run, state, why, now):
+            self._infeasible_runs.add(run.run_id)
+        self._touch(run)
+
+    def _fail_infeasible(self, run: RunState, now: float) -> None:
+        reasons = "; ".join(f"{n}: {why}" for n, why in sorted(run.infeasible.items()))
+        for node_id in run.infeasible:
+            state = run.nodes[node_id]
+            if not state.done:
+                state.error = ErrorInfo(type="Infeasible", message=run.infeasible[node_id])
+                self._move(state, "failed", "infeasible", now)
+        self._end_run(run, "failed", f"infeasible: {reasons}", now)
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _make_ready(self, state: NodeState, why: str, now: float) -> None:
+        self._move(state, "ready", why, now)
+        self._enqueue(state, now)
+
+    def _enqueue(self, state: NodeState, now: float, not_before: float = 0.0) -> None:
+        state.ready_since = now
+        state.not_before = not_before
+        state.seq = next(self._seq)
+        if not_before > now:
+            heapq.heappush(self._delayed, (not_before, state.seq, state))
+        else:
+            self._push(state)
+            self._dirty = True
+
+    def _push(self, state: NodeState) -> None:
+        priority = state.node.priority + state.run.submit.options.priority
+        self._ready.push(state, priority)
+
+    def _track(self, state: NodeState, worker: str) -> None:
+        """The attempt (tracked by ``fly``) runs on ``worker``."""
+        state.worker = worker
+        info = self.workers.get(worker)
+        if info is not None:
+            info.attempts.add(state.ref)
+
+    def _started(self, state: NodeState, why: str, now: float) -> None:
+        self._move(state, "running", why, now)
+        state.started_at = now
+
+    def _send_cancel(self, worker: str, ref: AttemptRef, reason: str) -> None:
+        self.out.cancel.setdefault(worker, []).append((ref, reason))
+
+    def _touch(self, run: RunState) -> None:
+        self._touched.add(run.run_id)
+
+
+def _under_run_limit(state: NodeState) -> bool:
+    limit = state.run.submit.options.max_parallel
+    return limit is None or state.run.in_flight < limit

@@ -1,33 +1,52 @@
-"""The scheduler's own records: runs, nodes, workers. Mutable dataclasses, no I/O.
+"""The scheduler's own records: runs, nodes, workers, its configuration and the
+decisions it hands out. Mutable dataclasses and pure reads of them, no I/O.
 
-``TRANSITIONS`` is the node lifecycle as a table; every status change goes
-through ``NodeState.move``, so an impossible change (a finished node running
-again) is a bug caught where it happens, not a corrupt run discovered later.
+Statuses are only ever changed by ``Scheduler._move`` (see ``transitions.py``): these
+records hold state, the scheduler owns how it changes.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
 
+from coordinator.scheduling.transitions import Step, history
 from shared.dag import Node
 from shared.resources import WorkerSpec
-from shared.wire.protocol import AttemptRef, ErrorInfo, PayloadRef
+from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, PayloadRef
 from shared.wire.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, RunView, Submit
 
-# pending -> running: an attempt adopted after a restart, reported before its upstream's
-# outcome was applied again.
-TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
-    "pending": frozenset({"ready", "skipped", "cancelled", "failed", "running"}),
-    "ready": frozenset({"placed", "failed", "skipped", "cancelled", "running"}),
-    "placed": frozenset({"running", "ready", "succeeded", "failed", "cancelled"}),
-    "running": frozenset({"ready", "succeeded", "failed", "cancelled"}),
-    "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
-    "skipped": frozenset(),
-}
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    heartbeat_misses: int = 3
+    """A worker silent for this many of its heartbeat intervals is lost."""
+    infeasible_grace: float = 0.0
+    max_parallel: int | None = None
+    system_retries: int = 3
+    max_rejects: int = 5
+    aging: float = 30.0
+    """A busy node waiting longer than this stops smaller work from backfilling past it."""
+    warmup: float = 5.0
+    """After ``start``: longest wait for agents to report before "infeasible" is final."""
+
+
+@dataclass(slots=True)
+class Decisions:
+    assign: dict[str, list[Assignment]] = field(default_factory=dict)
+    cancel: dict[str, list[tuple[AttemptRef, str]]] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    finished: list[str] = field(default_factory=list)
+    lost_workers: list[tuple[str, str]] = field(default_factory=list)
+    name_clashes: list[str] = field(default_factory=list)
+    """Workers whose adverts came from an older agent process than the current one."""
+
+    def __bool__(self) -> bool:
+        return bool(self.assign or self.cancel or self.changed or self.finished)
+
+
 IN_FLIGHT: frozenset[NodeStatus] = frozenset({"placed", "running"})
 
 
@@ -55,6 +74,8 @@ class NodeState:
     adopt_by: float | None = None
     """After a restart: when an in-flight attempt no agent has reported is given up."""
     seq: int = 0
+    history: deque[Step] = field(default_factory=history)
+    """The last few status changes, for the error an impossible one raises."""
 
     @property
     def id(self) -> str:
@@ -71,19 +92,6 @@ class NodeState:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL_NODE
-
-    def move(self, to: NodeStatus) -> None:
-        if to not in TRANSITIONS[self.status]:
-            raise AssertionError(f"node {self.run.run_id}/{self.id}: {self.status} -> {to}")
-        if self.status in IN_FLIGHT and to not in IN_FLIGHT:
-            self.run.in_flight -= 1
-        elif to in IN_FLIGHT and self.status not in IN_FLIGHT:
-            self.run.in_flight += 1
-        if to in TERMINAL_NODE:
-            self.run.remaining -= 1
-        self.status = to
-        self.run.changed.add(self.id)
-        self.run.touched.add(self.run.run_id)
 
     def view(self) -> NodeView:
         return NodeView(
@@ -130,6 +138,26 @@ class RunState:
         timeout = self.submit.options.timeout
         return None if timeout is None else self.submitted_at + timeout
 
+    def view(self) -> RunView:
+        """The run as clients see it; an ended run cannot change, so its view is built once
+        (the final push and the final checkpoint both need it)."""
+        if self.final_view is not None:
+            return self.final_view
+        view = RunView(
+            run_id=self.run_id,
+            name=self.submit.name,
+            status=self.status,
+            submitted_at=self.submitted_at,
+            finished_at=self.finished_at,
+            nodes=tuple(n.view() for n in self.nodes.values()),
+            outputs=self.values,
+            output_refs=self.refs,
+            error=self.error,
+        )
+        if self.status != "running":
+            self.final_view = view
+        return view
+
 
 @dataclass(eq=False, slots=True)
 class WorkerInfo:
@@ -143,3 +171,62 @@ class WorkerInfo:
     attempts: set[AttemptRef] = field(default_factory=set)
     cpu_percent: float = 0.0
     available_ram_mb: int = 0
+
+
+def store_outputs(state: NodeState, value: JsonValue, ref: PayloadRef | None) -> ErrorInfo | None:
+    """Keep a node's result under its declared output names; the error when its shape does
+    not match them (nothing is stored then)."""
+    run, outputs = state.run, state.node.outputs
+    if len(outputs) == 1:
+        if ref is not None:
+            run.refs[outputs[0]] = ref
+        else:
+            run.values[outputs[0]] = value
+    elif len(outputs) > 1:
+        if ref is not None or not isinstance(value, list) or len(value) != len(outputs):
+            got = "a stored value" if ref is not None else _shape(value)
+            return ErrorInfo(
+                type="OutputMismatch",
+                message=f"declares {len(outputs)} outputs {list(outputs)}, returned {got}",
+            )
+        run.values.update(zip(outputs, value, strict=True))
+    return None
+
+
+def assignment(state: NodeState, devices: tuple[int, ...]) -> Assignment:
+    """What the worker is sent for the node's current attempt: its inputs as values, or as
+    references to stored payloads."""
+    node, run = state.node, state.run
+    kwargs = dict(node.kwargs)
+    arg_refs: dict[str, PayloadRef] = {}
+    for param, names in node.inputs.items():
+        if isinstance(names, str):
+            if names in run.refs:
+                kwargs[param] = None
+                arg_refs[param] = run.refs[names]
+            else:
+                kwargs[param] = run.values.get(names)
+            continue
+        values: list[JsonValue] = []
+        for index, name in enumerate(names):
+            values.append(run.values.get(name))
+            if name in run.refs:
+                arg_refs[f"{param}.{index}"] = run.refs[name]
+        kwargs[param] = values
+    return Assignment(
+        ref=state.ref,
+        task_name=node.task,
+        args=node.args,
+        kwargs=kwargs,
+        arg_refs=arg_refs,
+        labels=node.labels,
+        request=node.request,
+        gpu_devices=devices,
+        timeout=node.timeout,
+    )
+
+
+def _shape(value: JsonValue) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return f"a {type(value).__name__}"

@@ -5,8 +5,10 @@ DAGs through submits, ticks, outcomes, accepts, rejects, lost and returning work
 and cancels. A small model of every agent (what it was assigned and still runs) answers
 for the workers, so heartbeats say the truth. After every step the scheduler's books
 must agree with each other and with the pool; at the end every run must finish and
-every reservation be given back. An illegal node transition raises AssertionError in
-``NodeState.move``, so it fails the test wherever it happens.
+every reservation be given back. An illegal node transition raises ``InvalidTransition``
+in ``Scheduler._move``, so it fails the test wherever it happens; besides the checks
+here, which rebuild each count independently, the scheduler's own ``validate_state``
+must pass after every step.
 """
 
 from __future__ import annotations
@@ -386,6 +388,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.drain()
 
     # -- invariants ---------------------------------------------------------------------------
+
+    @invariant()
+    def scheduler_validates_its_own_state(self) -> None:
+        self.sched.validate_state()
 
     @invariant()
     def no_worker_beyond_capacity(self) -> None:
