@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from coordinator.scheduling.views import worker_views
 from shared.wire.protocol import ProtocolError, decode_model, encode
 from shared.wire.runs import CtlReply, CtlRequest, RunView, WorkerView
+from shared.wire.subjects import SubjectError, Subjects
 
 if TYPE_CHECKING:
     from coordinator.scheduling.machine import Scheduler
@@ -28,6 +29,9 @@ class Pump(Protocol):
     @property
     def scheduler(self) -> Scheduler: ...
 
+    @property
+    def subjects(self) -> Subjects: ...
+
     def enqueue(self, kind: str, payload: Any) -> None: ...
 
 
@@ -40,14 +44,21 @@ class Control:
         self._store = store
 
     async def handle(self, msg: Msg) -> None:
-        verb = msg.subject.rsplit(".", 1)[-1]
         try:
-            request = decode_model(msg.data or b'{"type": "ctl"}', CtlRequest)
-            reply = await self._answer(verb, request)
-        except ProtocolError as exc:
+            verb = self._coordinator.subjects.parse_ctl(msg.subject)
+        except SubjectError as exc:
             reply = CtlReply(ok=False, error=str(exc))
+        else:
+            reply = await self._reply(verb, msg.data)
         if msg.reply:
             await msg.respond(encode(reply))
+
+    async def _reply(self, verb: str, data: bytes) -> CtlReply:
+        try:
+            request = decode_model(data or b'{"type": "ctl"}', CtlRequest)
+        except ProtocolError as exc:
+            return CtlReply(ok=False, error=str(exc))
+        return await self._answer(verb, request)
 
     async def _answer(self, verb: str, request: CtlRequest) -> CtlReply:
         if verb == "workers":

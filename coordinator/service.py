@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +58,6 @@ DURABLE = "fleet-coordinator"
 ACK_WAIT = 5.0
 FINAL_FLUSH = 5.0
 """On stop, how long to try a last checkpoint; unwritten state is rebuilt on restart."""
-_SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 Event = tuple[str, Any, Msg | None]
 
 
@@ -291,7 +289,8 @@ class Coordinator:
             view = RunView(run_id=run_id, status="failed", error=f"submission refused: {error}")
             data = encode(RunUpdate(run_id=run_id, status="failed", run=view))
             await self._client().publish(self.subjects.run_updates(run_id), data)
-            if notify and _SUBJECT_RE.fullmatch(notify):
+            if notify:
+                self.subjects.parse_client_inbox(notify)  # else not a subject to answer on
                 await self._client().publish(notify, data)
 
     # -- outputs -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.object_store import ObjectStore
 from pydantic import JsonValue
 
+from shared.wire.codec import encode_value as encode_value  # the one value encoder
 from shared.wire.protocol import PayloadRef
 from shared.wire.subjects import Subjects
 
@@ -73,10 +74,6 @@ async def payload_store(js: JetStreamContext, subjects: Subjects) -> ObjectStore
         return await js.create_object_store(
             subjects.payloads_bucket, config=api.ObjectStoreConfig(ttl=RETENTION)
         )
-
-
-def encode_value(value: JsonValue) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def save_value(store: ObjectStore, name: str, data: bytes) -> PayloadRef:

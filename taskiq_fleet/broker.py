@@ -27,10 +27,10 @@ from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
 from shared.connection import NatsSettings
-from shared.dag import RetryPolicy, priority_from_labels, timeout_from_labels
+from shared.dag import Dag, Node, RetryPolicy, priority_from_labels, timeout_from_labels
 from shared.resources import ResourceRequest
 from shared.wire import label_keys
-from shared.wire.runs import RunView
+from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import token
 from taskiq_fleet import limits
 from taskiq_fleet.backend import Backend, Handle
@@ -38,12 +38,15 @@ from taskiq_fleet.batching import Batch, BatchConfig, BatchQueue, member_result
 from taskiq_fleet.client import CoordinatorClient
 from taskiq_fleet.profiles import (
     REQUEST_ATTR,
+    labels_with_request,
     request_from_labels,
+    request_label_value,
     request_of,
     with_queue,
 )
 
 RESULT = "result"
+NODE_ID = "task"
 _started: weakref.WeakSet[FleetBroker] = weakref.WeakSet()
 _pushes: set[asyncio.Task[None]] = set()
 
@@ -253,7 +256,7 @@ class FleetBroker(AsyncBroker):
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
-        self._requests: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._templates: dict[tuple[str, ...], tuple[Node, str | None]] = {}
         self.batches = BatchQueue(self._submit_batch)  # batching hook
 
     def connected(self) -> Backend:
@@ -288,8 +291,7 @@ class FleetBroker(AsyncBroker):
         await super().shutdown()
 
     async def kick(self, message: BrokerMessage) -> None:
-        """One kiq as a one-node run, built as JSON directly: this runs once per task, and
-        pydantic models here would cost more than the rest of the client's path."""
+        """One kiq as a one-node run (``_node``, ``_submit``)."""
         if isinstance(self.formatter, JSONFormatter):
             raw = json.loads(message.message)
             args, kwargs, labels = raw["args"], raw["kwargs"], raw["labels"]
@@ -353,49 +355,49 @@ class FleetBroker(AsyncBroker):
 
     def _node(
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {
-            "id": "task",
-            "task": task_name,
-            "args": args,
-            "kwargs": kwargs,
-            "outputs": [RESULT],
-            "labels": labels,
-            **self._settings(task_name, labels),
-        }
+    ) -> Node:
+        """The one node of a kiq: the task's template with this kiq's arguments, and its
+        labels stating the node's request exactly (``labels_with_request``)."""
+        template, label = self._template(task_name, labels)
+        return template.model_copy(
+            update={
+                "args": tuple(args),
+                "kwargs": kwargs,
+                "labels": labels_with_request(labels, template.request, label),
+            }
+        )
 
-    async def _submit(self, run_id: str, name: str, node: dict[str, Any]) -> Handle:
-        document = {
-            "type": "submit",
-            "version": 1,
-            "run_id": token(run_id),
-            "name": name,
-            "progress": False,
-            "dag": {"nodes": [node]},
-        }
-        return await self.connected().submit_document(run_id, document)
+    async def _submit(self, run_id: str, name: str, node: Node) -> Handle:
+        """A ``Submit`` of one node. Its parts are valid by construction (the template was
+        validated, the arguments come from JSON), so it is assembled without validating
+        them again: this runs once per ``kiq``. The coordinator validates what it gets."""
+        submit = Submit.model_construct(
+            run_id=token(run_id), name=name, progress=False, dag=Dag.model_construct(nodes=(node,))
+        )
+        backend = self.connected()
+        if isinstance(backend, CoordinatorClient):
+            return await backend.submit_valid(submit)
+        return await backend.submit_document(submit.run_id, submit.model_dump(mode="json"))
 
-    def _settings(self, task_name: str, labels: dict[str, Any]) -> dict[str, Any]:
-        """The node's request, retry policy, timeout and priority from the task's labels,
-        as JSON. Parsed once per task and label values, not once per ``kiq``; a bad value
-        raises here, in ``kiq``."""
+    def _template(self, task_name: str, labels: dict[str, Any]) -> tuple[Node, str | None]:
+        """The node of a task without arguments (request, retry policy, timeout, priority
+        from its labels), and its request's label value. Built once per task and label
+        values, not once per ``kiq``; a bad value raises here, in ``kiq``."""
         key = (task_name, *(str(labels.get(name)) for name in label_keys.NODE_SETTINGS))
-        found = self._requests.get(key)
+        found = self._templates.get(key)
         if found is None:
             request = self._request(task_name, labels)
-            policy = RetryPolicy.from_labels(labels)
-            found = {
-                "request": request.model_dump(mode="json", exclude_defaults=True),
-                "retry": {}
-                if policy is None
-                else policy.model_dump(mode="json", exclude_defaults=True),
-            }
-            timeout, priority = timeout_from_labels(labels), priority_from_labels(labels)
-            if timeout is not None:
-                found["timeout"] = timeout
-            if priority:
-                found["priority"] = priority
-            self._requests[key] = found
+            node = Node(
+                id=NODE_ID,
+                task=task_name,
+                outputs=(RESULT,),
+                request=request,
+                retry=RetryPolicy.from_labels(labels) or RetryPolicy(),
+                timeout=timeout_from_labels(labels),
+                priority=priority_from_labels(labels),
+            )
+            label = None if request == ResourceRequest() else request_label_value(request)
+            found = self._templates[key] = (node, label)
         return found
 
     def _request(self, task_name: str, labels: dict[str, Any]) -> ResourceRequest:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any, Self
@@ -39,8 +38,8 @@ from shared.wire.runs import (
     RunUpdate,
     RunView,
     Submit,
+    SubmitBatch,
     WorkerView,
-    batch_of_submits,
 )
 from shared.wire.subjects import Subjects
 from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
@@ -102,7 +101,7 @@ class CoordinatorClient:
         self.nc = nc
         self.subjects = subjects or Subjects()
         self._owns = owns
-        self._inbox = f"{self.subjects.prefix}.client.{uuid.uuid4().hex}"
+        self._inbox = self.subjects.client_inbox(uuid.uuid4().hex)
         self._inbox_sub: Subscription | None = None
         self._handles: dict[str, RunHandle] = {}
         self._outgoing: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -159,16 +158,10 @@ class CoordinatorClient:
         return await self.submit_valid(submit.model_copy(update={"progress": progress}))
 
     async def submit_valid(self, submit: Submit) -> RunHandle:
-        """Submit an already valid ``Submit`` without checking it again."""
-        return await self.submit_document(submit.run_id, submit.model_dump(mode="json"))
-
-    async def submit_document(self, run_id: str, document: dict[str, Any]) -> RunHandle:
-        """Submit a ``Submit`` given as its JSON document. For hot paths that build it from
-        parts valid by construction (the broker, once per ``kiq``): no pydantic model is
-        built here; the coordinator validates what it receives and refuses, with the
-        reason, what is wrong."""
-        document["notify"] = self._inbox
-        data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+        """Submit an already valid ``Submit`` without checking it again; its updates come
+        to this client's inbox."""
+        run_id = submit.run_id
+        data = encode(submit.model_copy(update={"notify": self._inbox}))
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
         if self._inbox_sub is None:
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)
@@ -178,6 +171,13 @@ class CoordinatorClient:
             self._handles.pop(run_id, None)
             raise
         return handle
+
+    async def submit_document(self, run_id: str, document: dict[str, Any]) -> RunHandle:
+        """Submit a ``Submit`` given as its JSON document (validated here)."""
+        submit = Submit.model_validate(document)
+        if submit.run_id != run_id:
+            raise ValueError(f"the document submits run {submit.run_id!r}, not {run_id!r}")
+        return await self.submit_valid(submit)
 
     async def _send_submit(self, run_id: str, data: bytes) -> None:
         """Submissions made while others are in flight go out together, as one JetStream
@@ -204,7 +204,7 @@ class CoordinatorClient:
             run_id, data, _ = chunk[0]
             headers = {MSG_ID: run_id, "Fleet-Run": run_id}
         else:
-            data = batch_of_submits([d for _, d, _ in chunk])
+            data = SubmitBatch.join([d for _, d, _ in chunk])
             headers = {MSG_ID: hashlib.sha1(data).hexdigest()}
         try:
             await js.publish(self.subjects.submit, data, headers=headers)

@@ -9,6 +9,11 @@ The request is kept twice on purpose: as the attribute ``__fleet_request__``
 (what ``functools.wraps`` in ``broker.task`` copies from the function onto the
 task) and as the task label ``fleet_resources``, because labels are what
 taskiq ships with every message (taskiq-nats sends them as NATS headers).
+
+A node's ``request`` is the one source of truth: the label always carries the
+whole request, the ``queue`` selector included (``with_queue``), and the broker
+writes the node's label from the node's request (``labels_with_request``), so
+the two can never disagree.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "ResourceProfile",
     "TaskResourceProfile",
     "attach_request_label",
+    "labels_with_request",
     "request_from_labels",
     "request_label_value",
     "request_of",
@@ -108,12 +114,27 @@ def with_queue(request: ResourceRequest, labels: Mapping[str, Any]) -> ResourceR
     return request.model_copy(update={"required": (*request.required, selector)})
 
 
+def labels_with_request(
+    labels: Mapping[str, Any], request: ResourceRequest, value: str | None = None
+) -> dict[str, Any]:
+    """``labels`` whose ``fleet_resources`` states ``request`` exactly (``value``: its
+    ``request_label_value`` when already known); none for the default request."""
+    found = dict(labels)
+    if request == ResourceRequest():
+        found.pop(label_keys.RESOURCES, None)
+    else:
+        found[label_keys.RESOURCES] = value or request_label_value(request)
+    return found
+
+
 def attach_request_label(task: AnyTask) -> None:
-    """Copy the attribute into the task's labels so that every kick ships it."""
+    """Copy the attribute into the task's labels so that every kick ships it, with the
+    task's ``queue`` selector: the same request the broker puts in the node."""
     request = getattr(task, REQUEST_ATTR, None)
     if isinstance(request, ResourceRequest):
         # A fresh dict, as taskiq does not copy the one it is given and tasks may share it.
-        task.labels = {**task.labels, label_keys.RESOURCES: request_label_value(request)}
+        full = with_queue(request, task.labels)
+        task.labels = {**task.labels, label_keys.RESOURCES: request_label_value(full)}
 
 
 def _combine(base: ResourceRequest, extra: ResourceRequest, where: str) -> ResourceRequest:
@@ -260,7 +281,8 @@ class ResourceLabelsMiddleware(TaskiqMiddleware):
         task = self.broker.find_task(message.task_name)
         request = getattr(task, REQUEST_ATTR, None)
         if isinstance(request, ResourceRequest):
-            message.labels[label_keys.RESOURCES] = request_label_value(request)
+            full = with_queue(request, message.labels)
+            message.labels[label_keys.RESOURCES] = request_label_value(full)
             if message.labels_types is not None:
                 message.labels_types[label_keys.RESOURCES] = LabelType.STR.value
         return message

@@ -17,7 +17,6 @@ and concurrent attempts would overwrite each other's. Tasks call ``current_gpu_d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import traceback
@@ -35,6 +34,7 @@ from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
 from shared.context import PipelineContext, attempt_var, context_parameter, gpu_devices_var
+from shared.wire import codec as wire_codec
 from shared.wire import label_keys
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
 
@@ -223,15 +223,18 @@ class TaskExecutor:
     def _outcome(
         self, assignment: Assignment, status: Status, result: TaskiqResult[Any], started: float
     ) -> Outcome:
+        """The attempt's outcome; a returned value is encoded to JSON here, once, and the
+        outcome carries those bytes to the object store or into its own message."""
         value: JsonValue = None
+        data: bytes | None = None
         error = None if result.error is None else _error_info(result.error)
         if status == "succeeded":
             error = None  # NoResultError: the task chose not to return a value
             try:
-                value = _jsonable(result.return_value)
+                value, data = _encoded(result.return_value)
             except (PydanticSerializationError, TypeError, ValueError) as exc:
                 status, error = "failed", ErrorInfo(type="UnserializableResult", message=str(exc))
-        return Outcome(
+        outcome = Outcome(
             ref=assignment.ref,
             worker=self._worker,
             status=status,
@@ -240,6 +243,7 @@ class TaskExecutor:
             started_at=started,
             finished_at=max(started, self._clock()),
         )
+        return outcome if data is None else outcome.with_value_json(data)
 
 
 def _cancelling() -> bool:
@@ -255,13 +259,15 @@ def _is_error(result: TaskiqResult[Any]) -> bool:
     return result.is_err and not isinstance(result.error, NoResultError)
 
 
-def _jsonable(value: Any) -> JsonValue:
-    """Converted as pydantic would (models, dates, tuples) and proven to be strict JSON."""
+def _encoded(value: Any) -> tuple[JsonValue, bytes | None]:
+    """Converted as pydantic would (models, dates, tuples), and its strict JSON: the one
+    encoding of the value on the agent (``encode_value``); no bytes for ``None``."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     converted: JsonValue = to_jsonable_python(value)
-    json.dumps(converted, allow_nan=False)
-    return converted
+    if converted is None:
+        return None, None
+    return converted, wire_codec.encode_value(converted)
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:

@@ -29,7 +29,6 @@ from taskiq import AsyncBroker
 from shared.jetstream import (
     INLINE_LIMIT,
     MSG_ID,
-    encode_value,
     ensure_streams,
     load_value,
     payload_store,
@@ -55,7 +54,7 @@ from shared.wire.protocol import (
     join_encoded,
     size_chunks,
 )
-from shared.wire.subjects import Subjects
+from shared.wire.subjects import SubjectError, Subjects
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard
 from worker_agent.outbox import Outbox
@@ -229,15 +228,13 @@ class Agent:
     # -- assignments and cancels ---------------------------------------------------------
 
     async def _on_message(self, msg: Msg) -> None:
-        kind = msg.subject.rsplit(".", 1)[-1]
         try:
+            kind = self._verb(msg.subject)
             if kind == "assign":
                 await self._on_assignments(decode_each(msg.data, Assignment))
-            elif kind == "cancel":
+            else:
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
-            else:
-                raise ProtocolError("type", f"nothing is served on {msg.subject!r}")
         except ProtocolError as exc:
             self.dropped += 1
             log.warning(
@@ -247,6 +244,16 @@ class Agent:
                 error=str(exc),
                 size=len(msg.data),
             )
+
+    def _verb(self, subject: str) -> str:
+        """``assign`` or ``cancel``, for a subject addressed to this agent."""
+        try:
+            worker, verb = self._subjects.parse_worker_inbox(subject)
+        except SubjectError as exc:
+            raise ProtocolError("type", str(exc)) from None
+        if worker != self.name:
+            raise ProtocolError("type", f"{subject!r} is addressed to another worker")
+        return verb
 
     async def _on_assignments(self, assignments: tuple[Assignment, ...]) -> None:
         acks = [self._admit(a) for a in assignments]
@@ -326,9 +333,11 @@ class Agent:
         return a.resolved(dict(zip(a.arg_refs, values, strict=True)))
 
     async def _externalise(self, outcome: Outcome) -> Outcome:
-        if outcome.return_value is None:
+        """A value too large for a message goes to the object store, as the JSON bytes the
+        executor encoded (``Outcome.value_json``); a small one stays in the outcome."""
+        data = outcome.value_json()
+        if data is None:
             return outcome
-        data = encode_value(outcome.return_value)
         assert self._nc is not None
         limit = min(self.settings.inline_limit, self._nc.max_payload - 64 * 1024)
         if len(data) <= limit:

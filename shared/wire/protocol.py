@@ -15,106 +15,59 @@ be answered on its subjects.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, ClassVar, Literal, Self, TypeVar, get_args
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Literal, Self, TypeVar, get_args
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 
 from shared.resources import NonNegInt, ResourceRequest, WorkerSpec
+from shared.wire import codec
+from shared.wire.codec import join_items, with_field
+from shared.wire.codec import size_chunks as size_chunks
+from shared.wire.parts import (
+    AttemptRef as AttemptRef,
+)
+from shared.wire.parts import (
+    Epoch as Epoch,
+)
+from shared.wire.parts import (
+    ErrorInfo as ErrorInfo,
+)
+from shared.wire.parts import (
+    ErrorKind as ErrorKind,
+)
+from shared.wire.parts import (
+    Part as Part,
+)
+from shared.wire.parts import (
+    PayloadRef as PayloadRef,
+)
+from shared.wire.parts import (
+    ProtocolError as ProtocolError,
+)
+from shared.wire.parts import (
+    Seconds as Seconds,
+)
+from shared.wire.parts import (
+    Token as Token,
+)
+from shared.wire.parts import (
+    Versioned as Versioned,
+)
+from shared.wire.parts import (
+    newer as newer,
+)
 from shared.wire.subjects import token
 
-Token = Annotated[str, AfterValidator(token)]
-Seconds = Annotated[float, Field(gt=0)]
-Epoch = Annotated[float, Field(ge=0)]
 RejectCode = Literal["capacity", "labels", "unknown_task", "draining", "malformed"]
 Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
-ErrorKind = Literal["json", "type", "version", "invalid"]
-
-
-class ProtocolError(ValueError):
-    """Bytes this process cannot act on; ``kind`` tells a newer peer from garbage in logs."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-
-
-class Part(BaseModel):
-    # allow_inf_nan=False: JSON has no NaN, and pydantic would send it as null.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-class Versioned(Part):
-    VERSION: ClassVar[int] = 1
-    version: int = Field(default=1, ge=1, strict=True)
-
-    @model_validator(mode="after")
-    def _spoken_version(self) -> Self:
-        if self.version > self.VERSION:
-            raise ValueError(_newer(self.version, self.VERSION))
-        return self
-
-
-def _newer(version: int, spoken: int) -> str:
-    return (
-        f"message version {version} is newer than this process speaks (up to {spoken}); "
-        "upgrade taskiq-fleet on this host"
-    )
-
-
-class AttemptRef(Part):
-    """One try of one node; a message about a superseded attempt is ignored."""
-
-    run_id: Token
-    node_id: Token
-    attempt: int = Field(ge=1)
-
-    @property
-    def key(self) -> str:
-        """Stable text id, e.g. for reservations and JetStream de-duplication."""
-        return f"{self.run_id}.{self.node_id}.{self.attempt}"
-
-
-class PayloadRef(Part):
-    """A value too large to travel inline, kept in the payloads object store."""
-
-    name: str = Field(min_length=1)
-    size: NonNegInt
-
-
-class ErrorInfo(Part):
-    type: str = Field(min_length=1)
-    message: str = ""
-    traceback: str = ""
-
-    def clipped(self, limit: int) -> ErrorInfo:
-        """At most about ``limit`` characters of message and traceback together, keeping
-        the head and the tail of each, so a task raising with a huge message still gets an
-        outcome small enough for one NATS message."""
-        if len(self.message) + len(self.traceback) <= limit:
-            return self
-        return self.model_copy(
-            update={
-                "message": _clip(self.message, limit // 2),
-                "traceback": _clip(self.traceback, limit // 2),
-            }
-        )
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n[... {len(text) - 2 * half} characters clipped ...]\n{text[-half:]}"
 
 
 class Reserved(Part):
@@ -271,6 +224,34 @@ class Outcome(Versioned):
     error: ErrorInfo | None = None
     started_at: Epoch
     finished_at: Epoch
+    _value_json: bytes | None = PrivateAttr(default=None)
+    """``return_value`` already encoded (``codec.encode_value``), sent as it is."""
+
+    def with_value_json(self, data: bytes) -> Outcome:
+        """This outcome, carrying ``data``: its ``return_value`` encoded once, by the caller."""
+        copy = self.model_copy()
+        copy._value_json = data
+        return copy
+
+    def value_json(self) -> bytes | None:
+        """The inline value as JSON bytes: the ones given, else encoded now."""
+        if self.return_value is None:
+            return None
+        return self._value_json or codec.encode_value(self.return_value)
+
+    def wire_json(self) -> bytes:
+        if self._value_json is None or self.return_value is None:
+            return super().wire_json()
+        head = self.model_dump_json(exclude={"return_value"}).encode()
+        return with_field(head, "return_value", self._value_json)
+
+    def __eq__(self, other: object) -> bool:
+        """As the message: how its value was encoded makes no difference."""
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = Versioned.__hash__
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -310,7 +291,6 @@ class Batch(Versioned):
 MessageModel = ItemModel | Batch
 Message = Annotated[MessageModel, Field(discriminator="type")]
 M = TypeVar("M", bound=Versioned)
-T = TypeVar("T")
 
 _ADAPTER: TypeAdapter[MessageModel] = TypeAdapter(Message)
 _MODELS: dict[str, type[Versioned]] = {
@@ -320,7 +300,7 @@ _MAX_ERRORS = 5
 
 
 def encode(msg: Versioned) -> bytes:
-    return msg.model_dump_json().encode()
+    return msg.wire_json()
 
 
 def encode_each(items: Sequence[ItemModel]) -> bytes:
@@ -333,25 +313,7 @@ def join_encoded(encoded: Sequence[bytes]) -> bytes:
     is assembled around the bytes rather than decoding and encoding the items again."""
     if not encoded:
         raise ValueError("nothing to send: a Batch holds at least one message")
-    if len(encoded) == 1:
-        return encoded[0]
-    head = b'{"type":"batch","version":%d,"items":[' % Batch.VERSION
-    return head + b",".join(encoded) + b"]}"
-
-
-def size_chunks(items: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
-    """Consecutive groups of ``items`` whose sizes add up to at most ``limit`` (an item
-    larger than that goes alone): batches that stay under NATS' payload limit."""
-    chunks: list[list[T]] = [[]]
-    total = 0
-    for item in items:
-        n = size(item)
-        if chunks[-1] and total + n > limit:
-            chunks.append([])
-            total = 0
-        chunks[-1].append(item)
-        total += n
-    return chunks if chunks[0] else []
+    return encoded[0] if len(encoded) == 1 else join_items("batch", Batch.VERSION, encoded)
 
 
 def decode(data: bytes) -> MessageModel:
@@ -409,7 +371,7 @@ def _diagnose(
         return ProtocolError("type", f"{got}; expected one of {sorted(models)}")
     version, spoken = obj.get("version", 1), models[kind].VERSION
     if isinstance(version, int) and not isinstance(version, bool) and version > spoken:
-        return ProtocolError("version", f"{kind!r}: {_newer(version, spoken)}")
+        return ProtocolError("version", f"{kind!r}: {newer(version, spoken)}")
     errors = exc.errors(include_url=False, include_input=False)
     parts = [f"{'.'.join(map(str, e['loc'][1:])) or '(message)'}: {e['msg']}" for e in errors]
     more = f"; and {len(parts) - _MAX_ERRORS} more" if len(parts) > _MAX_ERRORS else ""

@@ -27,10 +27,17 @@ fleet.outcome.<run>.<node>      agent       coordinator Outcome              Jet
 fleet.outcome._batch.<worker>   agent       coordinator Batch of Outcome     JetStream
 fleet.submit                    client      coordinator Submit               JetStream
 fleet.run.<run>                 coordinator client      RunUpdate            core
+fleet.client.<client>           coordinator client      RunUpdate            core
 fleet.ctl.<verb>                client      coordinator request/reply        core
 =============================== =========== =========== ==================== =========
 
 ``<verb>`` is one of ``CONTROL_VERBS`` (workers, runs, status, cancel, limit).
+``<client>`` is a client's random id: its one inbox for the updates of every run it
+submitted (``Submit.notify``).
+
+Each kind of subject has one method that builds it and one ``parse_<kind>`` that reads
+its tokens back (a ``SubjectError`` when the subject is not of that kind), so no caller
+splits a subject itself.
 
 JetStream names (prefix upper-cased, ``.`` and ``-`` become ``_``): stream ``FLEET_OUTCOMES``
 over ``fleet.outcome.>``, stream ``FLEET_SUBMISSIONS`` over ``fleet.submit``, KV
@@ -46,6 +53,7 @@ agent W to its own subjects.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -55,6 +63,28 @@ _NOT_TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*")
 
 CONTROL_VERBS = ("workers", "runs", "status", "cancel", "limit")
+WORKER_VERBS = ("assign", "cancel")
+"""What the coordinator sends on ``<prefix>.worker.<worker>.<verb>``."""
+
+# Every subject after the prefix; ``{name}`` stands for one token.
+_TEMPLATES: dict[str, str] = {
+    "register": "agent.register.{worker}",
+    "heartbeat": "agent.heartbeat.{worker}",
+    "deregister": "agent.deregister.{worker}",
+    "ack": "ack.{worker}",
+    "assign": "worker.{worker}.assign",
+    "cancel": "worker.{worker}.cancel",
+    "run_updates": "run.{run}",
+    "client_inbox": "client.{client}",
+    "worker_outcomes": "outcome._batch.{worker}",
+    "outcome": "outcome.{run}.{node}",
+    "submit": "submit",
+    "ctl": "ctl.{verb}",
+}
+
+
+class SubjectError(ValueError):
+    """A subject that is not of the kind its reader expected."""
 
 
 def token(value: str) -> str:
@@ -95,19 +125,71 @@ class Subjects:
                 "lower-case letters, digits and '-', e.g. 'fleet' or 'prod.fleet'"
             )
 
+    # -- building and parsing by template ------------------------------------
+
+    def _build(self, kind: str, **names: str) -> str:
+        rest = _TEMPLATES[kind].format(**{k: token(v) for k, v in names.items()})
+        return f"{self.prefix}.{rest}"
+
+    def _parse(self, kind: str, subject: str) -> tuple[str, ...]:
+        """The tokens standing for ``{name}`` in ``kind``'s template, in order."""
+        head = f"{self.prefix}."
+        parts = subject[len(head) :].split(".") if subject.startswith(head) else []
+        pattern = _TEMPLATES[kind].split(".")
+        found: list[str] = []
+        if len(parts) == len(pattern):
+            for want, got in zip(pattern, parts, strict=True):
+                if want.startswith("{"):
+                    found.append(got)
+                elif want != got:
+                    break
+            else:
+                if all(_TOKEN_RE.fullmatch(t) for t in found):
+                    return tuple(found)
+        raise SubjectError(f"{subject!r} is not a {kind} subject of prefix {self.prefix!r}")
+
+    def _parse_one(self, kind: str, subject: str) -> str:
+        return self._parse(kind, subject)[0]
+
+    def kind_of(self, subject: str) -> str:
+        """Which kind of fleet subject ``subject`` is; SubjectError for none."""
+        for kind in _TEMPLATES:
+            try:
+                self._parse(kind, subject)
+            except SubjectError:
+                continue
+            return kind
+        raise SubjectError(f"{subject!r} is no subject of fleet {self.prefix!r}")
+
     # -- agent -> coordinator (core NATS) ------------------------------------
 
     def register(self, worker: str) -> str:
-        return f"{self.prefix}.agent.register.{token(worker)}"
+        return self._build("register", worker=worker)
+
+    def parse_register(self, subject: str) -> str:
+        """The worker named in a register subject."""
+        return self._parse_one("register", subject)
 
     def heartbeat(self, worker: str) -> str:
-        return f"{self.prefix}.agent.heartbeat.{token(worker)}"
+        return self._build("heartbeat", worker=worker)
+
+    def parse_heartbeat(self, subject: str) -> str:
+        """The worker named in a heartbeat subject."""
+        return self._parse_one("heartbeat", subject)
 
     def deregister(self, worker: str) -> str:
-        return f"{self.prefix}.agent.deregister.{token(worker)}"
+        return self._build("deregister", worker=worker)
+
+    def parse_deregister(self, subject: str) -> str:
+        """The worker named in a deregister subject."""
+        return self._parse_one("deregister", subject)
 
     def ack(self, worker: str) -> str:
-        return f"{self.prefix}.ack.{token(worker)}"
+        return self._build("ack", worker=worker)
+
+    def parse_ack(self, subject: str) -> str:
+        """The worker named in a ack subject."""
+        return self._parse_one("ack", subject)
 
     @property
     def all_registers(self) -> str:
@@ -132,31 +214,67 @@ class Subjects:
     # -- coordinator -> agent (core NATS) ------------------------------------
 
     def assign(self, worker: str) -> str:
-        return f"{self.prefix}.worker.{token(worker)}.assign"
+        return self._build("assign", worker=worker)
+
+    def parse_assign(self, subject: str) -> str:
+        """The worker named in a assign subject."""
+        return self._parse_one("assign", subject)
 
     def cancel(self, worker: str) -> str:
-        return f"{self.prefix}.worker.{token(worker)}.cancel"
+        return self._build("cancel", worker=worker)
+
+    def parse_cancel(self, subject: str) -> str:
+        """The worker named in a cancel subject."""
+        return self._parse_one("cancel", subject)
 
     def worker_inbox(self, worker: str) -> str:
         """Everything addressed to one agent, for a single subscription."""
         return f"{self.prefix}.worker.{token(worker)}.>"
 
+    def parse_worker_inbox(self, subject: str) -> tuple[str, str]:
+        """(worker, verb) of a subject under ``worker_inbox``; verb in ``WORKER_VERBS``."""
+        for verb in WORKER_VERBS:
+            with contextlib.suppress(SubjectError):
+                return self._parse_one(verb, subject), verb
+        raise SubjectError(f"nothing is served on {subject!r}")
+
     # -- coordinator -> clients (core NATS) ----------------------------------
 
     def run_updates(self, run_id: str) -> str:
         """``RunUpdate`` pushes for one run; a client subscribes before it submits."""
-        return f"{self.prefix}.run.{token(run_id)}"
+        return self._build("run_updates", run=run_id)
+
+    def parse_run_updates(self, subject: str) -> str:
+        """The run id of a run's update subject."""
+        return self._parse_one("run_updates", subject)
+
+    def client_inbox(self, client_id: str) -> str:
+        """One client's subject for the updates of all its runs (``Submit.notify``)."""
+        return self._build("client_inbox", client=client_id)
+
+    def parse_client_inbox(self, subject: str) -> str:
+        """The client id of a client inbox."""
+        return self._parse_one("client_inbox", subject)
 
     # -- JetStream -----------------------------------------------------------
 
     def outcome(self, run_id: str, node_id: str) -> str:
-        return f"{self.prefix}.outcome.{token(run_id)}.{token(node_id)}"
+        return self._build("outcome", run=run_id, node=node_id)
+
+    def parse_outcome(self, subject: str) -> tuple[str, str]:
+        """(run id, node id) of one outcome's subject."""
+        run_id, node_id = self._parse("outcome", subject)
+        return run_id, node_id
 
     def worker_outcomes(self, worker: str) -> str:
         """Where an agent stores a ``Batch`` of outcomes that finished together. Under the
         outcome wildcard, so the same stream and consumer take it; a run named ``_batch``
         is harmless since receivers decode single outcomes and batches alike."""
-        return f"{self.prefix}.outcome._batch.{token(worker)}"
+        return self._build("worker_outcomes", worker=worker)
+
+    def parse_worker_outcomes(self, subject: str) -> str:
+        """The worker whose batch of outcomes this subject holds."""
+        return self._parse_one("worker_outcomes", subject)
 
     def run_outcomes(self, run_id: str) -> str:
         return f"{self.prefix}.outcome.{token(run_id)}.*"
@@ -167,7 +285,11 @@ class Subjects:
 
     @property
     def submit(self) -> str:
-        return f"{self.prefix}.submit"
+        return self._build("submit")
+
+    def parse_submit(self, subject: str) -> None:
+        """Nothing to read from the submission subject; SubjectError for another."""
+        self._parse("submit", subject)
 
     @property
     def _upper(self) -> str:
@@ -218,7 +340,14 @@ class Subjects:
     def ctl(self, verb: str) -> str:
         if verb not in CONTROL_VERBS:
             raise ValueError(f"unknown control verb {verb!r}; expected one of {CONTROL_VERBS}")
-        return f"{self.prefix}.ctl.{verb}"
+        return self._build("ctl", verb=verb)
+
+    def parse_ctl(self, subject: str) -> str:
+        """The verb of a control subject; SubjectError for an unknown one."""
+        verb = self._parse_one("ctl", subject)
+        if verb not in CONTROL_VERBS:
+            raise SubjectError(f"unknown control verb {verb!r}; expected one of {CONTROL_VERBS}")
+        return verb
 
     @property
     def all_ctl(self) -> str:

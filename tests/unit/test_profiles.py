@@ -389,3 +389,48 @@ def test_order_never_matters(cpu: float, ram: int, labels: list[str]) -> None:
     assert request_of(f) == ResourceRequest(
         cpu=cpu, ram_mb=ram, required=tuple(sorted(set(map(parse_selector, labels)), key=str))
     )
+
+
+class _CapturingBackend:
+    """Stands in for the coordinator client: keeps the Submit documents the broker sends."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    async def submit_document(self, run_id: str, document: dict[str, Any]) -> Any:
+        self.documents.append(document)
+        return _Handle(run_id)
+
+
+class _Handle:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.done = False
+
+
+@pytest.mark.parametrize("profile_above", [True, False])
+async def test_node_request_and_label_agree_with_a_queue(profile_above: bool) -> None:
+    """A queue selector and a stacked profile give one request: the node's, and the label
+    shipped with the node says exactly the same (it used to lack the queue selector)."""
+    from taskiq_fleet.broker import FleetBroker
+
+    fleet = FleetBroker(nats="in-process")
+    backend = _CapturingBackend()
+    fleet.client = backend  # type: ignore[assignment]
+
+    def work(x: int) -> int:
+        return x
+
+    if profile_above:
+        task = CPUProfile(cpu_units=2)(fleet.task(queue="gpu")(work))
+    else:
+        task = fleet.task(queue="gpu")(CPUProfile(cpu_units=2)(work))
+    await task.kiq(1)
+
+    (node,) = backend.documents[0]["dag"]["nodes"]
+    request = ResourceRequest.model_validate(node["request"])
+    queue = LabelSelector(key=label_keys.QUEUE, op=Op.EQUALS, values=("gpu",))
+    assert request.cpu == 2
+    assert queue in request.required
+    assert request_from_labels(node["labels"]) == request
+    assert request_of(task) == request

@@ -1,0 +1,52 @@
+"""Byte-level helpers of the wire: values as JSON bytes, batches joined without decoding
+their items again, and chunks that stay under NATS' payload limit.
+
+Nothing here knows a message model, so ``protocol`` and ``runs`` both build on it.
+``encode_value`` is the one place a task's return value (or a run's input) becomes JSON
+bytes: the agent calls it once per outcome and carries the bytes to the object store or
+into the outcome's own JSON (``Outcome.with_value_json``), never encoding the value again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pydantic import JsonValue
+
+T = TypeVar("T")
+
+
+def encode_value(value: JsonValue) -> bytes:
+    """Compact, strict JSON (no NaN or infinity, which JSON lacks)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def join_items(kind: str, version: int, encoded: Sequence[bytes]) -> bytes:
+    """``{"type": kind, "version": version, "items": [...]}`` around already encoded items."""
+    head = b'{"type":"%s","version":%d,"items":[' % (kind.encode(), version)
+    return head + b",".join(encoded) + b"]}"
+
+
+def with_field(encoded: bytes, name: str, raw: bytes) -> bytes:
+    """An encoded JSON object with one more field whose value is already JSON ``raw``."""
+    if not encoded.endswith(b"}"):
+        raise ValueError("not an encoded JSON object")
+    comma = b"" if encoded.rstrip(b"}").rstrip().endswith(b"{") else b","
+    return b"%s%s%s:%s}" % (encoded[:-1], comma, json.dumps(name).encode(), raw)
+
+
+def size_chunks(items: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
+    """Consecutive groups of ``items`` whose sizes add up to at most ``limit`` (an item
+    larger than that goes alone): batches that stay under NATS' payload limit."""
+    chunks: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        n = size(item)
+        if chunks[-1] and total + n > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(item)
+        total += n
+    return chunks if chunks[0] else []

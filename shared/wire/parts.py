@@ -1,0 +1,100 @@
+"""What every wire message is made of: the base models (``Part``, ``Versioned``), the
+error a receiver raises (``ProtocolError``), and the small parts several messages share.
+
+``protocol`` re-exports all of it; this module exists to keep each under ~400 lines.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from shared.resources import NonNegInt
+from shared.wire.subjects import token
+
+Token = Annotated[str, AfterValidator(token)]
+Seconds = Annotated[float, Field(gt=0)]
+Epoch = Annotated[float, Field(ge=0)]
+ErrorKind = Literal["json", "type", "version", "invalid"]
+
+
+class ProtocolError(ValueError):
+    """Bytes this process cannot act on; ``kind`` tells a newer peer from garbage in logs."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+
+
+class Part(BaseModel):
+    # allow_inf_nan=False: JSON has no NaN, and pydantic would send it as null.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Versioned(Part):
+    VERSION: ClassVar[int] = 1
+    version: int = Field(default=1, ge=1, strict=True)
+
+    def wire_json(self) -> bytes:
+        """This message as sent (``encode``)."""
+        return self.model_dump_json().encode()
+
+    @model_validator(mode="after")
+    def _spoken_version(self) -> Self:
+        if self.version > self.VERSION:
+            raise ValueError(newer(self.version, self.VERSION))
+        return self
+
+
+def newer(version: int, spoken: int) -> str:
+    return (
+        f"message version {version} is newer than this process speaks (up to {spoken}); "
+        "upgrade taskiq-fleet on this host"
+    )
+
+
+class AttemptRef(Part):
+    """One try of one node; a message about a superseded attempt is ignored."""
+
+    run_id: Token
+    node_id: Token
+    attempt: int = Field(ge=1)
+
+    @property
+    def key(self) -> str:
+        """Stable text id, e.g. for reservations and JetStream de-duplication."""
+        return f"{self.run_id}.{self.node_id}.{self.attempt}"
+
+
+class PayloadRef(Part):
+    """A value too large to travel inline, kept in the payloads object store."""
+
+    name: str = Field(min_length=1)
+    size: NonNegInt
+
+
+class ErrorInfo(Part):
+    type: str = Field(min_length=1)
+    message: str = ""
+    traceback: str = ""
+
+    def clipped(self, limit: int) -> ErrorInfo:
+        """At most about ``limit`` characters of message and traceback together, keeping
+        the head and the tail of each, so a task raising with a huge message still gets an
+        outcome small enough for one NATS message."""
+        if len(self.message) + len(self.traceback) <= limit:
+            return self
+        return self.model_copy(
+            update={
+                "message": _clip(self.message, limit // 2),
+                "traceback": _clip(self.traceback, limit // 2),
+            }
+        )
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters clipped ...]\n{text[-half:]}"
