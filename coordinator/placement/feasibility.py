@@ -1,9 +1,9 @@
 """Why a demand does not fit: one small check per dimension, each with a named reason.
 
-The same checks answer two questions. Against a worker's totals they decide
-feasibility (could it ever run here?); against its free amounts they explain
-"busy" (what is missing right now). Cheap checks come first: labels reject
-most workers in a labelled fleet and cost a dict lookup.
+The same checks answer two questions. Against a shape class's totals they
+decide feasibility (could it ever run here?); against a worker's free amounts
+they explain "busy" (what is missing right now). The order they run in is
+listed once, as ``FEASIBILITY`` in ``stack.py``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,14 @@ class Amounts:
     devices: Sequence[int]
     custom: Mapping[str, int]
     labels: Mapping[str, str]
+    per_host: bool = True
+    """Whether ``labels`` include per-host labels: a worker's do, a shape class's do not."""
 
     @classmethod
     def total(cls, cap: Capacity, labels: Mapping[str, str]) -> Amounts:
-        return cls(cap, cap.cpu, cap.ram, [MILLI] * len(cap.gpu_models), dict(cap.custom), labels)
+        """A shape class's totals; its labels leave out per-host ones (see ``shapes.py``)."""
+        devices = [MILLI] * len(cap.gpu_models)
+        return cls(cap, cap.cpu, cap.ram, devices, dict(cap.custom), labels, per_host=False)
 
 
 Check = Callable[[Amounts, Demand], Rejection | None]
@@ -48,13 +52,12 @@ def _cores(milli: int) -> str:
 
 
 def check_labels(a: Amounts, d: Demand) -> Rejection | None:
-    unmet = [str(s) for s in d.required if not s.matches(a.labels)]
-    return Rejection("labels", f"requires {', '.join(unmet)}") if unmet else None
-
-
-def check_labels_shared(a: Amounts, d: Demand) -> Rejection | None:
-    """Label check for a shape class: selectors on per-host labels are checked per worker."""
-    unmet = [str(s) for s in d.required if not is_unique_label(s.key) and not s.matches(a.labels)]
+    """Required labels; a shape class leaves selectors on per-host labels to the walk."""
+    unmet = [
+        str(s)
+        for s in d.required
+        if (a.per_host or not is_unique_label(s.key)) and not s.matches(a.labels)
+    ]
     return Rejection("labels", f"requires {', '.join(unmet)}") if unmet else None
 
 
@@ -107,26 +110,6 @@ def _model_rejection(cap: Capacity, d: Demand) -> Rejection:
     return Rejection("gpu_mem_mb", f"needs devices with {d.gpu_mem} MB, has {have}")
 
 
-SHAPE_CHECKS: tuple[Check, ...] = (
-    check_labels_shared,
-    check_cpu,
-    check_ram,
-    check_custom,
-    check_gpus,
-)
-"""Feasibility of a shape class, cheapest and most selective first."""
-
-WORKER_CHECKS: tuple[Check, ...] = (check_labels, check_cpu, check_ram, check_custom, check_gpus)
-"""The same for one worker, per-host labels included."""
-
-
-def rejections(a: Amounts, d: Demand, checks: Sequence[Check] = WORKER_CHECKS) -> list[Rejection]:
+def rejections(a: Amounts, d: Demand, checks: Sequence[Check]) -> list[Rejection]:
     """Every dimension that falls short, not only the first: users fix all at once."""
     return [r for check in checks if (r := check(a, d)) is not None]
-
-
-def first_rejection(a: Amounts, d: Demand, checks: Sequence[Check]) -> Rejection | None:
-    for check in checks:
-        if (r := check(a, d)) is not None:
-            return r
-    return None

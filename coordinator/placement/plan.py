@@ -7,10 +7,10 @@ reuses it until a class appears or disappears.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.placement.feasibility import SHAPE_CHECKS, Amounts, Rejection, rejections
+from coordinator.placement.feasibility import Amounts, Check, Rejection, rejections
 from coordinator.placement.policies import Scale
 from coordinator.placement.shapes import Binding, ShapeClass, ShapeKey, is_unique_label
 from coordinator.placement.workers import WorkerState
@@ -37,8 +37,13 @@ def make_plan(
     classes: Mapping[ShapeKey, ShapeClass],
     families: Mapping[ShapeKey, ShapeClass],
     version: int,
+    checks: Sequence[Check],
 ) -> Plan:
-    """Everything about a request that only changes when the set of shapes does."""
+    """Everything about a request that only changes when the set of shapes does.
+
+    Every class goes through all of ``checks`` (every shortfall is reported, not
+    only the first); the classes that pass are grouped by preference.
+    """
     per_host = tuple(s for s in demand.required if is_unique_label(s.key))
     host_prefs = tuple(p for p in demand.preferred if is_unique_label(p.selector.key))
     ranked: dict[tuple[int, int], list[Entry]] = {}
@@ -46,7 +51,7 @@ def make_plan(
     # Labels cannot tell classes of one family apart for a request without selectors.
     labelled = demand.required or demand.preferred
     for cls in (classes if labelled else families).values():
-        missing = rejections(Amounts.total(cls.cap, cls.labels), demand, SHAPE_CHECKS)
+        missing = rejections(Amounts.total(cls.cap, cls.labels), demand, checks)
         if missing:
             rejected.append((cls, missing))
             continue

@@ -5,31 +5,21 @@ feeds it events (a worker advertised, left, reported usage) and asks it for
 decisions (place this request, release that reservation); unit tests and the
 10,000-worker simulator drive it the same way.
 
-A decision is a pipeline, cheapest stage first:
-1. plan (cached per distinct request and pool shape): the request in integer
-   units, the shape classes that pass every feasibility check, grouped by
-   preference (CPU-only work tries non-GPU hosts first, then preferred labels);
-2. walk: the policy bisects each class's free-capacity index and yields a few
-   members that fit now;
-3. rank: the best candidate of the first group that has any wins.
+The pool keeps the books: workers, their shape classes and indexes, and the
+reservations. A decision is the placement stack's (``stack.py``, where every
+stage is listed in the order it runs: feasibility with task routing,
+preference, named hosts, walk, rank, explain); the pool only applies the
+winner.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from coordinator.placement.explain import NEAREST, free_amounts, infeasible, roomiest, short_counts
-from coordinator.placement.feasibility import (
-    WORKER_CHECKS,
-    rejections,
-)
-from coordinator.placement.outcome import Candidate, CannotPlace, Placement, PlaceResult
-from coordinator.placement.plan import Plan, host_weight, make_plan
-from coordinator.placement.policies import Policy, get_policy, leftover
-from coordinator.placement.select import Best, Limits, better, estimate, scan_group
+from coordinator.placement.outcome import CannotPlace, Placement, PlaceResult
+from coordinator.placement.policies import Policy, get_policy
 from coordinator.placement.shapes import (
     ShapeClass,
     ShapeKey,
@@ -38,13 +28,11 @@ from coordinator.placement.shapes import (
     rekey,
     shape_key,
 )
+from coordinator.placement.stack import Stack
 from coordinator.placement.usage import WorkerUsage, usage_of
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
-from shared.labels import Op
 from shared.resources import ResourceRequest, WorkerSpec
-
-_PLAN_CACHE_LIMIT = 4096
 
 
 class ResourceAwareWorkerPool:
@@ -69,8 +57,9 @@ class ResourceAwareWorkerPool:
         self._family_of: dict[str, ShapeClass] = {}
         self._hosts: dict[tuple[str, str], set[str]] = {}
         self._held: dict[Hashable, Placement] = {}
-        self._plans: dict[str, Plan] = {}
-        self._version = 0
+        self._stack = Stack(
+            self._workers, self._classes, self._families, self._class_of, self._hosts
+        )
         self._seq = itertools.count()
         self._keys = itertools.count()
         for spec in workers:
@@ -153,14 +142,12 @@ class ResourceAwareWorkerPool:
         elif key in self._held:
             raise ValueError(f"reservation {key!r} is already held")
         chosen = get_policy(policy or request.policy) if policy or request.policy else self.policy
-        plan = self._plan(request)
-        if not plan.groups:
-            return infeasible(plan.rejected)
-        best = self._choose(plan, chosen)
-        if best is None:
-            return self._busy(plan)
+        found = self._stack.select(request, chosen)
+        if isinstance(found, CannotPlace):
+            return found
+        demand, best = found
         worker = best.worker
-        worker.take(key, plan.demand, best.devices)
+        worker.take(key, demand, best.devices)
         self._reindex(worker, gpu=bool(best.devices))
         placement = Placement(key, worker.name, worker.device_ids(best.devices), request)
         self._held[key] = placement
@@ -171,12 +158,7 @@ class ResourceAwareWorkerPool:
 
         Nothing is reserved: this is the submit-time feasibility check of every DAG node.
         """
-        plan = self._plan(request)
-        if not plan.groups:
-            return infeasible(plan.rejected)
-        if plan.per_host and not self._hosts_exist(plan):
-            return CannotPlace("infeasible", {"labels": len(self._workers)}, ())
-        return None
+        return self._stack.check(request)
 
     def adopt(
         self, name: str, request: ResourceRequest, key: Hashable, gpu_devices: tuple[int, ...]
@@ -264,7 +246,7 @@ class ResourceAwareWorkerPool:
         cls = index.get(key)
         if cls is None:
             cls = index[key] = ShapeClass(key)
-            self._version += 1
+            self._stack.reshaped()
         cls.add(w)
         return cls
 
@@ -272,129 +254,13 @@ class ResourceAwareWorkerPool:
         cls.remove(w)
         if not cls.members:
             del index[cls.key]
-            self._version += 1
+            self._stack.reshaped()
 
     def _reindex(self, worker: WorkerState, gpu: bool) -> None:
         changes = rekey(worker, gpu)
         if changes:
             self._class_of[worker.name].move(worker, changes)
             self._family_of[worker.name].move(worker, changes)
-
-    def _named_hosts(self, plan: Plan) -> list[str] | None:
-        """Workers named by an equals/in selector on a per-host label, or None if none is."""
-        for sel in plan.per_host:
-            if sel.op in (Op.EQUALS, Op.IN):
-                return sorted({n for v in sel.values for n in self._hosts.get((sel.key, v), ())})
-        return None
-
-    def _plan(self, request: ResourceRequest) -> Plan:
-        plan = self._plans.get(request.key)
-        if plan is not None and plan.version == self._version:
-            return plan
-        if len(self._plans) >= _PLAN_CACHE_LIMIT:
-            self._plans.clear()
-        plan = make_plan(Demand.of(request), self._classes, self._families, self._version)
-        self._plans[request.key] = plan
-        return plan
-
-    def _choose(self, plan: Plan, policy: Policy) -> Best | None:
-        """Best candidate of the first preference group that has one.
-
-        Within a group, classes are first ordered by a cheap estimate (how
-        well the first member on each class's binding axis would score) and
-        only the ``policy.classes`` most promising classes that can take the
-        demand are walked in full, so the cost grows with the number of
-        shapes only by one bisect each. Preferences on per-host labels need
-        every fitting member weighed, so they take the slow, exhaustive path.
-        """
-        named = self._named_hosts(plan)
-        if named is not None:
-            return self._choose_named(plan, named)
-        exhaustive = bool(plan.host_prefs)
-        limits = Limits(
-            classes=len(self._classes) if exhaustive else policy.classes,
-            per_walk=len(self._workers) if exhaustive else policy.per_walk,
-            visits=len(self._workers) if exhaustive else policy.visits,
-        )
-        for group in plan.groups:
-            scouted = sorted(
-                (est, n, cls, walks, weight, b)
-                for n, (cls, weight, b) in enumerate(group)
-                if cls.has_room(b)
-                for walks in (policy.walks(cls, b),)
-                if (est := estimate(walks, b, plan.scale.axis(b.axis))) is not None
-            )
-            best, truncated = scan_group(scouted, plan, limits)
-            if best is None and truncated:
-                # Nothing within the visit budget: look at every member before saying busy.
-                unbounded = Limits(limits.classes, limits.per_walk, len(self._workers))
-                best, _ = scan_group(scouted, plan, unbounded)
-            if best is not None:
-                return best
-        return None
-
-    def _choose_named(self, plan: Plan, names: list[str]) -> Best | None:
-        """Requests that name their hosts skip the index: weigh those few hosts directly."""
-        entries = {
-            id(entry[0]): (g, entry) for g, group in enumerate(plan.groups) for entry in group
-        }
-        best: Best | None = None
-        for name in names:
-            worker = self._workers[name]
-            cls = self._class_of[name]
-            found = entries.get(id(cls))
-            if found is None or not all(s.matches(worker.labels) for s in plan.per_host):
-                continue
-            devices = worker.fit(plan.demand)
-            if devices is None:
-                continue
-            group, entry = found
-            weight = entry[1] + host_weight(plan, worker)
-            score = leftover(worker, plan.demand, devices, plan.scale)
-            best = better(best, Best((group, -weight, score, worker.seq), worker, cls, devices))
-        return best
-
-    def _hosts_exist(self, plan: Plan) -> bool:
-        """Whether any worker of a feasible class passes the per-host selectors."""
-        named = self._named_hosts(plan)
-        if named is not None:
-            workers: Iterable[WorkerState] = (self._workers[n] for n in named)
-        else:
-            workers = itertools.chain.from_iterable(
-                entry[0].members.values() for entry in itertools.chain.from_iterable(plan.groups)
-            )
-        feasible = {id(entry[0]) for entry in itertools.chain.from_iterable(plan.groups)}
-        return any(
-            id(self._class_of[w.name]) in feasible
-            and all(s.matches(w.labels) for s in plan.per_host)
-            for w in workers
-        )
-
-    def _busy(self, plan: Plan) -> CannotPlace:
-        """Explain a wait by the workers closest to taking the request.
-
-        Those are the hosts a request names, else the roomiest member (on the
-        binding axis) of the classes with the most room; only they get the
-        detailed, per-dimension text.
-        """
-        demand = plan.demand
-        named = self._named_hosts(plan)
-        if named is not None:
-            closest = [self._workers[n] for n in named[:NEAREST]]
-        else:
-            closest = roomiest(plan)
-        seen = [
-            Candidate(w.name, tuple(rejections(free_amounts(w), demand, WORKER_CHECKS)))
-            for w in closest
-        ]
-        if plan.per_host and not self._hosts_exist(plan):
-            return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen))
-        counts = short_counts(plan)
-        # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
-        sampled = Counter(r.dimension for c in seen for r in c.missing)
-        counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
-        seen.sort(key=lambda c: len(c.missing))
-        return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
 
 
 def _same_devices(
