@@ -75,6 +75,14 @@ def test_the_docstring_lists_the_stages_in_their_order() -> None:
     assert tuple(listed) == stack.STAGES
 
 
+def test_the_architecture_document_lists_the_stages_in_their_order() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Placement pipeline", 1)[1].split("\n## ", 1)[0]
+    assert "placement/stack.py" in section or "`stack.py`" in section
+    listed = re.findall(r"^\d+\. \*\*(\w+)\*\*", section, flags=re.MULTILINE)
+    assert tuple(listed) == stack.STAGES
+
+
 def test_an_explanation_names_every_shortfall_in_check_order() -> None:
     pool = ResourceAwareWorkerPool([{"name": "small", "cpu": 1, "ram_mb": 512}])
     request = ResourceRequest(
