@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -8,10 +9,12 @@ import pytest
 from taskiq import InMemoryBroker
 
 from shared.context import current_attempt, current_gpu_devices
-from shared.resources import ResourceRequest
-from shared.wire.protocol import Assignment, AttemptRef, Outcome
+from shared.resources import ResourceRequest, WorkerSpec
+from shared.wire import codec as wire_codec
+from shared.wire.protocol import Assignment, AttemptRef, Outcome, decode_each
 from tests.unit.executor_tasks import Probe, Recorder, make_broker
 from worker_agent.executor import TaskExecutor, UnknownTask
+from worker_agent.service import Agent, AgentSettings
 
 WORKER = "host-a"
 
@@ -227,3 +230,83 @@ async def test_concurrent_attempts_see_their_own_values(executor: TaskExecutor) 
     assert [o.return_value for o in outs] == [
         {"attempt": n, "gpus": [n], "off_main": True} for n in range(1, 6)
     ]
+
+
+# -- the agent encodes a return value once, from the task's return to the published outcome --
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.put_calls: list[tuple[str, bytes]] = []
+
+    async def put(self, name: str, data: bytes) -> None:
+        self.put_calls.append((name, data))
+
+
+class _JetStream:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, data: bytes, **_: Any) -> None:
+        self.published.append((subject, data))
+
+
+class _Nats:
+    max_payload = 1 << 20
+
+    def __init__(self) -> None:
+        self.js = _JetStream()
+
+    def jetstream(self) -> _JetStream:
+        return self.js
+
+
+def _spaced(value: Any) -> bytes:
+    """An encoding unlike pydantic's compact one: if the outcome re-encoded the value,
+    the published bytes would not contain it."""
+    return json.dumps(value, separators=(", ", ": "), allow_nan=False).encode()
+
+
+@pytest.mark.parametrize("size", [3, 5000])
+async def test_agent_encodes_a_return_value_once(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Small values travel inline, large ones by reference; either way the value becomes
+    JSON bytes once (the counted encoder) and those very bytes are what is sent."""
+    calls: list[Any] = []
+
+    def counting(value: Any) -> bytes:
+        calls.append(value)
+        return _spaced(value)
+
+    monkeypatch.setattr(wire_codec, "encode_value", counting)
+    broker = InMemoryBroker()
+
+    @broker.task(task_name="values")
+    def values(n: int) -> list[int]:
+        return list(range(n))
+
+    agent = Agent(broker, WorkerSpec(name=WORKER, cpu=1), AgentSettings(inline_limit=1000))
+    nats, store = _Nats(), _Store()
+    agent._nc = nats  # type: ignore[assignment]
+    agent._store = store  # type: ignore[assignment]
+    try:
+        outcome = await agent._executor.run(assignment("values", size))
+        await agent._store_outcomes([await agent._externalise(outcome)])
+    finally:
+        agent._executor.close()
+
+    encoded = _spaced(list(range(size)))
+    assert len(calls) == 1
+    ((subject, data),) = nats.js.published
+    sent = decode_each(data, Outcome)[0]
+    assert subject == agent._subjects.outcome("run1", "values")
+    if size == 3:
+        assert store.put_calls == []
+        assert encoded in data
+        assert sent.return_value == list(range(size))
+    else:
+        assert store.put_calls == [(sent.return_ref.name if sent.return_ref else "", encoded)]
+        assert sent.return_value is None
+        assert sent.return_ref is not None
+        assert sent.return_ref.size == len(encoded)
