@@ -26,6 +26,7 @@ PURE_CORE = (
     "coordinator.placement.pool",
     "coordinator.placement.explain",
     "coordinator.placement.policies",
+    "coordinator.placement.stack",
     "coordinator.scheduling.machine",
     "coordinator.scheduling.views",
 )
