@@ -29,7 +29,7 @@ from pydantic import JsonValue
 
 from coordinator.placement.outcome import CannotPlace
 from coordinator.placement.pool import ResourceAwareWorkerPool
-from coordinator.scheduling import feasibility, recovery
+from coordinator.scheduling import feasibility, liveness, recovery
 from coordinator.scheduling.invariants import validate
 from coordinator.scheduling.queue import Group, Key, ReadyQueue
 from coordinator.scheduling.state import (
@@ -92,6 +92,8 @@ class Scheduler:
         """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
         self._infeasible_runs: set[str] = set()
         self._catalog = TaskCatalog()
+        self._listening = liveness.Listening(config.tick)
+        self._departed = liveness.Departed(config.lost_worker_grace)
         self._delayed: list[tuple[float, int, NodeState]] = []
         self._attempts: dict[AttemptRef, NodeState] = {}
         """Every attempt in flight, by the transition table's ``fly`` and ``land`` only."""
@@ -332,6 +334,7 @@ class Scheduler:
         if not info.draining:
             self.pool.remove_worker(name)
         self.out.lost_workers.append((name, reason))
+        self._departed.left(self._catalog.labelled(info.spec, info.tasks), now)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)
             if state is not None:
@@ -361,6 +364,7 @@ class Scheduler:
             if self._settled_at is None:
                 self._settled_at = min(now + 1.5 * interval, self._start_time + self.config.warmup)
             info = self.workers[name] = WorkerInfo(name, spec, started_at, interval, now)
+            self._departed.returned(name)
             info.tasks = tasks
             self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
@@ -401,7 +405,8 @@ class Scheduler:
     def rejected(self, msg: Reject, now: float) -> None:
         """The agent could not take the attempt (full, or the task is unknown there): it is
         placed again, the worker's task set corrected, and after ``max_rejects`` the node
-        fails so one nobody accepts cannot bounce forever."""
+        fails so one nobody accepts cannot bounce forever. One the agent could not decode
+        fails at once: every agent would decode it the same way."""
         state = self._attempts.get(msg.ref)
         if state is None or state.status not in IN_FLIGHT:
             return
@@ -409,7 +414,7 @@ class Scheduler:
         info = self.workers.get(msg.worker)
         if msg.code == "unknown_task" and info is not None and info.tasks is not None:
             self._set_tasks(info, info.tasks - {state.node.task}, now)
-        if state.rejects >= self.config.max_rejects:
+        if state.rejects >= self.config.max_rejects or msg.code == "malformed":
             self._fail(state, ErrorInfo(type="Rejected", message=msg.reason), now)
             return
         state.reason = f"rejected by {msg.worker}: {msg.reason}"
@@ -501,7 +506,12 @@ class Scheduler:
         """Time passed: the only way silent workers, unclaimed restored attempts, ended
         retry delays, run timeouts and infeasibility graces are noticed, and the pass
         that places what became placeable."""
-        self._check_workers(now)
+        paused = self._listening.ticked(now)
+        if paused > 0:
+            self._deaf_for(paused)
+        if not self._listening.suspended:
+            self._check_workers(now)
+        self._departed.expire(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, state = heapq.heappop(self._delayed)
             if state.status == "ready":
@@ -509,6 +519,31 @@ class Scheduler:
                 self._dirty = True
         self._check_runs(now)
         self.schedule(now)
+
+    def suspended(self, now: float) -> None:
+        """The connection to NATS is down: silence means nothing until it is back."""
+        self._listening.suspend(now)
+
+    def resumed(self, now: float) -> None:
+        """The connection is back: the time it was down does not count as silence, and
+        every worker gets at least a fresh grace to be heard from again."""
+        down = self._listening.resume(now)
+        if down <= 0:
+            return
+        cfg, workers = self.config, self.workers
+
+        def floor(name: str) -> float:
+            info = workers.get(name)
+            wait = 0.0 if info is None else cfg.heartbeat_misses * info.interval
+            return now + max(wait, cfg.reconnect_grace)
+
+        self._silences = liveness.shifted(self._silences, down, floor)
+        liveness.shift_attempts(self._attempts.values(), down)
+
+    def _deaf_for(self, pause: float) -> None:
+        """The process was paused: what was silent meanwhile was not heard, not silent."""
+        self._silences = liveness.shifted(self._silences, pause)
+        liveness.shift_attempts(self._attempts.values(), pause)
 
     def _expect(self, info: WorkerInfo) -> None:
         """Note when this worker is lost unless heard from again (a heap, so the check on
@@ -547,7 +582,7 @@ class Scheduler:
             run = self.runs.get(run_id)
             if run is None or run.status != "running" or run.infeasible_since is None:
                 self._infeasible_runs.discard(run_id)
-            elif now - run.infeasible_since >= grace:
+            elif now - run.infeasible_since >= grace and not self._awaits_return(run):
                 self._infeasible_runs.discard(run_id)
                 self._fail_infeasible(run, now)
 
@@ -678,8 +713,16 @@ class Scheduler:
             answer = feasibility.why_infeasible(state, self.workers, self.pool, self._catalog)
             if answer is not None:
                 self._mark_infeasible(run, state, answer, now)
-        if run.infeasible and self.config.infeasible_grace <= 0 and self.settled(now):
+        if (
+            run.infeasible
+            and self.config.infeasible_grace <= 0
+            and self.settled(now)
+            and not self._awaits_return(run)
+        ):
             self._fail_infeasible(run, now)
+
+    def _awaits_return(self, run: RunState) -> bool:
+        return liveness.awaits_return(run, self._departed, self._catalog)
 
     def _mark_infeasible(self, run: RunState, state: NodeState, why: str, now: float) -> None:
         if feasibility.mark(run, state, why, now):

@@ -31,6 +31,16 @@ class SchedulerConfig:
     """A busy node waiting longer than this stops smaller work from backfilling past it."""
     warmup: float = 5.0
     """After ``start``: longest wait for agents to report before "infeasible" is final."""
+    lost_worker_grace: float = 30.0
+    """Work a worker lost less than this long ago could hold waits for it to come back
+    instead of failing as infeasible (work no worker could hold has ``infeasible_grace``)."""
+    reconnect_grace: float = 2.0
+    """After the connection to NATS is back: the least time (besides ``heartbeat_misses``
+    intervals) before any worker can be judged lost, as agents reconnect on their own."""
+    tick: float | None = None
+    """The service's tick interval: a gap between ticks much longer than it is a pause
+    (process stopped, VM stalled), during which no worker's silence counts. None: not
+    judged (tests that jump the clock)."""
 
 
 @dataclass(slots=True)

@@ -573,8 +573,8 @@ def test_a_worker_joining_leaves_a_run_that_failed_infeasible_as_it_ended() -> N
     assert c.view("r1") == ended
 
 
-def test_node_made_infeasible_by_a_lost_worker_fails_after_grace() -> None:
-    c = Cluster(infeasible_grace=5)
+def test_node_made_infeasible_by_a_lost_worker_fails_when_its_return_grace_ends() -> None:
+    c = Cluster(lost_worker_grace=5)
     c.register("gpu", gpus=1, interval=1)
     c.register("cpu")
     c.submit("r1", n("train", gpus=1))

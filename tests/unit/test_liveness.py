@@ -1,0 +1,181 @@
+"""Workers are lost only on silence the coordinator was awake to hear, and work that a
+worker lost moments ago could hold waits for it (coordinator/scheduling/liveness.py).
+
+The scheduler is driven as the service drives it: a tick every 0.1 s (``tick=0.1`` in its
+config), agents beating once a second, three missed beats to be lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tests.unit.test_scheduler import Cluster, lost, n, only
+
+TICK = 0.1
+
+
+def live(**config: object) -> Cluster:
+    return Cluster(tick=TICK, **config)
+
+
+def ticks(
+    c: Cluster, start: float, end: float, *, beating: Iterable[str] = (), every: float = 1.0
+) -> list[tuple[float, str]]:
+    """Tick from ``start`` to ``end`` (inclusive), the ``beating`` workers beating every
+    ``every`` seconds; the workers reported lost, with when."""
+    found: list[tuple[float, str]] = []
+    names = tuple(beating)
+    steps = round((end - start) / TICK)
+    per_beat = round(every / TICK)
+    for i in range(steps + 1):
+        at = round(start + i * TICK, 6)
+        if i % per_beat == 0:
+            for name in names:
+                if name in c.sched.workers:
+                    c.beat(name, at)
+        found += [(at, name) for name in lost(c.tick(at))]
+    return found
+
+
+# -- a paused coordinator ----------------------------------------------------------------------
+
+
+def test_a_pause_between_ticks_does_not_lose_workers_that_beat_right_after() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("w2", interval=1)
+    assert ticks(c, 0, 2, beating=("w1", "w2")) == []
+    c.submit("r1", n("a"), at=2.05)  # submitted just before the process is stopped
+    # SIGSTOP at 2.05 for 8 s: the first tick after SIGCONT comes before the beats that
+    # queued meanwhile are read.
+    d = c.tick(10.1)
+    assert lost(d) == []
+    assert set(c.sched.workers) == {"w1", "w2"}
+    w, a = only(d)
+    c.sched.accepted(a.ref, 10.12)
+    c.beat("w1", 10.15)
+    c.beat("w2", 10.15)
+    assert ticks(c, 10.2, 14, beating=("w1", "w2")) == []
+    c.succeed(a, w, 14.05)
+    assert c.view("r1").status == "succeeded"
+    assert c.node("r1", "a").system_retries == 0
+
+
+def test_a_worker_silent_before_and_after_a_pause_is_lost_after_its_awake_silence() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("silent", interval=1)
+    assert ticks(c, 0, 1, beating=("w1",)) == []  # awake and silent for 1 s
+    assert lost(c.tick(9.0)) == []  # an 8 s pause is not silence
+    found = ticks(c, 9.1, 14, beating=("w1",))
+    assert [name for _, name in found] == ["silent"]
+    at = found[0][0]
+    assert 11.0 <= at <= 11.3, f"lost at {at}: 3 s awake silence is 1 s before and 2 s after"
+
+
+def test_a_worker_silent_for_its_misses_while_awake_is_still_lost() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("silent", interval=1)
+    found = ticks(c, 0, 5, beating=("w1",))
+    assert [name for _, name in found] == ["silent"]
+    assert 3.0 < found[0][0] <= 3.2
+    assert set(c.sched.workers) == {"w1"}
+
+
+# -- a lost connection to NATS -----------------------------------------------------------------
+
+
+def test_a_disconnection_does_not_lose_workers_and_they_get_a_grace_after_it() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("w2", interval=1)
+    assert ticks(c, 0, 1, beating=("w1", "w2")) == []
+    c.sched.suspended(1.05)
+    c.submit("r1", n("a"), at=2.0)
+    assert ticks(c, 1.1, 20) == [], "nothing is heard while disconnected: nothing is lost"
+    assert c.view("r1").status == "running"
+    c.sched.resumed(20.0)
+    # Agents reconnect on their own schedule: w1 is back at once, w2 two seconds later.
+    found = ticks(c, 20.1, 22.5, beating=("w1",))
+    assert found == []
+    assert c.node("r1", "a").status == "placed"
+    assert ticks(c, 22.6, 30, beating=("w1", "w2")) == []
+    assert set(c.sched.workers) == {"w1", "w2"}
+
+
+def test_a_worker_that_never_comes_back_after_a_reconnect_is_lost_after_its_grace() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("gone", interval=1)
+    assert ticks(c, 0, 1, beating=("w1", "gone")) == []
+    c.sched.suspended(1.05)
+    assert ticks(c, 1.1, 5) == []
+    c.sched.resumed(5.0)
+    found = ticks(c, 5.1, 12, beating=("w1",))
+    assert [name for _, name in found] == ["gone"]
+    assert 8.0 < found[0][0] <= 8.2, "three intervals after the reconnect"
+
+
+def test_resuming_a_connection_that_never_dropped_changes_nothing() -> None:
+    c = live()
+    c.register("silent", interval=1)
+    assert ticks(c, 0, 2) == []
+    c.sched.resumed(2.05)
+    found = ticks(c, 2.1, 4)
+    assert [name for _, name in found] == ["silent"]
+    assert 3.0 < found[0][0] <= 3.2
+
+
+# -- work a lost worker could hold -------------------------------------------------------------
+
+
+def test_work_whose_only_able_worker_was_just_lost_waits_and_runs_when_it_returns() -> None:
+    c = live()
+    c.register("gpu", gpus=1, interval=1)
+    c.register("cpu", interval=1)
+    c.submit("r1", n("train", gpus=1))
+    w, _ = only(c.tick(0))
+    assert w == "gpu"
+    found = ticks(c, 0.1, 5, beating=("cpu",))
+    assert [name for _, name in found] == ["gpu"]
+    c.submit("r2", n("embed", gpus=1), at=5.05)  # submitted while the GPU host is gone
+    assert ticks(c, 5.1, 20, beating=("cpu",)) == []
+    for run_id, node in (("r1", "train"), ("r2", "embed")):
+        assert c.view(run_id).status == "running"
+        assert c.node(run_id, node).reason.startswith("infeasible: ")
+    c.register("gpu", at=20, gpus=2, interval=1, started_at=2.0)  # the host restarted
+    placed = c.tick(20.1).assign
+    assert {a.ref.node_id for a in placed["gpu"]} == {"train", "embed"}
+    assert c.view("r1").status == c.view("r2").status == "running"
+
+
+def test_work_a_lost_worker_could_hold_fails_when_the_return_grace_ends() -> None:
+    c = live(lost_worker_grace=10)
+    c.register("gpu", gpus=1, interval=1)
+    c.register("cpu", interval=1)
+    ticks(c, 0, 1, beating=("gpu", "cpu"))
+    found = ticks(c, 1.1, 5, beating=("cpu",))
+    assert [name for _, name in found] == ["gpu"]
+    at = found[0][0]
+    c.submit("r1", n("train", gpus=1), at=at)
+    assert c.view("r1").status == "running"
+    ticks(c, round(at + 0.1, 6), round(at + 9.8, 6), beating=("cpu",))
+    assert c.view("r1").status == "running"
+    ticks(c, round(at + 9.9, 6), round(at + 10.2, 6), beating=("cpu",))
+    view = c.view("r1")
+    assert view.status == "failed"
+    assert view.error.startswith("infeasible: train: ")
+
+
+def test_work_no_worker_ever_could_hold_fails_at_once_even_after_a_loss() -> None:
+    c = live()
+    c.register("small", cpu=2, interval=1)
+    c.register("cpu", cpu=4, interval=1)
+    found = ticks(c, 0, 4, beating=("cpu",))
+    assert [name for _, name in found] == ["small"]
+    c.submit("r1", n("gpu_job", gpus=1), at=4.05)
+    assert c.view("r1").status == "failed"
+    assert c.view("r1").error.startswith("infeasible: gpu_job: ")
+    c.submit("r2", n("huge", cpu=64), at=4.05)
+    assert c.view("r2").status == "failed"
