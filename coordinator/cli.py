@@ -50,6 +50,15 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         "(default: 0, fail at once)",
     )
     parser.add_argument(
+        "--lost-worker-grace",
+        type=number(float, 0, inclusive=True),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long work that a worker lost moments ago could hold waits for it to come "
+        "back before failing as infeasible (default: 30; --infeasible-grace is for work no "
+        "worker could hold)",
+    )
+    parser.add_argument(
         "--max-parallel",
         type=number(int, 1, inclusive=True),
         default=None,
@@ -90,6 +99,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
             scheduler=SchedulerConfig(
                 heartbeat_misses=args.heartbeat_timeout,
                 infeasible_grace=args.infeasible_grace,
+                lost_worker_grace=args.lost_worker_grace,
                 max_parallel=args.max_parallel,
                 system_retries=args.system_retries,
             ),
@@ -110,13 +120,19 @@ async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    coordinator = Coordinator(settings)
     try:
-        nc = await connect(nats, name="fleet-coordinator")
+        nc = await connect(
+            nats,
+            name="fleet-coordinator",
+            disconnected_cb=coordinator.disconnected,
+            reconnected_cb=coordinator.reconnected,
+        )
     except NatsConnectError as exc:
         log.error("cannot connect to NATS", error=str(exc))
         return EXIT_FAILURE
     try:
-        await Coordinator(settings).run(nc, stop)
+        await coordinator.run(nc, stop)
     finally:
         await nc.close()
     log.info("coordinator stopped")

@@ -81,7 +81,8 @@ class Coordinator:
         self.settings = settings
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
-            ResourceAwareWorkerPool(policy=settings.policy), settings.scheduler
+            ResourceAwareWorkerPool(policy=settings.policy),
+            settings.scheduler.ticking(settings.tick),
         )
         self._clock = clock
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -89,6 +90,18 @@ class Coordinator:
         self._store: RunStore | None = None
         self._checkpoints: Checkpointer | None = None
         self.dropped = 0
+
+    # -- NATS connection callbacks -----------------------------------------------------------
+
+    async def disconnected(self) -> None:
+        """No heartbeat can arrive now: silence stops counting until the connection is back."""
+        log.warning("disconnected from NATS; no worker is judged lost until it is back")
+        self.scheduler.suspended(self._clock())
+
+    async def reconnected(self) -> None:
+        """The time it was down is not silence; every worker gets a grace to be heard."""
+        log.info("reconnected to NATS; workers get a grace to be heard from again")
+        self.scheduler.resumed(self._clock())
 
     # -- lifecycle ---------------------------------------------------------------------------
 

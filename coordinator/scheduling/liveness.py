@@ -50,8 +50,9 @@ class Listening:
     def suspended(self) -> bool:
         return self.deaf_since is not None
 
-    def ticked(self, now: float) -> float:
-        """The time since the last tick the coordinator was paused (0 when not)."""
+    def observe(self, now: float) -> float:
+        """The time since it was last given the time (a tick, a heartbeat) that the
+        coordinator was paused (0 when not)."""
         last, self.last_tick = self.last_tick, now
         if self.tick is None or last is None or self.deaf_since is not None:
             return 0.0

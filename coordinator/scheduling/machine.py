@@ -300,6 +300,7 @@ class Scheduler:
         """An agent announces itself (at its start, or again for a restarted coordinator):
         its task set decides what it may be sent, and what it says it runs is the truth
         the scheduler's books are reconciled with."""
+        self._observe(now)
         tasks = frozenset(msg.tasks)
         info = self._worker(
             msg.spec.name, msg.started_at, msg.heartbeat_interval, now, msg.spec, tasks
@@ -314,6 +315,7 @@ class Scheduler:
         """Proof of life and the agent's own list of its attempts: it keeps the worker from
         being lost, lets a draining worker take nothing new, and corrects the books
         (adopt what was lost track of, cancel stale attempts, re-place lost ones)."""
+        self._observe(now)
         info = self._worker(msg.worker, msg.started_at, msg.interval, now, msg.capacity)
         if info is None:
             return
@@ -506,9 +508,7 @@ class Scheduler:
         """Time passed: the only way silent workers, unclaimed restored attempts, ended
         retry delays, run timeouts and infeasibility graces are noticed, and the pass
         that places what became placeable."""
-        paused = self._listening.ticked(now)
-        if paused > 0:
-            self._deaf_for(paused)
+        self._observe(now)
         if not self._listening.suspended:
             self._check_workers(now)
         self._departed.expire(now)
@@ -540,8 +540,12 @@ class Scheduler:
         self._silences = liveness.shifted(self._silences, down, floor)
         liveness.shift_attempts(self._attempts.values(), down)
 
-    def _deaf_for(self, pause: float) -> None:
-        """The process was paused: what was silent meanwhile was not heard, not silent."""
+    def _observe(self, now: float) -> None:
+        """After a pause (the process was stopped), what was silent meanwhile was not heard,
+        not silent: noticed before the first tick or message after it is applied."""
+        pause = self._listening.observe(now)
+        if pause <= 0:
+            return
         self._silences = liveness.shifted(self._silences, pause)
         liveness.shift_attempts(self._attempts.values(), pause)
 

@@ -8,7 +8,7 @@ records hold state, the scheduler owns how it changes.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import JsonValue
 
@@ -41,6 +41,10 @@ class SchedulerConfig:
     """The service's tick interval: a gap between ticks much longer than it is a pause
     (process stopped, VM stalled), during which no worker's silence counts. None: not
     judged (tests that jump the clock)."""
+
+    def ticking(self, tick: float) -> SchedulerConfig:
+        """This configuration for a scheduler ticked every ``tick`` seconds (unless set)."""
+        return self if self.tick is not None else replace(self, tick=tick)
 
 
 @dataclass(slots=True)

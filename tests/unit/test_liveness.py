@@ -61,6 +61,21 @@ def test_a_pause_between_ticks_does_not_lose_workers_that_beat_right_after() -> 
     assert c.node("r1", "a").system_retries == 0
 
 
+def test_a_beat_sent_during_a_pause_does_not_call_an_assignment_lost_in_transit() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.submit("r1", n("a"))
+    w, a = only(c.tick(0))
+    # Stopped right after placing; the agent beat (without the attempt: the assignment
+    # was still in the coordinator's send buffer) and that beat is the first thing read.
+    c.beat(w, 10.0)
+    assert c.tick(10.0).assign == {}
+    node = c.node("r1", "a")
+    assert (node.status, node.attempt, node.system_retries) == ("placed", 1, 0)
+    c.beat(w, 10.5, running=(a.ref,))
+    assert c.node("r1", "a").status == "running"
+
+
 def test_a_worker_silent_before_and_after_a_pause_is_lost_after_its_awake_silence() -> None:
     c = live()
     c.register("w1", interval=1)
