@@ -224,8 +224,8 @@ class Ledger:
             self.live_ram -= hold.ram
         for slot, milli in devices:
             self.free_dev[slot] -= milli
-        for name, amount in hold.custom:
-            self.free_custom[name] -= amount
+        for name, amount in hold.custom:  # adopted work may hold what is not advertised
+            self.free_custom[name] = self.free_custom.get(name, 0) - amount
         self.held[key] = hold
         return hold
 

@@ -16,11 +16,12 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from shared.resources import ResourceRequest
 from shared.wire import label_keys
 from shared.wire.protocol import Part, Token
+from shared.wire.values import Value
 
 OnError = Literal["stop", "continue"]
 
@@ -116,8 +117,8 @@ def priority_from_labels(labels: Mapping[str, Any]) -> int:
 class Node(Part):
     id: Token
     task: str = Field(min_length=1)
-    args: tuple[JsonValue, ...] = ()
-    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    args: tuple[Value, ...] = ()
+    kwargs: dict[str, Value] = Field(default_factory=dict)
     inputs: dict[str, str | tuple[str, ...]] = Field(default_factory=dict)
     """Keyword parameter -> name of an upstream output or of an external input, or a
     tuple of names: the parameter then receives the list of their values (a map's results)."""
@@ -128,7 +129,7 @@ class Node(Part):
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = Field(default=None, gt=0)
     priority: int = 0
-    labels: dict[str, JsonValue] = Field(default_factory=dict)
+    labels: dict[str, Value] = Field(default_factory=dict)
 
     def input_names(self) -> list[tuple[str, str]]:
         """(parameter, name) for every name an input refers to, lists flattened."""

@@ -32,6 +32,7 @@ from shared.resources import ResourceRequest
 from shared.wire import label_keys
 from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import token
+from shared.wire.values import depth_error
 from taskiq_fleet import limits
 from taskiq_fleet.backend import Backend, Handle
 from taskiq_fleet.batching import Batch, BatchConfig, BatchQueue, member_result
@@ -357,7 +358,13 @@ class FleetBroker(AsyncBroker):
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
     ) -> Node:
         """The one node of a kiq: the task's template with this kiq's arguments, and its
-        labels stating the node's request exactly (``labels_with_request``)."""
+        labels stating the node's request exactly (``labels_with_request``). The arguments
+        are not validated again, but their depth is bounded here, in ``kiq``, as the
+        coordinator would refuse them."""
+        for value in (*args, *kwargs.values()):
+            why = depth_error(value)
+            if why is not None:
+                raise ValueError(f"{task_name}: an argument's {why}")
         template, label = self._template(task_name, labels)
         return template.model_copy(
             update={

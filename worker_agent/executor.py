@@ -37,6 +37,7 @@ from shared.context import PipelineContext, attempt_var, context_parameter, gpu_
 from shared.wire import codec as wire_codec
 from shared.wire import label_keys
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
+from shared.wire.values import depth_error
 
 __all__ = ["AttemptCancelled", "TaskExecutor", "UnknownTask"]
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class TaskExecutor:
             error = None  # NoResultError: the task chose not to return a value
             try:
                 value, data = _encoded(result.return_value)
-            except (PydanticSerializationError, TypeError, ValueError) as exc:
+            except (PydanticSerializationError, TypeError, ValueError, RecursionError) as exc:
                 status, error = "failed", ErrorInfo(type="UnserializableResult", message=str(exc))
         outcome = Outcome(
             ref=assignment.ref,
@@ -267,6 +268,9 @@ def _encoded(value: Any) -> tuple[JsonValue, bytes | None]:
     converted: JsonValue = to_jsonable_python(value)
     if converted is None:
         return None, None
+    why = depth_error(converted)
+    if why is not None:
+        raise ValueError(f"the return {why}")
     return converted, wire_codec.encode_value(converted)
 
 

@@ -83,8 +83,8 @@ class ResourceAwareWorkerPool:
     def update_worker(self, spec: WorkerSpec | Mapping[str, Any]) -> list[Placement]:
         """Replace a worker's advertised totals and labels, keeping its reservations.
 
-        Reservations on GPU devices that disappeared cannot be kept: they are
-        released and returned so the caller can place that work again.
+        Reservations on GPU devices or custom resources that disappeared cannot be
+        kept: they are released and returned so the caller can place that work again.
         Shrunk CPU or RAM may leave the worker over-committed; it then takes
         nothing new until enough is released.
         """
@@ -98,7 +98,7 @@ class ResourceAwareWorkerPool:
         for key, placement in kept.items():
             demand = Demand.of(placement.request)
             devices = _same_devices(old, worker, old.held[key].devices, demand)
-            if devices is None:
+            if devices is None or any(not worker.cap.custom_amount(n) for n, _ in demand.custom):
                 del self._held[key]
                 evicted.append(placement)
             else:

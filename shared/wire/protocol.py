@@ -65,6 +65,7 @@ from shared.wire.parts import (
     newer as newer,
 )
 from shared.wire.subjects import token
+from shared.wire.values import Value
 
 RejectCode = Literal["capacity", "labels", "unknown_task", "draining", "malformed"]
 Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
@@ -144,10 +145,10 @@ class Assignment(Versioned):
     type: Literal["assign"] = "assign"
     ref: AttemptRef
     task_name: str = Field(min_length=1)
-    args: tuple[JsonValue, ...] = ()
-    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    args: tuple[Value, ...] = ()
+    kwargs: dict[str, Value] = Field(default_factory=dict)
     arg_refs: dict[str, PayloadRef] = Field(default_factory=dict)
-    labels: dict[str, JsonValue] = Field(default_factory=dict)
+    labels: dict[str, Value] = Field(default_factory=dict)
     request: ResourceRequest
     gpu_devices: tuple[NonNegInt, ...] = ()
     timeout: Seconds | None = None
@@ -219,7 +220,7 @@ class Outcome(Versioned):
     ref: AttemptRef
     worker: Token
     status: Status
-    return_value: JsonValue = None
+    return_value: Value = None
     return_ref: PayloadRef | None = None
     error: ErrorInfo | None = None
     started_at: Epoch
@@ -361,7 +362,7 @@ def _diagnose(
     """Name the first thing wrong, from the outside in: JSON, type, version, fields."""
     try:
         obj = json.loads(data)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, RecursionError) as err:
         return ProtocolError("json", f"not a JSON message: {err}")
     if not isinstance(obj, dict):
         return ProtocolError("json", f"a message is a JSON object, got {type(obj).__name__}")

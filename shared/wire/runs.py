@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, JsonValue, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from shared.dag import Dag, RunOptions, check_inputs
 from shared.resources import WorkerSpec
@@ -29,6 +29,7 @@ from shared.wire.protocol import (
     Versioned,
     decode_model,
 )
+from shared.wire.values import Value
 
 NodeStatus = Literal[
     "pending", "ready", "placed", "running", "succeeded", "failed", "cancelled", "skipped"
@@ -45,7 +46,7 @@ class Submit(Versioned):
     run_id: Token
     name: str = ""
     dag: Dag
-    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    inputs: dict[str, Value] = Field(default_factory=dict)
     input_refs: dict[str, PayloadRef] = Field(default_factory=dict)
     options: RunOptions = RunOptions()
     submitted_at: Epoch = 0.0
@@ -116,7 +117,7 @@ def _items(data: bytes) -> list[object]:
     """The JSON items of a message that did not validate as a whole."""
     try:
         obj = json.loads(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ProtocolError("json", f"not a JSON message: {exc}") from None
     if not isinstance(obj, dict) or obj.get("type") != "submit_batch":
         return [obj]
@@ -174,7 +175,7 @@ class RunView(Part):
     submitted_at: Epoch = 0.0
     finished_at: Epoch | None = None
     nodes: tuple[NodeView, ...] = ()
-    outputs: dict[str, JsonValue] = Field(default_factory=dict)
+    outputs: dict[str, Value] = Field(default_factory=dict)
     output_refs: dict[str, PayloadRef] = Field(default_factory=dict)
     error: str = ""
 

@@ -75,6 +75,18 @@ async def nan() -> float:
     return float("nan")
 
 
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def deep() -> object:
+    """A return value json can encode but the wire refuses: deeper than its bound."""
+    return nested(100)
+
+
 async def scaled(x: int, factor: Annotated[int, TaskiqDepends(_scale)]) -> int:
     return x * factor
 
@@ -107,6 +119,7 @@ PLAIN_TASKS: dict[str, Callable[..., Any]] = {
     "labels": labels,
     "whoami": whoami,
     "sync_whoami": sync_whoami,
+    "deep": deep,
 }
 
 

@@ -1011,3 +1011,26 @@ def test_adopted_gpu_work_without_its_devices_still_holds_a_device() -> None:
     placed(pool.place(req(cpu=1, gpus=0.5), key="share"))
     pool.release("running")
     assert pool.usage("g").devices[0].free == pytest.approx(0.5)
+
+
+def test_a_custom_resource_that_disappears_evicts_what_held_it() -> None:
+    """An agent restarted without ``--resources licenses=2`` re-advertises under its name:
+    the work holding a license is returned to be placed again (it raised KeyError)."""
+    pool = ResourceAwareWorkerPool(
+        workers=[{"name": "w", "cpu": 4, "ram_mb": 4096, "resources": {"licenses": 2}}]
+    )
+    held = placed(pool.place(req(cpu=1, resources={"licenses": 1}), key="lic"))
+    plain = placed(pool.place(req(cpu=1), key="plain"))
+    spec = {"name": "w", "cpu": 8, "ram_mb": 4096, "resources": {"licenses": 2}}
+    assert pool.update_worker(spec) == []  # still advertised: kept
+    evicted = pool.update_worker({"name": "w", "cpu": 4, "ram_mb": 4096})
+    assert evicted == [held]
+    assert [p.key for p in pool.reservations()] == [plain.key]
+    refused(pool.place(req(cpu=1, resources={"licenses": 1})), "infeasible")
+
+
+def test_adopting_work_that_holds_an_unadvertised_resource_is_accounted() -> None:
+    pool = ResourceAwareWorkerPool(workers=[{"name": "w", "cpu": 4, "ram_mb": 4096}])
+    pool.adopt("w", req(cpu=1, resources={"licenses": 1}), "old", ())
+    pool.release("old")
+    assert pool.usage("w").cpu_free == 4

@@ -1,0 +1,54 @@
+"""The run store on a real JetStream: a record nobody can read is set aside, never fatal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from coordinator.store import RunStore
+from shared.dag import Dag, Node
+from shared.wire.runs import RunView, Submit
+from shared.wire.subjects import Subjects
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+def deep_record(run_id: str, depth: int) -> bytes:
+    """What a coordinator before the depth bound stored for a deep argument."""
+    submit = Submit(run_id=run_id, dag=Dag(nodes=(Node(id="a", task="t", kwargs={"x": 0}),)))
+    view = RunView(run_id=run_id)
+    record = b'{"submit":' + submit.model_dump_json().encode() + b',"view":'
+    record += view.model_dump_json().encode() + b"}"
+    deep = b"[" * depth + b"1" + b"]" * depth
+    return record.replace(b'{"x":0}', b'{"x":' + deep + b"}")
+
+
+async def test_unreadable_live_records_are_set_aside_with_their_reason(nc: Client) -> None:
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    good = Submit(run_id="good", dag=Dag(nodes=(Node(id="a", task="t"),)))
+    await store.save(good, RunView(run_id="good"))
+    kv = await nc.jetstream().key_value(Subjects().runs_bucket)
+    await kv.put("live.deep", deep_record("deep", 200))
+    await kv.put("live.junk", b"{not json")
+
+    live = await store.live()
+
+    assert [r.view.run_id for r in live] == ["good"]
+    for run_id, raw in (("deep", deep_record("deep", 200)), ("junk", b"{not json")):
+        view = await store.view(run_id)
+        assert view is not None
+        assert view.status == "failed"
+        assert "could not read this run's stored record" in view.error
+        assert (await kv.get(f"aside.{run_id}")).value == raw
+    assert [r.view.run_id for r in await store.live()] == ["good"]  # a second start too
+    assert {v.run_id for v in await store.recent(10)} == {"deep", "junk"}
