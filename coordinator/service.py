@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from coordinator import authority
 from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control
 from coordinator.placement.pool import ResourceAwareWorkerPool
@@ -49,8 +50,8 @@ from shared.wire.protocol import (
     join_encoded,
     size_chunks,
 )
-from shared.wire.runs import Refused, RunUpdate, RunView, parse_submits
-from shared.wire.subjects import Subjects, token
+from shared.wire.runs import Refused, RunUpdate, RunView, Submit, parse_submits
+from shared.wire.subjects import SubjectError, Subjects, token
 
 log = structlog.get_logger(__name__)
 
@@ -145,11 +146,17 @@ class Coordinator:
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
         self.scheduler.start(now)
-        live = await store.live()
-        for stored in live:
-            self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
+        resumed = []
+        for stored in await store.live():
+            try:
+                self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
+            except Exception as exc:  # one bad record must not stop every start
+                raw = stored.model_dump_json().encode()
+                await store.set_aside(stored.view.run_id, raw, f"{type(exc).__name__}: {exc}")
+                continue
+            resumed.append(stored.view.run_id)
         assert self._checkpoints is not None
-        self._checkpoints.restored([stored.view.run_id for stored in live])
+        self._checkpoints.restored(resumed)
         if self.scheduler.runs:
             log.info("resumed runs", runs=sorted(self.scheduler.runs))
 
@@ -159,7 +166,7 @@ class Coordinator:
     # -- inputs ------------------------------------------------------------------------------
 
     async def _on_core(self, msg: Msg) -> None:
-        self._queue.put_nowait(("core", msg.data, None))
+        self._queue.put_nowait(("core", msg, None))  # the subject names the sender
 
     async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
         """A durable push consumer: messages arrive as soon as they are stored (a pull's
@@ -173,7 +180,7 @@ class Coordinator:
         )
 
         async def deliver(msg: Msg) -> None:
-            self._queue.put_nowait((kind, msg.data, msg))
+            self._queue.put_nowait((kind, msg, msg))
 
         return await js.subscribe(
             subject,
@@ -230,10 +237,11 @@ class Coordinator:
         assert self._checkpoints is not None
         self._checkpoints.mark(decisions.changed, decisions.finished, acks)
 
-    async def _submissions(self, payload: bytes, now: float) -> set[str]:
+    async def _submissions(self, payload: Msg, now: float) -> set[str]:
         """Apply the submissions in one message; returns the runs it names."""
         runs: set[str] = set()
-        for item in parse_submits(payload):
+        for parsed in parse_submits(payload.data):
+            item = parsed if isinstance(parsed, Refused) else self._notify_checked(parsed)
             if isinstance(item, Refused):
                 self.dropped += 1
                 log.warning("refused a submission", run=item.run_id or None, error=item.error)
@@ -243,16 +251,27 @@ class Coordinator:
             runs.add(item.run_id)
         return runs
 
+    def _notify_checked(self, submit: Submit) -> Submit | Refused:
+        """The coordinator publishes a run's updates on ``notify``: only a client inbox may
+        be named there, or a client could make it publish on an agent's subjects."""
+        notify = submit.notify
+        if notify is None:
+            return submit
+        try:
+            self.subjects.parse_client_inbox(notify)
+        except SubjectError:
+            inbox = f"{self.subjects.prefix}.client.<id>"
+            error = f"notify {notify!r} is not a client inbox ({inbox})"
+            return Refused(submit.run_id, None, error)
+        return submit
+
     def _event(self, kind: str, payload: Any, now: float) -> set[str]:
         """Apply one event; returns the runs an acknowledgement must wait for."""
         sched = self.scheduler
         if kind == "outcome":
-            outcomes = decode_each(payload, Outcome)
-            for outcome in outcomes:
-                sched.outcome(outcome, now)
-            return {o.ref.run_id for o in outcomes}
+            return self._outcomes(payload, now)
         elif kind == "core":
-            self._core(decode(payload), now)
+            self._core(payload.subject, decode(payload.data), now)
         elif kind == "cancel":
             run_id, reason = payload
             sched.cancel_run(run_id, reason, now)
@@ -261,38 +280,76 @@ class Coordinator:
             sched.set_max_parallel(payload)
         return set()
 
-    def _core(self, msg: MessageModel, now: float) -> None:
+    def _outcomes(self, msg: Msg, now: float) -> set[str]:
+        """Apply the outcomes stored on one agent's subject that are that agent's to
+        report (``authority.outcome_refusal``); returns the runs they name."""
         sched = self.scheduler
+        try:
+            sender = self.subjects.parse_outcome_sender(msg.subject)
+        except SubjectError as exc:
+            raise ProtocolError("type", str(exc)) from None
+        outcomes = decode_each(msg.data, Outcome)
+        settled = sched.settled(now)
+        for outcome in outcomes:
+            held = authority.holding(sched, outcome.ref)
+            why = authority.outcome_refusal(sender, outcome, held, settled)
+            if why is not None:
+                self._unauthorised(msg.subject, why)
+                continue
+            sched.outcome(outcome, now)
+        return {o.ref.run_id for o in outcomes}
+
+    def _unauthorised(self, subject: str, why: str) -> None:
+        self.dropped += 1
+        log.warning("dropped a message its sender may not send", subject=subject, reason=why)
+
+    def _core(self, subject: str, msg: MessageModel, now: float) -> None:
+        """Control traffic from the agent its subject names, and only what that agent may
+        say (``authority.control_refusal``, ``authority.answer_refusal``)."""
+        try:
+            kind, sender = self.subjects.parse_sender(subject)
+        except SubjectError as exc:
+            raise ProtocolError("type", str(exc)) from None
         for item in msg.items if isinstance(msg, Batch) else (msg,):
-            if isinstance(item, Heartbeat):
-                sched.heartbeat(item, now)
-            elif isinstance(item, Register):
-                log.info(
-                    "worker registered",
-                    worker=item.worker,
-                    cpu=item.spec.cpu,
-                    ram_mb=item.spec.ram_mb,
-                    gpus=len(item.spec.gpus),
-                )
-                sched.register(item, now)
-            elif isinstance(item, Accept):
-                sched.accepted(item.ref, now)
-            elif isinstance(item, Reject):
-                log.warning(
-                    "assignment rejected",
-                    worker=item.worker,
-                    run=item.ref.run_id,
-                    node=item.ref.node_id,
-                    attempt=item.ref.attempt,
-                    code=item.code,
-                    reason=item.reason,
-                )
-                sched.rejected(item, now)
-            elif isinstance(item, Deregister):
-                log.info("worker left", worker=item.worker, reason=item.reason)
-                sched.worker_left(item.worker, "deregistered", now)
+            why = authority.control_refusal(kind, sender, item)
+            if why is None and isinstance(item, Accept | Reject):
+                why = authority.answer_refusal(sender, authority.holding(self.scheduler, item.ref))
+            if why is not None:
+                self._unauthorised(subject, why)
             else:
-                raise ProtocolError("type", f"a {item.type!r} message is not for the coordinator")
+                self._control(item, now)
+
+    def _control(self, item: MessageModel, now: float) -> None:
+        sched = self.scheduler
+        if isinstance(item, Heartbeat):
+            sched.heartbeat(item, now)
+        elif isinstance(item, Register):
+            log.info(
+                "worker registered",
+                worker=item.worker,
+                cpu=item.spec.cpu,
+                ram_mb=item.spec.ram_mb,
+                gpus=len(item.spec.gpus),
+            )
+            sched.register(item, now)
+        elif isinstance(item, Accept):
+            sched.accepted(item.ref, now)
+        elif isinstance(item, Reject):
+            log.warning(
+                "assignment rejected",
+                worker=item.worker,
+                run=item.ref.run_id,
+                node=item.ref.node_id,
+                attempt=item.ref.attempt,
+                code=item.code,
+                reason=item.reason,
+            )
+            sched.rejected(item, now)
+        elif isinstance(item, Deregister):
+            log.info("worker left", worker=item.worker, reason=item.reason)
+            sched.worker_left(item.worker, "deregistered", now)
+        else:
+            raise ProtocolError("type", f"a {item.type!r} message is not for the coordinator")
 
     async def _refuse(self, run_id: str, error: str, notify: str | None = None) -> None:
         """Tell the submitter why, on its run's subject (and its inbox), if the run id can

@@ -242,7 +242,9 @@ class CoordinatorClient:
             data = encode_value(value)
             if len(data) > self._inline_limit:
                 store = await payload_store(self.nc.jetstream(), self.subjects)
-                refs[key] = await save_value(store, f"{run_id}.in.{key}", data)
+                # a fresh name: replacing an object needs a purge, which clients may not do
+                name = f"{run_id}.in.{key}.{uuid.uuid4().hex[:16]}"
+                refs[key] = await save_value(store, name, data)
             else:
                 inline[key] = value
         return inline, refs

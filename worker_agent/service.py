@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from shared.jetstream import (
 )
 from shared.resources import WorkerSpec
 from shared.version import __version__
+from shared.wire.batches import Bad, decode_apart
 from shared.wire.protocol import (
     Accept,
     Assignment,
@@ -231,7 +233,8 @@ class Agent:
         try:
             kind = self._verb(msg.subject)
             if kind == "assign":
-                await self._on_assignments(decode_each(msg.data, Assignment))
+                good, bad = decode_apart(msg.data, Assignment)
+                await self._on_assignments(tuple(good), self._refuse_malformed(bad))
             else:
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
@@ -255,9 +258,24 @@ class Agent:
             raise ProtocolError("type", f"{subject!r} is addressed to another worker")
         return verb
 
-    async def _on_assignments(self, assignments: tuple[Assignment, ...]) -> None:
-        acks = [self._admit(a) for a in assignments]
-        await self._publish(self._subjects.ack(self.name), encode_each(acks))
+    async def _on_assignments(
+        self, assignments: tuple[Assignment, ...], refused: Sequence[Reject] = ()
+    ) -> None:
+        acks = [*refused, *(self._admit(a) for a in assignments)]
+        if acks:
+            await self._publish(self._subjects.ack(self.name), encode_each(acks))
+
+    def _refuse_malformed(self, bad: list[Bad]) -> list[Reject]:
+        """An assignment that did not decode is refused by its attempt, so its run learns
+        why at once; one whose attempt cannot be read is only counted and logged."""
+        refused = []
+        for ref, error in bad:
+            self.dropped += 1
+            log.warning("refused a malformed assignment", kind=error.kind, error=str(error))
+            if ref is not None:
+                reason = f"malformed assignment: {error}"
+                refused.append(Reject(ref=ref, worker=self.name, code="malformed", reason=reason))
+        return refused
 
     def _admit(self, a: Assignment) -> Accept | Reject:
         if a.ref in self._attempts:  # a re-sent assignment: same answer, not a second run
@@ -342,7 +360,10 @@ class Agent:
         limit = min(self.settings.inline_limit, self._nc.max_payload - 64 * 1024)
         if len(data) <= limit:
             return outcome
-        ref = await save_value(await self._payloads(), f"{outcome.ref.key}.out", data)
+        # A name never used before: replacing an object needs a purge, which agents may not
+        # do (deploy/nats/accounts.conf), and a second run of one attempt must not fail.
+        name = f"{outcome.ref.key}.{secrets.token_hex(8)}.out"
+        ref = await save_value(await self._payloads(), name, data)
         return outcome.model_copy(update={"return_value": None, "return_ref": ref})
 
     async def _store_outcomes(self, outcomes: list[Outcome]) -> None:
@@ -359,7 +380,7 @@ class Agent:
         restarted and sent it again) has other timestamps, so its outcome is not dropped."""
         if len(chunk) == 1:
             ref = chunk[0][0].ref
-            subject = self._subjects.outcome(ref.run_id, ref.node_id)
+            subject = self._subjects.outcome(self.name, ref.run_id, ref.node_id)
         else:
             subject = self._subjects.worker_outcomes(self.name)
         data = join_encoded([d for _, d in chunk])

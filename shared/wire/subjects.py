@@ -14,22 +14,22 @@ hostname; it is lossy, so it is never applied to ids received from elsewhere.
 
 With the default prefix ``fleet``:
 
-=============================== =========== =========== ==================== =========
-subject                         publisher   subscriber  message(s)           transport
-=============================== =========== =========== ==================== =========
-fleet.agent.register.<worker>   agent       coordinator Register             core
-fleet.agent.heartbeat.<worker>  agent       coordinator Heartbeat            core
-fleet.agent.deregister.<worker> agent       coordinator Deregister           core
-fleet.worker.<worker>.assign    coordinator agent       Assignment (Batch)   core
-fleet.worker.<worker>.cancel    coordinator agent       Cancel (Batch)       core
-fleet.ack.<worker>              agent       coordinator Accept, Reject       core
-fleet.outcome.<run>.<node>      agent       coordinator Outcome              JetStream
-fleet.outcome._batch.<worker>   agent       coordinator Batch of Outcome     JetStream
-fleet.submit                    client      coordinator Submit               JetStream
-fleet.run.<run>                 coordinator client      RunUpdate            core
-fleet.client.<client>           coordinator client      RunUpdate            core
-fleet.ctl.<verb>                client      coordinator request/reply        core
-=============================== =========== =========== ==================== =========
+==================================== =========== =========== ==================== =========
+subject                              publisher   subscriber  message(s)           transport
+==================================== =========== =========== ==================== =========
+fleet.agent.register.<worker>        agent       coordinator Register             core
+fleet.agent.heartbeat.<worker>       agent       coordinator Heartbeat            core
+fleet.agent.deregister.<worker>      agent       coordinator Deregister           core
+fleet.worker.<worker>.assign         coordinator agent       Assignment (Batch)   core
+fleet.worker.<worker>.cancel         coordinator agent       Cancel (Batch)       core
+fleet.ack.<worker>                   agent       coordinator Accept, Reject       core
+fleet.outcome.<worker>.<run>.<node>  agent       coordinator Outcome              JetStream
+fleet.outcome.<worker>._batch        agent       coordinator Batch of Outcome     JetStream
+fleet.submit                         client      coordinator Submit               JetStream
+fleet.run.<run>                      coordinator client      RunUpdate            core
+fleet.client.<client>                coordinator client      RunUpdate            core
+fleet.ctl.<verb>                     client      coordinator request/reply        core
+==================================== =========== =========== ==================== =========
 
 ``<verb>`` is one of ``CONTROL_VERBS`` (workers, runs, status, cancel, limit).
 ``<client>`` is a client's random id: its one inbox for the updates of every run it
@@ -45,10 +45,14 @@ buckets ``FLEET_RUNS`` (key: run id) and ``FLEET_NODES`` (key: ``<run>.<node>``,
 so ``<run>.*`` watches one run), object store ``FLEET_PAYLOADS`` for large
 arguments and return values.
 
-Every subject an agent publishes on names its worker (except outcomes, which
-JetStream stores per run and node so a finished run can be purged with one
-filter), so a NATS permission ``fleet.agent.*.W`` / ``fleet.ack.W`` confines
-agent W to its own subjects.
+Every subject an agent publishes on names its worker, outcomes included, in a
+fixed position: ``agent_publish(W)`` lists the patterns (``fleet.agent.*.W``,
+``fleet.ack.W``, ``fleet.outcome.W.>``) a NATS permission confines agent W to,
+and ``agent_subscribe(W)`` what it may receive. The coordinator reads the worker
+back (``parse_sender``, ``parse_outcome_sender``) and drops a message whose
+content names another worker (``coordinator/authority.py``). A finished run's
+outcomes are still one filter away: ``run_outcomes(run)`` is
+``fleet.outcome.*.<run>.*``.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*")
 
 CONTROL_VERBS = ("workers", "runs", "status", "cancel", "limit")
 WORKER_VERBS = ("assign", "cancel")
+AGENT_KINDS = ("register", "heartbeat", "deregister", "ack")
+"""The control subjects an agent sends on, each ``...<worker>``."""
 """What the coordinator sends on ``<prefix>.worker.<worker>.<verb>``."""
 
 # Every subject after the prefix; ``{name}`` stands for one token.
@@ -76,8 +82,8 @@ _TEMPLATES: dict[str, str] = {
     "cancel": "worker.{worker}.cancel",
     "run_updates": "run.{run}",
     "client_inbox": "client.{client}",
-    "worker_outcomes": "outcome._batch.{worker}",
-    "outcome": "outcome.{run}.{node}",
+    "worker_outcomes": "outcome.{worker}._batch",
+    "outcome": "outcome.{worker}.{run}.{node}",
     "submit": "submit",
     "ctl": "ctl.{verb}",
 }
@@ -203,6 +209,24 @@ class Subjects:
     def all_deregisters(self) -> str:
         return f"{self.prefix}.agent.deregister.*"
 
+    def parse_sender(self, subject: str) -> tuple[str, str]:
+        """(kind, worker) of a subject an agent sends control traffic on: kind is one of
+        ``AGENT_KINDS`` (register, heartbeat, deregister, ack)."""
+        for kind in AGENT_KINDS:
+            with contextlib.suppress(SubjectError):
+                return kind, self._parse_one(kind, subject)
+        raise SubjectError(f"{subject!r} is no agent subject of prefix {self.prefix!r}")
+
+    def agent_publish(self, worker: str) -> tuple[str, ...]:
+        """The fleet subjects agent ``worker`` may publish on (NATS patterns): its own name
+        is in each, so a permission with these confines it to speaking for itself."""
+        w = token(worker)
+        return (f"{self.prefix}.agent.*.{w}", self.ack(w), f"{self.prefix}.outcome.{w}.>")
+
+    def agent_subscribe(self, worker: str) -> tuple[str, ...]:
+        """The fleet subjects agent ``worker`` may receive on: its own inbox only."""
+        return (self.worker_inbox(worker),)
+
     @property
     def all_agent_events(self) -> str:
         return f"{self.prefix}.agent.>"
@@ -258,26 +282,36 @@ class Subjects:
 
     # -- JetStream -----------------------------------------------------------
 
-    def outcome(self, run_id: str, node_id: str) -> str:
-        return self._build("outcome", run=run_id, node=node_id)
+    def outcome(self, worker: str, run_id: str, node_id: str) -> str:
+        """Where agent ``worker`` stores the one outcome of an attempt of ``run_id``'s node."""
+        return self._build("outcome", worker=worker, run=run_id, node=node_id)
 
-    def parse_outcome(self, subject: str) -> tuple[str, str]:
-        """(run id, node id) of one outcome's subject."""
-        run_id, node_id = self._parse("outcome", subject)
-        return run_id, node_id
+    def parse_outcome(self, subject: str) -> tuple[str, str, str]:
+        """(worker, run id, node id) of one outcome's subject."""
+        worker, run_id, node_id = self._parse("outcome", subject)
+        return worker, run_id, node_id
 
     def worker_outcomes(self, worker: str) -> str:
         """Where an agent stores a ``Batch`` of outcomes that finished together. Under the
-        outcome wildcard, so the same stream and consumer take it; a run named ``_batch``
-        is harmless since receivers decode single outcomes and batches alike."""
+        outcome wildcard, so the same stream and consumer take it; one token shorter than
+        a single outcome's subject, so the two never collide."""
         return self._build("worker_outcomes", worker=worker)
 
     def parse_worker_outcomes(self, subject: str) -> str:
         """The worker whose batch of outcomes this subject holds."""
         return self._parse_one("worker_outcomes", subject)
 
+    def parse_outcome_sender(self, subject: str) -> str:
+        """The worker named by an outcome subject of either kind (one, or a batch)."""
+        with contextlib.suppress(SubjectError):
+            return self.parse_outcome(subject)[0]
+        with contextlib.suppress(SubjectError):
+            return self.parse_worker_outcomes(subject)
+        raise SubjectError(f"{subject!r} is no outcome subject of prefix {self.prefix!r}")
+
     def run_outcomes(self, run_id: str) -> str:
-        return f"{self.prefix}.outcome.{token(run_id)}.*"
+        """Every single outcome of one run, whichever worker stored it."""
+        return f"{self.prefix}.outcome.*.{token(run_id)}.*"
 
     @property
     def all_outcomes(self) -> str:

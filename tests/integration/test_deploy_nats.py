@@ -24,10 +24,16 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.connection import NatsConnectError, NatsSettings, connect
+from shared.jetstream import load_value, payload_store, save_value
+from shared.resources import WorkerSpec
+from shared.wire.protocol import AttemptRef, Deregister, Outcome, Register, encode
+from shared.wire.runs import RunUpdate, Submit
+from shared.wire.subjects import Subjects
 from taskiq_fleet import CoordinatorClient, Dag, FleetError, Node, WorkerView
 from tests.natsserver import NatsServer, find_nats_server, free_port
 from tests.processes import ROOT, FleetProcess, agent, coordinator
@@ -445,3 +451,175 @@ async def test_the_cluster_configs_form_a_cluster_that_carries_the_fleet(
         await nc.close()
     fleet.close()
     assert fleet.violations() == []
+
+
+# -- hostile peers: an agent or client password reaches no further than its own role ----------
+
+OTHER_AGENTS_SUBJECTS = (
+    "fleet.outcome.a2.some-run.some-node",
+    "fleet.outcome.a2._batch",
+    "fleet.outcome.some-run.some-node",  # an outcome naming no worker at all
+    "fleet.agent.register.a2",
+    "fleet.agent.heartbeat.a2",
+    "fleet.agent.deregister.a2",
+)
+
+
+async def refused(fleet: Fleet, url: str, user: str, send: Any) -> list[str]:
+    """What the server refused ``user`` while ``send(nc)`` ran (its error callback)."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await connect(fleet.settings(url, user), name="rogue", error_cb=on_error)
+    try:
+        await send(nc)
+        await nc.flush(timeout=TIMEOUT)
+        async with asyncio.timeout(REFUSAL_WITHIN):
+            while not errors:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the rest of the refusals, if several
+        assert nc.is_connected
+    finally:
+        await nc.close()
+    return errors
+
+
+@pytest.mark.parametrize("subject", OTHER_AGENTS_SUBJECTS)
+async def test_an_agent_cannot_publish_on_another_agents_subjects(
+    fleet: Fleet, server: NatsServer, subject: str
+) -> None:
+    async def send(nc: Any) -> None:
+        await nc.publish(subject, b"{}")
+
+    errors = await refused(fleet, server.url, "agent-a1", send)
+    assert errors == [f'nats: permissions violation for publish to "{subject.lower()}"']
+
+
+def sleeping_dag(seconds: float) -> Dag:
+    return Dag(
+        nodes=(Node(id="nap", task="sleep_for", kwargs={"seconds": seconds}, outputs=("s",)),)
+    )
+
+
+async def running_on(run: Any, worker: str) -> AttemptRef:
+    """The attempt of node ``nap`` once it runs on ``worker`` (asked every 50 ms)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            try:
+                view = (await run.status()).node("nap")
+            except FleetError:  # submitted, not yet applied by the coordinator
+                await asyncio.sleep(0.05)
+                continue
+            if view.status == "running" and view.worker == worker:
+                return AttemptRef(run_id=run.run_id, node_id="nap", attempt=view.attempt)
+            await asyncio.sleep(0.05)
+
+
+async def test_the_coordinator_believes_the_subject_not_the_message(
+    fleet: Fleet, server: NatsServer
+) -> None:
+    """With agent a1's own password and only a1's subjects: a deregistration of a2, a ghost
+    worker with 1,000 CPUs, and outcomes for the attempt a2 runs (one naming a2, one
+    naming a1) are all dropped by the coordinator, logged, and change nothing."""
+    fleet.coordinator(server.url)
+    fleet.agent(server.url, "a2")
+    s = Subjects()
+    async with await fleet.client(server.url) as client:
+        await ready(client, 1, fleet)
+        run = await client.submit(sleeping_dag(3.0), {})
+        ref = await running_on(run, "a2")
+        ghost = Register(
+            spec=WorkerSpec(name="ghost", cpu=1000, ram_mb=1 << 20),
+            agent_version="forged",
+            pid=1,
+            started_at=1.0,
+            heartbeat_interval=1.0,
+        )
+        forged = [
+            Outcome(
+                ref=ref,
+                worker=w,
+                status="succeeded",
+                return_value="forged",
+                started_at=1,
+                finished_at=2,
+            )
+            for w in ("a2", "a1")
+        ]
+        rogue = await connect(fleet.settings(server.url, "agent-a1"), name="rogue")
+        try:
+            await rogue.publish(s.deregister("a1"), encode(Deregister(worker="a2", reason="x")))
+            await rogue.publish(s.register("a1"), encode(ghost))
+            js = rogue.jetstream()
+            for outcome in forged:  # s.outcome("a1", ...), spelt out as a deployment sees it
+                await js.publish(f"fleet.outcome.a1.{ref.run_id}.nap", encode(outcome))
+            await rogue.flush(timeout=TIMEOUT)
+        finally:
+            await rogue.close()
+
+        assert (await run.result(timeout=TIMEOUT)) == {"s": 3.0}
+        assert [w.spec.name for w in await client.workers()] == ["a2"]
+    logged = fleet.logs()
+    assert logged.count("dropped a message its sender may not send") == 4, logged[-4000:]
+    assert "Traceback" not in logged
+    assert "worker left" not in logged
+
+
+@pytest.mark.parametrize("user", ["client", "agent-a1"])
+async def test_neither_clients_nor_agents_can_purge_or_delete_the_payload_store(
+    fleet: Fleet, server: NatsServer, user: str
+) -> None:
+    s = Subjects()
+    owner = await connect(fleet.settings(server.url, "coordinator"))
+    try:
+        store = await payload_store(owner.jetstream(), s)
+        ref = await save_value(store, "finished-run.out", b'"kept"')
+    finally:
+        await owner.close()
+    stream = f"OBJ_{s.payloads_bucket}"
+
+    async def send(nc: Any) -> None:
+        for api_call in ("STREAM.PURGE", "STREAM.DELETE", "STREAM.MSG.DELETE"):
+            await nc.publish(f"$JS.API.{api_call}.{stream}", b"{}")
+
+    errors = await refused(fleet, server.url, user, send)
+    for api_call in ("stream.purge", "stream.delete", "stream.msg.delete"):
+        subject = f"$js.api.{api_call}.{stream.lower()}"
+        assert f'nats: permissions violation for publish to "{subject}"' in errors, errors
+
+    reader = await connect(fleet.settings(server.url, user))
+    try:
+        store = await payload_store(reader.jetstream(), s)
+        assert await load_value(store, ref) == "kept"
+    finally:
+        await reader.close()
+
+
+async def test_a_submission_notifying_an_agents_subject_is_refused(
+    fleet: Fleet, server: NatsServer
+) -> None:
+    fleet.coordinator(server.url)
+    s = Subjects()
+    async with await fleet.client(server.url) as client:
+        await ready(client, 0, fleet)
+    nc = await connect(fleet.settings(server.url, "client"))
+    try:
+        updates: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_update(msg: Any) -> None:
+            updates.put_nowait(msg.data)
+
+        await nc.subscribe(s.run_updates("hostile-notify"), cb=on_update)
+        submit = Submit(run_id="hostile-notify", dag=sleeping_dag(0.1), notify=s.assign("a1"))
+        await nc.jetstream().publish(s.submit, encode(submit))
+        update = RunUpdate.model_validate_json(await asyncio.wait_for(updates.get(), TIMEOUT))
+    finally:
+        await nc.close()
+    assert update.status == "failed"
+    assert update.run is not None
+    assert update.run.error == (
+        "submission refused: notify 'fleet.worker.a1.assign' is not a client inbox "
+        "(fleet.client.<id>)"
+    )

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from shared.connection import settings_from_args
-from shared.wire.subjects import token
+from shared.wire.subjects import Subjects, token
 from taskiq_fleet.cli import build_parser
 from worker_agent.inventory import parse_gpu_spec, parse_headroom, parse_labels
 
@@ -493,6 +493,65 @@ def test_compose_agents_have_nats_users() -> None:
     for name, svc in agent_services(compose).items():
         user = service_env(svc)["FLEET_NATS_USER"]
         assert user in users, f"{name} logs in as {user}, which {rel(ACCOUNTS)} does not define"
+
+
+AGENT_USERS = DEPLOY / "nats" / "agent-users.sh"
+
+
+def agent_users(*names: str, prefix: str = "fleet") -> str:
+    env = {**os.environ, "FLEET_PREFIX": prefix}
+    result = subprocess.run(
+        ["sh", str(AGENT_USERS), *names], capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout
+
+
+def allowed(block: str, direction: str) -> list[str]:
+    """The subjects of one user's ``<direction> = { allow = [...] }``."""
+    found = re.search(rf"{direction}\s*=\s*{{\s*allow\s*=\s*\[(.*?)\]", block, re.S)
+    assert found, direction
+    return re.findall(r'"([^"]+)"', found.group(1))
+
+
+def test_agent_users_in_accounts_conf_are_what_the_script_prints() -> None:
+    """One block per agent (nats-server has no permission templates for config users);
+    the script makes them, so the three examples cannot drift apart."""
+    text = ACCOUNTS.read_text()
+    names = re.findall(r"\buser\s*:\s*agent-([\w-]+)", text)
+    assert names == ["a1", "a2", "a3"]
+    assert agent_users(*names) in text
+
+
+@pytest.mark.parametrize("prefix", ["fleet", "prod.fleet-2"])
+def test_an_agent_user_may_publish_only_on_subjects_naming_it(prefix: str) -> None:
+    s = Subjects(prefix)
+    publish = allowed(agent_users("gpu-1", prefix=prefix), "publish")
+    fleet_subjects = [p for p in publish if p.startswith(f"{prefix}.")]
+    assert tuple(fleet_subjects) == s.agent_publish("gpu-1")
+    assert allowed(agent_users("gpu-1", prefix=prefix), "subscribe") == [
+        *s.agent_subscribe("gpu-1"),
+        "_INBOX.>",
+    ]
+    upper = s.payloads_bucket.removesuffix("_PAYLOADS")
+    assert {p for p in publish if p.startswith("$") and upper not in p} == {"$JS.API.STREAM.NAMES"}
+
+
+def test_the_script_refuses_a_name_that_is_no_worker_name() -> None:
+    result = subprocess.run(
+        ["sh", str(AGENT_USERS), "a.b"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "not a worker name" in result.stderr
+
+
+def test_no_agent_or_client_may_purge_or_delete_the_payload_store() -> None:
+    text = ACCOUNTS.read_text()
+    client = text[text.index("CLIENT_PERMISSIONS = {") : text.index("accounts {")]
+    blocks = [client, *re.split(r"\buser\s*:\s*agent-", text)[1:]]
+    for block in blocks:
+        for subject in allowed(block, "publish"):
+            assert not re.search(r"PURGE|DELETE", subject), subject
+            assert not subject.startswith("$JS.API.>"), subject
 
 
 # -- systemd -----------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ async def test_pydantic_return_value_is_dumped(executor: TaskExecutor) -> None:
     assert out.return_value == {"x": 1, "y": 2}
 
 
-@pytest.mark.parametrize("task", ["opaque", "nan"])
+@pytest.mark.parametrize("task", ["opaque", "nan", "deep"])
 async def test_unserializable_result_fails(executor: TaskExecutor, task: str) -> None:
     out = await executor.run(assignment(task))
     assert out.status == "failed"
@@ -109,6 +109,8 @@ async def test_unserializable_result_fails(executor: TaskExecutor, task: str) ->
     assert out.error is not None
     assert out.error.type == "UnserializableResult"
     assert out.error.message
+    if task == "deep":
+        assert "nested more than 64 levels" in out.error.message
 
 
 async def test_exception_becomes_failed_outcome(executor: TaskExecutor, recorder: Recorder) -> None:
@@ -300,7 +302,7 @@ async def test_agent_encodes_a_return_value_once(
     assert len(calls) == 1
     ((subject, data),) = nats.js.published
     sent = decode_each(data, Outcome)[0]
-    assert subject == agent._subjects.outcome("run1", "values")
+    assert subject == agent._subjects.outcome(WORKER, "run1", "values")
     if size == 3:
         assert store.put_calls == []
         assert encoded in data

@@ -543,8 +543,9 @@ def test_default_subjects() -> None:
     assert s.cancel("w1") == "fleet.worker.w1.cancel"
     assert s.worker_inbox("w1") == "fleet.worker.w1.>"
     assert s.ack("w1") == "fleet.ack.w1"
-    assert s.outcome("r1", "n1") == "fleet.outcome.r1.n1"
-    assert s.run_outcomes("r1") == "fleet.outcome.r1.*"
+    assert s.outcome("w1", "r1", "n1") == "fleet.outcome.w1.r1.n1"
+    assert s.worker_outcomes("w1") == "fleet.outcome.w1._batch"
+    assert s.run_outcomes("r1") == "fleet.outcome.*.r1.*"
     assert s.submit == "fleet.submit"
     assert s.ctl("workers") == "fleet.ctl.workers"
     assert s.all_heartbeats == "fleet.agent.heartbeat.*"
@@ -639,7 +640,8 @@ def all_subjects(s: Subjects, worker: str, run: str, node: str) -> dict[str, str
         "assign": s.assign(worker),
         "cancel": s.cancel(worker),
         "ack": s.ack(worker),
-        "outcome": s.outcome(run, node),
+        "outcome": s.outcome(worker, run, node),
+        "worker_outcomes": s.worker_outcomes(worker),
         "submit": s.submit,
         **{f"ctl.{verb}": s.ctl(verb) for verb in ("workers", "runs", "status", "cancel")},
     }
@@ -651,7 +653,7 @@ WILDCARDS = {
     "all_deregisters": {"deregister"},
     "all_agent_events": {"register", "heartbeat", "deregister"},
     "all_acks": {"ack"},
-    "all_outcomes": {"outcome"},
+    "all_outcomes": {"outcome", "worker_outcomes"},
     "all_ctl": {"ctl.workers", "ctl.runs", "ctl.status", "ctl.cancel"},
 }
 
@@ -672,7 +674,7 @@ def test_wildcards_catch_exactly_their_kind(worker: str, run: str, node: str) ->
 def identity(kind: str, worker: str, run: str, node: str) -> tuple[str, ...]:
     """The part of the ids a subject of this kind is built from."""
     if kind == "outcome":
-        return (run, node)
+        return (worker, run, node)
     if kind == "submit" or kind.startswith("ctl."):
         return ()
     return (worker,)
@@ -691,8 +693,8 @@ def test_no_two_subjects_collide(a: tuple[str, str, str], b: tuple[str, str, str
 def test_no_wildcard_leaks_into_another_worker() -> None:
     s = Subjects()
     assert not matches(s.worker_inbox("w1"), s.assign("w10"))
-    assert not matches(s.run_outcomes("r1"), s.outcome("r10", "n"))
-    assert not matches(s.run_outcomes("r"), s.outcome("r-x", "n"))
+    assert not matches(s.run_outcomes("r1"), s.outcome("w", "r10", "n"))
+    assert not matches(s.run_outcomes("r"), s.outcome("w", "r-x", "n"))
 
 
 def test_other_prefix_never_overlaps() -> None:

@@ -22,9 +22,28 @@ from shared.wire.protocol import (
     size_chunks as protocol_size_chunks,
 )
 from shared.wire.runs import Refused, Submit, SubmitBatch, batch_of_submits, parse_submits
-from shared.wire.subjects import CONTROL_VERBS, SubjectError, Subjects
+from shared.wire.subjects import (
+    AGENT_KINDS,
+    CONTROL_VERBS,
+    WORKER_VERBS,
+    SubjectError,
+    Subjects,
+)
 
 PREFIXES = ["fleet", "prod.fleet-2"]
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard semantics: '*' is one token, '>' one or more trailing tokens."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(got) > i
+        if i >= len(got) or part not in ("*", got[i]):
+            return False
+    return len(want) == len(got)
+
+
 WORKER_KINDS = ["register", "heartbeat", "deregister", "ack", "assign", "cancel"]
 
 
@@ -40,7 +59,7 @@ def test_worker_subjects_parse_back(prefix: str, kind: str) -> None:
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_other_subjects_parse_back(prefix: str) -> None:
     s = Subjects(prefix)
-    assert s.parse_outcome(s.outcome("run1", "node-a")) == ("run1", "node-a")
+    assert s.parse_outcome(s.outcome("w1", "run1", "node-a")) == ("w1", "run1", "node-a")
     assert s.parse_run_updates(s.run_updates("run1")) == "run1"
     assert s.parse_client_inbox(s.client_inbox("c0ffee")) == "c0ffee"
     assert s.kind_of(s.client_inbox("c0ffee")) == "client_inbox"
@@ -75,6 +94,58 @@ def test_parse_refuses_unknown_verbs_and_foreign_subjects() -> None:
         s.parse_worker_inbox("fleet.worker.w.explode")
     with pytest.raises(SubjectError):
         s.kind_of("elsewhere.submit")
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_every_subject_an_agent_publishes_on_names_it(prefix: str) -> None:
+    """Outcomes too: one subject kind per message an agent sends, its worker read back,
+    and only its own name matched by the permissions ``agent_publish`` lists."""
+    s = Subjects(prefix)
+    sent = {kind: getattr(s, kind)("a1") for kind in AGENT_KINDS}
+    for kind, subject in sent.items():
+        assert s.parse_sender(subject) == (kind, "a1")
+    outcomes = [s.outcome("a1", "run1", "node-a"), s.worker_outcomes("a1")]
+    for subject in outcomes:
+        assert s.parse_outcome_sender(subject) == "a1"
+    assert s.kind_of(outcomes[0]) == "outcome"
+    assert s.kind_of(outcomes[1]) == "worker_outcomes"
+    mine = s.agent_publish("a1")
+    for subject in [*sent.values(), *outcomes]:
+        assert any(matches(pattern, subject) for pattern in mine), subject
+        other = subject.replace(".a1", ".a2")
+        assert not any(matches(pattern, other) for pattern in mine), other
+        assert matches(s.all_outcomes, subject) == (subject in outcomes)
+    assert all(matches(s.agent_subscribe("a1")[0], getattr(s, v)("a1")) for v in WORKER_VERBS)
+    assert not matches(s.agent_subscribe("a1")[0], s.assign("a2"))
+
+
+def test_run_outcomes_catch_one_run_from_any_worker() -> None:
+    s = Subjects()
+    assert s.run_outcomes("r1") == "fleet.outcome.*.r1.*"
+    assert matches(s.run_outcomes("r1"), s.outcome("a2", "r1", "n"))
+    assert not matches(s.run_outcomes("r1"), s.outcome("r1", "r10", "n"))
+    assert not matches(s.run_outcomes("r1"), s.worker_outcomes("r1"))
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "fleet.outcome.r1.n1",  # before the worker was in it: one token short
+        "fleet.outcome._batch.a1",  # the batch subject before the worker came first
+        "fleet.agent.register.a1",
+        "fleet.outcome.a1.r1.n1.x",
+    ],
+)
+def test_outcome_sender_refuses_other_subjects(subject: str) -> None:
+    with pytest.raises(SubjectError):
+        Subjects().parse_outcome_sender(subject)
+
+
+def test_parse_sender_refuses_what_no_agent_sends() -> None:
+    with pytest.raises(SubjectError):
+        Subjects().parse_sender("fleet.worker.a1.assign")
+    with pytest.raises(SubjectError):
+        Subjects().parse_sender("fleet.submit")
 
 
 def test_client_inbox_is_a_valid_notify_subject() -> None:
