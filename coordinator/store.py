@@ -14,13 +14,15 @@ in JetStream fill that gap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
 import structlog
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from shared.wire.protocol import Part
@@ -28,6 +30,11 @@ from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import Subjects, token
 
 HISTORY_TTL = 7 * 24 * 3600.0
+SCAN_BATCH = 1000
+SCAN_TIMEOUT = 5.0
+SCAN_IDLE = 60.0
+"""An abandoned scan's consumer (its coordinator died mid-read) goes after this long."""
+MARKER = "Nats-Marker-Reason"
 log = structlog.get_logger(__name__)
 
 
@@ -66,8 +73,11 @@ def read_live(key: str, raw: bytes) -> StoredRun | Unreadable:
 
 
 class RunStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
+        self._js = js
         self._kv = kv
+        self._stream = f"KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
 
     @classmethod
     async def open(cls, js: JetStreamContext, subjects: Subjects) -> RunStore:
@@ -77,7 +87,7 @@ class RunStore:
             kv = await js.create_key_value(
                 api.KeyValueConfig(bucket=subjects.runs_bucket, ttl=HISTORY_TTL, history=1)
             )
-        return cls(kv)
+        return cls(js, kv, subjects.runs_bucket)
 
     async def save(self, submit: Submit, view: RunView, had_live: bool = True) -> None:
         """The final record of a finished run (removing its live one, if it had one), or
@@ -156,19 +166,41 @@ class RunStore:
         return views
 
     async def _scan_items(self, pattern: str) -> list[tuple[str, bytes]]:
-        """Keys and current values matching a subject pattern (nats-py's ``keys(filters=)``
-        matches substrings, and would need one more request per key)."""
-        watcher = await self._kv.watch(pattern, ignore_deletes=True)
-        items = []
+        """Keys and current values matching a subject pattern, complete by construction: a
+        pull consumer is made (nothing delivered yet, so its pending count is exact) and
+        read until a message says nothing is pending after it. (nats-py's watcher can
+        signal "no more" before the last value when deletes are in the stream.)"""
+        return [(key, raw) for key, raw, _ in await self._read(pattern, 0)]
+
+    async def _read(
+        self, pattern: str, start: int, stop: int | None = None
+    ) -> list[tuple[str, bytes, int]]:
+        """(key, value, sequence) of the current values of keys matching ``pattern`` stored
+        at sequence ``start`` or later (``0``: all), and before ``stop`` if given; deleted
+        keys are left out."""
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE
+            if start
+            else api.DeliverPolicy.LAST_PER_SUBJECT,
+            opt_start_seq=start or None,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=SCAN_IDLE,
+            mem_storage=True,
+        )
+        sub = await self._js.pull_subscribe(
+            self._prefix + pattern, stream=self._stream, config=config
+        )
         try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    items.append((entry.key, entry.value))
+            pending = (await sub.consumer_info()).num_pending or 0
+            return await _drain(sub, pending, self._prefix, stop)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return items
+            await self._drop(sub)
+
+    async def _drop(self, sub: JetStreamContext.PullSubscription) -> None:
+        with contextlib.suppress(Exception):
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await self._js.delete_consumer(self._stream, name)
 
     async def _get(self, key: str) -> bytes | None:
         try:
@@ -176,3 +208,27 @@ class RunStore:
         except KeyNotFoundError:
             return None
         return entry.value
+
+
+def _is_value(msg: Msg) -> bool:
+    """A stored value, not a delete or purge marker (nor a server's expiry marker)."""
+    headers = msg.headers or {}
+    if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or MARKER in headers:
+        return False
+    return bool(msg.data)
+
+
+async def _drain(
+    sub: JetStreamContext.PullSubscription, pending: int, prefix: str, stop: int | None
+) -> list[tuple[str, bytes, int]]:
+    """Fetch until no message is pending after the last one (or one at ``stop``)."""
+    found: list[tuple[str, bytes, int]] = []
+    while pending > 0:
+        for msg in await sub.fetch(min(pending, SCAN_BATCH), timeout=SCAN_TIMEOUT):
+            meta = msg.metadata
+            pending = meta.num_pending
+            if stop is not None and meta.sequence.stream >= stop:
+                return found
+            if _is_value(msg):
+                found.append((msg.subject.removeprefix(prefix), msg.data, meta.sequence.stream))
+    return found

@@ -52,3 +52,28 @@ async def test_unreadable_live_records_are_set_aside_with_their_reason(nc: Clien
         assert (await kv.get(f"aside.{run_id}")).value == raw
     assert [r.view.run_id for r in await store.live()] == ["good"]  # a second start too
     assert {v.run_id for v in await store.recent(10)} == {"deep", "junk"}
+
+
+def submit_of(run_id: str) -> Submit:
+    return Submit(run_id=run_id, dag=Dag(nodes=(Node(id="a", task="t"),)))
+
+
+async def test_every_restart_scan_finds_the_one_live_run_among_deleted_ones(nc: Client) -> None:
+    """A scan that stops early leaves a run hanging for ever: with hundreds of finished
+    runs (deleted live records) and tombstones written by hand, every one of 400 scans
+    must find exactly the live run."""
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    kv = await nc.jetstream().key_value(Subjects().runs_bucket)
+    for n in range(220):
+        run_id = f"old-{n}"
+        await store.save(submit_of(run_id), RunView(run_id=run_id))
+        await store.save(submit_of(run_id), RunView(run_id=run_id, status="succeeded"))
+    await store.save(submit_of("alive"), RunView(run_id="alive"))
+    for n in range(100):
+        await kv.put(f"live.gone-{n}", b"x")
+        await kv.delete(f"live.gone-{n}")
+
+    found = [[r.view.run_id for r in await store.live()] for _ in range(400)]
+
+    missed = [n for n, ids in enumerate(found) if ids != ["alive"]]
+    assert missed == [], f"{len(missed)} of 400 scans did not find exactly the live run"
