@@ -238,18 +238,45 @@ class Coordinator:
         self._checkpoints.mark(decisions.changed, decisions.finished, acks)
 
     async def _submissions(self, payload: Msg, now: float) -> set[str]:
-        """Apply the submissions in one message; returns the runs it names."""
+        """Apply the submissions in one message; returns the runs it names. A run id that
+        already finished (its final record is still stored) is not run again: the
+        submitter gets that run's final view, even after a restart."""
         runs: set[str] = set()
-        for parsed in parse_submits(payload.data):
-            item = parsed if isinstance(parsed, Refused) else self._notify_checked(parsed)
+        items = [
+            parsed if isinstance(parsed, Refused) else self._notify_checked(parsed)
+            for parsed in parse_submits(payload.data)
+        ]
+        finished = await self._finished_before(items)
+        for item in items:
             if isinstance(item, Refused):
                 self.dropped += 1
                 log.warning("refused a submission", run=item.run_id or None, error=item.error)
                 await self._refuse(item.run_id, item.error, item.notify)
-                continue
-            self.scheduler.submit(item, now)
-            runs.add(item.run_id)
+            elif item.run_id in finished:
+                await self._answer_finished(item, finished[item.run_id])
+            else:
+                self.scheduler.submit(item, now)
+                runs.add(item.run_id)
         return runs
+
+    async def _finished_before(self, items: list[Submit | Refused]) -> dict[str, RunView]:
+        """The stored final views of the submitted run ids the scheduler does not hold."""
+        unknown = {
+            i.run_id for i in items if isinstance(i, Submit) and i.run_id not in self.scheduler.runs
+        }
+        if self._store is None or not unknown:
+            return {}
+        return await self._store.finished(sorted(unknown))
+
+    async def _answer_finished(self, submit: Submit, view: RunView) -> None:
+        """A finished run's id submitted again: its end, as it was pushed when it ended."""
+        log.info("submission of a finished run not run again", run=submit.run_id)
+        data = encode(RunUpdate(run_id=view.run_id, status=view.status, run=view))
+        await self._client().publish(
+            submit.notify or self.subjects.run_updates(submit.run_id), data
+        )
+        if submit.notify:
+            await self._client().publish(self.subjects.run_updates(submit.run_id), data)
 
     def _notify_checked(self, submit: Submit) -> Submit | Refused:
         """The coordinator publishes a run's updates on ``notify``: only a client inbox may

@@ -154,6 +154,17 @@ class RunStore:
         live = await self._get(_live(run_id))
         return None if live is None else StoredRun.model_validate_json(live).view
 
+    async def finished(self, run_ids: list[str]) -> dict[str, RunView]:
+        """The final views of those runs that already finished (and are still retained):
+        one KV get each, concurrently. A record that does not decode still says the run
+        ended, so it comes back as a failed view rather than letting the id run again."""
+        raws = await asyncio.gather(*(self._get(_done(r)) for r in run_ids))
+        found: dict[str, RunView] = {}
+        for run_id, raw in zip(run_ids, raws, strict=True):
+            if raw is not None:
+                found[run_id] = _final_view(run_id, raw)
+        return found
+
     async def recent(self, limit: int) -> list[RunView]:
         """The last ``limit`` finished runs; a record that does not decode is skipped."""
         values = [raw for _, raw in await self._scan_items("done.*")]
@@ -208,6 +219,14 @@ class RunStore:
         except KeyNotFoundError:
             return None
         return entry.value
+
+
+def _final_view(run_id: str, raw: bytes) -> RunView:
+    try:
+        return RunView.model_validate_json(raw)
+    except (ValidationError, ValueError, RecursionError) as exc:
+        error = f"this run already ended; its stored record is unreadable: {exc}"[:500]
+        return RunView(run_id=run_id, status="failed", error=error)
 
 
 def _is_value(msg: Msg) -> bool:
