@@ -16,6 +16,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats.aio.msg import Msg
+
 from chaos.fleet import Fleet
 from chaos.scenarios import Scene, flowing
 from shared.connection import connect
@@ -66,9 +68,29 @@ class Probe:
     """Seconds: the slowest answer to ``workers``."""
     missing: int = 0
     """Answers that listed fewer live workers than were started."""
-    samples: list[float] = field(default_factory=list)
+    beats: dict[str, float] = field(default_factory=dict)
+    """When an observer (the suite's own connection) last heard each worker's heartbeat."""
+    beat_gap: float = 0.0
+    """Seconds: the longest silence between two heartbeats of one worker, as observed
+    outside the coordinator (agents or NATS slowed down, not the coordinator)."""
+
+    async def heard(self, msg: Msg) -> None:
+        now = time.time()
+        worker = msg.subject.rsplit(".", 1)[-1]
+        last = self.beats.get(worker)
+        if last is not None:
+            self.beat_gap = max(self.beat_gap, now - last)
+        self.beats[worker] = now
 
     async def watch(self, fleet: Fleet, stop: asyncio.Event) -> None:
+        assert fleet.client is not None
+        sub = await fleet.client.nc.subscribe(Subjects().all_heartbeats, cb=self.heard)
+        try:
+            await self._ask(fleet, stop)
+        finally:
+            await sub.unsubscribe()
+
+    async def _ask(self, fleet: Fleet, stop: asyncio.Event) -> None:
         assert fleet.client is not None
         while not stop.is_set():
             asked = time.time()
@@ -139,6 +161,9 @@ async def flood(scene: Scene) -> None:
     m["agents' logs during the flood"] = f"{sizes(agent_logs) - agents_before:,} bytes"
     m["tracebacks in the coordinator log"] = str(tracebacks)
     m["answers missing a worker"] = str(probe.missing)
+    m["longest heartbeat gap seen outside, quiet / flood"] = (
+        f"{quiet.beat_gap:.2f} s / {probe.beat_gap:.2f} s"
+    )
     if lost:
         figures.problems.append(f"{lost} workers declared lost during the flood")
 

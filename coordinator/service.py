@@ -32,6 +32,7 @@ from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
 from shared.jetstream import ensure_streams
+from shared.logging import DropLog
 from shared.wire.protocol import (
     Accept,
     Batch,
@@ -60,6 +61,38 @@ ACK_WAIT = 5.0
 FINAL_FLUSH = 5.0
 """On stop, how long to try a last checkpoint; unwritten state is rebuilt on restart."""
 Event = tuple[str, Any, Msg | None]
+MAX_BATCH = 256
+"""Events other than agents' control messages taken into one pump iteration at most."""
+YIELD_EVERY = 16
+"""Events applied, or junk messages dropped at the edge, between two yields to the event
+loop: under a flood, NATS's socket reader gets a turn often enough that a heartbeat
+behind the junk is read, decoded and applied within a tick or two."""
+ERROR_CHARS = 200
+"""Characters of a dropped message's error kept in its log line."""
+
+
+@dataclass
+class _Edge:
+    """Per coordinator: agents' decoded control messages waiting for the pump, and the
+    sampled logs of what was dropped."""
+
+    control: list[Event] = field(default_factory=list)
+    drops: DropLog = field(default_factory=lambda: DropLog(log, "dropped a malformed message"))
+    failures: DropLog = field(
+        default_factory=lambda: DropLog(log, "event could not be applied; dropped")
+    )
+
+
+def _edge(coordinator: Coordinator) -> _Edge:
+    edge: _Edge | None = coordinator.__dict__.get("_edge_state")
+    if edge is None:
+        edge = coordinator.__dict__["_edge_state"] = _Edge()
+    return edge
+
+
+def _clip(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +199,22 @@ class Coordinator:
     # -- inputs ------------------------------------------------------------------------------
 
     async def _on_core(self, msg: Msg) -> None:
-        self._queue.put_nowait(("core", msg, None))  # the subject names the sender
+        """Decoded here, at the edge: junk is counted and dropped before it reaches the pump,
+        and what an agent says (adverts, answers) waits in its own list, which the pump
+        applies before anything else, so no flood on any subject holds back a heartbeat."""
+        try:
+            self.subjects.parse_sender(msg.subject)  # the subject names the sender
+            decoded = decode(msg.data)
+        except (ProtocolError, SubjectError) as exc:
+            self.dropped += 1
+            _edge(self).drops.drop("core", subject=msg.subject, error=_clip(exc))
+            if self.dropped % YIELD_EVERY == 0:  # not after each: junk would drain slowly
+                await asyncio.sleep(0)
+            return
+        edge = _edge(self)
+        if not edge.control:
+            self._queue.put_nowait(("wake", None, None))  # a pump waiting for input
+        edge.control.append(("control", (msg.subject, decoded), None))
 
     async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
         """A durable push consumer: messages arrive as soon as they are stored (a pull's
@@ -202,40 +250,66 @@ class Coordinator:
 
     async def _pump(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch()
             try:
                 await self._apply(batch)
             except Exception:
                 log.exception("pump iteration failed")
 
+    async def _next_batch(self) -> list[Event]:
+        """What an agent said first, then at most ``MAX_BATCH`` other events: one pump
+        iteration stays short under a flood, and control messages wait for one at most."""
+        edge = _edge(self)
+        rest: list[Event] = [] if edge.control else [await self._queue.get()]
+        while len(rest) < MAX_BATCH and not self._queue.empty():
+            rest.append(self._queue.get_nowait())
+        control, edge.control = edge.control, []
+        return control + rest
+
     async def _apply(self, batch: list[Event]) -> None:
         now = self._clock()
         acks: list[tuple[Msg, set[str]]] = []
-        for kind, payload, msg in batch:
-            runs: set[str] = set()
-            try:
-                if kind == "submit":
-                    runs = await self._submissions(payload, now)
-                else:
-                    runs = self._event(kind, payload, now)
-            except ProtocolError as exc:
-                self.dropped += 1
-                log.warning("dropped a malformed message", source=kind, error=str(exc))
-                if kind == "submit":
-                    run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
-                    await self._refuse(run_id, str(exc))
-            except Exception:  # a bug must not cost the other events of the batch
-                self.dropped += 1
-                log.exception("event could not be applied; dropped", source=kind)
+        for i, (kind, payload, msg) in enumerate(batch, 1):
+            runs = await self._apply_one(kind, payload, msg, now)
             if msg is not None:
                 acks.append((msg, runs))
+            if i % YIELD_EVERY == 0:  # the socket's reader, and heartbeats behind a flood
+                await asyncio.sleep(0)
         self.scheduler.tick(now)
         decisions = self.scheduler.take()
         await self._send(decisions)
         assert self._checkpoints is not None
         self._checkpoints.mark(decisions.changed, decisions.finished, acks)
+
+    async def _apply_one(self, kind: str, payload: Any, msg: Msg | None, now: float) -> set[str]:
+        """One event; returns the runs its acknowledgement waits for. What cannot be
+        applied is counted and dropped, logged in sampled lines (``DropLog``)."""
+        try:
+            if kind == "submit":
+                return await self._submissions(payload, now)
+            if kind == "control":
+                subject, decoded = payload
+                self._core(subject, decoded, now)
+                return set()
+            return self._event(kind, payload, now)
+        except ProtocolError as exc:
+            self.dropped += 1
+            subject = "" if msg is None else msg.subject
+            _edge(self).drops.drop(kind, subject=subject, error=_clip(exc))
+            if kind == "submit":
+                run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
+                await self._refuse(run_id, str(exc))
+        except Exception as exc:  # a bug must not cost the other events of the batch
+            self.dropped += 1
+            self._failed(kind, exc)
+        return set()
+
+    def _failed(self, kind: str, exc: Exception) -> None:
+        """A bug's first traceback in full; later ones of a flood only counted, sampled."""
+        edge = _edge(self)
+        if edge.failures.total == 0:
+            log.exception("event could not be applied; dropped", source=kind)
+        edge.failures.drop(kind, error=f"{type(exc).__name__}: {_clip(exc)}")
 
     async def _submissions(self, payload: Msg, now: float) -> set[str]:
         """Apply the submissions in one message; returns the runs it names. A run id that

@@ -11,18 +11,23 @@ readable console renderer instead.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
-from typing import Literal, TextIO, get_args
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO, get_args
 
 import structlog
 from structlog.typing import Processor
 
 __all__ = [
+    "DROP_LOG_EVERY",
     "LOG_FORMAT_ENV",
     "LOG_LEVEL_ENV",
+    "DropLog",
     "LogFormat",
     "add_logging_arguments",
     "configure_logging",
@@ -159,3 +164,78 @@ def add_logging_arguments(
             f"(env {LOG_FORMAT_ENV}; default auto)"
         ),
     )
+
+
+DROP_LOG_EVERY = 1.0
+"""Seconds between two lines of a ``DropLog`` for one kind of input."""
+
+
+@dataclass
+class _Kind:
+    count: int = 0
+    """Drops since the last line."""
+    last: float = float("-inf")
+    """When the last line was written."""
+    fields: dict[str, Any] | None = None
+    """The latest drop's fields, written with the next line."""
+    flushing: bool = False
+
+
+class DropLog:
+    """Counted, sampled log lines for dropped input: a flood of junk costs at most one line
+    per ``every`` seconds per kind (the subject kind it came on), never a traceback.
+
+    The first drop of a kind is written at once; later ones within ``every`` are counted,
+    and one line with their count (``dropped``) and the latest one's fields follows when
+    the interval is up (scheduled on the running event loop, so a burst that stops is
+    still reported). ``total`` counts every drop.
+    """
+
+    def __init__(
+        self,
+        logger: Any,
+        event: str,
+        *,
+        every: float = DROP_LOG_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._event = event
+        self._every = every
+        self._clock = clock
+        self._kinds: dict[str, _Kind] = {}
+        self.total = 0
+
+    def drop(self, kind: str, **fields: Any) -> None:
+        self.total += 1
+        entry = self._kinds.setdefault(kind, _Kind())
+        entry.count += 1
+        entry.fields = fields
+        wait = entry.last + self._every - self._clock()
+        if wait <= 0:
+            self._write(kind, entry)
+        elif not entry.flushing:
+            self._later(kind, entry, wait)
+
+    def flush(self) -> None:
+        """Write every count not written yet (on stop, or in tests)."""
+        for kind, entry in self._kinds.items():
+            if entry.count:
+                self._write(kind, entry)
+
+    def _later(self, kind: str, entry: _Kind, wait: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the next drop after the interval writes the count
+            return
+        entry.flushing = True
+        loop.call_later(wait, self._due, kind, entry)
+
+    def _due(self, kind: str, entry: _Kind) -> None:
+        entry.flushing = False
+        if entry.count:
+            self._write(kind, entry)
+
+    def _write(self, kind: str, entry: _Kind) -> None:
+        self._log.warning(self._event, source=kind, dropped=entry.count, **(entry.fields or {}))
+        entry.count, entry.last, entry.fields = 0, self._clock(), None

@@ -35,6 +35,7 @@ from shared.jetstream import (
     payload_store,
     save_value,
 )
+from shared.logging import DropLog
 from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.batches import Bad, decode_apart
@@ -63,6 +64,28 @@ from worker_agent.outbox import Outbox
 from worker_agent.usage import UsageProbe
 
 log = structlog.get_logger(__name__)
+
+
+def _drops(agent: Agent) -> DropLog:
+    """Counted, sampled lines for the junk an agent's inbox drops: a flood costs one line
+    per second per kind of error, never a line per message."""
+    return _drop_log(agent, "dropped a malformed message")
+
+
+def _refusals(agent: Agent) -> DropLog:
+    return _drop_log(agent, "refused a malformed assignment")
+
+
+def _drop_log(agent: Agent, event: str) -> DropLog:
+    found: DropLog | None = agent.__dict__.get(event)
+    if found is None:
+        found = agent.__dict__[event] = DropLog(log, event)
+    return found
+
+
+def _clip(text: str, chars: int = 200) -> str:
+    return text if len(text) <= chars else text[:chars] + "..."
+
 
 PUBLISH_TIMEOUT = 2
 FLUSH_TIMEOUT = 10
@@ -240,13 +263,8 @@ class Agent:
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
         except ProtocolError as exc:
             self.dropped += 1
-            log.warning(
-                "dropped a malformed message",
-                subject=msg.subject,
-                kind=exc.kind,
-                error=str(exc),
-                size=len(msg.data),
-            )
+            error = _clip(str(exc))
+            _drops(self).drop(exc.kind, subject=msg.subject, error=error, size=len(msg.data))
 
     def _verb(self, subject: str) -> str:
         """``assign`` or ``cancel``, for a subject addressed to this agent."""
@@ -271,7 +289,7 @@ class Agent:
         refused = []
         for ref, error in bad:
             self.dropped += 1
-            log.warning("refused a malformed assignment", kind=error.kind, error=str(error))
+            _refusals(self).drop(error.kind, error=_clip(str(error)))
             if ref is not None:
                 reason = f"malformed assignment: {error}"
                 refused.append(Reject(ref=ref, worker=self.name, code="malformed", reason=reason))
