@@ -129,10 +129,11 @@ class Checkpointer:
             sched.forget(run_id)
 
     async def _acknowledge(self, unwritten: set[str]) -> None:
-        """Ack the messages whose runs are all stored (or were never worth storing)."""
+        """Ack the messages whose runs are all stored (or were never worth storing), and
+        none of whose outcomes waits for its run's submission (``Scheduler.holds_early``)."""
         waiting = []
         for msg, runs in self._acks:
-            if runs & unwritten:
+            if runs & unwritten or self._scheduler.holds_early(runs):
                 waiting.append((msg, runs))
             else:
                 await msg.ack()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
 
 from coordinator import authority
 from coordinator.checkpoint import Checkpointer
@@ -117,6 +119,7 @@ class Coordinator:
         self.scheduler = Scheduler(
             ResourceAwareWorkerPool(policy=settings.policy),
             settings.scheduler.ticking(settings.tick),
+            incarnation=secrets.token_hex(8),  # this lifetime's attempts are its own
         )
         self._clock = clock
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -178,7 +181,7 @@ class Coordinator:
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
-        self.scheduler.start(now)
+        self.scheduler.start(now, await self._redelivery())
         resumed = []
         for stored in await store.live():
             try:
@@ -192,6 +195,17 @@ class Coordinator:
         self._checkpoints.restored(resumed)
         if self.scheduler.runs:
             log.info("resumed runs", runs=sorted(self.scheduler.runs))
+
+    async def _redelivery(self) -> float:
+        """A previous coordinator died holding outcomes it had not acknowledged: JetStream
+        delivers them again within ``ACK_WAIT``, maybe after the submissions of their runs,
+        so nothing is placed before (or a finished node would run again)."""
+        js = self._client().jetstream()
+        try:
+            info = await js.consumer_info(self.subjects.outcomes_stream, f"{DURABLE}-outcome")
+        except NotFoundError:
+            return 0.0
+        return ACK_WAIT + 1.0 if info.num_ack_pending else 0.0
 
     def enqueue(self, kind: str, payload: Any) -> None:
         self._queue.put_nowait((kind, payload, None))

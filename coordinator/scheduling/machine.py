@@ -30,6 +30,7 @@ from pydantic import JsonValue
 from coordinator.placement.outcome import CannotPlace
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling import feasibility, liveness, recovery
+from coordinator.scheduling.early import EarlyOutcomes
 from coordinator.scheduling.invariants import validate
 from coordinator.scheduling.queue import Group, Key, ReadyQueue
 from coordinator.scheduling.state import (
@@ -77,8 +78,11 @@ class Scheduler:
         config: SchedulerConfig = DEFAULT_CONFIG,
         *,
         rand: Callable[[], float] = random.random,
+        incarnation: str = "",
     ) -> None:
         self.pool = pool
+        self.incarnation = incarnation
+        """This coordinator lifetime's token, in every attempt it makes (``AttemptRef``)."""
         self.config = config
         self.runs: dict[str, RunState] = {}
         self.workers: dict[str, WorkerInfo] = {}
@@ -91,6 +95,7 @@ class Scheduler:
         self._ended: dict[str, None] = {}
         """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
         self._infeasible_runs: set[str] = set()
+        self._early = EarlyOutcomes()
         self._catalog = TaskCatalog()
         self._listening = liveness.Listening(config.tick)
         self._departed = liveness.Departed(config.lost_worker_grace)
@@ -101,6 +106,7 @@ class Scheduler:
         self._dirty = False
         self._restored = False
         self._start_time = 0.0
+        self._redelivered_at = 0.0
         self._touched: set[str] = set()
         self._settled_at: float | None = 0.0
         self._effects: dict[Effect, Callable[[NodeState], None]] = {
@@ -120,14 +126,19 @@ class Scheduler:
         """Attempts holding capacity; the tracked attempts are exactly those."""
         return len(self._attempts)
 
-    def start(self, now: float) -> None:
+    def start(self, now: float, redelivery: float = 0.0) -> None:
         """A (re)started coordinator knows no workers yet: until the first agents have
         reported (one heartbeat interval after the first, or ``warmup``), a node no known
-        worker fits is not called infeasible."""
+        worker fits is not called infeasible. ``redelivery``: how long until JetStream has
+        delivered again what a previous coordinator left unacknowledged; nothing is placed
+        before, so a run delivered again meets the outcomes its nodes already have."""
         self._settled_at = None
         self._start_time = now
+        self._redelivered_at = now + redelivery
 
     def settled(self, now: float) -> bool:
+        if now < self._redelivered_at:
+            return False
         if self._settled_at is None:
             return now >= self._start_time + self.config.warmup
         return now >= self._settled_at
@@ -145,6 +156,11 @@ class Scheduler:
 
     def view(self, run_id: str) -> RunView:
         return self.runs[run_id].view()
+
+    def holds_early(self, run_ids: set[str]) -> bool:
+        """An outcome of one of these runs waits for its submission (``early.py``): the
+        message that brought it must not be acknowledged yet."""
+        return self._early.holds(run_ids)
 
     def validate_state(self) -> None:
         """Raise AssertionError when the books disagree: a bug that would otherwise show up
@@ -240,6 +256,8 @@ class Scheduler:
             for state in run.nodes.values():
                 if state.waiting == 0:
                     self._make_ready(state, "submitted", now)
+        for early in self._early.take(run.run_id):
+            self.outcome(early, now)  # it ran before this coordinator knew the run
         self._touch(run)
         return run
 
@@ -426,8 +444,12 @@ class Scheduler:
     def outcome(self, msg: Outcome, now: float) -> None:
         """An attempt ended. Outcomes are delivered at least once and may come from an
         attempt already superseded, so only the tracked attempt's own worker counts; one
-        the coordinator lost track of (after a restart) is adopted so its work is kept."""
-        state = self._attempts.get(msg.ref) or self._orphan(msg.ref, msg.worker, now)
+        the coordinator lost track of (after a restart) is adopted so its work is kept, and
+        one of a run not known yet is kept until its submission arrives (``early.py``)."""
+        if self._keep_early(msg, now):
+            return
+        ref = msg.ref
+        state = self._attempts.get(ref) or self._rekeyed(ref) or self._orphan(ref, msg.worker, now)
         if state is None or state.status not in IN_FLIGHT:
             return  # superseded attempt, or a duplicate
         if state.worker is not None and state.worker != msg.worker:
@@ -446,6 +468,15 @@ class Scheduler:
             error = msg.error or ErrorInfo(type="TimeoutError", message="timed out")
             self._app_failure(state, error, now)
 
+    def _keep_early(self, msg: Outcome, now: float) -> bool:
+        """After a restart, before agents have reported: an outcome of a run this
+        coordinator does not know (its submission not delivered again yet) is kept.
+        Later, or for a run that ended, nothing is pending that it could belong to."""
+        run_id = msg.ref.run_id
+        if run_id in self.runs or run_id in self._ended or self.settled(now):
+            return False
+        return self._early.keep(msg, now)
+
     # -- recovery: what agents report ---------------------------------------------------
 
     def _reconcile(self, info: WorkerInfo, running: tuple[AttemptRef, ...], now: float) -> None:
@@ -458,7 +489,7 @@ class Scheduler:
                 assert state is not None
                 self._system_failure(state, f"{info.name} never received the assignment", now)
         for ref in running:
-            state = self._attempts.get(ref)
+            state = self._attempts.get(ref) or self._rekeyed(ref)
             if state is not None:
                 self._claimed(state, info, now)
                 continue
@@ -483,12 +514,25 @@ class Scheduler:
             self.pool.adopt(info.name, state.node.request, state.ref, state.gpu_devices)
 
     def _adopt(self, state: NodeState, info: WorkerInfo, ref: AttemptRef, now: float) -> None:
-        state.attempt = ref.attempt
+        state.attempt, state.incarnation = ref.attempt, ref.incarnation
         placement = self.pool.adopt(info.name, state.node.request, ref, ())
         state.gpu_devices = placement.gpu_devices
         self._move(state, "running", f"adopted from {info.name}", now)
         self._track(state, info.name)
         state.started_at = state.started_at or now
+
+    def _rekeyed(self, ref: AttemptRef) -> NodeState | None:
+        """A restored attempt not reported yet: the store does not keep which coordinator
+        lifetime made it, so the first report of its number (a listing, an outcome) names
+        it, and it is tracked under that identity from then on."""
+        run = self.runs.get(ref.run_id)
+        state = run.nodes.get(ref.node_id) if run is not None else None
+        if state is None or not recovery.unnamed_restored(state, ref):
+            return None
+        del self._attempts[state.ref]
+        state.incarnation = ref.incarnation
+        self._attempts[state.ref] = state
+        return state
 
     def _orphan(self, ref: AttemptRef, worker: str, now: float) -> NodeState | None:
         """An attempt this coordinator lost track of (its last write predates the dispatch)
@@ -497,7 +541,7 @@ class Scheduler:
         state = run.nodes.get(ref.node_id) if run is not None else None
         if state is None or not recovery.orphan_counts(run, state, ref):
             return None
-        state.attempt = ref.attempt
+        state.attempt, state.incarnation = ref.attempt, ref.incarnation
         self._move(state, "running", f"outcome from {worker} for an untracked attempt", now)
         self._track(state, worker)
         return state
@@ -512,6 +556,7 @@ class Scheduler:
         if not self._listening.suspended:
             self._check_workers(now)
         self._departed.expire(now)
+        self._early.expire(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, state = heapq.heappop(self._delayed)
             if state.status == "ready":
@@ -612,7 +657,9 @@ class Scheduler:
                 continue
             state = group[index][1]
             request = self._catalog.request(key[1], key[2])
-            result = self.pool.place(request, key=state.ref_for(state.attempt + 1))
+            result = self.pool.place(
+                request, key=state.ref_for(state.attempt + 1, self.incarnation)
+            )
             if isinstance(result, CannotPlace):
                 held.append(found)
                 state.reason = str(result)
@@ -632,6 +679,7 @@ class Scheduler:
         self, state: NodeState, worker: str, devices: tuple[int, ...], now: float
     ) -> None:
         state.attempt += 1
+        state.incarnation = self.incarnation
         state.gpu_devices = devices
         state.placed_at = now
         state.reason = ""

@@ -77,12 +77,26 @@ def adoptable(node: NodeState | None, ref: AttemptRef, info: WorkerInfo) -> bool
 
 def stale(node: NodeState | None, ref: AttemptRef) -> bool:
     """An attempt an agent runs that no longer counts: its node is gone or finished, or a
-    later attempt replaced it."""
+    later attempt replaced it, or another coordinator lifetime's attempt of the same
+    number (the node's own is tracked and claimed)."""
     return (
         node is None
         or node.done
         or ref.attempt <= node.finished_attempt
         or (ref.attempt < node.attempt)
+        or (node.status in IN_FLIGHT and node.adopt_by is None and ref != node.ref)
+    )
+
+
+def unnamed_restored(state: NodeState, ref: AttemptRef) -> bool:
+    """``ref`` reports the node's restored attempt (same number), which no agent has
+    reported yet and whose coordinator lifetime the store did not keep."""
+    return (
+        state.adopt_by is not None
+        and state.status in IN_FLIGHT
+        and state.attempt == ref.attempt
+        and state.incarnation == ""
+        and ref.incarnation != ""
     )
 
 

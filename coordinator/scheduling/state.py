@@ -71,6 +71,9 @@ class NodeState:
     waiting: int
     status: NodeStatus = "pending"
     attempt: int = 0
+    incarnation: str = ""
+    """The coordinator lifetime that made the current attempt (``AttemptRef.incarnation``);
+    empty for one restored from the store until an agent reports it."""
     finished_attempt: int = 0
     """The last attempt whose outcome was applied: a report of it is never adopted again."""
     worker: str | None = None
@@ -98,10 +101,12 @@ class NodeState:
     @property
     def ref(self) -> AttemptRef:
         """The current attempt (ids were validated with the DAG, so no validation here)."""
-        return self.ref_for(self.attempt)
+        return self.ref_for(self.attempt, self.incarnation)
 
-    def ref_for(self, attempt: int) -> AttemptRef:
-        return AttemptRef.model_construct(run_id=self.run.run_id, node_id=self.id, attempt=attempt)
+    def ref_for(self, attempt: int, incarnation: str) -> AttemptRef:
+        return AttemptRef.model_construct(
+            run_id=self.run.run_id, node_id=self.id, attempt=attempt, incarnation=incarnation
+        )
 
     @property
     def done(self) -> bool:

@@ -55,11 +55,18 @@ def newer(version: int, spoken: int) -> str:
 
 
 class AttemptRef(Part):
-    """One try of one node; a message about a superseded attempt is ignored."""
+    """One try of one node; a message about a superseded attempt is ignored.
+
+    ``incarnation`` names the coordinator lifetime that made the attempt (a random token
+    each coordinator start draws): a coordinator restarted before it stored a dispatch
+    numbers its attempts again from what it knows, and the token keeps a second
+    execution under the same number a different attempt. Empty in messages from before
+    it existed, and from schedulers given none (tests)."""
 
     run_id: Token
     node_id: Token
     attempt: int = Field(ge=1)
+    incarnation: str = Field(default="", max_length=32, pattern=r"^[A-Za-z0-9_-]*$")
 
     @property
     def key(self) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from pathlib import Path
 
 from taskiq import InMemoryBroker
 
-from taskiq_fleet import current_attempt, current_gpu_devices
+from taskiq_fleet import PipelineContext, current_attempt, current_gpu_devices
 
 broker = InMemoryBroker()
 
@@ -61,3 +62,14 @@ async def async_wait_for_gate(gate: str) -> str:
 @broker.task("big")
 def big(size: int) -> str:
     return "x" * size
+
+
+@broker.task("record_execution")
+async def record_execution(directory: str, ctx: PipelineContext) -> int:
+    """Leaves one file per execution, named by its attempt identity and a fresh id, so a
+    test can count how often each (run, node, attempt) really ran."""
+    await asyncio.sleep(0.05)
+    attempt = current_attempt()
+    name = f"{ctx.task_id}.{attempt}.{uuid.uuid4().hex}"
+    await asyncio.to_thread((Path(directory) / name).touch)
+    return attempt or 0
