@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "add_nats_arguments",
     "connect",
     "connect_options",
+    "inbox_prefix",
     "settings_from_args",
 ]
 
@@ -58,6 +60,8 @@ _CALLBACKS = frozenset({"error_cb", "disconnected_cb", "reconnected_cb", "closed
 # that, plus allow_reconnect=False, is what bounds the first connect.
 _FIRST_PASS_RETRIES = 1
 _log = get_logger(__name__)
+DEFAULT_INBOX = "_INBOX"
+_NOT_IN_INBOX = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class ConnectionSettingsError(ValueError):
@@ -266,6 +270,20 @@ def connect_options(settings: NatsSettings, *, name: str | None = None) -> dict[
     return options
 
 
+def inbox_prefix(settings: NatsSettings) -> str:
+    """The inbox prefix of a connection that logs in as ``settings.user``: ``_INBOX_<user>``,
+    with any character other than letters, digits, ``_`` and ``-`` written as ``_``.
+
+    Replies, JetStream acknowledgements and object store reads come to the connection's
+    inboxes; with a prefix per user, the server can let each user read only its own
+    (deploy/nats/accounts.conf). Without a user name (token, NKey, creds, no login) it is
+    nats-py's ``_INBOX``.
+    """
+    if settings.user is None:
+        return DEFAULT_INBOX
+    return f"{DEFAULT_INBOX}_{_NOT_IN_INBOX.sub('_', settings.user)}"
+
+
 class _Relay:
     """Stands between nats-py and the caller's callbacks.
 
@@ -321,11 +339,18 @@ def _explain(exc: Exception, seen: list[Exception], settings: NatsSettings) -> s
     return f"connecting to NATS at {where} failed: {type(cause).__name__}: {cause}"
 
 
-async def connect(settings: NatsSettings, *, name: str | None = None, **callbacks: Any) -> Client:
+async def connect(
+    settings: NatsSettings,
+    *,
+    name: str | None = None,
+    inbox_prefix: str = DEFAULT_INBOX,
+    **callbacks: Any,
+) -> Client:
     """Connect once with a bounded pass, then hand back a client that reconnects forever.
 
     ``callbacks`` are nats-py's ``error_cb``, ``disconnected_cb``, ``reconnected_cb`` and
     ``closed_cb`` (coroutine functions); they only start firing once connected.
+    ``inbox_prefix`` is where replies come (``inbox_prefix(settings)`` for one per user).
     """
     for key, callback in callbacks.items():
         if key not in _CALLBACKS:
@@ -338,6 +363,7 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **callback
     try:
         await client.connect(
             **{**options, "allow_reconnect": False, "max_reconnect_attempts": _FIRST_PASS_RETRIES},
+            inbox_prefix=inbox_prefix,
             error_cb=relay.error_cb,
             disconnected_cb=relay.forwarder("disconnected_cb"),
             reconnected_cb=relay.forwarder("reconnected_cb"),

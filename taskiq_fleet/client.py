@@ -4,6 +4,11 @@ A client listens on its run's subject *before* it submits, so no update can be
 missed, and the final ``RunUpdate`` carries the whole run: waiting for a result
 is one pushed message, not polling. A run that ended before anyone listened is
 read from the coordinator (``status``), which falls back to the KV store.
+
+A push is core NATS: one sent while the client was reconnecting is lost. So a handle
+still waiting asks the coordinator for its run when the client's connection comes back
+(``CoordinatorClient.reconnected``), and also every 10 to 30 s (jittered, so many waiting
+clients do not ask at once), so a push lost any other way cannot keep it waiting for ever.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import uuid
 from collections.abc import Mapping
 from typing import Any, Self
@@ -21,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import JsonValue
 
-from shared.connection import NatsSettings, connect
+from shared.connection import NatsSettings, connect, inbox_prefix
 from shared.dag import Dag, RunOptions
 from shared.jetstream import (
     INLINE_LIMIT,
@@ -47,6 +53,9 @@ from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
 log = structlog.get_logger(__name__)
 
 CTL_TIMEOUT = 5.0
+POLL_EVERY = (10.0, 30.0)
+"""A waiting handle asks the coordinator for its run after a random time in this range
+(seconds) without a push; a reconnect makes every waiting handle ask at once."""
 
 
 class RunHandle(PushedRun):
@@ -58,21 +67,51 @@ class RunHandle(PushedRun):
         self._from_start = from_start
         """Listening since before the submission: no update can have been missed."""
         self._sub: Subscription | None = None
+        self._wake = asyncio.Event()
+        """Set by the end, and by a reconnect: time to ask the coordinator again."""
 
     async def wait(self, timeout: float | None = None) -> RunView:
-        """The finished run; ``TimeoutError`` if it is still running after ``timeout``."""
-        if not self._done.is_set() and not self._from_start:
-            try:
-                view = await self.client.status(self.run_id, missing_ok=True)
-            except FleetError:  # no coordinator right now: its next one pushes the end
-                view = None
-            if view is not None and view.done:
-                self.view = view
-                self._done.set()
-        await asyncio.wait_for(self._done.wait(), timeout)
+        """The finished run; ``TimeoutError`` if it is still running after ``timeout``.
+
+        Waits for the pushed end, and asks the coordinator after a reconnect and every
+        ``POLL_EVERY`` seconds, so a lost push cannot keep it waiting for ever.
+        """
+        async with asyncio.timeout(timeout):
+            if not self._from_start:
+                await self._ask()
+            while not self._done.is_set():
+                await self._pause()
+                if not self._done.is_set():
+                    await self._ask()
         await self._stop_listening()
         assert self.view is not None
         return self.view
+
+    async def _pause(self) -> None:
+        """Until the end is pushed, the connection is back, or a jittered poll interval."""
+        try:
+            async with asyncio.timeout(random.uniform(*POLL_EVERY)):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _ask(self) -> None:
+        try:
+            view = await self.client.status(self.run_id, missing_ok=True)
+        except FleetError:  # no coordinator right now: ask again later
+            log.debug("run status unavailable", run=self.run_id)
+            return
+        if view is not None and view.done and not self._done.is_set():
+            self._apply(RunUpdate(run_id=self.run_id, status=view.status, run=view))
+
+    def _apply(self, update: RunUpdate) -> None:
+        super()._apply(update)
+        if self._done.is_set():
+            self._wake.set()
+
+    def _poke(self) -> None:
+        self._wake.set()
 
     async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
         """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
@@ -96,6 +135,18 @@ class RunHandle(PushedRun):
             await sub.unsubscribe()
 
 
+class _Reconnects:
+    """nats-py's ``reconnected_cb`` for a client made after its connection."""
+
+    def __init__(self) -> None:
+        self.client: CoordinatorClient | None = None
+
+    async def reconnected(self) -> None:
+        if self.client is not None:
+            log.info("reconnected to NATS; waiting runs ask the coordinator")
+            self.client.reconnected()
+
+
 class CoordinatorClient:
     def __init__(self, nc: Client, subjects: Subjects | None = None, *, owns: bool = False) -> None:
         self.nc = nc
@@ -116,7 +167,22 @@ class CoordinatorClient:
         settings = (
             nats if isinstance(nats, NatsSettings) else NatsSettings(servers=tuple(nats.split(",")))
         )
-        return cls(await connect(settings, name="fleet-client"), Subjects(prefix), owns=True)
+        relay = _Reconnects()
+        nc = await connect(
+            settings,
+            name="fleet-client",
+            inbox_prefix=inbox_prefix(settings),
+            reconnected_cb=relay.reconnected,
+        )
+        client = relay.client = cls(nc, Subjects(prefix), owns=True)
+        return client
+
+    def reconnected(self) -> None:
+        """Every handle still waiting asks the coordinator for its run now: what was pushed
+        while the connection was down is lost. ``connect`` wires this up; whoever made
+        the connection passed to the constructor should call it from ``reconnected_cb``."""
+        for handle in list(self._handles.values()):
+            handle._poke()
 
     async def close(self) -> None:
         if self._owns:

@@ -151,7 +151,7 @@ def run_agent(args: argparse.Namespace) -> int:
 async def _serve(
     broker: AsyncBroker, spec: WorkerSpec, settings: AgentSettings, nats: NatsSettings
 ) -> int:
-    from shared.connection import NatsConnectError, connect
+    from shared.connection import NatsConnectError, connect, inbox_prefix
     from shared.logging import get_logger
     from worker_agent.service import Agent
 
@@ -174,6 +174,7 @@ async def _serve(
         nc = await connect(
             nats,
             name=f"fleet-agent-{spec.name}",
+            inbox_prefix=inbox_prefix(nats),
             disconnected_cb=agent.disconnected,
             reconnected_cb=agent.reconnected,
             error_cb=agent.nats_error,

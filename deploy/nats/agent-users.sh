@@ -9,8 +9,10 @@
 # permission templates such as {{name()}} only for JWT users, not for users in a config
 # file, so each agent gets its own explicit block. Agent <name> may publish only on
 # subjects with <name> in the worker position (shared/wire/subjects.py agent_publish) and
-# receive only its own assignments and cancels (agent_subscribe); besides that it may
-# create the two streams and read and write (never purge or delete) the payload store.
+# receive only its own assignments and cancels (agent_subscribe) and the replies to its own
+# requests (inbox prefix _INBOX_agent-<name>, shared/connection.py inbox_prefix); besides
+# that it may create the two streams and read and write (never purge or delete) the
+# payload store.
 set -eu
 
 prefix=${FLEET_PREFIX:-fleet}
@@ -58,7 +60,7 @@ for name in "$@"; do
             ]
           }
           subscribe = {
-            allow = ["$prefix.worker.$name.>", "_INBOX.>"]
+            allow = ["$prefix.worker.$name.>", "_INBOX_agent-$name.>"]
           }
         }
       }

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client
 
-from shared.connection import NatsConnectError, NatsSettings, connect
+from shared.connection import NatsConnectError, NatsSettings, connect, inbox_prefix
 from shared.jetstream import load_value, payload_store, save_value
 from shared.resources import WorkerSpec
 from shared.wire.protocol import AttemptRef, Deregister, Outcome, Register, encode
@@ -348,7 +349,7 @@ async def test_an_agent_cannot_act_as_the_coordinator_and_the_fleet_carries_on(
         if len(errors) >= len(FORBIDDEN_PUBLISH) + len(FORBIDDEN_SUBSCRIBE):
             all_reported.set()
 
-    rogue = await connect(fleet.settings(server.url, "agent-a1"), name="rogue", error_cb=on_error)
+    rogue = await as_role(fleet.settings(server.url, "agent-a1"), name="rogue", error_cb=on_error)
     try:
         for subject in FORBIDDEN_PUBLISH:
             await rogue.publish(subject, b'{"type":"heartbeat","version":1}')
@@ -447,7 +448,7 @@ async def test_the_cluster_configs_form_a_cluster_that_carries_the_fleet(
         # client sees the server's alert, or a closed connection when it wrote first.
         with pytest.raises(NatsConnectError, match=r"^(TLS with NATS|cannot reach NATS) at"):
             await connect(plain)
-        nc = await connect(fleet.settings(url[0], "client"))
+        nc = await as_role(fleet.settings(url[0], "client"))
         await nc.close()
     fleet.close()
     assert fleet.violations() == []
@@ -472,7 +473,7 @@ async def refused(fleet: Fleet, url: str, user: str, send: Any) -> list[str]:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc).lower())
 
-    nc = await connect(fleet.settings(url, user), name="rogue", error_cb=on_error)
+    nc = await as_role(fleet.settings(url, user), name="rogue", error_cb=on_error)
     try:
         await send(nc)
         await nc.flush(timeout=TIMEOUT)
@@ -548,7 +549,7 @@ async def test_the_coordinator_believes_the_subject_not_the_message(
             )
             for w in ("a2", "a1")
         ]
-        rogue = await connect(fleet.settings(server.url, "agent-a1"), name="rogue")
+        rogue = await as_role(fleet.settings(server.url, "agent-a1"), name="rogue")
         try:
             await rogue.publish(s.deregister("a1"), encode(Deregister(worker="a2", reason="x")))
             await rogue.publish(s.register("a1"), encode(ghost))
@@ -589,7 +590,7 @@ async def test_neither_clients_nor_agents_can_purge_or_delete_the_payload_store(
         subject = f"$js.api.{api_call}.{stream.lower()}"
         assert f'nats: permissions violation for publish to "{subject}"' in errors, errors
 
-    reader = await connect(fleet.settings(server.url, user))
+    reader = await as_role(fleet.settings(server.url, user))
     try:
         store = await payload_store(reader.jetstream(), s)
         assert await load_value(store, ref) == "kept"
@@ -604,7 +605,7 @@ async def test_a_submission_notifying_an_agents_subject_is_refused(
     s = Subjects()
     async with await fleet.client(server.url) as client:
         await ready(client, 0, fleet)
-    nc = await connect(fleet.settings(server.url, "client"))
+    nc = await as_role(fleet.settings(server.url, "client"))
     try:
         updates: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -623,3 +624,12 @@ async def test_a_submission_notifying_an_agents_subject_is_refused(
         "submission refused: notify 'fleet.worker.a1.assign' is not a client inbox "
         "(fleet.client.<id>)"
     )
+
+
+# -- inboxes: each role reads only its own replies -------------------------------------------
+
+
+async def as_role(settings: NatsSettings, **options: Any) -> Client:
+    """A connection as ``fleet agent`` or a client makes it: replies come to the user's own
+    inbox prefix (``_INBOX_<user>``), the only inboxes accounts.conf lets it read."""
+    return await connect(settings, inbox_prefix=inbox_prefix(settings), **options)

@@ -530,7 +530,7 @@ def test_an_agent_user_may_publish_only_on_subjects_naming_it(prefix: str) -> No
     assert tuple(fleet_subjects) == s.agent_publish("gpu-1")
     assert allowed(agent_users("gpu-1", prefix=prefix), "subscribe") == [
         *s.agent_subscribe("gpu-1"),
-        "_INBOX.>",
+        "_INBOX_agent-gpu-1.>",
     ]
     upper = s.payloads_bucket.removesuffix("_PAYLOADS")
     assert {p for p in publish if p.startswith("$") and upper not in p} == {"$JS.API.STREAM.NAMES"}
@@ -686,3 +686,29 @@ def test_dockerfile_installs_the_package_with_fleet_as_entrypoint() -> None:
     for line in re.findall(r"^COPY (?!--)(.+)$", dockerfile, re.MULTILINE):
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), f"the Dockerfile copies missing {source}"
+
+
+# -- inboxes: each user reads only its own replies ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a1", "gpu-node-1", "x_2"])
+def test_an_agent_user_subscribes_to_the_inbox_prefix_its_connection_uses(name: str) -> None:
+    """The script's inbox permission and the prefix ``fleet agent`` connects with agree."""
+    from shared.connection import NatsSettings, inbox_prefix
+
+    settings = NatsSettings.model_validate({"user": f"agent-{name}", "password": "pw"})
+    subscribe = allowed(agent_users(name), "subscribe")
+    assert f"{inbox_prefix(settings)}.>" in subscribe
+    assert not any(s.startswith("_INBOX.") for s in subscribe)
+
+
+def test_no_client_or_agent_may_subscribe_to_every_inbox() -> None:
+    text = ACCOUNTS.read_text()
+    client = text[text.index("CLIENT_PERMISSIONS = {") : text.index("accounts {")]
+    assert allowed(client, "subscribe") == ["fleet.run.>", "fleet.client.>", "_INBOX_client.>"]
+    for block in re.split(r"\buser\s*:\s*agent-", text)[1:]:
+        name = re.match(r"[\w-]+", block)
+        assert name is not None
+        assert allowed(block, "subscribe")[-1] == f"_INBOX_agent-{name.group(0)}.>"
+    coordinator = text[text.index("COORDINATOR_PERMISSIONS = {") : text.index("CLIENT_PERMISSIONS")]
+    assert re.search(r"allow_responses\s*=\s*true", coordinator)
