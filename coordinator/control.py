@@ -64,7 +64,8 @@ class Control:
         if verb == "workers":
             return CtlReply(workers=tuple(self.workers()))
         if verb == "runs":
-            return CtlReply(runs=tuple(await self.runs(request.limit)))
+            runs, cursor = await self.runs(request.limit, request.before)
+            return CtlReply(runs=tuple(runs), next_before=cursor)
         if verb == "limit":
             self._coordinator.enqueue("limit", request.max_parallel)
             return CtlReply()
@@ -89,11 +90,15 @@ class Control:
     def workers(self) -> list[WorkerView]:
         return worker_views(self._coordinator.scheduler)
 
-    async def runs(self, limit: int) -> list[RunView]:
+    async def runs(self, limit: int, before: int | None = None) -> tuple[list[RunView], int | None]:
+        """The runs in memory (first page only) and the newest finished ones before the
+        cursor, oldest first, with the cursor of the next page."""
         sched = self._coordinator.scheduler
-        live = [sched.view(r) for r in list(sched.runs)[-limit:]]
-        done = await self._store.recent(max(0, limit - len(live)))
-        return sorted(live + done, key=lambda v: v.submitted_at)
+        live = [] if before is not None else [sched.view(r) for r in list(sched.runs)[-limit:]]
+        held = {v.run_id for v in live}
+        done, cursor = await self._store.recent_page(max(0, limit - len(live)), before)
+        done = [v for v in done if v.run_id not in held]
+        return sorted(live + done, key=lambda v: v.submitted_at), cursor
 
     async def status(self, run_id: str) -> RunView | None:
         sched = self._coordinator.scheduler

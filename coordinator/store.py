@@ -32,6 +32,8 @@ from shared.wire.subjects import Subjects, token
 HISTORY_TTL = 7 * 24 * 3600.0
 SCAN_BATCH = 1000
 SCAN_TIMEOUT = 5.0
+TAIL_WINDOW = 256
+"""Stream sequences read first when listing the newest finished runs (doubling after)."""
 SCAN_IDLE = 60.0
 """An abandoned scan's consumer (its coordinator died mid-read) goes after this long."""
 MARKER = "Nats-Marker-Reason"
@@ -167,14 +169,39 @@ class RunStore:
 
     async def recent(self, limit: int) -> list[RunView]:
         """The last ``limit`` finished runs; a record that does not decode is skipped."""
-        values = [raw for _, raw in await self._scan_items("done.*")]
-        views = []
-        for raw in values[-limit:] if limit else []:
-            try:
-                views.append(RunView.model_validate_json(raw))
-            except (ValidationError, ValueError, RecursionError) as exc:
-                log.warning("skipped an unreadable finished run", error=str(exc)[:200])
-        return views
+        return (await self.recent_page(limit))[0]
+
+    async def recent_page(
+        self, limit: int, before: int | None = None
+    ) -> tuple[list[RunView], int | None]:
+        """The last ``limit`` finished runs stored before the cursor ``before`` (a stream
+        sequence; ``None``: the newest), and the cursor for the page older than these
+        (``None`` when there is none). Final records are written in the order runs end,
+        so the newest are read back from the stream's tail in growing windows: the cost
+        is the page, not the history."""
+        state = (await self._js.stream_info(self._stream)).state
+        if not state.first_seq or not state.messages:
+            return [], None
+        top = state.last_seq + 1 if before is None else min(before, state.last_seq + 1)
+        found, lo = await self._tail("done.*", limit, state.first_seq, top)
+        page = found[-limit:] if limit else []
+        more = lo > state.first_seq or len(found) > len(page)
+        cursor = (page[0][2] if page else top) if more else None
+        return [v for v in map(_done_view, page) if v is not None], cursor
+
+    async def _tail(
+        self, pattern: str, limit: int, first: int, top: int
+    ) -> tuple[list[tuple[str, bytes, int]], int]:
+        """At least ``limit`` values stored below sequence ``top`` (fewer if the stream
+        has no more), oldest first, and the lowest sequence read."""
+        found: list[tuple[str, bytes, int]] = []
+        lo = hi = top
+        window = max(TAIL_WINDOW, 4 * limit)
+        while limit and len(found) < limit and lo > first:
+            lo = max(first, hi - window)
+            found = await self._read(pattern, lo, hi) + found
+            hi, window = lo, window * 2
+        return found, lo
 
     async def _scan_items(self, pattern: str) -> list[tuple[str, bytes]]:
         """Keys and current values matching a subject pattern, complete by construction: a
@@ -203,7 +230,8 @@ class RunStore:
         )
         try:
             pending = (await sub.consumer_info()).num_pending or 0
-            return await _drain(sub, pending, self._prefix, stop)
+            batch = SCAN_BATCH if stop is None else max(1, min(SCAN_BATCH, stop - start))
+            return await _drain(sub, pending, self._prefix, stop, batch)
         finally:
             await self._drop(sub)
 
@@ -219,6 +247,14 @@ class RunStore:
         except KeyNotFoundError:
             return None
         return entry.value
+
+
+def _done_view(item: tuple[str, bytes, int]) -> RunView | None:
+    try:
+        return RunView.model_validate_json(item[1])
+    except (ValidationError, ValueError, RecursionError) as exc:
+        log.warning("skipped an unreadable finished run", key=item[0], error=str(exc)[:200])
+        return None
 
 
 def _final_view(run_id: str, raw: bytes) -> RunView:
@@ -238,12 +274,16 @@ def _is_value(msg: Msg) -> bool:
 
 
 async def _drain(
-    sub: JetStreamContext.PullSubscription, pending: int, prefix: str, stop: int | None
+    sub: JetStreamContext.PullSubscription,
+    pending: int,
+    prefix: str,
+    stop: int | None,
+    batch: int,
 ) -> list[tuple[str, bytes, int]]:
     """Fetch until no message is pending after the last one (or one at ``stop``)."""
     found: list[tuple[str, bytes, int]] = []
     while pending > 0:
-        for msg in await sub.fetch(min(pending, SCAN_BATCH), timeout=SCAN_TIMEOUT):
+        for msg in await sub.fetch(min(pending, batch), timeout=SCAN_TIMEOUT):
             meta = msg.metadata
             pending = meta.num_pending
             if stop is not None and meta.sequence.stream >= stop:

@@ -334,8 +334,14 @@ class CoordinatorClient:
         """Change the coordinator's global cap on attempts in flight (``None``: no cap)."""
         await self._ctl("limit", CtlRequest(max_parallel=limit))
 
-    async def runs(self, limit: int = 100) -> list[RunView]:
-        return list((await self._ctl("runs", CtlRequest(limit=limit))).runs)
+    async def runs(self, limit: int = 100, before: int | None = None) -> list[RunView]:
+        """Up to ``limit`` runs, oldest first: the running ones and the newest finished
+        ones, or with ``before`` (a page's ``next_before``) the finished runs older than
+        that page. The list is a ``RunPage``: its ``next_before`` pages further back."""
+        from shared.wire.runs import RunPage
+
+        reply = await self._ctl("runs", CtlRequest(limit=limit, before=before))
+        return RunPage(reply.runs, reply.next_before)
 
     async def workers(self) -> list[WorkerView]:
         return list((await self._ctl("workers", CtlRequest())).workers)

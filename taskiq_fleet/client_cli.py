@@ -134,6 +134,13 @@ def configure_runs(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument(
         "--limit", type=number(int), default=20, metavar="N", help="at most N (default: 20)"
     )
+    parser.add_argument(
+        "--before",
+        type=number(int),
+        default=None,
+        metavar="CURSOR",
+        help="the next, older page of finished runs: the cursor the previous page printed",
+    )
     _common(parser)
     return _handler(_runs)
 
@@ -141,13 +148,16 @@ def configure_runs(parser: argparse.ArgumentParser) -> Handler:
 async def _runs(client: CoordinatorClient, args: argparse.Namespace) -> int:
     from taskiq_fleet.tables import runs_table
 
-    runs = await client.runs(args.limit)
+    runs = await client.runs(args.limit, args.before)
+    cursor = getattr(runs, "next_before", None)
     if args.json:
         _print_json([r.model_dump(mode="json") for r in runs])
     elif runs:
         print(runs_table(runs, time.time()))
     else:
         print("no runs")
+    if cursor is not None:  # on stderr: --json output stays one document
+        print(f"older runs: fleet runs --before {cursor}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -224,6 +224,9 @@ class CtlRequest(Versioned):
     type: Literal["ctl"] = "ctl"
     run_id: str | None = None
     limit: int = Field(default=100, ge=1)
+    before: int | None = Field(default=None, ge=1)
+    """For ``runs``: a page of finished runs older than this cursor (a reply's
+    ``next_before``); running runs come only on the first page."""
     max_parallel: int | None = Field(default=None, ge=1)
     """For ``limit``: the new global cap on attempts in flight; None removes it."""
 
@@ -234,3 +237,14 @@ class CtlReply(Versioned):
     error: str = ""
     workers: tuple[WorkerView, ...] = ()
     runs: tuple[RunView, ...] = ()
+    next_before: int | None = None
+    """For ``runs``: the cursor of the next, older page of finished runs; None at the end."""
+
+
+class RunPage(list[RunView]):
+    """A page of ``runs``, oldest first, with the cursor of the next, older page of
+    finished runs (``next_before``; None when there is none). A list, as before paging."""
+
+    def __init__(self, runs: Sequence[RunView] = (), next_before: int | None = None) -> None:
+        super().__init__(runs)
+        self.next_before = next_before

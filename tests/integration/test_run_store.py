@@ -77,3 +77,29 @@ async def test_every_restart_scan_finds_the_one_live_run_among_deleted_ones(nc: 
 
     missed = [n for n, ids in enumerate(found) if ids != ["alive"]]
     assert missed == [], f"{len(missed)} of 400 scans did not find exactly the live run"
+
+
+async def test_finished_runs_page_back_from_the_newest_without_gaps_or_repeats(
+    nc: Client,
+) -> None:
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    kv = await nc.jetstream().key_value(Subjects().runs_bucket)
+    ended = [f"r{n:04d}" for n in range(700)]
+    for n, run_id in enumerate(ended):
+        await store.save(submit_of(run_id), RunView(run_id=run_id))
+        if n % 3 == 0:  # other keys between the final records
+            await kv.put(f"live.other-{n}", b"x")
+        await store.save(submit_of(run_id), RunView(run_id=run_id, status="failed"))
+    await store.save(submit_of("r0000"), RunView(run_id="r0000", status="cancelled"))  # again
+
+    pages = []
+    views, cursor = await store.recent_page(100)
+    pages.append([v.run_id for v in views])
+    while cursor is not None:
+        views, cursor = await store.recent_page(100, cursor)
+        pages.append([v.run_id for v in views])
+
+    newest = [*ended[1:], "r0000"]  # the order the final records were last written
+    assert pages[0] == newest[-100:]
+    assert [r for page in reversed(pages) for r in page] == newest
+    assert await store.recent_page(5, 1) == ([], None)
