@@ -19,9 +19,11 @@ import pytest
 from nats.aio.msg import Msg
 
 from shared.wire.protocol import decode_model
-from shared.wire.runs import RunUpdate
+from shared.wire.runs import RunUpdate, RunView
 from shared.wire.subjects import Subjects
 from taskiq_fleet import CoordinatorClient, Dag, Node
+from taskiq_fleet import client as client_module
+from taskiq_fleet.client import RunHandle
 from tests.e2e.cluster import Cluster
 
 BACK_WITHIN = 8.0
@@ -156,3 +158,33 @@ async def test_a_run_that_ends_while_the_client_is_away_is_seen_to_end(
         with contextlib.suppress(Exception):
             await observer.close()
         await relay.cut()
+
+
+class Coordinator:
+    """Stands in for a client whose pushes never arrive: only ``status`` answers."""
+
+    def __init__(self, ends_after: int) -> None:
+        self.asked = 0
+        self.ends_after = ends_after
+        self._handles: dict[str, RunHandle] = {}
+
+    async def status(self, run_id: str, *, missing_ok: bool = False) -> RunView | None:
+        self.asked += 1
+        if self.asked < self.ends_after:
+            return RunView(run_id=run_id, status="running")
+        return RunView(run_id=run_id, status="succeeded")
+
+
+async def test_a_push_lost_without_a_reconnect_is_found_by_asking_now_and_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No reconnect to wake it: the handle asks on its own, at jittered intervals."""
+    monkeypatch.setattr(client_module, "POLL_EVERY", (0.05, 0.1))
+    coordinator = Coordinator(ends_after=3)
+    handle = RunHandle(coordinator, "lost-push", from_start=True)  # type: ignore[arg-type]
+    seen: list[RunUpdate] = []
+    handle.on_update(seen.append)
+    view = await handle.wait(timeout=WITHIN)
+    assert view.status == "succeeded"
+    assert coordinator.asked == 3
+    assert [u.run for u in seen] == [view]  # listeners hear of the end as of a pushed one
