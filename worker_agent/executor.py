@@ -12,6 +12,14 @@ pool thread, and its result is discarded, the same limitation as in ``taskiq wor
 GPU devices are not exported as ``CUDA_VISIBLE_DEVICES``: the environment is process-wide
 and concurrent attempts would overwrite each other's. Tasks call ``current_gpu_devices()``
 (or read the ``fleet_gpu_devices`` label through ``Context``) and pick their devices.
+
+Logs never carry a task's arguments (they may hold secrets): taskiq's receiver logs a
+cancelled attempt at ERROR with its traceback, a task's exception with its traceback, and
+a parameter it cannot parse with pydantic's error, which quotes the value. ``TaskLogGuard``
+rewrites those records on taskiq's loggers before any handler sees them: a cancellation
+becomes one INFO line, an exception its type and clipped message (a ``ValidationError``
+without its inputs), a ``TaskiqMessage`` its task name and id, and no traceback is kept.
+The whole traceback still reaches the coordinator in the outcome.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
@@ -39,8 +47,12 @@ from shared.wire import label_keys
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Status
 from shared.wire.values import depth_error
 
-__all__ = ["AttemptCancelled", "TaskExecutor", "UnknownTask"]
+__all__ = ["AttemptCancelled", "TaskExecutor", "TaskLogGuard", "UnknownTask", "guard_task_logs"]
 logger = logging.getLogger(__name__)
+LOG_TEXT_LIMIT = 300
+"""Characters of an exception's message in a log line."""
+TASKIQ_LOGGERS = ("taskiq.receiver.receiver", "taskiq.receiver.params_parser")
+"""The loggers of taskiq's receiver, which log messages, exceptions and parameters."""
 
 
 class UnknownTask(LookupError):
@@ -85,6 +97,7 @@ class TaskExecutor:
             run_startup=False,
         )
         self._running: dict[AttemptRef, _Attempt] = {}
+        guard_task_logs()
 
     def has_task(self, name: str) -> bool:
         return self._broker.find_task(name) is not None
@@ -218,8 +231,12 @@ class TaskExecutor:
             for middleware in reversed(self._broker.middlewares):
                 if type(middleware).post_save is not TaskiqMiddleware.post_save:
                     await maybe_awaitable(middleware.post_save(message, result))
-        except Exception:
-            logger.exception("post_execute or result backend failed for %s", message.task_id)
+        except Exception as exc:  # no traceback: a middleware's error may quote the arguments
+            logger.error(
+                "post_execute or result backend failed for %s: %s",
+                message.task_id,
+                safe_error(exc),
+            )
 
     def _outcome(
         self, assignment: Assignment, status: Status, result: TaskiqResult[Any], started: float
@@ -282,3 +299,61 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(
         type=name, message=str(exc), traceback="".join(traceback.format_exception(exc))
     )
+
+
+# -- logs without arguments ------------------------------------------------------------------
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= LOG_TEXT_LIMIT else text[: LOG_TEXT_LIMIT - 3] + "..."
+
+
+def safe_error(exc: BaseException) -> str:
+    """An exception as a log may show it: type and clipped message; a pydantic
+    ``ValidationError`` by where and why only, never the input it quotes."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        where = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in errors
+        )
+        return _clip(f"ValidationError: {where}")
+    return _clip(f"{type(exc).__name__}: {exc}")
+
+
+def _safe_arg(arg: object) -> object:
+    if isinstance(arg, TaskiqMessage):
+        return f"<task {arg.task_name} {arg.task_id}>"
+    if isinstance(arg, BaseException):
+        return safe_error(arg)
+    return arg
+
+
+class TaskLogGuard(logging.Filter):
+    """Rewrites taskiq's records so no task argument reaches a log (module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        quoted = isinstance(record.args, tuple) and any(arg is exc for arg in record.args)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_safe_arg(arg) for arg in record.args)
+        elif record.args:  # a mapping: "%(name)s" style
+            record.args = {k: _safe_arg(v) for k, v in record.args.items()}
+        if isinstance(exc, asyncio.CancelledError):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.msg, record.args = "task cancelled", ()
+        elif exc is not None and not quoted:
+            record.msg = f"{record.getMessage()} %s"
+            record.args = (safe_error(exc),)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+_GUARD = TaskLogGuard()
+
+
+def guard_task_logs() -> None:
+    """Put the guard on taskiq's receiver loggers, once per process."""
+    for name in TASKIQ_LOGGERS:
+        log = logging.getLogger(name)
+        if _GUARD not in log.filters:
+            log.addFilter(_GUARD)

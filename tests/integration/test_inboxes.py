@@ -90,7 +90,7 @@ async def test_a_user_may_subscribe_only_to_its_own_inbox_prefix(
     try:
         for subject in forbidden:
             await nc.subscribe(subject)
-        await nc.flush(timeout=TIMEOUT)
+        await nc.flush(timeout=int(TIMEOUT))
         try:
             await refused.at_least(len(forbidden))
         except TimeoutError:
