@@ -67,6 +67,8 @@ class Control:
             runs, cursor = await self.runs(request.limit, request.before)
             return CtlReply(runs=tuple(runs), next_before=cursor)
         if verb == "limit":
+            if "max_parallel" not in request.model_fields_set:  # an empty message is no "remove"
+                return CtlReply(ok=False, error="'limit' needs max_parallel (a number, or null)")
             self._coordinator.enqueue("limit", request.max_parallel)
             return CtlReply()
         run_id = request.run_id

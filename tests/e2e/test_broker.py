@@ -75,6 +75,8 @@ async def test_the_global_cap_changes_while_running(cluster: Cluster) -> None:
     client = fleet_app.broker.connected()
     await client.set_max_parallel(1)
     try:
+        empty = await client.nc.request("fleet.ctl.limit", b"", timeout=5)
+        assert b"'limit' needs max_parallel" in empty.data  # junk does not lift the cap
         tasks = await asyncio.gather(*(fleet_app.nap.kiq(0.2) for _ in range(3)))
         for task in tasks:
             assert not (await task.wait_result(timeout=30)).is_err
