@@ -18,6 +18,7 @@ from shared.resources import POLICY_NAMES
 if TYPE_CHECKING:
     from coordinator.service import CoordinatorSettings
     from shared.connection import NatsSettings
+    from shared.jetstream import Retention
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -78,9 +79,51 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         default=env("FLEET_PREFIX", "fleet"),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
+    _add_retention_arguments(parser)
     add_nats_arguments(parser)
     add_logging_arguments(parser)
     return run_coordinator
+
+
+def _add_retention_arguments(parser: argparse.ArgumentParser) -> None:
+    """Age, count and byte limits of what is kept; set again at every start."""
+    group = parser.add_argument_group("retention (set on the streams and bucket at start)")
+    for what, name in (("runs", "finished runs"), ("streams", "submissions and outcomes")):
+        group.add_argument(
+            f"--{what}-max-age",
+            type=number(float, 0, inclusive=True),
+            default=7 * 24 * 3600.0,
+            metavar="SECONDS",
+            help=f"keep {name} this long (default: 7 days; 0: no age limit)",
+        )
+        group.add_argument(
+            f"--{what}-max-count",
+            type=number(int, -1, inclusive=True),
+            default=-1,
+            metavar="N",
+            help=f"keep at most N {name}, dropping the oldest (default: -1, no limit)",
+        )
+        group.add_argument(
+            f"--{what}-max-bytes",
+            type=number(int, -1, inclusive=True),
+            default=-1,
+            metavar="BYTES",
+            help=f"keep at most this many bytes of {name}, dropping the oldest "
+            "(default: -1, no limit)",
+        )
+
+
+def _retention(args: argparse.Namespace) -> Retention:
+    from shared.jetstream import Limits, Retention
+
+    def limits(what: str) -> Limits:
+        return Limits(
+            max_age=getattr(args, f"{what}_max_age"),
+            max_msgs=getattr(args, f"{what}_max_count"),
+            max_bytes=getattr(args, f"{what}_max_bytes"),
+        )
+
+    return Retention(streams=limits("streams"), runs=limits("runs"))
 
 
 def run_coordinator(args: argparse.Namespace) -> int:
@@ -103,6 +146,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
                 max_parallel=args.max_parallel,
                 system_retries=args.system_retries,
             ),
+            retention=_retention(args),
         )
     except (ConnectionSettingsError, ValueError) as exc:
         print(f"fleet coordinator: error: {exc}", file=sys.stderr)

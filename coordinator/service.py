@@ -33,7 +33,7 @@ from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
-from shared.jetstream import ensure_streams
+from shared.jetstream import Retention, ensure_streams
 from shared.logging import DropLog
 from shared.wire.protocol import (
     Accept,
@@ -105,6 +105,9 @@ class CoordinatorSettings:
     tick: float = 0.1
     adopt_grace: float = 10.0
     """After a restart: how long to wait for an agent to report an in-flight attempt."""
+    retention: Retention = field(default_factory=Retention)
+    """What the submissions and outcomes streams and the finished runs keep (age, count,
+    bytes); applied when they are created and set again at every start."""
 
 
 class Coordinator:
@@ -145,8 +148,8 @@ class Coordinator:
     async def run(self, nc: Client, stop: asyncio.Event) -> None:
         self._nc = nc
         js = nc.jetstream()
-        await ensure_streams(js, self.subjects)
-        self._store = store = await RunStore.open(js, self.subjects)
+        await ensure_streams(js, self.subjects, self.settings.retention)
+        self._store = store = await RunStore.open(js, self.subjects, self.settings.retention.runs)
         self._checkpoints = Checkpointer(store, self.scheduler)
         await self._restore(store)
         control = Control(self, store)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
@@ -25,12 +28,17 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from shared.jetstream import Limits
 from shared.wire.protocol import Part
 from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import Subjects, token
 
 HISTORY_TTL = 7 * 24 * 3600.0
 SCAN_BATCH = 1000
+TRIM_EVERY = 1000
+TRIM_ROUNDS = 4
+"""Finished runs written between two checks of the count and byte limits."""
+DONE = "done.*"
 SCAN_TIMEOUT = 5.0
 TAIL_WINDOW = 256
 """Stream sequences read first when listing the newest finished runs (doubling after)."""
@@ -75,21 +83,83 @@ def read_live(key: str, raw: bytes) -> StoredRun | Unreadable:
 
 
 class RunStore:
-    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, kv: KeyValue, bucket: str, limits: Limits | None = None
+    ) -> None:
         self._js = js
         self._kv = kv
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
+        self._limits = limits or Limits()
+        self._finals = 0
+        """Final records written since the last ``trim``."""
 
     @classmethod
-    async def open(cls, js: JetStreamContext, subjects: Subjects) -> RunStore:
+    async def open(
+        cls, js: JetStreamContext, subjects: Subjects, limits: Limits | None = None
+    ) -> RunStore:
+        """The runs bucket, created if missing. With ``limits`` (the coordinator's
+        settings) its age limit is set to them, and finished runs past the count and byte
+        limits are trimmed now and every ``TRIM_EVERY`` finished runs."""
+        ttl = (limits or Limits()).max_age or None
         try:
             kv = await js.key_value(subjects.runs_bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(
-                api.KeyValueConfig(bucket=subjects.runs_bucket, ttl=HISTORY_TTL, history=1)
+                api.KeyValueConfig(bucket=subjects.runs_bucket, ttl=ttl, history=1)
             )
-        return cls(js, kv, subjects.runs_bucket)
+        store = cls(js, kv, subjects.runs_bucket, limits)
+        if limits is not None:
+            await store._apply_age(ttl or 0.0)
+            await store.trim()
+        return store
+
+    async def _apply_age(self, max_age: float) -> None:
+        """The bucket's age limit only: a KV bucket refuses writes past its count or byte
+        limits, so those are kept by ``trim``, which never touches a live run."""
+        config = (await self._js.stream_info(self._stream)).config
+        if abs((config.max_age or 0.0) - max_age) > 1e-6:
+            await self._js.update_stream(dataclasses.replace(config, max_age=max_age))
+
+    async def trim(self) -> int:
+        """Drop the oldest finished runs past the count and byte limits (the byte limit
+        counts the whole bucket); returns how many were dropped."""
+        self._finals = 0
+        dropped = 0
+        for _ in range(TRIM_ROUNDS):  # bytes per record vary: a round may fall short
+            excess = await self._excess()
+            if excess <= 0:
+                break
+            last = await self._nth_oldest(DONE, excess)
+            await self._js.purge_stream(self._stream, seq=last + 1, subject=self._prefix + DONE)
+            dropped += excess
+        if dropped:
+            log.info("trimmed finished runs past the retention limits", runs=dropped)
+        return dropped
+
+    async def _excess(self) -> int:
+        """How many of the oldest finished runs are past the count or byte limit."""
+        count_limit, byte_limit = self._limits.max_msgs, self._limits.max_bytes
+        if count_limit < 0 and byte_limit < 0:
+            return 0
+        state = (await self._js.stream_info(self._stream)).state
+        async with self._consumer(DONE, 0, headers_only=True) as (_, done):
+            pass
+        excess = done - count_limit if count_limit >= 0 else 0
+        if 0 <= byte_limit < state.bytes and done:
+            excess = max(excess, math.ceil(done * (state.bytes - byte_limit) / state.bytes))
+        return min(excess, done)
+
+    async def _nth_oldest(self, pattern: str, n: int) -> int:
+        """The sequence of the ``n``-th oldest value of keys matching ``pattern``."""
+        seq = 0
+        async with self._consumer(pattern, 1, headers_only=True) as (sub, pending):
+            left = min(n, pending)
+            while left > 0:
+                msgs = await sub.fetch(min(left, SCAN_BATCH), timeout=SCAN_TIMEOUT)
+                left -= len(msgs)
+                seq = msgs[-1].metadata.sequence.stream
+        return seq
 
     async def save(self, submit: Submit, view: RunView, had_live: bool = True) -> None:
         """The final record of a finished run (removing its live one, if it had one), or
@@ -101,9 +171,11 @@ class RunStore:
             await self._kv.put(_live(view.run_id), stored.model_dump_json().encode())
 
     async def _save_final(self, view: RunView, had_live: bool) -> None:
+        """The final record, then the live one purged (no delete marker is left behind:
+        a restart reads what is live, and the byte limit is spent on finished runs)."""
         await self._kv.put(_done(view.run_id), view.model_dump_json().encode())
         if had_live:
-            await self._kv.delete(_live(view.run_id))
+            await self._js.purge_stream(self._stream, subject=self._prefix + _live(view.run_id))
 
     async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> dict[str, Exception]:
         """Save each; returns the runs whose write failed, with why. One record the server
@@ -117,7 +189,18 @@ class RunStore:
                 failed[view.run_id] = result
             elif isinstance(result, BaseException):
                 raise result
+            elif view.done:
+                self._finals += 1
+        if self._finals >= TRIM_EVERY:
+            await self._trim_or_log()
         return failed
+
+    async def _trim_or_log(self) -> None:
+        """A failed trim costs nothing but the space: the next one catches up."""
+        try:
+            await self.trim()
+        except Exception as exc:
+            log.warning("could not trim finished runs; will retry", error=str(exc)[:200])
 
     async def live(self) -> list[StoredRun]:
         """Every readable live record; unreadable ones are set aside (``set_aside``)."""
@@ -216,6 +299,16 @@ class RunStore:
         """(key, value, sequence) of the current values of keys matching ``pattern`` stored
         at sequence ``start`` or later (``0``: all), and before ``stop`` if given; deleted
         keys are left out."""
+        async with self._consumer(pattern, start) as (sub, pending):
+            batch = SCAN_BATCH if stop is None else max(1, min(SCAN_BATCH, stop - start))
+            return await _drain(sub, pending, self._prefix, stop, batch)
+
+    @contextlib.asynccontextmanager
+    async def _consumer(
+        self, pattern: str, start: int, *, headers_only: bool = False
+    ) -> AsyncIterator[tuple[JetStreamContext.PullSubscription, int]]:
+        """A pull consumer from sequence ``start`` (``0``: the last value of each key) and
+        its exact pending count: nothing is delivered before it is asked for."""
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE
             if start
@@ -224,14 +317,13 @@ class RunStore:
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=SCAN_IDLE,
             mem_storage=True,
+            headers_only=headers_only or None,
         )
         sub = await self._js.pull_subscribe(
             self._prefix + pattern, stream=self._stream, config=config
         )
         try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            batch = SCAN_BATCH if stop is None else max(1, min(SCAN_BATCH, stop - start))
-            return await _drain(sub, pending, self._prefix, stop, batch)
+            yield sub, (await sub.consumer_info()).num_pending or 0
         finally:
             await self._drop(sub)
 

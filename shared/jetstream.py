@@ -9,7 +9,9 @@ stream, so an operator's own settings (replicas, limits) survive restarts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+from dataclasses import dataclass
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
@@ -30,14 +32,40 @@ INLINE_LIMIT = 1 << 20
 MSG_ID = "Nats-Msg-Id"
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, attempts: int = 5) -> None:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much a stream (or the runs bucket) keeps: the oldest goes first past any of
+    them. ``max_age`` in seconds; ``0`` (age) or ``-1`` (count, bytes) is no limit."""
+
+    max_age: float = RETENTION
+    max_msgs: int = -1
+    max_bytes: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """The coordinator's settings: ``streams`` for submissions and outcomes, ``runs`` for
+    the finished runs in the runs bucket (live runs are never trimmed by count or bytes)."""
+
+    streams: Limits = Limits()
+    runs: Limits = Limits()
+
+
+async def ensure_streams(
+    js: JetStreamContext,
+    subjects: Subjects,
+    retention: Retention | None = None,
+    attempts: int = 5,
+) -> None:
     """Create the fleet's streams if missing. Several processes may race to create them
     (agents starting together); in a cluster one of those requests can go unanswered,
-    so a timeout is retried and "already exists" counts as success."""
+    so a timeout is retried and "already exists" counts as success. With ``retention``
+    (the coordinator) an existing stream's limits are set to it; without (agents) an
+    existing stream is left as it is."""
     for name, captured in subjects.streams().items():
         for attempt in range(1, attempts + 1):
             try:
-                await _ensure_stream(js, name, captured)
+                await _ensure_stream(js, name, captured, retention)
                 break
             except TimeoutError:
                 if attempt == attempts:
@@ -45,12 +73,18 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, attempts: int
                 await asyncio.sleep(0.2 * attempt)
 
 
-async def _ensure_stream(js: JetStreamContext, name: str, captured: tuple[str, ...]) -> None:
+async def _ensure_stream(
+    js: JetStreamContext, name: str, captured: tuple[str, ...], retention: Retention | None
+) -> None:
+    limits = Limits() if retention is None else retention.streams
     try:
-        await js.stream_info(name)
-        return
+        info = await js.stream_info(name)
     except NotFoundError:
         pass
+    else:
+        if retention is not None:
+            await update_limits(js, info.config, limits)
+        return
     try:
         await js.add_stream(
             api.StreamConfig(
@@ -58,13 +92,28 @@ async def _ensure_stream(js: JetStreamContext, name: str, captured: tuple[str, .
                 subjects=list(captured),
                 storage=api.StorageType.FILE,
                 retention=api.RetentionPolicy.LIMITS,
-                max_age=RETENTION,
+                max_age=limits.max_age,
+                max_msgs=limits.max_msgs,
+                max_bytes=limits.max_bytes,
                 duplicate_window=DUPLICATE_WINDOW,
             )
         )
     except BadRequestError as exc:
         if "already in use" not in str(exc):
             raise
+
+
+async def update_limits(js: JetStreamContext, config: api.StreamConfig, limits: Limits) -> bool:
+    """Set a stream's age, count and byte limits to ``limits``; True if they changed."""
+    have = (config.max_age or 0.0, config.max_msgs or -1, config.max_bytes or -1)
+    wanted = (limits.max_age, limits.max_msgs, limits.max_bytes)
+    if all(abs(h - w) < 1e-6 for h, w in zip(have, wanted, strict=True)):
+        return False
+    changed = dataclasses.replace(
+        config, max_age=limits.max_age, max_msgs=limits.max_msgs, max_bytes=limits.max_bytes
+    )
+    await js.update_stream(changed)
+    return True
 
 
 async def payload_store(js: JetStreamContext, subjects: Subjects) -> ObjectStore:
