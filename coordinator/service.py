@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
@@ -71,6 +72,12 @@ loop: under a flood, NATS's socket reader gets a turn often enough that a heartb
 behind the junk is read, decoded and applied within a tick or two."""
 ERROR_CHARS = 200
 """Characters of a dropped message's error kept in its log line."""
+BACKLOG_MSGS = 8
+"""Agents' messages waiting unread (in NATS's queues for the agent subscriptions, or decoded
+for the pump) above which the coordinator is behind: silence then is not yet heard
+(``liveness.backlog_credit``)."""
+SENDERS_KEPT = 4096
+"""Subjects whose sender is remembered (parsed once, not once per message)."""
 
 
 @dataclass
@@ -79,6 +86,9 @@ class _Edge:
     sampled logs of what was dropped."""
 
     control: list[Event] = field(default_factory=list)
+    agents: list[Subscription] = field(default_factory=list)
+    """The subscriptions agents' control messages come on (their queues show a backlog)."""
+    senders: dict[str, tuple[str, str]] = field(default_factory=dict)
     drops: DropLog = field(default_factory=lambda: DropLog(log, "dropped a malformed message"))
     failures: DropLog = field(
         default_factory=lambda: DropLog(log, "event could not be applied; dropped")
@@ -155,10 +165,7 @@ class Coordinator:
         control = Control(self, store)
         s = self.subjects
         subs = [
-            await nc.subscribe(s.all_registers, cb=self._on_core),
-            await nc.subscribe(s.all_heartbeats, cb=self._on_core),
-            await nc.subscribe(s.all_deregisters, cb=self._on_core),
-            await nc.subscribe(s.all_acks, cb=self._on_core),
+            *await self._listen_to_agents(nc),
             await nc.subscribe(s.all_ctl, cb=control.handle),
         ]
         subs += [
@@ -215,12 +222,37 @@ class Coordinator:
 
     # -- inputs ------------------------------------------------------------------------------
 
+    async def _listen_to_agents(self, nc: Client) -> list[Subscription]:
+        s = self.subjects
+        subjects = (s.all_registers, s.all_heartbeats, s.all_deregisters, s.all_acks)
+        subs = [await nc.subscribe(subject, cb=self._on_core) for subject in subjects]
+        _edge(self).agents = subs
+        return subs
+
+    def _sender(self, subject: str) -> tuple[str, str]:
+        """``Subjects.parse_sender``, remembered: ~10 us a message under a flood otherwise."""
+        senders = _edge(self).senders
+        found = senders.get(subject)
+        if found is None:
+            found = self.subjects.parse_sender(subject)
+            if len(senders) >= SENDERS_KEPT:
+                senders.clear()
+            senders[subject] = found
+        return found
+
+    def _behind(self) -> bool:
+        """Agents' messages wait unread: in NATS's queues of the agent subscriptions, or
+        decoded and not yet taken by the pump."""
+        edge = _edge(self)
+        waiting = len(edge.control) + sum(sub.pending_msgs for sub in edge.agents)
+        return waiting > BACKLOG_MSGS
+
     async def _on_core(self, msg: Msg) -> None:
         """Decoded here, at the edge: junk is counted and dropped before it reaches the pump,
         and what an agent says (adverts, answers) waits in its own list, which the pump
         applies before anything else, so no flood on any subject holds back a heartbeat."""
         try:
-            self.subjects.parse_sender(msg.subject)  # the subject names the sender
+            self._sender(msg.subject)  # the subject names the sender
             decoded = decode(msg.data)
         except (ProtocolError, SubjectError) as exc:
             self.dropped += 1
@@ -285,6 +317,7 @@ class Coordinator:
 
     async def _apply(self, batch: list[Event]) -> None:
         now = self._clock()
+        self.scheduler.inbound(self._behind())  # unread heartbeats are not silence
         acks: list[tuple[Msg, set[str]]] = []
         for i, (kind, payload, msg) in enumerate(batch, 1):
             runs = await self._apply_one(kind, payload, msg, now)
@@ -425,7 +458,7 @@ class Coordinator:
         """Control traffic from the agent its subject names, and only what that agent may
         say (``authority.control_refusal``, ``authority.answer_refusal``)."""
         try:
-            kind, sender = self.subjects.parse_sender(subject)
+            kind, sender = self._sender(subject)
         except SubjectError as exc:
             raise ProtocolError("type", str(exc)) from None
         for item in msg.items if isinstance(msg, Batch) else (msg,):

@@ -7,7 +7,9 @@ when the heartbeats queue unread. ``Listening`` measures the time it was deaf (t
 the service on disconnect and reconnect, or seen as a gap between ticks much longer
 than the tick interval) and ``shifted`` moves every worker's deadline by that much; after
 a reconnect every worker also gets a fresh grace, as agents reconnect on their own
-schedule.
+schedule. Nor while its own inbound side is backlogged (``Listening.hear``): a heartbeat
+waiting unread in the coordinator's queues behind a flood was sent, just not read yet;
+that time goes uncounted too, within a bounded credit (``BACKLOG_CREDIT``).
 
 ``Departed`` keeps recently lost workers for a while, as the pool saw them: work one
 of them could hold waits for it to come back (a host restarting, the only GPU host
@@ -32,6 +34,12 @@ PAUSE_TICKS = 3
 """A gap between two ticks longer than this many tick intervals is a pause: the process
 was stopped or stalled, and heard nothing meanwhile."""
 
+BACKLOG_CREDIT = 10.0
+"""Seconds of backlogged time that may go uncounted as silence at most in a row (and the
+most the credit holds): a backlog that never clears must not stop loss judgement for ever."""
+BACKLOG_REFILL = 0.1
+"""Credit regained per second the inbound side is caught up."""
+
 Silence = tuple[float, str, float]
 """(lost-at, worker, last seen then), the scheduler's heap of deadlines."""
 
@@ -45,19 +53,35 @@ class Listening:
     last_tick: float | None = None
     deaf_since: float | None = None
     """Since when the connection has been down (None: connected)."""
+    behind: bool = False
+    """Agents' messages were waiting unread when the service last looked (``hear``)."""
+    was_behind: bool = False
+    """... and when it looked before the last time the clock was read (``observe``)."""
+    credit: float = BACKLOG_CREDIT
+    """Seconds of backlog that may still go uncounted (``backlog_credit``)."""
 
     @property
     def suspended(self) -> bool:
         return self.deaf_since is not None
 
+    def hear(self, behind: bool) -> None:
+        """The service's word, before it applies what it read: are agents' messages (a
+        heartbeat among them, maybe) still waiting unread in its inbound queues?"""
+        self.behind = behind
+
     def observe(self, now: float) -> float:
         """The time since it was last given the time (a tick, a heartbeat) that the
-        coordinator was paused (0 when not)."""
+        coordinator was paused or its inbound side backlogged (0 when neither): what
+        deadlines move by. Time disconnected is not counted here (``resume``)."""
         last, self.last_tick = self.last_tick, now
-        if self.tick is None or last is None or self.deaf_since is not None:
+        behind, self.was_behind = self.behind or self.was_behind, self.behind
+        if last is None or self.deaf_since is not None:
             return 0.0
-        gap = now - last
-        return gap - self.tick if gap > PAUSE_TICKS * self.tick else 0.0
+        gap = max(0.0, now - last)
+        self.credit, backlog = backlog_credit(self.credit, gap, behind)
+        if self.tick is None or gap <= PAUSE_TICKS * self.tick:
+            return backlog
+        return max(gap - self.tick, backlog)  # the same stretch of time: not both
 
     def suspend(self, now: float) -> None:
         if self.deaf_since is None:
@@ -68,6 +92,25 @@ class Listening:
         since, self.deaf_since = self.deaf_since, None
         self.last_tick = now
         return 0.0 if since is None else max(0.0, now - since)
+
+
+def backlog_credit(credit: float, gap: float, behind: bool) -> tuple[float, float]:
+    """(credit left, seconds of ``gap`` not to count as silence) for a stretch of ``gap``
+    seconds during which the inbound side was (``behind``) or was not backlogged.
+
+    While backlogged, a heartbeat may be waiting unread behind a flood in the
+    coordinator's own queues: that is not silence, so the time goes uncounted (deadlines
+    move by it), as long as credit lasts. Caught-up time earns credit back at
+    ``BACKLOG_REFILL`` a second, up to ``BACKLOG_CREDIT``. A backlog that never clears
+    thus delays a dead worker's loss by ``BACKLOG_CREDIT`` at most; one that comes and
+    goes by at most ``BACKLOG_CREDIT`` plus ``BACKLOG_REFILL`` times the silence, so a
+    worker silent for ``misses`` intervals of awake time is lost within
+    ``(1 + BACKLOG_REFILL) * misses * interval + BACKLOG_CREDIT`` whatever the backlog
+    does. Without credit, judgement would stop for as long as a flood lasts."""
+    if not behind:
+        return min(BACKLOG_CREDIT, credit + BACKLOG_REFILL * gap), 0.0
+    spent = min(credit, gap)
+    return credit - spent, spent
 
 
 def shifted(

@@ -565,6 +565,10 @@ class Scheduler:
         self._check_runs(now)
         self.schedule(now)
 
+    def inbound(self, behind: bool) -> None:
+        """Agents' messages wait unread in the service's queues, or not (``Listening.hear``)."""
+        self._listening.hear(behind)
+
     def suspended(self, now: float) -> None:
         """The connection to NATS is down: silence means nothing until it is back."""
         self._listening.suspend(now)

@@ -7,8 +7,11 @@ config), agents beating once a second, three missed beats to be lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import pytest
+
+from coordinator.scheduling.liveness import BACKLOG_CREDIT, BACKLOG_REFILL, backlog_credit
 from tests.unit.test_scheduler import Cluster, lost, n, only
 
 TICK = 0.1
@@ -194,3 +197,115 @@ def test_work_no_worker_ever_could_hold_fails_at_once_even_after_a_loss() -> Non
     assert c.view("r1").error.startswith("infeasible: gpu_job: ")
     c.submit("r2", n("huge", cpu=64), at=4.05)
     assert c.view("r2").status == "failed"
+
+
+# -- a backlogged inbound side -----------------------------------------------------------------
+
+
+def behind_ticks(
+    c: Cluster, start: float, end: float, *, behind: Callable[[float], bool] = lambda _: True
+) -> list[tuple[float, str]]:
+    """Tick from ``start`` to ``end`` with the service saying, before each tick, whether
+    agents' messages wait unread (``behind(at)``); nothing is heard. The workers lost."""
+    found: list[tuple[float, str]] = []
+    for i in range(round((end - start) / TICK) + 1):
+        at = round(start + i * TICK, 6)
+        c.sched.inbound(behind(at))
+        found += [(at, name) for name in lost(c.tick(at))]
+    return found
+
+
+def test_heartbeats_stuck_behind_a_backlog_do_not_lose_their_worker() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    assert ticks(c, 0, 1, beating=("w1",)) == []
+    # A flood from 1.05 to 5: w1's beats wait unread behind junk in the inbound queue.
+    assert behind_ticks(c, 1.1, 5.0) == []
+    c.sched.inbound(False)
+    c.beat("w1", 5.05)  # the queued beats are read as the backlog clears
+    assert ticks(c, 5.1, 9, beating=("w1",)) == []
+    assert set(c.sched.workers) == {"w1"}
+
+
+def test_a_worker_silent_around_a_backlog_is_lost_after_its_caught_up_silence() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("silent", interval=1)
+    assert ticks(c, 0, 1, beating=("w1",)) == []  # awake, caught up, silent for 1 s
+    assert behind_ticks(c, 1.1, 5.0) == []
+    c.sched.inbound(False)
+    found = ticks(c, 5.1, 10, beating=("w1",))
+    assert [name for _, name in found] == ["silent"]
+    at = found[0][0]
+    assert 7.0 <= at <= 7.4, f"lost at {at}: 3 s caught-up silence is 1 s before and 2 s after"
+
+
+def test_a_backlog_that_never_clears_delays_loss_by_the_credit_at_most() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("silent", interval=1)
+    assert ticks(c, 0, 0.5, beating=("w1",)) == []
+
+    def beating_behind(at: float) -> bool:
+        if round(at * 10) % 10 == 0:
+            c.beat("w1", at)  # w1 gets through now and then; the backlog stays
+        return True
+
+    found = behind_ticks(c, 0.6, 20, behind=beating_behind)
+    assert [name for _, name in found] == ["silent"]
+    at = found[0][0]
+    assert 3.0 + BACKLOG_CREDIT - 0.6 <= at <= 3.0 + BACKLOG_CREDIT + 0.3, f"lost at {at}"
+    assert set(c.sched.workers) == {"w1"}
+
+
+def test_a_backlog_that_comes_and_goes_cannot_put_off_loss_for_ever() -> None:
+    c = live()
+    c.register("silent", interval=1)
+    found = behind_ticks(c, 0, 60, behind=lambda at: round(at * 10) % 2 == 0)
+    assert [name for _, name in found] == ["silent"]
+    bound = (1 + BACKLOG_REFILL) * 3.0 + BACKLOG_CREDIT
+    assert found[0][0] <= bound + 0.2, f"lost at {found[0][0]}, bound {bound:g} s"
+
+
+def test_a_disconnection_during_a_backlog_is_not_counted_twice() -> None:
+    c = live()
+    c.register("silent", interval=1)
+    assert behind_ticks(c, 0, 1) == []
+    c.sched.suspended(1.05)
+    assert behind_ticks(c, 1.1, 4) == []
+    c.sched.resumed(4.0)
+    c.sched.inbound(False)
+    found = ticks(c, 4.1, 20)
+    assert [name for _, name in found] == ["silent"]
+    # 1 s backlogged (uncounted), 3 s down, then the reconnect grace of 3 intervals.
+    assert 7.0 < found[0][0] <= 7.3
+
+
+def test_backlog_credit_is_spent_while_behind_and_regained_while_caught_up() -> None:
+    assert backlog_credit(BACKLOG_CREDIT, 0.5, True) == (BACKLOG_CREDIT - 0.5, 0.5)
+    assert backlog_credit(0.2, 0.5, True) == (0.0, 0.2)
+    assert backlog_credit(0.0, 0.5, True) == (0.0, 0.0)
+    left, uncounted = backlog_credit(0.0, 10.0, False)
+    assert uncounted == 0.0
+    assert left == pytest.approx(10.0 * BACKLOG_REFILL)
+    assert backlog_credit(BACKLOG_CREDIT, 1_000.0, False) == (BACKLOG_CREDIT, 0.0)
+
+
+def test_a_backlog_after_a_long_caught_up_stretch_gets_its_full_credit_again() -> None:
+    c = live()
+    c.register("w1", interval=1)
+    c.register("silent", interval=1)
+
+    def w1_gets_through(at: float) -> bool:
+        c.beat("w1", at)
+        return True
+
+    behind_ticks(c, 0, 20, behind=w1_gets_through)  # the credit is spent
+    assert "silent" not in c.sched.workers
+    c.sched.inbound(False)
+    c.register("silent", at=20.05, interval=1, started_at=2.0)
+    refilled = round(20.1 + BACKLOG_CREDIT / BACKLOG_REFILL, 1)
+    assert ticks(c, 20.1, refilled, beating=("w1", "silent")) == []
+    found = behind_ticks(c, refilled + 0.1, refilled + 20, behind=w1_gets_through)
+    assert [name for _, name in found] == ["silent"]
+    assert found[0][0] - refilled >= 3.0 + BACKLOG_CREDIT - 0.3
