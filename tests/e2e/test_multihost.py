@@ -157,6 +157,11 @@ async def _pipeline_uses_both_hosts(fleet: Fleet, client: CoordinatorClient) -> 
     assert all(n.status == "succeeded" and n.attempt == 1 for n in view.nodes), view.nodes
 
 
+def runs(beat: Heartbeat, ref: AttemptRef) -> bool:
+    """The beat lists this attempt of this node (in whichever coordinator lifetime)."""
+    return ref.key in {r.key for r in beat.running}
+
+
 def _running_one(worker: str) -> Callable[[Heartbeat], bool]:
     return lambda beat: beat.worker == worker and len(beat.running) == 1
 
@@ -171,12 +176,12 @@ async def _partitioned_node_moves(
     handle = await client.submit(dag)
     first = AttemptRef(run_id=handle.run_id, node_id="slow", attempt=1)
     second = first.model_copy(update={"attempt": 2})
-    beat = await cluster.heartbeat(lambda b: first in b.running, WAIT)
+    beat = await cluster.heartbeat(lambda b: runs(b, first), WAIT)
     victim = beat.worker
     survivor = next(name for name in AGENTS if name != victim)
 
     fleet.host(victim).link(up=False)
-    await cluster.heartbeat(lambda b: b.worker == survivor and second in b.running, WAIT)
+    await cluster.heartbeat(lambda b: b.worker == survivor and runs(b, second), WAIT)
     assert cluster.coordinator is not None
     lost = {
         "event": "worker lost",
@@ -237,7 +242,7 @@ async def _stored_outcome(js: JetStreamContext, ref: AttemptRef) -> int:
     try:
         while True:
             msg = await sub.next_msg(timeout=WAIT)
-            if any(o.ref == ref for o in decode_each(msg.data, Outcome)):
+            if any(o.ref.key == ref.key for o in decode_each(msg.data, Outcome)):
                 seq: int = msg.metadata.sequence.stream
                 return seq
     finally:
