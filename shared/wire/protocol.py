@@ -362,6 +362,8 @@ def decode_model(data: bytes, model: type[M]) -> M:
 _SHAPES = {b"[": "list", b'"': "str", b"t": "bool", b"f": "bool", b"n": "null"}
 _SHAPES |= {c.encode(): "number" for c in "-0123456789"}
 _FIRST = re.compile(rb"[ \t\n\r]*(.?)", re.DOTALL)
+_WORDS = {b"t": (b"true",), b"f": (b"false",), b"n": (b"null",)}
+"""A letter names a JSON shape only when it starts that literal ("not json" is no null)."""
 
 
 def _object_shaped(data: bytes) -> None:
@@ -374,7 +376,7 @@ def _object_shaped(data: bytes) -> None:
     if not start:
         raise ProtocolError("json", "not a JSON message: empty")
     shape = _SHAPES.get(start)
-    if shape is None:
+    if shape is None or (start in _WORDS and data.strip() not in _WORDS[start]):
         raise ProtocolError("json", f"not a JSON message: it starts with {start!r}")
     raise ProtocolError("json", f"a message is a JSON object, got {shape}")
 
