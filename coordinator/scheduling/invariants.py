@@ -11,6 +11,7 @@ from __future__ import annotations
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.queue import ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
+from coordinator.scheduling.stopping import StoppingAttempts
 from shared.wire.protocol import AttemptRef
 from shared.wire.runs import TERMINAL_NODE
 
@@ -22,8 +23,9 @@ def validate(
     pool: ResourceAwareWorkerPool,
     ready: ReadyQueue,
     delayed: list[tuple[float, int, NodeState]],
+    stopping: StoppingAttempts,
 ) -> None:
-    _attempts_are_reserved(workers, attempts, pool)
+    _attempts_are_reserved(workers, attempts, pool, stopping)
     _workers_list_tracked_attempts(workers, attempts)
     for run in runs.values():
         _run_counts(run, attempts)
@@ -34,10 +36,19 @@ def _attempts_are_reserved(
     workers: dict[str, WorkerInfo],
     attempts: dict[AttemptRef, NodeState],
     pool: ResourceAwareWorkerPool,
+    stopping: StoppingAttempts,
 ) -> None:
-    """Every reservation is a tracked attempt on the same worker; every tracked attempt on
-    a live, non-draining worker holds one (unless restored and not yet reported)."""
+    """Every reservation is a tracked attempt on the same worker, or a cancelled one its
+    agent has not reported ended (``stopping.py``); every tracked attempt on a live,
+    non-draining worker holds one (unless restored and not yet reported)."""
     for placement in pool.reservations():
+        if placement.key in stopping:
+            key: AttemptRef = placement.key  # type: ignore[assignment]
+            assert key not in attempts, f"{key.key} is both tracked and stopping"
+            assert stopping.worker(key) == placement.worker, (
+                f"{key.key} is reserved on {placement.worker}, stopping on {stopping.worker(key)}"
+            )
+            continue
         state = attempts.get(placement.key)  # type: ignore[call-overload]
         assert state is not None, f"reservation {placement.key} is held for no tracked attempt"
         assert state.worker == placement.worker, (

@@ -43,6 +43,7 @@ from coordinator.scheduling.state import (
     assignment,
     store_outputs,
 )
+from coordinator.scheduling.stopping import StoppingAttempts
 from coordinator.scheduling.tasks import TaskCatalog
 from coordinator.scheduling.transitions import (
     NODE_TRANSITIONS,
@@ -96,6 +97,8 @@ class Scheduler:
         """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
         self._infeasible_runs: set[str] = set()
         self._early = EarlyOutcomes()
+        self._stopping = StoppingAttempts()
+        """Cancelled attempts whose agent has not reported them ended: still reserved."""
         self._catalog = TaskCatalog()
         self._listening = liveness.Listening(config.tick)
         self._departed = liveness.Departed(config.lost_worker_grace)
@@ -113,6 +116,7 @@ class Scheduler:
             "fly": self._fly,
             "land": self._land,
             "end": self._end,
+            "stop": self._stop,
         }
         self._run_effects: dict[RunEffect, Callable[[RunState], None]] = {
             "stop_nodes": self._stop_nodes,
@@ -123,7 +127,8 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        """Attempts holding capacity; the tracked attempts are exactly those."""
+        """Attempts in flight (tracked). Cancelled attempts their agents have not reported
+        ended hold their reservations too (``stopping.py``) but are not counted here."""
         return len(self._attempts)
 
     def start(self, now: float, redelivery: float = 0.0) -> None:
@@ -165,7 +170,15 @@ class Scheduler:
     def validate_state(self) -> None:
         """Raise AssertionError when the books disagree: a bug that would otherwise show up
         much later as leaked capacity or a run that never ends (for tests)."""
-        validate(self.runs, self.workers, self._attempts, self.pool, self._ready, self._delayed)
+        validate(
+            self.runs,
+            self.workers,
+            self._attempts,
+            self.pool,
+            self._ready,
+            self._delayed,
+            self._stopping,
+        )
 
     # -- transitions -------------------------------------------------------------------
 
@@ -189,15 +202,31 @@ class Scheduler:
         state.run.in_flight += 1
 
     def _land(self, state: NodeState) -> None:
+        self._untrack(state)
+        self._stopped(state.ref)
+
+    def _untrack(self, state: NodeState) -> None:
         ref = state.ref
         self._attempts.pop(ref, None)
-        if self.pool.reservation(ref) is not None:
-            self.pool.release(ref)
         info = self.workers.get(state.worker or "")
         if info is not None:
             info.attempts.discard(ref)
         state.run.in_flight -= 1
         state.adopt_by = None
+
+    def _stop(self, state: NodeState) -> None:
+        """``land``, but a reservation its agent may still be using is kept (``stopping.py``)
+        until the agent reports the attempt ended (``_stopped``), so its capacity is not
+        offered to another node while the cancelled work still runs."""
+        self._untrack(state)
+        booked = self._stopping.book(state, self.pool.reservation(state.ref) is not None)
+        if not booked:
+            self._stopped(state.ref)
+
+    def _stopped(self, ref: AttemptRef) -> None:
+        """The attempt ended (on its agent, or in the books): its capacity is free now."""
+        if self.pool.reservation(ref) is not None:
+            self.pool.release(ref)
         self._dirty = True
 
     @staticmethod
@@ -354,6 +383,8 @@ class Scheduler:
         if not info.draining:
             self.pool.remove_worker(name)
         self.out.lost_workers.append((name, reason))
+        for ref in self._stopping.of_worker(name):
+            self._stopped(ref)
         self._departed.left(self._catalog.labelled(info.spec, info.tasks), now)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)
@@ -427,6 +458,9 @@ class Scheduler:
         placed again, the worker's task set corrected, and after ``max_rejects`` the node
         fails so one nobody accepts cannot bounce forever. One the agent could not decode
         fails at once: every agent would decode it the same way."""
+        if self._stopping.ended(msg.ref, msg.worker):
+            self._stopped(msg.ref)  # cancelled meanwhile: the agent never ran it
+            return
         state = self._attempts.get(msg.ref)
         if state is None or state.status not in IN_FLIGHT:
             return
@@ -446,6 +480,9 @@ class Scheduler:
         attempt already superseded, so only the tracked attempt's own worker counts; one
         the coordinator lost track of (after a restart) is adopted so its work is kept, and
         one of a run not known yet is kept until its submission arrives (``early.py``)."""
+        if self._stopping.ended(msg.ref, msg.worker):
+            self._stopped(msg.ref)
+            return
         if self._keep_early(msg, now):
             return
         ref = msg.ref
@@ -464,6 +501,8 @@ class Scheduler:
             self._system_failure(state, f"cancelled on {msg.worker}", now)
         elif msg.status == "cancelled":
             self._move(state, "cancelled", "cancel confirmed", now)
+            if self._stopping.ended(msg.ref, msg.worker):
+                self._stopped(msg.ref)
         else:
             error = msg.error or ErrorInfo(type="TimeoutError", message="timed out")
             self._app_failure(state, error, now)
@@ -483,6 +522,8 @@ class Scheduler:
         """What the agent says it runs is the truth: adopt what we lost track of, cancel
         what is stale, place again what it never received."""
         grace, listed = max(2 * info.interval, 1.0), set(running)
+        for ref in self._stopping.unlisted(info.name, listed, grace, now):
+            self._stopped(ref)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)  # read again: a failure may end its run
             if recovery.lost_in_transit(state, listed, grace, now):

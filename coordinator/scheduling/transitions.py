@@ -11,7 +11,9 @@ as a run's nodes in flight are kept in one place, by the table, never by hand:
   counted in its run's in-flight count);
 - ``land``: the attempt ends (its reservation is released and it is no longer tracked
   or counted);
-- ``end``: the node is finished for good (its run has one node fewer to wait for).
+- ``end``: the node is finished for good (its run has one node fewer to wait for);
+- ``stop``: the attempt is cancelled: untracked and uncounted like ``land``, but its
+  reservation is kept until its agent reports it ended (``stopping.py``).
 
 Some entries are only for rebuilding a run from the store (``restore_only``): there a
 node enters the status it was stored with straight from ``pending``, without replaying
@@ -26,7 +28,7 @@ from typing import Literal
 
 from shared.wire.runs import NodeStatus, RunStatus
 
-Effect = Literal["fly", "land", "end"]
+Effect = Literal["fly", "land", "end", "stop"]
 RunEffect = Literal["stop_nodes", "announce"]
 HISTORY = 8
 """Status changes remembered per node: enough to explain an impossible one."""
@@ -41,6 +43,7 @@ class Transition:
 _FINISH = Transition(("end",))
 _LAND_FINISH = Transition(("land", "end"))
 _FLY = Transition(("fly",))
+_STOP_FINISH = Transition(("stop", "end"))
 
 NODE_TRANSITIONS: dict[tuple[NodeStatus, NodeStatus], Transition] = {
     ("pending", "ready"): Transition(),
@@ -59,11 +62,11 @@ NODE_TRANSITIONS: dict[tuple[NodeStatus, NodeStatus], Transition] = {
     ("placed", "ready"): Transition(("land",)),
     ("placed", "succeeded"): _LAND_FINISH,
     ("placed", "failed"): _LAND_FINISH,
-    ("placed", "cancelled"): _LAND_FINISH,
+    ("placed", "cancelled"): _STOP_FINISH,
     ("running", "ready"): Transition(("land",)),
     ("running", "succeeded"): _LAND_FINISH,
     ("running", "failed"): _LAND_FINISH,
-    ("running", "cancelled"): _LAND_FINISH,
+    ("running", "cancelled"): _STOP_FINISH,
     # A run rebuilt from the store: the node takes its stored status.
     ("pending", "succeeded"): Transition(("end",), restore_only=True),
     ("pending", "placed"): Transition(("fly",), restore_only=True),

@@ -3,7 +3,10 @@
 Hypothesis drives a Scheduler with 2-4 workers of different sizes and random small
 DAGs through submits, ticks, outcomes, accepts, rejects, lost and returning workers
 and cancels. A small model of every agent (what it was assigned and still runs) answers
-for the workers, so heartbeats say the truth. After every step the scheduler's books
+for the workers, so heartbeats say the truth. A cancelled attempt runs on until its agent
+stops it (a later step: its outcome, or it is just no longer listed), and until the
+scheduler hears that, its reservation must be held (``stopping``: the model's own record,
+not the scheduler's). After every step the scheduler's books
 must agree with each other and with the pool; at the end every run must finish and
 every reservation be given back. An illegal node transition raises ``InvalidTransition``
 in ``Scheduler._move``, so it fails the test wherever it happens; besides the checks
@@ -44,6 +47,8 @@ from shared.wire.runs import TERMINAL_NODE, TERMINAL_RUN, Submit
 
 TASK = "app:work"
 INTERVAL = 1.0
+GRACE = max(2 * INTERVAL, 1.0)
+"""Unreceived assignments are lost in transit past this (``recovery.lost_in_transit``)."""
 EPS = 1e-9
 
 # -- strategies --------------------------------------------------------------------------------
@@ -119,10 +124,29 @@ class Agent:
     """silent: heartbeats do not arrive, but assignments and outcomes still travel."""
     running: dict[AttemptRef, Assignment] = field(default_factory=dict)
     accepted: set[AttemptRef] = field(default_factory=set)
+    cancelling: set[AttemptRef] = field(default_factory=set)
+    """Asked to cancel: still running (and listed) until a ``stop`` step ends it."""
 
     def drop(self, ref: AttemptRef) -> None:
         self.running.pop(ref, None)
         self.accepted.discard(ref)
+        self.cancelling.discard(ref)
+
+    def clear(self) -> None:
+        self.running.clear()
+        self.accepted.clear()
+        self.cancelling.clear()
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """A cancelled attempt that held a reservation, its agent not heard to have ended it."""
+
+    worker: str
+    request: ResourceRequest
+    placed_at: float
+    received: bool
+    """Accepted or listed before the cancel: a heartbeat without it then says it ended."""
 
 
 def result_for(a: Assignment, outputs: tuple[str, ...]) -> Any:
@@ -140,6 +164,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.seq = 0
         self.restarts = 1.0
         self.dispatches = 0
+        self.stopping: dict[AttemptRef, Stopping] = {}
+        self.reserved: dict[AttemptRef, str] = {}
+        """The reservations after the last step (a cancel in this one released them)."""
+        self.dispatched: dict[AttemptRef, tuple[float, ResourceRequest]] = {}
+        self.received: set[AttemptRef] = set()
 
     @initialize(
         shapes=st.lists(worker_shapes, min_size=2, max_size=4),
@@ -181,6 +210,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             running=tuple(agent.running),
         )
         self.sched.register(msg, self.now)
+        self.heard(name, set(agent.running))
 
     def beat(self, name: str) -> None:
         agent = self.agents[name]
@@ -196,6 +226,22 @@ class SchedulerMachine(RuleBasedStateMachine):
             running=tuple(agent.running),
         )
         self.sched.heartbeat(msg, self.now)
+        self.heard(name, set(agent.running))
+
+    def heard(self, name: str, listed: set[AttemptRef]) -> None:
+        """The agent listed what it runs: a stopping attempt it no longer lists ended, if
+        it had received it (else only once it is past the lost-in-transit grace)."""
+        for ref, stop in list(self.stopping.items()):
+            past = self.now - stop.placed_at > GRACE
+            if stop.worker == name and ref not in listed and (stop.received or past):
+                del self.stopping[ref]
+        self.received |= {ref for ref in listed if ref in self.sched._attempts}
+
+    def ended(self, name: str, ref: AttemptRef) -> None:
+        """The agent reported the attempt ended (an outcome, a reject)."""
+        stop = self.stopping.get(ref)
+        if stop is not None and stop.worker == name:
+            del self.stopping[ref]
 
     def finish(self, name: str, ref: AttemptRef, ok: bool, *, right_shape: bool = True) -> None:
         agent = self.agents[name]
@@ -223,6 +269,20 @@ class SchedulerMachine(RuleBasedStateMachine):
                 finished_at=self.now,
             )
         self.sched.outcome(out, self.now)
+        self.ended(name, ref)
+
+    def report_cancelled(self, name: str, ref: AttemptRef) -> None:
+        self.agents[name].drop(ref)
+        out = Outcome(
+            ref=ref,
+            worker=name,
+            status="cancelled",
+            error=ErrorInfo(type="AttemptCancelled", message="asked"),
+            started_at=self.now,
+            finished_at=self.now,
+        )
+        self.sched.outcome(out, self.now)
+        self.ended(name, ref)
 
     def drain(self) -> Decisions:
         """Tick and deliver the decisions to the agents, as the service does after each batch.
@@ -237,26 +297,32 @@ class SchedulerMachine(RuleBasedStateMachine):
         to_gone = [w for w in d.assign if self.agents[w].state == "gone"]
         for worker, batch in d.assign.items():
             self.agents[worker].running.update((a.ref, a) for a in batch)
+            self.dispatched.update((a.ref, (self.now, a.request)) for a in batch)
         tracked = [r.key for b in d.cancel.values() for r, _ in b if r in self.sched._attempts]
         for worker, cancels in d.cancel.items():
             agent = self.agents[worker]
             for ref, _ in cancels:
+                self.cancelled(worker, ref)
                 if ref in agent.running:
-                    agent.drop(ref)
-                    out = Outcome(
-                        ref=ref,
-                        worker=worker,
-                        status="cancelled",
-                        error=ErrorInfo(type="AttemptCancelled", message="asked"),
-                        started_at=self.now,
-                        finished_at=self.now,
-                    )
-                    self.sched.outcome(out, self.now)  # too late to matter: ignored
+                    agent.cancelling.add(ref)  # it stops in a later step (``stop``)
+        for name, _ in d.lost_workers:
+            self.stopping = {r: s for r, s in self.stopping.items() if s.worker != name}
+        if self.stopping:
+            event("a cancelled attempt holds its reservation until it is stopped")
+        self.reserved = {p.key: p.worker for p in self.pool.reservations()}
         assert not twice, f"assigned while already running: {twice}"
         assert not to_gone, f"assigned to deregistered {to_gone}"
         assert not tracked, f"cancelled but still tracked: {tracked}"
         self.check_caps(d)
         return d
+
+    def cancelled(self, worker: str, ref: AttemptRef) -> None:
+        """A cancel of an attempt reserved on ``worker`` until this step keeps its
+        reservation until the agent reports the attempt ended."""
+        if self.reserved.get(ref) != worker or ref in self.stopping:
+            return
+        placed_at, request = self.dispatched[ref]
+        self.stopping[ref] = Stopping(worker, request, placed_at, ref in self.received)
 
     def count(self, d: Decisions) -> None:
         self.dispatches += sum(len(b) for b in d.assign.values())
@@ -302,7 +368,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         """After an agent reported its attempts, each is what the scheduler tracks on it:
         adopted if it had lost track of it, else cancelled (and so dropped by ``drain``)."""
         for name, refs in listed.items():
-            for ref in refs & set(self.agents[name].running):
+            stopping = self.agents[name].cancelling
+            for ref in refs & stopping:
+                assert ref not in self.sched._attempts, f"{ref.key} cancelled, tracked again"
+            for ref in (refs & set(self.agents[name].running)) - stopping:
                 state = self.sched._attempts.get(ref)
                 assert state is not None, f"{name} runs {ref.key}, which nobody tracks"
                 assert (state.worker, state.status) == (name, "running"), (ref.key, state.status)
@@ -337,8 +406,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             agent.drop(ref)
             msg = Reject(ref=ref, worker=name, code="capacity", reason="full")
             self.sched.rejected(msg, self.now)
+            self.ended(name, ref)
         else:
             agent.accepted.add(ref)
+            if ref in self.sched._attempts:
+                self.received.add(ref)
             self.sched.accepted(ref, self.now)
         self.drain()
 
@@ -354,8 +426,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             agent.state = "silent"
             return
         agent.state = "gone"
-        agent.running.clear()
-        agent.accepted.clear()
+        agent.clear()
         self.sched.worker_left(name, "deregistered", self.now)
         self.drain()
 
@@ -368,8 +439,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         if restarted or agent.state == "gone":
             self.restarts += 1
             agent.started_at = self.restarts
-            agent.running.clear()
-            agent.accepted.clear()
+            agent.clear()
         agent.state = "up"
         listed = {name: set(agent.running)}
         if by_heartbeat:
@@ -387,6 +457,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert self.sched.cancel_run(run_id, "test", self.now)
         self.drain()
 
+    @precondition(lambda self: any(a.cancelling for a in self.agents.values()))
+    @rule(data=st.data(), quietly=st.booleans())
+    def stop(self, data: st.DataObject, quietly: bool) -> None:
+        """An agent stops a cancelled attempt: it reports its outcome, or just no longer
+        lists it (its outcome lost, say); a silent agent's heartbeats do not arrive."""
+        held = sorted(
+            ((n, r) for n, a in self.agents.items() for r in a.cancelling), key=lambda x: x[1].key
+        )
+        name, ref = data.draw(st.sampled_from(held))
+        if quietly:
+            self.agents[name].drop(ref)
+        else:
+            self.report_cancelled(name, ref)
+        self.drain()
+
     # -- invariants ---------------------------------------------------------------------------
 
     @invariant()
@@ -396,11 +481,12 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def no_worker_beyond_capacity(self) -> None:
         used: dict[str, list[float]] = {}
-        for ref, state in self.sched._attempts.items():
+        requests = [(ref, state.node.request) for ref, state in self.sched._attempts.items()]
+        requests += [(ref, stop.request) for ref, stop in self.stopping.items()]
+        for ref, req in requests:
             placement = self.pool.reservation(ref)
             if placement is None:
                 continue
-            req = state.node.request
             total = used.setdefault(placement.worker, [0.0, 0.0, 0.0])
             total[0] += req.cpu
             total[1] += req.ram_mb
@@ -421,7 +507,10 @@ class SchedulerMachine(RuleBasedStateMachine):
     def reservations_are_the_tracked_attempts(self) -> None:
         held = {p.key: p.worker for p in self.pool.reservations()}
         tracked = {ref: state.worker for ref, state in self.sched._attempts.items()}
-        assert held == tracked, f"reserved {held} but tracking {tracked}"
+        stopping = {ref: stop.worker for ref, stop in self.stopping.items()}
+        assert not tracked.keys() & stopping.keys(), "cancelled attempts tracked again"
+        expected = tracked | stopping
+        assert held == expected, f"reserved {held} but tracking {tracked}, stopping {stopping}"
         for ref, state in self.sched._attempts.items():
             assert state.ref == ref
             assert state.status in IN_FLIGHT, (ref.key, state.status)
@@ -469,11 +558,23 @@ class SchedulerMachine(RuleBasedStateMachine):
             if agent.state != "up":
                 self.restarts += 1
                 agent.started_at = self.restarts
-                agent.running.clear()
-                agent.accepted.clear()
+                agent.clear()
                 agent.state = "up"
                 self.register(name)
         self.drain()
+        self.finish_runs()
+        self.stop_cancelled()
+        stuck = {r: run.status for r, run in self.sched.runs.items() if run.status == "running"}
+        assert not stuck, f"runs never ended: {stuck}"
+        assert self.pool.reservations() == []
+        assert self.sched.in_flight == 0
+        assert not self.sched._attempts
+        for name in self.pool.workers:
+            u = self.pool.usage(name)
+            assert (u.cpu_free, u.ram_free_mb, u.reservations) == (u.cpu, u.ram_mb, 0)
+            assert all(d.free == 1.0 for d in u.devices)
+
+    def finish_runs(self) -> None:
         for _ in range(100):
             if all(r.status in TERMINAL_RUN for r in self.sched.runs.values()):
                 break
@@ -484,15 +585,22 @@ class SchedulerMachine(RuleBasedStateMachine):
             for name, ref in self.held("up"):
                 self.finish(name, ref, ok=True)
             self.drain()
-        stuck = {r: run.status for r, run in self.sched.runs.items() if run.status == "running"}
-        assert not stuck, f"runs never ended: {stuck}"
-        assert self.pool.reservations() == []
-        assert self.sched.in_flight == 0
-        assert not self.sched._attempts
-        for name in self.pool.workers:
-            u = self.pool.usage(name)
-            assert (u.cpu_free, u.ram_free_mb, u.reservations) == (u.cpu, u.ram_mb, 0)
-            assert all(d.free == 1.0 for d in u.devices)
+
+    def stop_cancelled(self) -> None:
+        """Every agent stops what it was asked to and reports it; an assignment it never
+        received is known ended once heartbeats have not listed it past the grace."""
+        for name, agent in sorted(self.agents.items()):
+            for ref in sorted(agent.cancelling, key=lambda r: r.key):
+                self.report_cancelled(name, ref)
+        self.drain()
+        for _ in range(int(GRACE) + 2):
+            if not self.stopping:
+                break
+            self.now += 1.0
+            for name in sorted(self.agents):
+                self.beat(name)
+            self.drain()
+        assert not self.stopping, f"never reported ended: {[r.key for r in self.stopping]}"
 
 
 SchedulerMachine.TestCase.settings = settings(

@@ -144,6 +144,18 @@ class Cluster:
         )
         self.sched.outcome(msg, at)
 
+    def cancelled(self, a: Assignment, worker: str, at: float) -> None:
+        """The agent stopped the attempt as asked and reports it."""
+        msg = Outcome(
+            ref=a.ref,
+            worker=worker,
+            status="cancelled",
+            error=ErrorInfo(type="AttemptCancelled", message="asked"),
+            started_at=at,
+            finished_at=at,
+        )
+        self.sched.outcome(msg, at)
+
     def reject(self, a: Assignment, worker: str, at: float, code: str = "capacity") -> None:
         self.sched.rejected(Reject(ref=a.ref, worker=worker, code=code, reason="no"), at)  # type: ignore[arg-type]
 
@@ -554,6 +566,8 @@ def test_infeasible_node_fails_the_run_when_grace_ends() -> None:
     assert view.node("train").error is not None
     assert view.node("train").error.type == "Infeasible"
     assert view.node("prep").status == "cancelled"
+    assert c.reserved_keys() == {prep.ref}, "held until the agent has stopped it"
+    c.cancelled(prep, w, 110.5)
     assert c.reserved_keys() == set()
 
 
@@ -828,8 +842,12 @@ def test_exhausted_retries_with_on_error_stop_fail_the_run_and_cancel_in_flight(
         "slow": "cancelled",
         "later": "skipped",
     }
-    assert c.reserved_keys() == set()
     assert c.sched.in_flight == 0
+    assert c.reserved_keys() == {slow.ref}, "held until the agent has stopped it"
+    c.beat(w, 2.5, running=[slow.ref])
+    assert c.reserved_keys() == {slow.ref}, "still listed: still running"
+    c.beat(w, 2.6)
+    assert c.reserved_keys() == set(), "accepted, then no longer listed: it ended"
     c.succeed(slow, w, 3, value=1)
     assert c.node("r1", "slow").status == "cancelled", "the cancelled attempt's outcome is late"
     assert c.tick(3).assign == {}
@@ -1069,12 +1087,15 @@ def test_cancel_run_cancels_in_flight_and_pending_nodes(c: Cluster) -> None:
     assert view.error == "user asked"
     assert view.finished_at == 1
     assert {v.status for v in view.nodes} == {"cancelled"}
-    assert c.reserved_keys() == set()
     assert c.sched.in_flight == 0
+    assert c.reserved_keys() == {a.ref for _, a in placed.values()}, "held until stopped"
     assert c.sched.cancel_run("r1", "again", 2) is False
     assert c.sched.cancel_run("nope", "", 2) is False
-    for w, a in placed.values():
-        c.succeed(a, w, 3)
+    (w_a, a), (w_b, b) = placed["a"], placed["b"]
+    c.cancelled(a, w_a, 3)
+    assert c.reserved_keys() == {b.ref}
+    c.succeed(b, w_b, 3)  # it ended before the cancel reached it
+    assert c.reserved_keys() == set()
     assert c.view("r1").status == "cancelled"
     assert c.tick(3).assign == {}
 
@@ -1098,6 +1119,10 @@ def test_run_timeout_fails_the_run_at_tick(c: Cluster) -> None:
     assert view.status == "failed"
     assert view.error == "run timed out after 5 s"
     assert c.status("r1") == {"a": "cancelled", "b": "skipped"}
+    assert c.reserved_keys() == {a.ref}, "held until the agent has stopped it"
+    c.beat("w1", 15.5, running=[a.ref])
+    assert c.reserved_keys() == {a.ref}, "still listed: still running"
+    c.cancelled(a, "w1", 16)
     assert c.reserved_keys() == set()
 
 
