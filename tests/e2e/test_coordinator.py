@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from taskiq_fleet import Dag, LabelSelector, Node, ResourceRequest, RetryPolicy,
 from tests.e2e.cluster import Cluster
 
 FAST = ("--heartbeat", "0.2")
-
-
-@pytest.fixture
-async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def req(**fields: object) -> ResourceRequest:

@@ -6,11 +6,6 @@ then every coordinator start exited reading it back until the record was deleted
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from shared.jetstream import MSG_ID
 from shared.wire.runs import Submit
 from taskiq_fleet import Dag, Node, RunView
@@ -18,15 +13,6 @@ from tests.e2e.cluster import Cluster
 
 FAST = ("--heartbeat", "0.2")
 OK = Dag(nodes=(Node(id="n", task="add", kwargs={"a": 2, "b": 2}, outputs=("s",)),))
-
-
-@pytest.fixture
-async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def deep_submission(run_id: str, depth: int) -> bytes:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from nats.aio.msg import Msg
 
 from shared.jetstream import MSG_ID
@@ -17,15 +14,6 @@ from taskiq_fleet import Dag, Node
 from tests.e2e.cluster import Cluster
 
 FAST = ("--heartbeat", "0.2")
-
-
-@pytest.fixture
-async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def test_a_finished_run_id_submitted_after_a_restart_gets_its_final_view(

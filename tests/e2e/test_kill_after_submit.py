@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from taskiq_fleet import Dag, Node, RunHandle
 from tests.e2e.cluster import Cluster
@@ -22,15 +19,6 @@ from tests.e2e.cluster import Cluster
 ROUNDS = 6
 RUNS_PER_ROUND = 4
 FAST = ("--heartbeat", "0.2")
-
-
-@pytest.fixture
-async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def chain(directory: Path) -> Dag:

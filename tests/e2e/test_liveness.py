@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,15 +21,6 @@ HEARTBEAT = 0.2
 PAUSED_BEATS = 10
 """Each agent beats this often while the coordinator is stopped: 2 s, over three times
 the 0.6 s after which a silent worker is lost."""
-
-
-@pytest.fixture
-async def cluster(nats_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(nats_url, tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def sleeper(seconds: float) -> Dag:
