@@ -95,13 +95,6 @@ class _Edge:
     )
 
 
-def _edge(coordinator: Coordinator) -> _Edge:
-    edge: _Edge | None = coordinator.__dict__.get("_edge_state")
-    if edge is None:
-        edge = coordinator.__dict__["_edge_state"] = _Edge()
-    return edge
-
-
 def _clip(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "..."
@@ -139,6 +132,7 @@ class Coordinator:
         self._nc: Client | None = None
         self._store: RunStore | None = None
         self._checkpoints: Checkpointer | None = None
+        self._edge = _Edge()
         self.dropped = 0
 
     # -- NATS connection callbacks -----------------------------------------------------------
@@ -226,12 +220,12 @@ class Coordinator:
         s = self.subjects
         subjects = (s.all_registers, s.all_heartbeats, s.all_deregisters, s.all_acks)
         subs = [await nc.subscribe(subject, cb=self._on_core) for subject in subjects]
-        _edge(self).agents = subs
+        self._edge.agents = subs
         return subs
 
     def _sender(self, subject: str) -> tuple[str, str]:
         """``Subjects.parse_sender``, remembered: ~10 us a message under a flood otherwise."""
-        senders = _edge(self).senders
+        senders = self._edge.senders
         found = senders.get(subject)
         if found is None:
             found = self.subjects.parse_sender(subject)
@@ -243,7 +237,7 @@ class Coordinator:
     def _behind(self) -> bool:
         """Agents' messages wait unread: in NATS's queues of the agent subscriptions, or
         decoded and not yet taken by the pump."""
-        edge = _edge(self)
+        edge = self._edge
         waiting = len(edge.control) + sum(sub.pending_msgs for sub in edge.agents)
         return waiting > BACKLOG_MSGS
 
@@ -256,11 +250,11 @@ class Coordinator:
             decoded = decode(msg.data)
         except (ProtocolError, SubjectError) as exc:
             self.dropped += 1
-            _edge(self).drops.drop("core", subject=msg.subject, error=_clip(exc))
+            self._edge.drops.drop("core", subject=msg.subject, error=_clip(exc))
             if self.dropped % YIELD_EVERY == 0:  # not after each: junk would drain slowly
                 await asyncio.sleep(0)
             return
-        edge = _edge(self)
+        edge = self._edge
         if not edge.control:
             self._queue.put_nowait(("wake", None, None))  # a pump waiting for input
         edge.control.append(("control", (msg.subject, decoded), None))
@@ -308,7 +302,7 @@ class Coordinator:
     async def _next_batch(self) -> list[Event]:
         """What an agent said first, then at most ``MAX_BATCH`` other events: one pump
         iteration stays short under a flood, and control messages wait for one at most."""
-        edge = _edge(self)
+        edge = self._edge
         rest: list[Event] = [] if edge.control else [await self._queue.get()]
         while len(rest) < MAX_BATCH and not self._queue.empty():
             rest.append(self._queue.get_nowait())
@@ -345,7 +339,7 @@ class Coordinator:
         except ProtocolError as exc:
             self.dropped += 1
             subject = "" if msg is None else msg.subject
-            _edge(self).drops.drop(kind, subject=subject, error=_clip(exc))
+            self._edge.drops.drop(kind, subject=subject, error=_clip(exc))
             if kind == "submit":
                 run_id = (msg.headers or {}).get("Fleet-Run", "") if msg is not None else ""
                 await self._refuse(run_id, str(exc))
@@ -356,7 +350,7 @@ class Coordinator:
 
     def _failed(self, kind: str, exc: Exception) -> None:
         """A bug's first traceback in full; later ones of a flood only counted, sampled."""
-        edge = _edge(self)
+        edge = self._edge
         if edge.failures.total == 0:
             log.exception("event could not be applied; dropped", source=kind)
         edge.failures.drop(kind, error=f"{type(exc).__name__}: {_clip(exc)}")
@@ -395,34 +389,30 @@ class Coordinator:
     async def _answer_finished(self, submit: Submit, view: RunView) -> None:
         """A finished run's id submitted again: its end, as it was pushed when it ended."""
         log.info("submission of a finished run not run again", run=submit.run_id)
-        data = encode(RunUpdate(run_id=view.run_id, status=view.status, run=view))
-        await self._client().publish(
-            submit.notify or self.subjects.run_updates(submit.run_id), data
-        )
-        if submit.notify:
-            await self._client().publish(self.subjects.run_updates(submit.run_id), data)
+        update = RunUpdate(run_id=view.run_id, status=view.status, run=view)
+        await self._publish_update(update, submit.notify)
 
     def _notify_checked(self, submit: Submit) -> Submit | Refused:
         """The coordinator publishes a run's updates on ``notify``: only a client inbox may
         be named there, or a client could make it publish on an agent's subjects."""
         notify = submit.notify
-        if notify is None:
+        if notify is None or self._is_client_inbox(notify):
             return submit
+        inbox = f"{self.subjects.prefix}.client.<id>"
+        return Refused(submit.run_id, None, f"notify {notify!r} is not a client inbox ({inbox})")
+
+    def _is_client_inbox(self, subject: str) -> bool:
         try:
-            self.subjects.parse_client_inbox(notify)
+            self.subjects.parse_client_inbox(subject)
         except SubjectError:
-            inbox = f"{self.subjects.prefix}.client.<id>"
-            error = f"notify {notify!r} is not a client inbox ({inbox})"
-            return Refused(submit.run_id, None, error)
-        return submit
+            return False
+        return True
 
     def _event(self, kind: str, payload: Any, now: float) -> set[str]:
         """Apply one event; returns the runs an acknowledgement must wait for."""
         sched = self.scheduler
         if kind == "outcome":
             return self._outcomes(payload, now)
-        elif kind == "core":
-            self._core(payload.subject, decode(payload.data), now)
         elif kind == "cancel":
             run_id, reason = payload
             sched.cancel_run(run_id, reason, now)
@@ -508,11 +498,9 @@ class Coordinator:
         with contextlib.suppress(ValueError, TypeError):
             token(run_id)
             view = RunView(run_id=run_id, status="failed", error=f"submission refused: {error}")
-            data = encode(RunUpdate(run_id=run_id, status="failed", run=view))
-            await self._client().publish(self.subjects.run_updates(run_id), data)
-            if notify:
-                self.subjects.parse_client_inbox(notify)  # else not a subject to answer on
-                await self._client().publish(notify, data)
+            if notify and not self._is_client_inbox(notify):
+                notify = None  # not a subject to answer on; the run's subject still is
+            await self._publish_update(RunUpdate(run_id=run_id, status="failed", run=view), notify)
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -548,10 +536,15 @@ class Coordinator:
         update, _ = take_update(self.scheduler, run_id)
         if run is None or update is None:
             return
-        nc, s, notify = self._client(), self.subjects, run.submit.notify
-        data = encode(update)
-        await nc.publish(notify or s.run_updates(run_id), data)
+        await self._publish_update(update, run.submit.notify)
         if update.run is not None:
-            if notify:
-                await nc.publish(s.run_updates(run_id), data)  # for followers elsewhere
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
+
+    async def _publish_update(self, update: RunUpdate, notify: str | None) -> None:
+        """To the submitter's inbox (or the run's subject when it named none); a run's end
+        also to the run's subject, for followers in other processes."""
+        nc, subject = self._client(), self.subjects.run_updates(update.run_id)
+        data = encode(update)
+        await nc.publish(notify or subject, data)
+        if notify and update.run is not None:
+            await nc.publish(subject, data)
