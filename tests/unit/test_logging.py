@@ -6,32 +6,19 @@ import argparse
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-import structlog
 
 from shared.logging import add_logging_arguments, configure_logging, get_logger
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:

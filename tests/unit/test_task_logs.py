@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import structlog
 from taskiq import InMemoryBroker
 
 from shared.logging import LogFormat, configure_logging
@@ -25,6 +24,8 @@ from worker_agent.executor import LOG_TEXT_LIMIT, TaskExecutor, safe_error
 
 SECRET = "pw-4f1c9e7b0d2a-hunter2"
 """Never written in this file's task code, so only an argument value can carry it."""
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class Tasks:
@@ -67,19 +68,6 @@ async def executor(tasks: Tasks) -> AsyncIterator[TaskExecutor]:
     ex = TaskExecutor(tasks.broker, worker="host-a")
     yield ex
     ex.close()
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 @pytest.fixture(params=["json", "console"])
