@@ -384,7 +384,11 @@ class Coordinator:
         }
         if self._store is None or not unknown:
             return {}
-        return await self._store.finished(sorted(unknown))
+        try:
+            return await self._store.finished(sorted(unknown))
+        except Exception as exc:  # NATS hiccup: run them rather than lose the submission
+            log.warning("could not check for finished runs", runs=len(unknown), error=_clip(exc))
+            return {}
 
     async def _answer_finished(self, submit: Submit, view: RunView) -> None:
         """A finished run's id submitted again: its end, as it was pushed when it ended."""
