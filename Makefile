@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check taskiq_fleet shared coordinator worker_agent tests benchmarks examples chaos
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict taskiq_fleet shared coordinator worker_agent
+	$(BIN)/mypy --strict taskiq_fleet shared coordinator worker_agent chaos
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
