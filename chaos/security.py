@@ -1,5 +1,5 @@
-"""Scenario 5: each role (agent, client) tries to forge, impersonate, read, purge and
-redirect, on a nats-server with deploy/nats/accounts.conf and its role users.
+"""Scenario 5: each role (agent, client) tries to forge, impersonate, read, purge, rewrite
+a stored value and redirect, on a nats-server with deploy/nats/accounts.conf and its role users.
 
 An act counts as refused when NATS reports a permission violation for it to the rogue's
 connection, or when the coordinator drops it (its log line ``dropped a message its sender
@@ -18,13 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats
 from nats.aio.client import Client
 
 from chaos.fleet import Fleet, Logins
 from chaos.report import Figures
 from chaos.scenarios import Plan, Scene, flowing, run_scenario
-from shared.connection import connect
-from shared.wire.protocol import AttemptRef, Deregister, Outcome, Register, encode
+from shared.connection import connect, inbox_prefix
+from shared.payloads import PayloadStore
+from shared.wire.protocol import AttemptRef, Deregister, Outcome, PayloadRef, Register, encode
 from shared.wire.runs import RunUpdate, Submit
 from shared.wire.subjects import Subjects
 from taskiq_fleet import Dag, FleetError, Node
@@ -34,10 +36,11 @@ ACCOUNTS = ROOT / "deploy" / "nats" / "accounts.conf"
 USERS = ("coordinator", "client", "agent-a1", "agent-a2", "agent-a3", "sys")
 WITHIN = 5
 DROPPED = "dropped a message its sender may not send"
+KEPT = b'"a finished run\'s value"'
 PURGES = (
-    "STREAM.PURGE.OBJ_FLEET_PAYLOADS",
-    "STREAM.DELETE.OBJ_FLEET_PAYLOADS",
-    "STREAM.MSG.DELETE.OBJ_FLEET_PAYLOADS",
+    "STREAM.PURGE.FLEET_PAYLOADS",
+    "STREAM.DELETE.FLEET_PAYLOADS",
+    "STREAM.MSG.DELETE.FLEET_PAYLOADS",
     "STREAM.PURGE.FLEET_OUTCOMES",
     "STREAM.PURGE.FLEET_SUBMISSIONS",
     "STREAM.DELETE.FLEET_SUBMISSIONS",
@@ -82,7 +85,10 @@ async def rogue(fleet: Fleet, user: str) -> Rogue:
     async def on_error(exc: Exception) -> None:
         found.append(str(exc).lower())
 
-    nc = await connect(fleet.logins.settings(fleet.url, user), name="rogue", error_cb=on_error)
+    settings = fleet.logins.settings(fleet.url, user)
+    nc = await connect(
+        settings, name="rogue", error_cb=on_error, inbox_prefix=inbox_prefix(settings)
+    )
     return Rogue(user, nc, found)
 
 
@@ -155,7 +161,9 @@ def ghost(name: str) -> bytes:
 Act = Callable[[], Awaitable[bool]]
 
 
-def agent_acts(scene: Scene, r: Rogue, me: str, other: str, ref: AttemptRef) -> dict[str, Act]:
+def agent_acts(
+    scene: Scene, r: Rogue, me: str, other: str, ref: AttemptRef, kept: PayloadRef
+) -> dict[str, Act]:
     s, fleet = Subjects(), scene.fleet
 
     async def forge_own_subject() -> bool:
@@ -182,11 +190,14 @@ def agent_acts(scene: Scene, r: Rogue, me: str, other: str, ref: AttemptRef) -> 
         "read: _INBOX.>": lambda: reads_nothing(fleet, r, "_INBOX.>"),
         "read: the client's inboxes": lambda: reads_nothing(fleet, r, "_INBOX_client.>"),
         **purges(r),
+        **rewrites(r, kept),
         "redirect: submit at all": lambda: r.publish(s.submit),
     }
 
 
-def client_acts(scene: Scene, r: Rogue, ref: AttemptRef, runner: str) -> dict[str, Act]:
+def client_acts(
+    scene: Scene, r: Rogue, ref: AttemptRef, runner: str, kept: PayloadRef
+) -> dict[str, Act]:
     s, fleet = Subjects(), scene.fleet
 
     async def redirect() -> bool:
@@ -214,6 +225,7 @@ def client_acts(scene: Scene, r: Rogue, ref: AttemptRef, runner: str) -> dict[st
         "read: an agent's assignments": lambda: reads_nothing(fleet, r, "fleet.worker.a1.>"),
         "read: _INBOX.>": lambda: reads_nothing(fleet, r, "_INBOX.>"),
         **purges(r),
+        **rewrites(r, kept),
         "redirect: notify on an agent's subject": redirect,
     }
 
@@ -225,15 +237,45 @@ def purges(r: Rogue) -> dict[str, Act]:
     return {f"purge: {api}": act(api) for api in PURGES}
 
 
+def rewrites(r: Rogue, kept: PayloadRef) -> dict[str, Act]:
+    """Replace, roll up or mark deleted a stored value: the client's (``kept``, stored by
+    the workload's client) and the rogue's own. Refused when JetStream takes no such write
+    (permission or the stream's write-once rule) and the value still reads as stored."""
+    s, store = Subjects(), PayloadStore(r.nc, Subjects())
+
+    def act(whose: str, chunk: int, headers: dict[str, str] | None) -> Act:
+        async def attempt() -> bool:
+            ref = kept if whose == "the client's" else await store.save(KEPT)
+            try:
+                subject = s.payload_chunk(ref.name, chunk)
+                await r.nc.jetstream().publish(subject, b'"forged"', headers=headers, timeout=2)
+            except (nats.errors.Error, TimeoutError):
+                return await store.read(ref) == KEPT
+            return False
+
+        return attempt
+
+    return {
+        f"rewrite: {whose} stored value{how}": act(whose, chunk, headers)
+        for whose in ("the client's", "its own")
+        for how, chunk, headers in (
+            ("", 0, None),
+            (" (rollup)", 0, {"Nats-Rollup": "sub"}),
+            (" (rollup of the stream)", 1, {"Nats-Rollup": "all"}),
+        )
+    }
+
+
 async def attempt_all(scene: Scene) -> None:
     fleet, figures = scene.fleet, scene.figures
     ref = await running_attempt(scene)
+    kept = await PayloadStore(scene.work.client.nc, Subjects()).save(KEPT)
     status = await scene.work.client.status(ref.run_id)
     runner = (status.node("n").worker if status is not None else None) or "a1"
     me = "a2" if runner == "a1" else "a1"
     roles: list[tuple[str, Callable[[Rogue], dict[str, Act]]]] = [
-        (f"agent-{me}", lambda r: agent_acts(scene, r, me, runner, ref)),
-        ("client", lambda r: client_acts(scene, r, ref, runner)),
+        (f"agent-{me}", lambda r: agent_acts(scene, r, me, runner, ref, kept)),
+        ("client", lambda r: client_acts(scene, r, ref, runner, kept)),
     ]
     for user, acts in roles:
         r = await rogue(fleet, user)

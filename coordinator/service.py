@@ -36,6 +36,7 @@ from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
 from shared.jetstream import Retention, ensure_streams
 from shared.logging import DropLog
+from shared.payloads import ensure_payloads
 from shared.wire.protocol import (
     Accept,
     Batch,
@@ -153,6 +154,7 @@ class Coordinator:
         self._nc = nc
         js = nc.jetstream()
         await ensure_streams(js, self.subjects, self.settings.retention)
+        await ensure_payloads(js, self.subjects, enforce=True)
         self._store = store = await RunStore.open(js, self.subjects, self.settings.retention.runs)
         self._checkpoints = Checkpointer(store, self.scheduler)
         await self._restore(store)

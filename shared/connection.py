@@ -274,7 +274,7 @@ def inbox_prefix(settings: NatsSettings) -> str:
     """The inbox prefix of a connection that logs in as ``settings.user``: ``_INBOX_<user>``,
     with any character other than letters, digits, ``_`` and ``-`` written as ``_``.
 
-    Replies, JetStream acknowledgements and object store reads come to the connection's
+    Replies, JetStream acknowledgements and payload reads come to the connection's
     inboxes; with a prefix per user, the server can let each user read only its own
     (deploy/nats/accounts.conf). Without a user name (token, NKey, creds, no login) it is
     nats-py's ``_INBOX``.

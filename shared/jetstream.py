@@ -1,4 +1,5 @@
-"""The JetStream streams and the payload store, created the same way by every process.
+"""The JetStream streams, created the same way by every process (the payload stream,
+which is configured apart, is in ``shared/payloads.py``).
 
 Agents and the coordinator both call ``ensure_streams`` at start: an agent that
 finishes work before any coordinator has ever run must still find a stream to
@@ -10,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
-from nats.js.object_store import ObjectStore
-from pydantic import JsonValue
+from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.wire.codec import encode_value as encode_value  # the one value encoder
-from shared.wire.protocol import PayloadRef
 from shared.wire.subjects import Subjects
 
 DUPLICATE_WINDOW = 120.0
@@ -27,7 +24,7 @@ DUPLICATE_WINDOW = 120.0
 
 RETENTION = 7 * 24 * 3600.0
 INLINE_LIMIT = 1 << 20
-"""Values whose JSON is larger than this travel through the object store."""
+"""Values whose JSON is larger than this travel through the payload stream."""
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -114,26 +111,3 @@ async def update_limits(js: JetStreamContext, config: api.StreamConfig, limits: 
     )
     await js.update_stream(changed)
     return True
-
-
-async def payload_store(js: JetStreamContext, subjects: Subjects) -> ObjectStore:
-    try:
-        return await js.object_store(subjects.payloads_bucket)
-    except BucketNotFoundError:
-        return await js.create_object_store(
-            subjects.payloads_bucket, config=api.ObjectStoreConfig(ttl=RETENTION)
-        )
-
-
-async def save_value(store: ObjectStore, name: str, data: bytes) -> PayloadRef:
-    await store.put(name, data)
-    return PayloadRef(name=name, size=len(data))
-
-
-async def load_value(store: ObjectStore, ref: PayloadRef) -> JsonValue:
-    result = await store.get(ref.name)
-    data = result.data or b""
-    if len(data) != ref.size:
-        raise ValueError(f"payload {ref.name!r} has {len(data)} bytes, expected {ref.size}")
-    value: JsonValue = json.loads(data)
-    return value

@@ -29,14 +29,8 @@ from pydantic import JsonValue
 
 from shared.connection import NatsSettings, connect, inbox_prefix
 from shared.dag import Dag, RunOptions
-from shared.jetstream import (
-    INLINE_LIMIT,
-    MSG_ID,
-    encode_value,
-    load_value,
-    payload_store,
-    save_value,
-)
+from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value
+from shared.payloads import PayloadStore
 from shared.wire.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
 from shared.wire.runs import (
     CtlReply,
@@ -159,6 +153,7 @@ class CoordinatorClient:
         self._sending = False
         self._sender_task: asyncio.Task[None] | None = None
         self._inline_limit = min(INLINE_LIMIT, nc.max_payload - 64 * 1024)
+        self._payloads = PayloadStore(nc, self.subjects)
 
     @classmethod
     async def connect(
@@ -307,20 +302,15 @@ class CoordinatorClient:
         for key, value in inputs.items():
             data = encode_value(value)
             if len(data) > self._inline_limit:
-                store = await payload_store(self.nc.jetstream(), self.subjects)
-                # a fresh name: replacing an object needs a purge, which clients may not do
-                name = f"{run_id}.in.{key}.{uuid.uuid4().hex[:16]}"
-                refs[key] = await save_value(store, name, data)
+                refs[key] = await self._payloads.save(data)
             else:
                 inline[key] = value
         return inline, refs
 
     async def outputs(self, view: RunView) -> dict[str, JsonValue]:
         values = dict(view.outputs)
-        if view.output_refs:
-            store = await payload_store(self.nc.jetstream(), self.subjects)
-            for key, ref in view.output_refs.items():
-                values[key] = await load_value(store, ref)
+        for key, ref in view.output_refs.items():
+            values[key] = await self._payloads.load(ref)
         return values
 
     async def status(self, run_id: str, *, missing_ok: bool = False) -> RunView | None:

@@ -6,7 +6,7 @@ agent's ``TaskExecutor`` and ``CapacityGuard``. One pump in the running event lo
 every event to the scheduler and acts on its decisions; a timer runs only while a retry
 delay or a run's deadline is pending.
 
-Departures: values stay in memory (no object store, any size), still made JSON as on the
+Departures: values stay in memory (no payload stream, any size), still made JSON as on the
 wire; nothing is persisted; the broker's ``startup()`` is left to the caller, as with
 ``InMemoryBroker``. Without ``workers`` the fleet is one worker, ``local``, with this host's
 capacity as ``fleet agent`` detects it, so work asking for more is infeasible here too.

@@ -242,7 +242,7 @@ class TaskExecutor:
         self, assignment: Assignment, status: Status, result: TaskiqResult[Any], started: float
     ) -> Outcome:
         """The attempt's outcome; a returned value is encoded to JSON here, once, and the
-        outcome carries those bytes to the object store or into its own message."""
+        outcome carries those bytes to the payload stream or into its own message."""
         value: JsonValue = None
         data: bytes | None = None
         error = None if result.error is None else _error_info(result.error)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -24,18 +23,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.object_store import ObjectStore
 from taskiq import AsyncBroker
 
-from shared.jetstream import (
-    INLINE_LIMIT,
-    MSG_ID,
-    ensure_streams,
-    load_value,
-    payload_store,
-    save_value,
-)
+from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams
 from shared.logging import DropLog
+from shared.payloads import PayloadStore
 from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.batches import Bad, decode_apart
@@ -129,7 +121,7 @@ class Agent:
         self._started_at = clock()
         self._seq = 0
         self._nc: Client | None = None
-        self._store: ObjectStore | None = None
+        self._store: PayloadStore | None = None
         self._usage = UsageProbe()
         self._stopped = False
         self.dropped = 0
@@ -355,21 +347,21 @@ class Agent:
 
     # -- payloads and outcomes -----------------------------------------------------------
 
-    async def _payloads(self) -> ObjectStore:
+    def _payloads(self) -> PayloadStore:
         if self._store is None:
             assert self._nc is not None
-            self._store = await payload_store(self._nc.jetstream(), self._subjects)
+            self._store = PayloadStore(self._nc, self._subjects)
         return self._store
 
     async def _resolve(self, a: Assignment) -> Assignment:
         if not a.arg_refs:
             return a
-        store = await self._payloads()
-        values = await asyncio.gather(*(load_value(store, ref) for ref in a.arg_refs.values()))
+        store = self._payloads()
+        values = await asyncio.gather(*(store.load(ref) for ref in a.arg_refs.values()))
         return a.resolved(dict(zip(a.arg_refs, values, strict=True)))
 
     async def _externalise(self, outcome: Outcome) -> Outcome:
-        """A value too large for a message goes to the object store, as the JSON bytes the
+        """A value too large for a message goes to the payload stream, as the JSON bytes the
         executor encoded (``Outcome.value_json``); a small one stays in the outcome."""
         data = outcome.value_json()
         if data is None:
@@ -378,10 +370,7 @@ class Agent:
         limit = min(self.settings.inline_limit, self._nc.max_payload - 64 * 1024)
         if len(data) <= limit:
             return outcome
-        # A name never used before: replacing an object needs a purge, which agents may not
-        # do (deploy/nats/accounts.conf), and a second run of one attempt must not fail.
-        name = f"{outcome.ref.key}.{secrets.token_hex(8)}.out"
-        ref = await save_value(await self._payloads(), name, data)
+        ref = await self._payloads().save(data)
         return outcome.model_copy(update={"return_value": None, "return_ref": ref})
 
     async def _store_outcomes(self, outcomes: list[Outcome]) -> None:

@@ -11,8 +11,8 @@
 # subjects with <name> in the worker position (shared/wire/subjects.py agent_publish) and
 # receive only its own assignments and cancels (agent_subscribe) and the replies to its own
 # requests (inbox prefix _INBOX_agent-<name>, shared/connection.py inbox_prefix); besides
-# that it may create the two streams and read and write (never purge or delete) the
-# payload store.
+# that it may create the streams, write values under its own user in the payload stream
+# ($prefix.payload.agent-<name>.>) and read any there by subject.
 set -eu
 
 prefix=${FLEET_PREFIX:-fleet}
@@ -43,20 +43,14 @@ for name in "$@"; do
               "$prefix.agent.*.$name",
               "$prefix.ack.$name",
               "$prefix.outcome.$name.>",
+              "$prefix.payload.agent-$name.>",
               "\$JS.API.STREAM.INFO.${upper}_OUTCOMES",
               "\$JS.API.STREAM.INFO.${upper}_SUBMISSIONS",
               "\$JS.API.STREAM.CREATE.${upper}_OUTCOMES",
               "\$JS.API.STREAM.CREATE.${upper}_SUBMISSIONS",
-              "\$JS.API.STREAM.NAMES",
-              "\$JS.API.STREAM.INFO.OBJ_${upper}_PAYLOADS",
-              "\$JS.API.STREAM.CREATE.OBJ_${upper}_PAYLOADS",
-              "\$JS.API.STREAM.MSG.GET.OBJ_${upper}_PAYLOADS",
-              "\$JS.API.DIRECT.GET.OBJ_${upper}_PAYLOADS",
-              "\$JS.API.DIRECT.GET.OBJ_${upper}_PAYLOADS.>",
-              "\$JS.API.CONSUMER.CREATE.OBJ_${upper}_PAYLOADS",
-              "\$JS.API.CONSUMER.CREATE.OBJ_${upper}_PAYLOADS.>",
-              "\$JS.FC.OBJ_${upper}_PAYLOADS.>",
-              "\$O.${upper}_PAYLOADS.>",
+              "\$JS.API.STREAM.INFO.${upper}_PAYLOADS",
+              "\$JS.API.STREAM.CREATE.${upper}_PAYLOADS",
+              "\$JS.API.DIRECT.GET.${upper}_PAYLOADS.>",
             ]
           }
           subscribe = {

@@ -3,7 +3,7 @@ their items again, and chunks that stay under NATS' payload limit.
 
 Nothing here knows a message model, so ``protocol`` and ``runs`` both build on it.
 ``encode_value`` is the one place a task's return value (or a run's input) becomes JSON
-bytes: the agent calls it once per outcome and carries the bytes to the object store or
+bytes: the agent calls it once per outcome and carries the bytes to the payload stream or
 into the outcome's own JSON (``Outcome.with_value_json``), never encoding the value again.
 """
 

@@ -74,11 +74,26 @@ class AttemptRef(Part):
         return f"{self.run_id}.{self.node_id}.{self.attempt}"
 
 
-class PayloadRef(Part):
-    """A value too large to travel inline, kept in the payloads object store."""
+PAYLOAD_CHUNK = 256 * 1024
+"""Bytes per stored chunk of a large value; under NATS's default 1 MiB message limit."""
 
-    name: str = Field(min_length=1)
+
+class PayloadRef(Part):
+    """A value too large to travel inline, kept in the payload stream (``shared/payloads.py``).
+
+    ``name`` is ``<writer>.<key>``: the writer's NATS user, which the server lets write only
+    there, and a random key. Two tokens and nothing else, so a reference from a peer can
+    only name chunk subjects, never a wildcard that would read someone else's value. The
+    reader checks ``size`` and ``sha256``."""
+
+    name: str = Field(max_length=2 * 128 + 1, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
     size: NonNegInt
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_size: int = Field(default=PAYLOAD_CHUNK, ge=1024, le=8 << 20)
+
+    @property
+    def chunks(self) -> int:
+        return max(1, -(-self.size // self.chunk_size))
 
 
 class ErrorInfo(Part):

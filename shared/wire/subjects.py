@@ -1,4 +1,4 @@
-"""Every NATS subject, stream, KV bucket and object store name, built in one place.
+"""Every NATS subject, stream and KV bucket name, built in one place.
 
 Building names here, and nowhere else, means a typo cannot split the cluster
 into two sides that never hear each other, and that a second fleet can share a
@@ -26,6 +26,7 @@ fleet.ack.<worker>                   agent       coordinator Accept, Reject     
 fleet.outcome.<worker>.<run>.<node>  agent       coordinator Outcome              JetStream
 fleet.outcome.<worker>._batch        agent       coordinator Batch of Outcome     JetStream
 fleet.submit                         client      coordinator Submit               JetStream
+fleet.payload.<user>.<key>.<chunk>   client/agent client/agent one chunk of a value JetStream
 fleet.run.<run>                      coordinator client      RunUpdate            core
 fleet.client.<client>                coordinator client      RunUpdate            core
 fleet.ctl.<verb>                     client      coordinator request/reply        core
@@ -42,8 +43,9 @@ splits a subject itself.
 JetStream names (prefix upper-cased, ``.`` and ``-`` become ``_``): stream ``FLEET_OUTCOMES``
 over ``fleet.outcome.>``, stream ``FLEET_SUBMISSIONS`` over ``fleet.submit``, KV
 buckets ``FLEET_RUNS`` (key: run id) and ``FLEET_NODES`` (key: ``<run>.<node>``,
-so ``<run>.*`` watches one run), object store ``FLEET_PAYLOADS`` for large
-arguments and return values.
+so ``<run>.*`` watches one run), stream ``FLEET_PAYLOADS`` over ``fleet.payload.>``
+for large arguments and return values (``shared/payloads.py``): each is written under
+its writer's NATS user (``payload_writer(user)``), once, and read back by subject.
 
 Every subject an agent publishes on names its worker, outcomes included, in a
 fixed position: ``agent_publish(W)`` lists the patterns (``fleet.agent.*.W``,
@@ -86,6 +88,7 @@ _TEMPLATES: dict[str, str] = {
     "outcome": "outcome.{worker}.{run}.{node}",
     "submit": "submit",
     "ctl": "ctl.{verb}",
+    "payload_chunk": "payload.{writer}.{key}.{chunk}",
 }
 
 
@@ -353,8 +356,21 @@ class Subjects:
         return f"{self._upper}_NODES"
 
     @property
-    def payloads_bucket(self) -> str:
+    def payloads_stream(self) -> str:
         return f"{self._upper}_PAYLOADS"
+
+    @property
+    def all_payloads(self) -> str:
+        return f"{self.prefix}.payload.>"
+
+    def payload_writer(self, user: str) -> str:
+        """The payload subjects NATS user ``user`` may write (a permission pattern)."""
+        return f"{self.prefix}.payload.{token(user)}.>"
+
+    def payload_chunk(self, name: str, chunk: int) -> str:
+        """Chunk ``chunk`` of the stored value ``name`` (``<writer>.<key>``)."""
+        writer, _, key = name.partition(".")
+        return self._build("payload_chunk", writer=writer, key=key, chunk=str(chunk))
 
     @staticmethod
     def run_key(run_id: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shared.payloads import PayloadStore
 from tests.natsserver import NatsServer
 from tests.processes import ROOT, TASKS_APP, FleetProcess, agent, until_exists
 from tests.standin import StandIn, assignment, attempt
@@ -149,10 +150,8 @@ async def test_large_results_travel_by_reference(
     outcome = await standin.outcome(a.ref)
     assert outcome.return_value is None
     assert outcome.return_ref is not None
-    store = await standin.client.jetstream().object_store(standin.subjects.payloads_bucket)
-    data = (await store.get(outcome.return_ref.name)).data
-    assert data is not None
-    assert json.loads(data) == "x" * (2 * MIB)
+    store = PayloadStore(standin.client, standin.subjects)
+    assert await store.load(outcome.return_ref) == "x" * (2 * MIB)
 
 
 async def test_over_capacity_and_unknown_tasks_are_rejected(

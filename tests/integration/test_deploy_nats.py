@@ -3,7 +3,7 @@
 - ``nats-server -t`` accepts each ``deploy/nats/*.conf`` (the TLS one with certificates
   made by ``tls/gen-dev-certs.sh``), and refuses one whose password is not set.
 - ``accounts.conf`` on a real server: a coordinator, agents and a client, each logged in
-  as its own role, run DAGs end to end (values over 1 MiB included, so the object store
+  as its own role, run DAGs end to end (values over 1 MiB included, so the payload stream
   permissions are exercised) without a single permission violation in the server's log;
   wrong credentials stop an agent with an authorization error; an agent's credentials
   cannot publish or subscribe on the coordinator's or another agent's subjects, and the
@@ -26,11 +26,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from nats.aio.client import Client
 
 from shared.connection import NatsConnectError, NatsSettings, connect, inbox_prefix
-from shared.jetstream import load_value, payload_store, save_value
+from shared.payloads import PayloadStore
 from shared.resources import WorkerSpec
 from shared.wire.protocol import AttemptRef, Deregister, Outcome, Register, encode
 from shared.wire.runs import RunUpdate, Submit
@@ -57,7 +58,7 @@ PASSWORD_ENV = {
 }
 TIMEOUT = 60.0
 BIG = 1_200_000
-"""Characters: over the 1 MiB inline limit, so the value travels through the object store."""
+"""Characters: over the 1 MiB inline limit, so the value travels through the payload stream."""
 REFUSAL_WITHIN = 10.0
 """The server answers a forbidden publish at once; this only bounds a failing test."""
 VIOLATION = re.compile(r"\b(Publish|Subscription) Violation\b")
@@ -211,7 +212,7 @@ def adding_dag() -> Dag:
 
 
 async def run_dag(client: CoordinatorClient) -> None:
-    """A DAG whose large values go through the object store both ways, then every control
+    """A DAG whose large values go through the payload stream both ways, then every control
     verb the client has."""
     text = "x" * BIG
     run = await client.submit(adding_dag(), {"text": text, "n": 40})
@@ -569,17 +570,18 @@ async def test_the_coordinator_believes_the_subject_not_the_message(
 
 
 @pytest.mark.parametrize("user", ["client", "agent-a1"])
-async def test_neither_clients_nor_agents_can_purge_or_delete_the_payload_store(
+async def test_no_role_can_replace_delete_or_purge_a_stored_value(
     fleet: Fleet, server: NatsServer, user: str
 ) -> None:
+    """A client's stored value (a finished run's input) and the role's own: the API calls
+    are refused by permission, a write on another user's subject by permission, and a
+    second write, rollup or delete marker on its own subject by the stream itself."""
     s = Subjects()
-    owner = await connect(fleet.settings(server.url, "coordinator"))
-    try:
-        store = await payload_store(owner.jetstream(), s)
-        ref = await save_value(store, "finished-run.out", b'"kept"')
-    finally:
-        await owner.close()
-    stream = f"OBJ_{s.payloads_bucket}"
+    fleet.coordinator(server.url)
+    async with await fleet.client(server.url) as client:
+        await ready(client, 0, fleet)
+        theirs = await PayloadStore(client.nc, s).save(b'"kept"')
+    stream = s.payloads_stream
 
     async def send(nc: Any) -> None:
         for api_call in ("STREAM.PURGE", "STREAM.DELETE", "STREAM.MSG.DELETE"):
@@ -590,12 +592,24 @@ async def test_neither_clients_nor_agents_can_purge_or_delete_the_payload_store(
         subject = f"$js.api.{api_call}.{stream.lower()}"
         assert f'nats: permissions violation for publish to "{subject}"' in errors, errors
 
-    reader = await as_role(fleet.settings(server.url, user))
+    nc = await as_role(fleet.settings(server.url, user))
     try:
-        store = await payload_store(reader.jetstream(), s)
-        assert await load_value(store, ref) == "kept"
+        store = PayloadStore(nc, s)
+        mine = await store.save(b'"mine"')
+        assert mine.name.startswith(f"{user}.")
+        js = nc.jetstream()
+        for subject, headers in [
+            (s.payload_chunk(theirs.name, 0), None),
+            (s.payload_chunk(mine.name, 0), None),
+            (s.payload_chunk(mine.name, 0), {"Nats-Rollup": "sub"}),
+            (s.payload_chunk(mine.name, 1), {"Nats-Rollup": "all"}),
+        ]:
+            with pytest.raises((nats.errors.Error, TimeoutError)):
+                await js.publish(subject, b'"forged"', headers=headers, timeout=2)
+        assert await store.load(theirs) == "kept"
+        assert await store.load(mine) == "mine"
     finally:
-        await reader.close()
+        await nc.close()
 
 
 async def test_a_submission_notifying_an_agents_subject_is_refused(

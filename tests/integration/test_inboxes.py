@@ -1,7 +1,7 @@
 """Nobody reads what is not theirs: with deploy/nats/accounts.conf on a real server, each
 client and agent user may subscribe only to its own inbox prefix (``_INBOX_<user>``), not
 to ``_INBOX.>`` nor to another user's prefix, and each role's own request/reply (control
-requests answered by the coordinator, JetStream acks, object store reads) still works.
+requests answered by the coordinator, JetStream acks, payload reads) still works.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 USERS = ("client", "agent-a1")
 OTHERS = {"client": "agent-a1", "agent-a1": "client"}
-STREAM_NAMES = "$JS.API.STREAM.NAMES"
+STREAM_INFO = "$JS.API.STREAM.INFO.FLEET_PAYLOADS"
 """A JetStream API request both roles may make."""
 
 
@@ -100,8 +100,8 @@ async def test_a_user_may_subscribe_only_to_its_own_inbox_prefix(
             assert f'permissions violation for subscription to "{subject.lower()}"' in reported
         # Its own inbox is still its own: a JetStream API request is answered there.
         assert nc.is_connected
-        reply = await nc.request(STREAM_NAMES, b"", timeout=TIMEOUT)
-        assert b"io.nats.jetstream.api.v1.stream_names_response" in reply.data
+        reply = await nc.request(STREAM_INFO, b"", timeout=TIMEOUT)
+        assert b"io.nats.jetstream.api.v1.stream_info_response" in reply.data
     finally:
         await nc.close()
 
@@ -116,7 +116,7 @@ async def test_the_default_inbox_is_not_a_clients_or_an_agents(
     nc: Client = await connect(fleet.settings(server.url, user), error_cb=refused.on_error)
     try:
         with pytest.raises(nats.errors.TimeoutError):
-            await nc.request(STREAM_NAMES, b"", timeout=1.0)
+            await nc.request(STREAM_INFO, b"", timeout=1.0)
         await refused.at_least(1)
         assert 'permissions violation for subscription to "_inbox.' in refused.errors[0]
     finally:
@@ -126,7 +126,7 @@ async def test_the_default_inbox_is_not_a_clients_or_an_agents(
 async def test_every_role_still_gets_its_replies(deployed: tuple[Fleet, NatsServer]) -> None:
     """Coordinator, agent and client as deployed: the client's control requests are
     answered on its own inbox (the coordinator may respond there), JetStream acks and
-    object store reads reach the agent's and the client's, and the server logs no refusal."""
+    payload reads reach the agent's and the client's, and the server logs no refusal."""
     fleet, server = deployed
     fleet.coordinator(server.url)
     fleet.agent(server.url, "a1")

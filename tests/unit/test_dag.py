@@ -344,9 +344,11 @@ def test_submit_with_an_unknown_input_is_refused() -> None:
 
 def test_submit_input_given_by_reference_counts_as_given() -> None:
     submit = Submit(
-        run_id="r1", dag=diamond(), input_refs={"seed": {"name": "payload-1", "size": 10}}
+        run_id="r1",
+        dag=diamond(),
+        input_refs={"seed": {"name": "w.payload-1", "size": 10, "sha256": "0" * 64}},
     )
-    assert submit.input_refs["seed"].name == "payload-1"
+    assert submit.input_refs["seed"].name == "w.payload-1"
 
 
 def test_submit_input_given_inline_and_by_reference_is_refused() -> None:
@@ -355,7 +357,7 @@ def test_submit_input_given_inline_and_by_reference_is_refused() -> None:
             run_id="r1",
             dag=diamond(),
             inputs={"seed": 1},
-            input_refs={"seed": {"name": "payload-1", "size": 10}},
+            input_refs={"seed": {"name": "w.payload-1", "size": 10, "sha256": "0" * 64}},
         )
 
 

@@ -527,13 +527,17 @@ def test_an_agent_user_may_publish_only_on_subjects_naming_it(prefix: str) -> No
     s = Subjects(prefix)
     publish = allowed(agent_users("gpu-1", prefix=prefix), "publish")
     fleet_subjects = [p for p in publish if p.startswith(f"{prefix}.")]
-    assert tuple(fleet_subjects) == s.agent_publish("gpu-1")
+    assert tuple(fleet_subjects) == (*s.agent_publish("gpu-1"), s.payload_writer("agent-gpu-1"))
     assert allowed(agent_users("gpu-1", prefix=prefix), "subscribe") == [
         *s.agent_subscribe("gpu-1"),
         "_INBOX_agent-gpu-1.>",
     ]
-    upper = s.payloads_bucket.removesuffix("_PAYLOADS")
-    assert {p for p in publish if p.startswith("$") and upper not in p} == {"$JS.API.STREAM.NAMES"}
+    assert {p for p in publish if p.startswith("$")} == {
+        f"$JS.API.STREAM.{verb}.{stream}"
+        for verb in ("INFO", "CREATE")
+        for stream in (s.outcomes_stream, s.submissions_stream, s.payloads_stream)
+    } | {f"$JS.API.DIRECT.GET.{s.payloads_stream}.>"}
+    assert s.payload_writer("agent-gpu-1") in publish
 
 
 def test_the_script_refuses_a_name_that_is_no_worker_name() -> None:
@@ -544,14 +548,17 @@ def test_the_script_refuses_a_name_that_is_no_worker_name() -> None:
     assert "not a worker name" in result.stderr
 
 
-def test_no_agent_or_client_may_purge_or_delete_the_payload_store() -> None:
+def test_no_agent_or_client_may_purge_delete_or_write_another_users_payloads() -> None:
     text = ACCOUNTS.read_text()
     client = text[text.index("CLIENT_PERMISSIONS = {") : text.index("accounts {")]
-    blocks = [client, *re.split(r"\buser\s*:\s*agent-", text)[1:]]
-    for block in blocks:
+    agents = re.split(r"\buser\s*:\s*agent-", text)[1:]
+    blocks = [("client", client)] + [(f"agent-{b.split()[0]}", b) for b in agents]
+    for user, block in blocks:
         for subject in allowed(block, "publish"):
-            assert not re.search(r"PURGE|DELETE", subject), subject
+            assert not re.search(r"PURGE|DELETE|\$O\.|\$KV\.", subject), subject
             assert not subject.startswith("$JS.API.>"), subject
+            if ".payload." in subject:
+                assert subject == Subjects().payload_writer(user), (user, subject)
 
 
 # -- systemd -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ from taskiq import InMemoryBroker
 from shared.context import current_attempt, current_gpu_devices
 from shared.resources import ResourceRequest, WorkerSpec
 from shared.wire import codec as wire_codec
-from shared.wire.protocol import Assignment, AttemptRef, Outcome, decode_each
+from shared.wire.protocol import Assignment, AttemptRef, Outcome, PayloadRef, decode_each
 from tests.unit.executor_tasks import Probe, Recorder, make_broker
 from worker_agent.executor import TaskExecutor, UnknownTask
 from worker_agent.service import Agent, AgentSettings
@@ -241,8 +242,10 @@ class _Store:
     def __init__(self) -> None:
         self.put_calls: list[tuple[str, bytes]] = []
 
-    async def put(self, name: str, data: bytes) -> None:
+    async def save(self, data: bytes) -> PayloadRef:
+        name = f"w.k{len(self.put_calls)}"
         self.put_calls.append((name, data))
+        return PayloadRef(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 class _JetStream:

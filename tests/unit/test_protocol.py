@@ -86,7 +86,7 @@ def examples() -> list[Any]:
             task_name="app.tasks:heavy",
             args=(1, "x", None, [1.5, {"k": True}]),
             kwargs={"big": None, "n": 3},
-            arg_refs={"big": PayloadRef(name="run-1/prep/big", size=5 << 20)},
+            arg_refs={"big": PayloadRef(name="w.run-1-prep-big", size=5 << 20, sha256="0" * 64)},
             labels={"retry_on_error": True, "max_retries": 3},
             request=ONE_GPU,
             gpu_devices=(1,),
@@ -109,7 +109,7 @@ def examples() -> list[Any]:
             ref=REF,
             worker="w",
             status="succeeded",
-            return_ref=PayloadRef(name="o", size=1),
+            return_ref=PayloadRef(name="w.o", size=1, sha256="0" * 64),
             started_at=1,
             finished_at=2,
         ),
@@ -366,13 +366,16 @@ def test_decode_of_a_damaged_message_raises_only_protocol_error(
         (failed(error=None), "failed outcome must carry an error"),
         (failed(return_value=1), "failed outcome cannot carry a return value"),
         (failed(status="cancelled", error=None, return_value=[]), "cancelled outcome cannot"),
-        (failed(status="timed_out", return_ref=PayloadRef(name="o", size=1)), "timed_out"),
+        (
+            failed(status="timed_out", return_ref=PayloadRef(name="w.o", size=1, sha256="0" * 64)),
+            "timed_out",
+        ),
         (
             failed(
                 status="succeeded",
                 error=None,
                 return_value=1,
-                return_ref=PayloadRef(name="o", size=1),
+                return_ref=PayloadRef(name="w.o", size=1, sha256="0" * 64),
             ),
             "not both",
         ),
@@ -441,7 +444,7 @@ def test_assignment_devices_match_request(gpus: float, devices: tuple[int, ...],
 )
 def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
     def build() -> Assignment:
-        ref = {key: PayloadRef(name="p", size=0)}
+        ref = {key: PayloadRef(name="w.p", size=0, sha256="0" * 64)}
         return Assignment(
             ref=REF,
             task_name="t",
@@ -459,7 +462,7 @@ def test_assignment_arg_refs_name_an_argument(key: str, ok: bool) -> None:
 
 
 def test_assignment_resolved_puts_values_where_arg_refs_point() -> None:
-    ref = PayloadRef(name="p", size=0)
+    ref = PayloadRef(name="w.p", size=0, sha256="0" * 64)
     a = Assignment(
         ref=REF,
         task_name="t",
@@ -553,11 +556,13 @@ def test_default_subjects() -> None:
         "FLEET_OUTCOMES": ("fleet.outcome.>",),
         "FLEET_SUBMISSIONS": ("fleet.submit",),
     }
-    assert (s.runs_bucket, s.nodes_bucket, s.payloads_bucket) == (
+    assert (s.runs_bucket, s.nodes_bucket, s.payloads_stream) == (
         "FLEET_RUNS",
         "FLEET_NODES",
         "FLEET_PAYLOADS",
     )
+    assert s.payload_chunk("client.k1", 3) == "fleet.payload.client.k1.3"
+    assert s.payload_writer("agent-a1") == "fleet.payload.agent-a1.>"
     assert s.node_key("r1", "n1") == "r1.n1"
     assert matches(s.run_nodes_key("r1"), s.node_key("r1", "n1"))
     assert not matches(s.run_nodes_key("r1"), s.node_key("r2", "n1"))

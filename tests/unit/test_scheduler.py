@@ -309,7 +309,7 @@ def test_multi_output_node_unpacks_a_list_result(c: Cluster) -> None:
         ([1], None, "a list of 1"),
         (7, None, "a int"),
         ({"head": 1, "tail": 2}, None, "a dict"),
-        (None, PayloadRef(name="big", size=10), "a stored value"),
+        (None, PayloadRef(name="w.big", size=10, sha256="0" * 64), "a stored value"),
     ],
 )
 def test_multi_output_with_wrong_result_fails_with_output_mismatch(
@@ -335,7 +335,7 @@ def test_single_output_stored_by_reference_travels_as_an_arg_ref(c: Cluster) -> 
     c.register("w1")
     c.submit("r1", n("make", outputs=("blob",)), n("use", inputs={"data": "blob"}))
     w, a = only(c.tick(0))
-    big = PayloadRef(name="r1.make.1.out", size=5_000_000)
+    big = PayloadRef(name="w.r1-make-1-out", size=5_000_000, sha256="0" * 64)
     c.succeed(a, w, 1, ref=big)
     _, use = only(c.tick(1))
     assert use.kwargs == {"data": None}

@@ -224,11 +224,16 @@ def test_outcome_sends_its_value_as_encoded() -> None:
 def test_outcome_moved_to_a_reference_drops_the_carried_bytes() -> None:
     carried = _outcome([1]).with_value_json(b"[1]")
     moved = carried.model_copy(
-        update={"return_value": None, "return_ref": PayloadRef(name="x", size=3)}
+        update={"return_value": None, "return_ref": PayloadRef(name="w.x", size=3, sha256="0" * 64)}
     )
     sent = json.loads(encode(moved))
     assert sent["return_value"] is None
-    assert sent["return_ref"] == {"name": "x", "size": 3}
+    assert sent["return_ref"] == {
+        "name": "w.x",
+        "size": 3,
+        "sha256": "0" * 64,
+        "chunk_size": 262144,
+    }
 
 
 def test_codec_helpers() -> None:
