@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import JsonValue
@@ -162,7 +163,7 @@ class PayloadStore:
             subject = self._subjects.payload_chunk(ref.name, i)
             try:
                 msg = await self._js.get_last_msg(stream, subject, direct=True)
-            except NotFoundError:
+            except (NotFoundError, NoRespondersError):  # no such message, or no stream
                 raise PayloadError(
                     f"stored value {ref.name!r} is gone (chunk {i} missing: aged out of "
                     f"stream {stream}, or never stored)"

@@ -27,7 +27,7 @@ from taskiq import AsyncBroker
 
 from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams
 from shared.logging import DropLog
-from shared.payloads import PayloadStore
+from shared.payloads import PayloadError, PayloadStore
 from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.batches import Bad, decode_apart
@@ -320,6 +320,9 @@ class Agent:
                 outcome = self._ended(a, started, "cancelled", "AttemptCancelled", reason)
             else:
                 outcome = await self._externalise(await self._executor.run(a))
+        except PayloadError as exc:  # a value gone or altered: the reason says it all
+            bound.warning("attempt could not run", error=str(exc))
+            outcome = self._ended(a, started, "failed", type(exc).__name__, str(exc))
         except Exception as exc:
             bound.exception("attempt could not run")
             outcome = self._ended(a, started, "failed", type(exc).__name__, str(exc))

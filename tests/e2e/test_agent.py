@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from shared.payloads import PayloadStore
+from shared.wire.protocol import PayloadRef
 from tests.natsserver import NatsServer
 from tests.processes import ROOT, TASKS_APP, FleetProcess, agent, until_exists
 from tests.standin import StandIn, assignment, attempt
@@ -152,6 +153,23 @@ async def test_large_results_travel_by_reference(
     assert outcome.return_ref is not None
     store = PayloadStore(standin.client, standin.subjects)
     assert await store.load(outcome.return_ref) == "x" * (2 * MIB)
+
+
+async def test_an_argument_whose_stored_value_is_gone_fails_the_attempt_with_the_reason(
+    standin: StandIn, start_agent: Callable[..., FleetProcess]
+) -> None:
+    proc = start_agent("w")
+    await ready(standin, "w")
+    a = assignment("add", 0, 1).model_copy(
+        update={"arg_refs": {"0": PayloadRef(name="client.never-stored", size=1, sha256="0" * 64)}}
+    )
+    await standin.assign("w", a)
+    outcome = await standin.outcome(a.ref)
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert outcome.error.type == "PayloadError"
+    assert "stored value 'client.never-stored' is gone" in outcome.error.message
+    assert "Traceback" not in proc.log()
 
 
 async def test_over_capacity_and_unknown_tasks_are_rejected(
