@@ -356,6 +356,11 @@ class Subjects:
         return f"{self._upper}_NODES"
 
     @property
+    def leader_bucket(self) -> str:
+        """The coordinators' lease record and presence keys (``coordinator/lease.py``)."""
+        return f"{self._upper}_LEADER"
+
+    @property
     def payloads_stream(self) -> str:
         return f"{self._upper}_PAYLOADS"
 
