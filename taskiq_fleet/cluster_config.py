@@ -29,7 +29,7 @@ __all__ = [
 DEFAULT_APP = "examples.tasks:broker"
 
 TOP_KEYS = ("app", "agent")
-AGENT_KEYS = ("name", "app", "cpus", "ram_mb", "gpus", "labels", "headroom")
+AGENT_KEYS = ("name", "app", "cpus", "ram_mb", "gpus", "resources", "labels", "headroom")
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,8 @@ class AgentConfig:
     ram_mb: int | None = None
     gpus: str | None = None
     """``--gpus`` spec (``1xA100:40960``); ``"0"`` for none; ``None``: detect through NVML."""
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """Custom countable resources offered (``licenses = 2``): ``fleet agent --resources``."""
     labels: Mapping[str, str] = field(default_factory=dict)
     headroom: str | None = None
 
@@ -58,6 +60,8 @@ class AgentConfig:
             options += ["--ram-mb", str(self.ram_mb)]
         if self.gpus is not None:
             options += ["--gpus", self.gpus]
+        if self.resources:
+            options += ["--resources", _pairs(self.resources)]
         if self.labels:
             options += ["--labels", ",".join(f"{k}={v}" for k, v in self.labels.items())]
         if self.headroom is not None:
@@ -68,6 +72,13 @@ class AgentConfig:
 def plain_number(value: float) -> str:
     """Exact text for the command line: ``2`` not ``2.0``, never ``1e+06``."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _pairs(amounts: Mapping[str, float | str]) -> str:
+    """``k=v,...`` for a flag; numbers written exactly, text (``10%``) as given."""
+    return ",".join(
+        f"{k}={v if isinstance(v, str) else plain_number(v)}" for k, v in amounts.items()
+    )
 
 
 def identical_agents(count: int, app: str = DEFAULT_APP) -> tuple[AgentConfig, ...]:
@@ -91,6 +102,7 @@ def load_config(path: Path | str, *, default_app: str = DEFAULT_APP) -> tuple[Ag
         cpus = 4
         ram_mb = 8192
         gpus = "1xA100:40960"
+        resources = { licenses = 2 }          # or "licenses=2"
         labels = { gpu = true, zone = "eu" }   # or "gpu=true,zone=eu"
         headroom = "cpu=0.5"                   # or { cpu = 0.5, ram_mb = 512 }
     """
@@ -163,6 +175,7 @@ def _agent(table: Mapping[str, Any], number: int, app: str, source: str) -> Agen
         cpus=_checked(where, "cpus", table, _cpus),
         ram_mb=_checked(where, "ram_mb", table, _ram_mb),
         gpus=_checked(where, "gpus", table, _gpus),
+        resources=_checked(where, "resources", table, _resources) or {},
         labels=_checked(where, "labels", table, _labels) or {},
         headroom=_checked(where, "headroom", table, _headroom),
     )
@@ -241,16 +254,27 @@ def _labels(value: object) -> dict[str, str]:
     return labels
 
 
+def _resources(value: object) -> dict[str, float]:
+    from worker_agent.inventory import parse_resources
+
+    if isinstance(value, str):
+        return parse_resources(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table {{ licenses = 2 }} or 'k=N,...', got {_shown(value)}")
+    for key, amount in value.items():
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise ValueError(f"{key}: must be a number, got {_shown(amount)}")
+    return parse_resources(_pairs(value))
+
+
 def _headroom(value: object) -> str:
     from worker_agent.inventory import parse_headroom
 
     if isinstance(value, dict):
-        parts = []
         for key, amount in value.items():
             if isinstance(amount, bool) or not isinstance(amount, int | float | str):
                 raise ValueError(f"{key}: must be an amount or 'N%', got {_shown(amount)}")
-            parts.append(f"{key}={plain_number(amount) if not isinstance(amount, str) else amount}")
-        text = ",".join(parts)
+        text = _pairs(value)
     elif isinstance(value, str):
         text = value
     else:

@@ -81,6 +81,21 @@ def _gpus(worker: WorkerView) -> str:
     return ",".join(cells) or NONE
 
 
+def amounts(values: dict[str, float]) -> str:
+    """Custom resources as ``--resources`` takes them: ``fpga=1,licenses=2``."""
+    return ",".join(f"{k}={number(v)}" for k, v in sorted(values.items())) or NONE
+
+
+def _custom(worker: WorkerView) -> str:
+    """``licenses=1/2``: reserved (``-`` while draining) of each custom resource's total."""
+    reserved = worker.reserved
+    cells = [
+        f"{k}={number(reserved[k]) if k in reserved else NONE}/{number(total)}"
+        for k, total in sorted(worker.spec.resources.items())
+    ]
+    return ",".join(cells) or NONE
+
+
 def health(worker: WorkerView) -> str:
     if worker.draining:
         return "draining"
@@ -107,12 +122,13 @@ def worker_row(worker: WorkerView, now: float) -> list[str]:
         str(worker.running),
         health(worker),
         ago(worker.last_seen, now),
+        _custom(worker),
     ]
 
 
 WORKER_HEADER = (
     "worker", "labels", "cpu used/total", "cpu free", "ram MB used/total", "ram MB free",
-    "gpus (index:model free)", "running", "health", "last seen",
+    "gpus (index:model free)", "running", "health", "last seen", "resources used/total",
 )  # fmt: skip
 
 

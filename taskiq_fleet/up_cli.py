@@ -57,8 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     agents.add_argument(
         "--config",
         metavar="FILE",
-        help="a TOML file describing each agent (name, app, cpus, ram_mb, gpus, labels, "
-        "headroom); see examples/cluster.toml",
+        help="a TOML file describing each agent (name, app, cpus, ram_mb, gpus, resources, "
+        "labels, headroom); see examples/cluster.toml",
     )
     parser.add_argument(
         "--app",
@@ -236,7 +236,7 @@ def gpu_text(gpus: tuple[GPUDevice, ...]) -> str:
 
 
 def agents_table(cluster: LocalCluster) -> str:
-    from taskiq_fleet.tables import NONE, labels, number, table
+    from taskiq_fleet.tables import NONE, amounts, labels, number, table
 
     pids = cluster.pids()
     apps = {a.name: a.app for a in cluster.agents}
@@ -247,12 +247,13 @@ def agents_table(cluster: LocalCluster) -> str:
             str(w.spec.ram_mb),
             gpu_text(w.spec.gpus) or NONE,
             labels({k: v for k, v in w.spec.labels.items() if k not in HOST_LABELS}),
+            amounts(w.spec.resources),
             apps[w.spec.name],
             str(pids.get(f"agent {w.spec.name}", NONE)),
         ]
         for w in cluster.workers
     ]
-    return table(("agent", "cpus", "ram MB", "gpus", "labels", "app", "pid"), rows)
+    return table(("agent", "cpus", "ram MB", "gpus", "labels", "resources", "app", "pid"), rows)
 
 
 def describe(cluster: LocalCluster) -> str:

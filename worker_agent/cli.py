@@ -54,6 +54,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="labels added to the automatic ones (hostname, os, arch, gpu_models); "
         "env FLEET_AGENT_LABELS",
     )
+    host.add_argument(
+        "--resources",
+        default=env("FLEET_AGENT_RESOURCES"),
+        metavar="NAME=N,...",
+        help="custom countable resources this host offers to tasks that ask for them "
+        "(ResourceProfile(resources={...})), e.g. 'licenses=4,fpga=1'; "
+        "env FLEET_AGENT_RESOURCES",
+    )
     host.add_argument("--cpus", type=number(float), metavar="N", help="advertise N cores instead")
     host.add_argument(
         "--ram-mb", type=number(int), metavar="N", help="advertise N MB of RAM instead"
@@ -121,6 +129,7 @@ def run_agent(args: argparse.Namespace) -> int:
             gpus=args.gpus,
             headroom=args.headroom,
             labels=parse_labels(args.labels),
+            resources=args.resources,
             name=name,
         )
         settings = AgentSettings(
@@ -140,6 +149,7 @@ def run_agent(args: argparse.Namespace) -> int:
         cpu=spec.cpu,
         ram_mb=spec.ram_mb,
         gpus=[g.model_dump() for g in spec.gpus],
+        resources=spec.resources,
         labels=spec.labels,
         notes=list(inventory.notes),
     )

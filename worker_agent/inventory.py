@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from shared.labels import check_label_key
-from shared.resources import MILLI, GPUDevice, WorkerSpec, to_milli
+from shared.resources import MILLI, GPUDevice, WorkerSpec, check_custom_name, to_milli
 from worker_agent.cgroups import MIB, HostFacts, detect_cpu, detect_ram_mb
 
 _MODEL_TOKEN_RE = re.compile(r"[A-Z]+[0-9]+")
@@ -246,6 +246,64 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
+# -- custom resources -----------------------------------------------------------------------
+_BUILT_IN_FLAGS = {
+    **dict.fromkeys(("cpu", "cpus"), "--cpus"),
+    **dict.fromkeys(("ram", "ram_mb"), "--ram-mb"),
+    **dict.fromkeys(("gpu", "gpus", "gpu_mem_mb"), "--gpus"),
+}
+"""Names a task's custom request could confuse with a built-in dimension; each has its flag."""
+
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    """``--resources``: ``licenses=4,fpga=1``, countable things only some hosts have.
+
+    The pool reserves them like cores (exact milli-units, never over-committed), so an
+    amount is a non-negative number with at most three decimals.
+    """
+    if text is None or not text.strip():
+        return {}
+    found: dict[str, float] = {}
+    for item in text.split(","):
+        name, eq, value = (part.strip() for part in item.partition("="))
+        _resource_name(text, item.strip(), name, eq, found)
+        found[name] = _resource_amount(text, name, value)
+    return found
+
+
+def _resources_error(text: str, why: str) -> ValueError:
+    return _bad("--resources", text, why, "'licenses=4,fpga=1'")
+
+
+def _resource_name(text: str, item: str, name: str, eq: str, found: Mapping[str, float]) -> None:
+    if not eq:
+        raise _resources_error(text, f"{item!r} is not name=amount")
+    if not name:
+        raise _resources_error(text, f"{item!r} has no name")
+    if name in _BUILT_IN_FLAGS:
+        raise _resources_error(text, f"{name!r} is built in; state it with {_BUILT_IN_FLAGS[name]}")
+    try:
+        check_custom_name(name)
+    except ValueError as exc:
+        raise _resources_error(text, str(exc)) from None
+    if name in found:
+        raise _resources_error(text, f"{name} given twice")
+
+
+def _resource_amount(text: str, name: str, value: str) -> float:
+    try:
+        amount = float(value)
+    except ValueError:
+        raise _resources_error(text, f"{name} amount {value!r} is not a number") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise _resources_error(text, f"{name} amount {value!r} must be a non-negative number")
+    try:
+        to_milli(amount, name)
+    except ValueError as exc:
+        raise _resources_error(text, str(exc)) from None
+    return amount
+
+
 def auto_labels(host: HostFacts, gpus: Iterable[GPUDevice]) -> dict[str, str]:
     """Labels every agent gets for free, so selectors like ``arch=x86_64`` need no setup."""
     labels = {"hostname": host.hostname, "os": host.system.lower(), "arch": host.machine}
@@ -292,12 +350,14 @@ def detect(
     gpus: str | None = None,
     headroom: str | None = None,
     labels: Mapping[str, str] = _NO_LABELS,
+    resources: str | None = None,
     name: str | None = None,
     host: HostFacts | None = None,
     gpu_query: GpuQuery = query_nvml,
 ) -> Inventory:
     """The agent's advertisement. Specs are parsed before probing so typos fail fast."""
     room = parse_headroom(headroom)
+    custom = parse_resources(resources)
     gpu_override = None if gpus is None else parse_gpu_spec(gpus)
     host = host or HostFacts.current()
     notes: list[str] = []
@@ -315,6 +375,7 @@ def detect(
         cpu=_offer("cpu", detected.cpu, cpus, room.cpu, MILLI, notes),
         ram_mb=int(_offer("ram_mb", detected.ram_mb, ram_mb, room.ram_mb, 1, notes)),
         gpus=devices,
+        resources=custom,
         labels={**auto_labels(host, devices), **labels},
     )
     overridden = frozenset(dim for dim, value in given.items() if value is not None)

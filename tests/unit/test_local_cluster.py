@@ -139,7 +139,7 @@ def test_command_line_of_each_agent_of_the_example() -> None:
     ]  # fmt: skip
     assert cluster.agent_command(bigmem, URL) == [
         *head, "--name", "bigmem", "--cpus", "8", "--ram-mb", "12288",
-        "--labels", "size=large,memory=high", *common,
+        "--resources", "licenses=2", "--labels", "size=large,memory=high", *common,
     ]  # fmt: skip
     assert cluster.agent_command(gpu, URL) == [
         *head, "--name", "gpu-a100", "--cpus", "4", "--ram-mb", "6144",

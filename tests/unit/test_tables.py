@@ -77,11 +77,11 @@ def test_workers_table() -> None:
     assert lines[0].split("  ")[0] == "worker"
     assert lines[2].split() == [
         "w1", "gpu=true,zone=a", "2.5/8", "5.5", "4096/16384", "12288",
-        "0:L4", "0.75,1:L4", "1", "3", "healthy", "1.2s", "ago",
+        "0:L4", "0.75,1:L4", "1", "3", "healthy", "1.2s", "ago", "-",
     ]  # fmt: skip
     assert lines[3].split() == [
         "w2", "gpu=true,zone=a", "-/8", "-", "-/16384", "-", "0:L4", "-,1:L4", "-", "3",
-        "draining", "1.2s", "ago",
+        "draining", "1.2s", "ago", "-",
     ]  # fmt: skip
 
 
