@@ -14,7 +14,7 @@ from shared.labels import LabelSelector, PreferredLabel, parse_selector
 from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
 from shared.version import __version__
 from shared.wire.runs import RunUpdate, RunView, WorkerView
-from taskiq_fleet.broker import FleetBroker, TaskFailed
+from taskiq_fleet.broker import FleetBroker
 from taskiq_fleet.client import CoordinatorClient, RunHandle
 from taskiq_fleet.flow import (
     DAG,
@@ -65,6 +65,7 @@ from taskiq_fleet.profiles import (
     TaskResourceProfile,
     request_of,
 )
+from taskiq_fleet.remote_errors import TaskFailed
 
 __all__ = [
     "DAG",

@@ -5,6 +5,12 @@ batching (``batch=True``) and every pipeline go through the coordinator's schedu
 in-process workers, so resource requests, retries, timeouts and ``max_parallel`` behave as on
 the cluster. ``wait_all()`` flushes queued batches and waits for every run, as
 ``InMemoryBroker.wait_all`` does.
+
+As with ``InMemoryBroker``, ``startup()`` is optional: the first ``kiq`` starts the broker
+(``shutdown()`` is still what drains it). ``await_inplace=True`` makes ``kiq`` return only
+once the task has run, as ``InMemoryBroker(await_inplace=True)`` does for the documents'
+test fixture (Tasks guide §8); a batched task's batch is then sent at once, without
+waiting for more items (taskiq PR #634).
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from taskiq import BrokerMessage
+
 from shared.resources import WorkerSpec
 from taskiq_fleet.backend import Backend
-from taskiq_fleet.broker import FleetBroker
+from taskiq_fleet.batching import BatchConfig
+from taskiq_fleet.broker import FleetBroker, FleetResultBackend
 from taskiq_fleet.inprocess import LocalFleet
 
 __all__ = ["LocalFleetBroker"]
@@ -36,8 +45,11 @@ class LocalFleetBroker(FleetBroker):
         policy: str | None = None,
         max_parallel: int | None = None,
         drain_timeout: float = 30.0,
+        await_inplace: bool = False,
     ) -> None:
         super().__init__(nats="in-process")
+        self.await_inplace = await_inplace
+        self._starting = asyncio.Lock()
         self._fleet_args: tuple[
             Sequence[WorkerSpec | Mapping[str, Any]] | None, str | None, int | None
         ] = (workers, policy, max_parallel)
@@ -52,6 +64,22 @@ class LocalFleetBroker(FleetBroker):
         if self.fleet.closed:  # started again after a shutdown
             self.fleet = self._new_fleet()
         return self.fleet
+
+    async def kick(self, message: BrokerMessage) -> None:
+        if self.client is None:
+            async with self._starting:  # many kiqs at once start it once
+                if self.client is None:
+                    await self.startup()
+        await super().kick(message)
+        if self.await_inplace:
+            if self._batched(message.task_name):
+                await self.batches.flush()
+            assert isinstance(self.result_backend, FleetResultBackend)
+            await self.result_backend.wait(message.task_id, None)
+
+    def _batched(self, task_name: str) -> bool:
+        task = self.find_task(task_name)
+        return task is not None and BatchConfig.from_labels(task.labels) is not None
 
     async def wait_all(self) -> None:
         await self.batches.flush()

@@ -9,7 +9,7 @@ like another task's output receives that output.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -100,6 +100,31 @@ def parameters_of(task: object) -> tuple[list[str], list[str]]:
             continue
         (optional if param.default is not param.empty else required).append(name)
     return required, optional
+
+
+def bind_inputs(
+    task: object, named: Sequence[str] | None, fixed: Collection[str] = ()
+) -> dict[str, str]:
+    """Parameter -> the output or external input it takes, for every way of building a
+    DAG (``DataflowPipeline``, ``DataflowRegistry``), so that ``@pipeline_task(inputs=...)``
+    means the same in each. ``None``: every required parameter not ``fixed``, by its own
+    name. Otherwise a named input goes to the parameter of that name, or else to the first
+    required parameter still unnamed (``inputs=["features"]`` on ``tag(data)``); required
+    parameters left over keep their own names."""
+    required, optional = parameters_of(task)
+    if named is None:
+        return {p: p for p in required if p not in fixed}
+    params = set(required) | set(optional)
+    free = [p for p in required if p not in named and p not in fixed]
+    wiring: dict[str, str] = {}
+    for name in named:
+        if name in params or not free:
+            wiring[name] = name
+        else:
+            wiring[free.pop(0)] = name
+    for param in free:
+        wiring[param] = param
+    return wiring
 
 
 def _injected(param: inspect.Parameter) -> bool:

@@ -35,8 +35,9 @@ class StepPlan:
     nodes: tuple[str, ...]
 
 
-def step_name(index: int, task: Any) -> str:
-    return f"{index}:{short_name(task)}"
+def step_name(index: int, *tasks: Any) -> str:
+    """``"<index>:<task>"``; a group's tasks joined by ``+``."""
+    return f"{index}:{'+'.join(short_name(t) for t in tasks)}"
 
 
 def positional(task: Any) -> list[str]:
@@ -78,15 +79,18 @@ def compile_chain(
     broker: Any,
 ) -> tuple[DataflowPipeline, dict[str, Any], list[StepPlan]]:
     """The DAG (as a ``DataflowPipeline``), its inputs and where each step's nodes are.
-    ``steps`` are ``sequential._Step``s, none a map over the previous result."""
+    ``steps`` are ``sequential._Step``s, none a map over the previous result. Each step
+    takes the output of the last step that is not a ``call_after`` side effect, and waits
+    for the step just before it; the last such step's output is ``result``."""
     flow = DataflowPipeline(broker, timeout=timeout)
     flow.retry, flow.mode = retry, "sequential"
     inputs: dict[str, Any] = {}
     plans: list[StepPlan] = []
+    valued = [i for i, step in enumerate(steps) if step.kind != "after"]
+    value: str | None = None  # the output the next step takes
     previous: list[int] = []
     for index, step in enumerate(steps):
-        last = index == len(steps) - 1
-        output = RESULT if last else f"step{index}"
+        output = RESULT if index == valued[-1] else f"step{index}"
         start = len(flow._entries)
         labels: dict[str, JsonValue] = {label_keys.STEP: index}
         if step.kind == "map":
@@ -96,24 +100,54 @@ def compile_chain(
                 if not entry.after:  # the head of each lane waits for the previous step
                     entry.after = tuple(previous)
         else:
-            given = dict(step.kwargs)
-            bindings: dict[str, str] = {}
-            free = [p for p in positional(step.task) if p not in given]
-            if index == 0:  # the pipeline's own arguments, as run inputs (large ones by ref)
-                for param, value in first_call(step.task, given, args, kwargs).items():
-                    bindings[param] = f"arg_{param}"
-                    inputs[f"arg_{param}"] = value
-            elif free:
-                bindings[free[0]] = plans[-1].output
-            flow.add_dataflow_task(
-                step.task, output=output, inputs=bindings, kwargs=given, labels=labels
-            )
-            if index > 0 and not free:
-                flow._entries[-1].after = tuple(previous)
+            members = step.tasks if step.kind == "group" else (step.task,)
+            names = [f"{output}__{j}" for j in range(len(members))]
+            for member, name in zip(members, names, strict=True):
+                given = dict(step.kwargs)
+                bindings = _bindings(member, given, value, index, args, kwargs, inputs)
+                flow.add_dataflow_task(
+                    member,
+                    output=output if step.kind != "group" else name,
+                    inputs=bindings,
+                    kwargs=given,
+                    labels=labels,
+                )
+                after_effect = index > 0 and steps[index - 1].kind == "after"
+                if index > 0 and (value not in bindings.values() or after_effect):
+                    flow._entries[-1].after = tuple(previous)
+            if step.kind == "group":
+                flow._lists[output] = tuple(names)
         previous = list(range(start, len(flow._entries)))
+        if step.kind != "after":
+            value = output
         nodes = tuple(node_id(flow._entries[i].task, i) for i in previous)
-        plans.append(StepPlan(step_name(index, step.task), output, nodes))
+        members = step.tasks if step.kind == "group" else (step.task,)
+        plans.append(StepPlan(step_name(index, *members), output, nodes))
     return flow, inputs, plans
+
+
+def _bindings(
+    task: Any,
+    given: dict[str, Any],
+    value: str | None,
+    index: int,
+    args: Sequence[JsonValue],
+    kwargs: dict[str, JsonValue],
+    inputs: dict[str, Any],
+) -> dict[str, str]:
+    """Where one node of a step takes its arguments from: the first step from the
+    pipeline's own arguments (as run inputs, so large ones travel by reference), a later
+    one from ``value``, the output of the last step that was not a side effect."""
+    bindings: dict[str, str] = {}
+    if index == 0:
+        for param, given_value in first_call(task, given, args, kwargs).items():
+            bindings[param] = f"arg_{param}"
+            inputs[f"arg_{param}"] = given_value
+        return bindings
+    free = [p for p in positional(task) if p not in given]
+    if free and value is not None:
+        bindings[free[0]] = value
+    return bindings
 
 
 def result_of(outputs: dict[str, Any]) -> Any:

@@ -15,7 +15,6 @@ from typing import Any, Self
 
 from pydantic import JsonValue
 from taskiq import AsyncBroker
-from taskiq.exceptions import TaskiqError
 
 from shared.dag import (
     Dag,
@@ -28,27 +27,11 @@ from shared.dag import (
 from shared.wire import label_keys
 from shared.wire.runs import RunView
 from taskiq_fleet.backend import Handle
-from taskiq_fleet.flow.annotations import flow_of, parameters_of
+from taskiq_fleet.flow.annotations import bind_inputs, flow_of, parameters_of
+from taskiq_fleet.flow.errors import PipelineErrorAggregator, deadline_passed, pipeline_error
 from taskiq_fleet.flow.naming import node_id, short_name, task_name
-from taskiq_fleet.flow.runner import runner_for
+from taskiq_fleet.flow.runner import runner_for, submit_dag
 from taskiq_fleet.profiles import request_of
-
-
-class PipelineError(TaskiqError):
-    """A pipeline run that did not succeed; completed outputs are kept. A ``TaskiqError``,
-    so the documents' ``except TaskiqError`` catches it."""
-
-    __template__ = "pipeline {run_id} {status}: {reason}"
-    run_id: str
-    status: str
-    reason: str
-
-    def __init__(self, view: RunView, partial_results: dict[str, JsonValue]) -> None:
-        super().__init__(run_id=view.run_id, status=view.status, reason=view.error)
-        self.view = view
-        self.partial_results = partial_results
-        failed = [n.id for n in view.nodes if n.status == "failed"]
-        self.failed_step = failed[0] if failed else None
 
 
 @dataclass
@@ -63,12 +46,24 @@ class _Entry:
 
 
 class DataflowPipeline:
+    """``continue_on_error=True``: a failed task skips only what depends on it, and
+    ``kiq_dataflow`` returns what was produced instead of raising; ``errors`` (a
+    ``PipelineErrorAggregator``) says what failed. A timeout still raises."""
+
     def __init__(
-        self, broker: AsyncBroker, max_parallel: int | None = None, *, timeout: float | None = None
+        self,
+        broker: AsyncBroker,
+        max_parallel: int | None = None,
+        *,
+        timeout: float | None = None,
+        continue_on_error: bool = False,
     ) -> None:
         self.broker = broker
         self.max_parallel = max_parallel
         self.timeout = timeout
+        self.continue_on_error = continue_on_error
+        self.errors: PipelineErrorAggregator | None = None
+        """The report of the last ``kiq_dataflow``: failed steps and partial results."""
         self.retry: RetryPolicy | None = None
         """Every node's policy when set (``Pipeline.with_retry``); else each task's own."""
         self._entries: list[_Entry] = []
@@ -105,9 +100,10 @@ class DataflowPipeline:
         spec = flow_of(task)
         names = (output,) if output else tuple(outputs or (spec.outputs if spec else ()))
         wanted = inputs if inputs is not None else (spec.inputs if spec else None)
-        if wanted is None:
-            wanted = [p for p in parameters_of(task)[0] if p not in kwargs]
-        bindings = dict(wanted) if isinstance(wanted, Mapping) else {p: p for p in wanted}
+        if isinstance(wanted, Mapping):
+            bindings = dict(wanted)
+        else:
+            bindings = bind_inputs(task, None if wanted is None else list(wanted), kwargs)
         entry = _Entry(task, names or (short_name(task),), bindings, kwargs)
         entry.labels = dict(labels or {})
         self._entries.append(entry)
@@ -199,17 +195,24 @@ class DataflowPipeline:
                 )
             inputs.update(zip(free, args, strict=False))
         view, outputs = await self._run(inputs)
-        if view.status != "succeeded":
-            raise PipelineError(view, outputs)
-        return outputs
+        self.errors = PipelineErrorAggregator.from_run(view, outputs)
+        if view.status == "succeeded":
+            return outputs
+        if self.continue_on_error and view.status == "failed" and not deadline_passed(view):
+            return outputs
+        raise pipeline_error(view, outputs)
 
     async def _run(self, inputs: dict[str, Any]) -> tuple[RunView, dict[str, Any]]:
         return await self._collect(await self._submit(inputs))
 
     async def _submit(self, inputs: dict[str, Any], run_id: str | None = None) -> Handle:
         dag = self.build()
-        options = RunOptions(max_parallel=self.max_parallel, timeout=self.timeout)
-        handle = await runner_for(self.broker).submit(dag, inputs, options=options, run_id=run_id)
+        options = RunOptions(
+            max_parallel=self.max_parallel,
+            timeout=self.timeout,
+            on_error="continue" if self.continue_on_error else "stop",
+        )
+        handle = await submit_dag(self.broker, dag, inputs, options, run_id)
         self.pipeline_id = handle.run_id
         return handle
 

@@ -35,10 +35,11 @@ from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
 from shared.dag import Dag, Node, RunOptions
 from shared.resources import ResourceRequest
 from shared.wire.runs import RunView
-from taskiq_fleet.flow.annotations import flow_of, parameters_of
-from taskiq_fleet.flow.dataflow import DataflowPipeline, PipelineError
+from taskiq_fleet.flow.annotations import bind_inputs, flow_of
+from taskiq_fleet.flow.dataflow import DataflowPipeline
+from taskiq_fleet.flow.errors import pipeline_error
 from taskiq_fleet.flow.naming import short_name, task_name
-from taskiq_fleet.flow.runner import runner_for
+from taskiq_fleet.flow.runner import runner_for, submit_dag
 
 DAG = Dag
 """The documents' ``taskiq_flow.dataflow.DAG``: what ``build_dag()`` returns."""
@@ -78,21 +79,7 @@ def _registration(
         if inputs is not None
         else (list(spec.inputs) if spec and spec.inputs is not None else None)
     )
-    required, optional = parameters_of(task)
-    if named is None:
-        return Registration(
-            task, names, {p: p for p in required if p not in fixed}, fixed, dict(labels or {})
-        )
-    params = set(required) | set(optional)
-    free = [p for p in required if p not in named and p not in fixed]
-    wiring: dict[str, str] = {}
-    for name in named:
-        if name in params or not free:
-            wiring[name] = name
-        else:
-            wiring[free.pop(0)] = name
-    for param in free:
-        wiring[param] = param
+    wiring = bind_inputs(task, named, fixed)
     return Registration(task, names, wiring, fixed, dict(labels or {}))
 
 
@@ -273,14 +260,13 @@ class ExecutionEngine:
         given = {**(inputs or {}), **named}
         dag = self.scheduled = await self.schedule(given)
         options = RunOptions(max_parallel=self.max_parallel, timeout=self.timeout)
-        runner = runner_for(self.broker)
-        handle = await runner.submit(dag, given, options=options)
+        handle = await submit_dag(self.broker, dag, given, options)
         self.pipeline_id = handle.run_id
         view = self.view = await handle.wait()
-        values = await runner.outputs(view)
+        values = await runner_for(self.broker).outputs(view)
         outputs = {k: v for k, v in values.items() if k in dag.producers}
         if view.status != "succeeded":
-            raise PipelineError(view, outputs)
+            raise pipeline_error(view, outputs)
         return outputs
 
     def _routing_view(self, node: Node) -> Node:

@@ -21,7 +21,7 @@ from pydantic import JsonValue
 from taskiq import AsyncBroker
 
 from shared.dag import RetryPolicy
-from shared.wire.runs import RunUpdate
+from shared.wire.runs import RunUpdate, RunView
 from taskiq_fleet.backend import Handle
 from taskiq_fleet.broker import RESULT
 from taskiq_fleet.flow.chain import (
@@ -34,7 +34,14 @@ from taskiq_fleet.flow.chain import (
     step_name,
     step_outputs,
 )
-from taskiq_fleet.flow.dataflow import DataflowPipeline, PipelineError
+from taskiq_fleet.flow.dataflow import DataflowPipeline
+from taskiq_fleet.flow.errors import (
+    RUN_TIMED_OUT,
+    PipelineError,
+    PipelineTimeoutError,
+    pipeline_error,
+)
+from taskiq_fleet.flow.naming import task_name
 from taskiq_fleet.flow.runner import runner_for
 from taskiq_fleet.flow.tracking import PipelineScope, Tracker, observe_run
 
@@ -44,10 +51,12 @@ OnError = Literal["stop", "continue", "retry"]
 @dataclass
 class _Step:
     task: Any
-    kind: Literal["call", "map"]
+    kind: Literal["call", "map", "group", "after"]
     kwargs: dict[str, JsonValue] = field(default_factory=dict)
     items: list[JsonValue] | None = None
     max_parallel: int | None = None
+    tasks: tuple[Any, ...] = ()
+    """A group's tasks, in order."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,32 @@ class Pipeline:
         self.steps.append(_Step(task, "call", dict(kwargs)))
         return self
 
+    def group(self, *tasks: Any) -> Self:
+        """One step of tasks that run at the same time (Execution §13: parallelism in a
+        sequential pipeline), each given the previous step's result, or the pipeline's
+        arguments when it comes first; its result is the list of theirs, in this order.
+        ``group(a, b)`` and ``group([a, b])`` are the same."""
+        if len(tasks) == 1 and isinstance(tasks[0], list | tuple):
+            tasks = tuple(tasks[0])
+        if not tasks:
+            raise ValueError("group() needs at least one task")
+        for task in tasks:
+            task_name(task)
+        self.steps.append(_Step(tasks[0], "group", tasks=tasks))
+        return self
+
+    def call_after(self, task: Any, **kwargs: JsonValue) -> Self:
+        """A side effect after the step before it (Tasks guide §10: keep tasks pure, put
+        side effects in ``.call_after()``): ``task`` gets that step's result, and so does
+        the next step, or the pipeline's result: what ``task`` returns is only kept in
+        ``partial_results``. It runs before the next step, and fails the pipeline as any
+        step does."""
+        if not self.steps:
+            raise ValueError("call_after() follows a step: add one with call_next() first")
+        task_name(task)
+        self.steps.append(_Step(task, "after", dict(kwargs)))
+        return self
+
     def map(
         self, task: Any, items: list[JsonValue] | None = None, max_parallel: int | None = None
     ) -> Self:
@@ -161,8 +196,9 @@ class Pipeline:
         )
         if driven:
             head = self.steps[0]
-            if head.kind == "call":
-                first_call(head.task, head.kwargs, args, kwargs)
+            if head.kind != "map":
+                for member in head.tasks or (head.task,):
+                    first_call(member, head.kwargs, args, kwargs)
         else:
             flow, inputs, plans = compile_chain(
                 self.steps, args, dict(kwargs), self.retry, self.timeout, self.broker
@@ -214,7 +250,7 @@ class Pipeline:
             task.status = "COMPLETED"
             await track.end("COMPLETED")
             return
-        task._error = PipelineError(view, task.partial_results)
+        task._error = pipeline_error(view, task.partial_results)
         task.status = "CANCELLED" if view.status == "cancelled" else "FAILED"
         await track.end(task.status, task._error)
 
@@ -225,28 +261,30 @@ class Pipeline:
         track = PipelineScope(self.tracking, task.task_id, self.broker)
         await track.start()
         value: Any = None
-        first = True
         try:
             async with asyncio.timeout(self.timeout):
                 for index, step in enumerate(self.steps):
-                    name = step_name(index, step.task)
+                    name = step_name(index, *(step.tasks or (step.task,)))
+                    given = args if index == 0 else None
                     try:
                         async with track.step(name):
-                            value = await self._step(
-                                task.task_id, index, step, value, args if first else None, kwargs
-                            )
+                            out = await self._step(task.task_id, index, step, value, given, kwargs)
                     except PipelineError:
                         task.failed_step = name
                         if self.error_mode != "continue":
                             raise
-                        value = None
+                        out = None
                     else:
-                        task.partial_results[name] = value
-                    first = False
-        except (PipelineError, TimeoutError) as exc:
-            task._error = exc
-            task.status = "FAILED"
-            await track.end("FAILED", exc)
+                        task.partial_results[name] = out
+                    if step.kind != "after":
+                        value = out
+        except PipelineError as exc:
+            await self._failed(task, track, exc)
+            return
+        except TimeoutError:  # this driver's own deadline
+            why = f"{RUN_TIMED_OUT} after {self.timeout:g} s"
+            view = RunView(run_id=task.task_id, status="failed", error=why)
+            await self._failed(task, track, PipelineTimeoutError(view, dict(task.partial_results)))
             return
         except asyncio.CancelledError:
             await track.end("CANCELLED")
@@ -254,6 +292,12 @@ class Pipeline:
         task._value = value
         task.status = "COMPLETED"
         await track.end("COMPLETED")
+
+    @staticmethod
+    async def _failed(task: PipelineTask, track: PipelineScope, error: PipelineError) -> None:
+        task._error = error
+        task.status = "FAILED"
+        await track.end("FAILED", error)
 
     async def _step(
         self,
@@ -268,21 +312,21 @@ class Pipeline:
         observe_run(flow)
         flow.retry = self.retry
         flow.mode, flow.step_offset = "sequential", index
-        params = positional(step.task)
         if step.kind == "map":
             items = step.items if step.items is not None else list(previous or [])
             flow.map(step.task, items, output=RESULT, max_parallel=step.max_parallel)
+        elif step.kind == "group":
+            names = tuple(f"{RESULT}__{j}" for j in range(len(step.tasks)))
+            for member, name in zip(step.tasks, names, strict=True):
+                given = _arguments(member, {}, previous, args, kwargs)
+                flow.add_dataflow_task(member, output=name, inputs={}, kwargs=given)
+            flow._lists[RESULT] = names
         else:
-            given: dict[str, Any] = dict(step.kwargs)
-            if args is not None:  # the first step takes the pipeline's own arguments
-                given.update(first_call(step.task, given, args, kwargs))
-            elif params:
-                free = [p for p in params if p not in given]
-                if free:
-                    given[free[0]] = previous
-            flow.add_dataflow_task(step.task, output=RESULT, inputs=[], kwargs=given)
-        # the last step's run carries the pipeline's id, so Task(task_id) finds its end
-        last = index == len(self.steps) - 1
+            given = _arguments(step.task, step.kwargs, previous, args, kwargs)
+            flow.add_dataflow_task(step.task, output=RESULT, inputs={}, kwargs=given)
+        # The last step's run carries the pipeline's id, so Task(task_id) finds its end:
+        # the last step that gives the pipeline its value, not a side effect after it.
+        last = index == max(i for i, s in enumerate(self.steps) if s.kind != "after")
         handle = await flow._submit({}, run_id=pipeline_id if last else f"{pipeline_id}-{index}")
         try:
             view, outputs = await flow._collect(handle)
@@ -291,9 +335,31 @@ class Pipeline:
                 await handle.cancel()  # its step must not run on unobserved
             raise
         if view.status != "succeeded":
-            raise PipelineError(view, outputs)
+            raise pipeline_error(view, outputs)
         return outputs[RESULT]
 
+
+def _arguments(
+    task: Any,
+    fixed: dict[str, JsonValue],
+    previous: Any,
+    args: list[JsonValue] | None,
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """A driven step's arguments: the pipeline's own for the first step, else the previous
+    result in its first parameter not given."""
+    given: dict[str, Any] = dict(fixed)
+    if args is not None:
+        given.update(first_call(task, given, args, kwargs))
+        return given
+    free = [p for p in positional(task) if p not in given]
+    if free:
+        given[free[0]] = previous
+    return given
+
+
+SequentialPipeline = Pipeline
+"""The documents' name for the classic ``Pipeline`` (Execution guide §1.1, §13)."""
 
 _STATUS = {"running": "RUNNING", "succeeded": "COMPLETED", "cancelled": "CANCELLED"}
 
@@ -325,6 +391,6 @@ class Task:
         outputs = await runner.outputs(view)
         if view.status == "succeeded":
             return PipelineResult(result_of(outputs))
-        error = PipelineError(view, dict(outputs))
+        error = pipeline_error(view, dict(outputs))
         result = PipelineResult(None, True, error)
         return result.raise_for_error() if raise_on_error else result
