@@ -114,6 +114,18 @@ def priority_from_labels(labels: Mapping[str, Any]) -> int:
         raise ValueError(f"priority must be a whole number or {words}, got {value!r}") from None
 
 
+class Batching(Part):
+    """The node is one member of a batch (``@broker.task(batch=True, ...)``): the
+    coordinator holds it with the other waiting members of its task and other arguments,
+    from every producer, and runs up to ``size`` of them as one node, at the latest
+    ``timeout`` seconds after the first arrived. The item is the node's first positional
+    argument, or its keyword argument ``item``; the batch node gets their list there."""
+
+    size: int = Field(default=100, ge=1)
+    timeout: float = Field(default=3.0, gt=0)
+    item: str | None = Field(default=None, min_length=1)
+
+
 class Node(Part):
     id: Token
     task: str = Field(min_length=1)
@@ -130,6 +142,7 @@ class Node(Part):
     timeout: float | None = Field(default=None, gt=0)
     priority: int = 0
     labels: dict[str, Value] = Field(default_factory=dict)
+    batch: Batching | None = None
 
     def input_names(self) -> list[tuple[str, str]]:
         """(parameter, name) for every name an input refers to, lists flattened."""
@@ -146,7 +159,17 @@ class Node(Part):
             raise ValueError(f"node {self.id!r}: {both} given both as kwargs and as inputs")
         if len(set(self.outputs)) != len(self.outputs):
             raise ValueError(f"node {self.id!r} names an output twice: {list(self.outputs)}")
+        if self.batch is not None:
+            self._check_batch(self.batch)
         return self
+
+    def _check_batch(self, batch: Batching) -> None:
+        if self.inputs:
+            raise ValueError(f"node {self.id!r}: a batch member takes values, not inputs")
+        if batch.item is None and not self.args:
+            raise ValueError(f"node {self.id!r}: a batch member needs its item as its first arg")
+        if batch.item is not None and batch.item not in self.kwargs:
+            raise ValueError(f"node {self.id!r}: a batch member has no kwarg {batch.item!r}")
 
 
 class Dag(Part):

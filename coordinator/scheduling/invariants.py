@@ -9,6 +9,7 @@ leaked capacity or a run that never ends. Pure reads; AssertionError with the ev
 from __future__ import annotations
 
 from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.scheduling.batches import Batches
 from coordinator.scheduling.queue import ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
 from coordinator.scheduling.stopping import StoppingAttempts
@@ -24,12 +25,14 @@ def validate(
     ready: ReadyQueue,
     delayed: list[tuple[float, int, NodeState]],
     stopping: StoppingAttempts,
+    batches: Batches,
 ) -> None:
     _attempts_are_reserved(workers, attempts, pool, stopping)
     _workers_list_tracked_attempts(workers, attempts)
     for run in runs.values():
         _run_counts(run, attempts)
-    _ready_nodes_are_queued(runs, ready, delayed)
+    batches.validate()
+    _ready_nodes_are_queued(runs, ready, delayed, batches)
 
 
 def _attempts_are_reserved(
@@ -95,11 +98,15 @@ def _run_counts(run: RunState, attempts: dict[AttemptRef, NodeState]) -> None:
 
 
 def _ready_nodes_are_queued(
-    runs: dict[str, RunState], ready: ReadyQueue, delayed: list[tuple[float, int, NodeState]]
+    runs: dict[str, RunState],
+    ready: ReadyQueue,
+    delayed: list[tuple[float, int, NodeState]],
+    batches: Batches,
 ) -> None:
     """The queue holds exactly the ready nodes (a done node is never placed again) and
-    every ready node is queued or waiting out its retry delay (none is forgotten)."""
-    queued = {id(s) for s in ready.states()}
+    every ready node is queued, waiting out its retry delay or, a batch member, kept by
+    ``batches`` (none is forgotten)."""
+    queued = {id(s) for s in ready.states()} | {id(s) for s in batches.members()}
     waiting = {id(s) for _, seq, s in delayed if s.seq == seq and s.status == "ready"}
     for state in ready.states():
         assert state.status == "ready", f"node {state.run.run_id}/{state.id} queued while done"

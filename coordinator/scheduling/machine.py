@@ -30,6 +30,7 @@ from pydantic import JsonValue
 from coordinator.placement.outcome import CannotPlace
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling import feasibility, liveness, recovery
+from coordinator.scheduling.batches import Batches
 from coordinator.scheduling.early import EarlyOutcomes
 from coordinator.scheduling.invariants import validate
 from coordinator.scheduling.queue import Group, Key, ReadyQueue
@@ -100,6 +101,7 @@ class Scheduler:
         self._stopping = StoppingAttempts()
         """Cancelled attempts whose agent has not reported them ended: still reserved."""
         self._catalog = TaskCatalog()
+        self._batches = Batches(f"batch-{incarnation}" if incarnation else "batch")
         self._listening = liveness.Listening(config.tick)
         self._departed = liveness.Departed(config.lost_worker_grace)
         self._delayed: list[tuple[float, int, NodeState]] = []
@@ -178,6 +180,7 @@ class Scheduler:
             self._ready,
             self._delayed,
             self._stopping,
+            self._batches,
         )
 
     # -- transitions -------------------------------------------------------------------
@@ -242,6 +245,7 @@ class Scheduler:
         run.finished_at = now
         for effect in effects:
             self._run_effects[effect](run)
+        self._batch_ended(run, now)
 
     def _stop_nodes(self, run: RunState) -> None:
         assert run.finished_at is not None
@@ -323,6 +327,7 @@ class Scheduler:
         counts are the table's, not rebuilt by hand."""
         run, stored = recovery.rebuild(submit, view, self._touched)
         self.runs[run.run_id] = run
+        self._batches.claim(run)
         if run.deadline is not None:
             heapq.heappush(self._deadlines, (run.deadline, run.run_id))
         for state in run.nodes.values():
@@ -604,6 +609,7 @@ class Scheduler:
                 self._push(state)
                 self._dirty = True
         self._check_runs(now)
+        self._form_batches(now)
         self.schedule(now)
 
     def inbound(self, behind: bool) -> None:
@@ -835,11 +841,46 @@ class Scheduler:
                 self._move(state, "failed", "infeasible", now)
         self._end_run(run, "failed", f"infeasible: {reasons}", now)
 
+    # -- batches (``batches.py``) --------------------------------------------------------
+
+    def flush_batches(self, now: float) -> None:
+        """Form every waiting batch now, full or not (``wait_all`` in process)."""
+        self._form_batches(now, everything=True)
+
+    def batch_deadline(self) -> float | None:
+        """When a waiting batch may be due: a ``tick`` then forms it."""
+        return self._batches.deadline()
+
+    def _form_batches(self, now: float, everything: bool = False) -> None:
+        """Not before agents have reported after a restart: stored batch runs claim their
+        members back first, so no member is grouped again into a second batch."""
+        if self.settled(now):
+            for submit in self._batches.due(now, self._taken, everything):
+                self.submit(submit, now)
+
+    def _taken(self, run_id: str) -> bool:
+        return run_id in self.runs or run_id in self._ended
+
+    def _batch_ended(self, run: RunState, now: float) -> None:
+        """A batch run's members end with it; a member run that ended leaves its batch,
+        which is cancelled when none is left."""
+        endings, orphaned = self._batches.ended(run)
+        for end in endings:
+            if end.error is not None:
+                self._fail(end.member, end.error, now)
+            elif end.cancelled:
+                self.cancel_run(end.member.run.run_id, end.cancelled, now)
+            else:
+                self._succeeded(end.member, end.value, end.ref, now)
+        if orphaned is not None:
+            self.cancel_run(orphaned, "every member of the batch ended", now)
+
     # -- bookkeeping -------------------------------------------------------------------
 
     def _make_ready(self, state: NodeState, why: str, now: float) -> None:
         self._move(state, "ready", why, now)
-        self._enqueue(state, now)
+        if not self._batches.hold(state, now):
+            self._enqueue(state, now)
 
     def _enqueue(self, state: NodeState, now: float, not_before: float = 0.0) -> None:
         state.ready_since = now

@@ -90,6 +90,8 @@ class NodeState:
     reason: str = ""
     adopt_by: float | None = None
     """After a restart: when an in-flight attempt no agent has reported is given up."""
+    batch: str | None = None
+    """A batch member's batch run, once formed (``batches.py``)."""
     seq: int = 0
     history: deque[Step] = field(default_factory=history)
     """The last few status changes, for the error an impossible one raises."""
@@ -125,6 +127,7 @@ class NodeState:
             error=self.error,
             reason=self.reason,
             system_retries=self.system_retries,
+            batch=self.batch,
         )
 
 

@@ -56,6 +56,8 @@ NODE_TRANSITIONS: dict[tuple[NodeStatus, NodeStatus], Transition] = {
     ("ready", "placed"): _FLY,
     ("ready", "running"): _FLY,
     ("ready", "failed"): _FINISH,
+    # A batch member ends with its element of its batch run's result (``batches.py``).
+    ("ready", "succeeded"): _FINISH,
     ("ready", "skipped"): _FINISH,
     ("ready", "cancelled"): _FINISH,
     ("placed", "running"): Transition(),

@@ -55,6 +55,10 @@ class Submit(Versioned):
     the run's own subject when unset."""
     progress: bool = True
     """Push node changes as they happen; when False only the run's end is pushed."""
+    members: tuple[Token, ...] = ()
+    """A batch run's member runs, in the order of their items: set by the coordinator when
+    it forms a batch (stored, so a restarted one maps its outcome to the same members);
+    a client's submission naming any is refused."""
 
     @model_validator(mode="after")
     def _inputs_given(self) -> Self:
@@ -109,8 +113,17 @@ def parse_submits(data: bytes) -> list[Submit | Refused]:
     try:
         found = _SUBMISSION.validate_json(data)
     except ValidationError:
-        return [_one(item) for item in _items(data)]
-    return list(found.items) if isinstance(found, SubmitBatch) else [found]
+        return [_client_made(_one(item)) for item in _items(data)]
+    items = list(found.items) if isinstance(found, SubmitBatch) else [found]
+    return [_client_made(item) for item in items]
+
+
+def _client_made(item: Submit | Refused) -> Submit | Refused:
+    """Only the coordinator forms batch runs: one a client sent could end others' runs."""
+    if isinstance(item, Submit) and item.members:
+        why = "'members' is set by the coordinator when it forms a batch, not by a client"
+        return Refused(item.run_id, item.notify, why)
+    return item
 
 
 def _items(data: bytes) -> list[object]:
@@ -160,6 +173,8 @@ class NodeView(Part):
     reason: str = ""
     """Why the node waits or failed in scheduling terms (busy, infeasible, skipped)."""
     system_retries: int = Field(default=0, ge=0)
+    batch: Token | None = None
+    """The batch run this member runs in (``batch=True`` tasks), once it is formed."""
 
     @property
     def duration(self) -> float | None:

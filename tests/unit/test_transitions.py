@@ -14,7 +14,7 @@ from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Scheduler, SchedulerConfig
 from coordinator.scheduling.state import NodeState
 from coordinator.scheduling.transitions import HISTORY, NODE_TRANSITIONS, InvalidTransition
-from shared.dag import Dag, Node, RetryPolicy, RunOptions
+from shared.dag import Batching, Dag, Node, RetryPolicy, RunOptions
 from shared.resources import ResourceRequest, WorkerSpec
 from shared.wire.protocol import (
     AttemptRef,
@@ -254,7 +254,14 @@ def restores(f: Fleet) -> None:
     f.register(running=(AttemptRef(run_id="r1", node_id="b", attempt=1),))
 
 
-SCENARIOS = (happy_path, failures, cancels, endings, adoptions, restores)
+def batches(f: Fleet) -> None:
+    """A batch member waits ready, then ends with its element of its batch's result."""
+    f.register()
+    f.submit(node("m", args=(1,), outputs=("result",), batch=Batching(size=1)))
+    f.outcome(f.tick()["batch"], "succeeded")
+
+
+SCENARIOS = (happy_path, failures, cancels, endings, adoptions, restores, batches)
 
 
 def moves_made() -> Iterator[tuple[NodeStatus, NodeStatus]]:
