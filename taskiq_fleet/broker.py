@@ -45,6 +45,8 @@ from taskiq_fleet.profiles import (
     request_of,
     with_queue,
 )
+from taskiq_fleet.remote_errors import TaskFailed as TaskFailed  # its home before remote_errors
+from taskiq_fleet.remote_errors import task_error
 
 RESULT = "result"
 NODE_ID = "task"
@@ -68,10 +70,6 @@ def push_max_parallel(limit: int | None) -> None:
 
 
 _KEEP = 10_000
-
-
-class TaskFailed(Exception):
-    """A task's error as reported by the agent that ran it (type, message, traceback)."""
 
 
 class FleetTask(AsyncTaskiqTask[Any]):
@@ -191,10 +189,8 @@ class FleetResultBackend(AsyncResultBackend[Any]):
             outputs = await self._broker.connected().outputs(view)
             return TaskiqResult(is_err=False, return_value=outputs.get(RESULT), execution_time=took)
         error = node.error if node is not None else None
-        text = f"{error.type}: {error.message}" if error is not None else view.error
-        return TaskiqResult(
-            is_err=True, return_value=None, execution_time=took, error=TaskFailed(text)
-        )
+        failed = task_error(error) if error is not None else TaskFailed(view.error)
+        return TaskiqResult(is_err=True, return_value=None, execution_time=took, error=failed)
 
 
 _P = ParamSpec("_P")

@@ -42,7 +42,7 @@ from shared.wire.runs import (
     WorkerView,
 )
 from shared.wire.subjects import Subjects
-from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
+from taskiq_fleet.handles import FleetError, PushedRun, run_failed
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +111,7 @@ class RunHandle(PushedRun):
         """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
         view = await self.wait(timeout)
         if view.status != "succeeded":
-            raise RunFailed(view)
+            raise run_failed(view)
         return await self.client.outputs(view)
 
     async def status(self) -> RunView:

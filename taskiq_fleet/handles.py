@@ -11,6 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from shared.wire.runs import NodeView, RunUpdate, RunView
+from taskiq_fleet.remote_errors import first_failure, rebuilt
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +24,12 @@ class RunFailed(FleetError):
     def __init__(self, view: RunView) -> None:
         super().__init__(f"run {view.run_id} {view.status}: {view.error}")
         self.view = view
+
+
+def run_failed(view: RunView) -> RunFailed:
+    """What ``result()`` raises: an instance of the first failed task's exception class too,
+    when this process has it (``remote_errors``)."""
+    return rebuilt(RunFailed, first_failure(view), view)
 
 
 class PushedRun:

@@ -37,7 +37,7 @@ from shared.version import __version__
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, Outcome, Register, Reject
 from shared.wire.runs import RunUpdate, RunView, Submit, WorkerView
 from shared.wire.subjects import token
-from taskiq_fleet.handles import FleetError, PushedRun, RunFailed
+from taskiq_fleet.handles import FleetError, PushedRun, run_failed
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard, Refusal
 from worker_agent.inventory import detect
@@ -67,7 +67,7 @@ class LocalRunHandle(PushedRun):
         """Every output of a succeeded run; ``RunFailed`` otherwise."""
         view = await self.wait(timeout)
         if view.status != "succeeded":
-            raise RunFailed(view)
+            raise run_failed(view)
         return dict(view.outputs)
 
     async def status(self) -> RunView:

@@ -297,7 +297,11 @@ def _error_info(exc: BaseException) -> ErrorInfo:
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
     return ErrorInfo(
-        type=name, message=str(exc), traceback="".join(traceback.format_exception(exc))
+        type=name,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        module=cls.__module__,
+        qualname=cls.__qualname__,
     )
 
 

@@ -97,9 +97,17 @@ class PayloadRef(Part):
 
 
 class ErrorInfo(Part):
+    """A failure as the process waiting for it reads it. ``type`` is for people;
+    ``module`` and ``qualname`` name the exception's class so that a client which has it
+    can raise an instance of it (``taskiq_fleet/remote_errors.py``); both are empty for
+    the coordinator's own failures (``Rejected``, ``WorkerLost``, ...) and in messages from
+    before they existed."""
+
     type: str = Field(min_length=1)
     message: str = ""
     traceback: str = ""
+    module: str = ""
+    qualname: str = ""
 
     def clipped(self, limit: int) -> ErrorInfo:
         """At most about ``limit`` characters of message and traceback together, keeping
