@@ -10,6 +10,10 @@ once every run it changed is stored; if the coordinator dies first, JetStream
 delivers it again to the next one, which rebuilds from the last write plus
 those messages. A finished run is kept in memory until its final record is
 stored, so ``fleet status`` always finds it in one place or the other.
+
+Nothing is written or acknowledged while ``may_act`` says no: a leader whose lease ran
+out (paused, partitioned) must not overwrite what the next leader wrote; what it leaves
+unwritten and unacknowledged the next leader rebuilds from the streams.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ class Checkpointer:
         interval: float = 0.2,
         min_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        self._may_act = may_act
         self._scheduler = scheduler
         self._interval = interval
         self._min_age = min_age
@@ -78,17 +84,21 @@ class Checkpointer:
             self._wake.clear()
             last = self._clock()
             try:
-                await self.flush()
+                if self._may_act():
+                    await self.flush()
             except Exception:
                 log.exception("checkpoint failed; will retry")
                 self._wake.set()
 
     async def _sleep_until_due(self) -> None:
-        """Until something is marked, or the oldest deferred young run comes of age."""
+        """Until something is marked, or the oldest deferred young run comes of age (or,
+        while this coordinator may not act, until the next look at whether it may)."""
         deferred = [self._born[r] for r in self._dirty if r in self._born]
         timeout = None
         if deferred and not self._wake.is_set():
             timeout = max(0.0, min(deferred) + self._min_age - self._clock())
+        if (self._dirty or self._acks) and not self._may_act():
+            timeout = self._interval
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -133,7 +143,7 @@ class Checkpointer:
         none of whose outcomes waits for its run's submission (``Scheduler.holds_early``)."""
         waiting = []
         for msg, runs in self._acks:
-            if runs & unwritten or self._scheduler.holds_early(runs):
+            if runs & unwritten or self._scheduler.holds_early(runs) or not self._may_act():
                 waiting.append((msg, runs))
             else:
                 await msg.ack()

@@ -74,6 +74,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="re-placements of a node whose worker was lost (default: 3)",
     )
     parser.add_argument(
+        "--lease-ttl",
+        type=number(float, 0.3, inclusive=True),
+        default=1.5,
+        metavar="SECONDS",
+        help="leader lease: a standby coordinator takes over when the leader has not "
+        "renewed it for this long (default: 1.5)",
+    )
+    parser.add_argument(
         "--prefix",
         type=subject_prefix,
         default=env("FLEET_PREFIX", "fleet"),
@@ -127,6 +135,7 @@ def _retention(args: argparse.Namespace) -> Retention:
 
 
 def run_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.leadership import LeaseTiming
     from coordinator.scheduling.machine import SchedulerConfig
     from coordinator.service import CoordinatorSettings
     from shared.connection import ConnectionSettingsError, settings_from_args
@@ -147,6 +156,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
                 system_retries=args.system_retries,
             ),
             retention=_retention(args),
+            lease=LeaseTiming(ttl=args.lease_ttl),
         )
     except (ConnectionSettingsError, ValueError) as exc:
         print(f"fleet coordinator: error: {exc}", file=sys.stderr)
@@ -155,7 +165,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
-    from coordinator.service import Coordinator
+    from coordinator.standby import Fleet
     from shared.connection import NatsConnectError, connect
     from shared.logging import get_logger
 
@@ -164,7 +174,7 @@ async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    coordinator = Coordinator(settings)
+    coordinator = Fleet(settings)
     try:
         nc = await connect(
             nats,

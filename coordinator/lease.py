@@ -68,6 +68,8 @@ class LeaseKeeper:
         self.name = name
         self.leading = asyncio.Event()
         self.deposed = asyncio.Event()
+        self.renewed = asyncio.Event()
+        """Set at every claim or renewal written (a leader waiting to act again)."""
         self._kv = kv
         self._clock = clock
         self._wall = wall
@@ -113,6 +115,7 @@ class LeaseKeeper:
             raise
         was = lease.role
         lease.won(record, revision, now)
+        self.renewed.set()
         if was is Role.STANDBY:
             log.info("leading the fleet", term=lease.term)
             self.deposed.clear()

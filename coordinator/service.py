@@ -30,6 +30,8 @@ from nats.js.errors import NotFoundError
 from coordinator import authority
 from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control
+from coordinator.leadership import LeaseTiming
+from coordinator.lease import LeaseKeeper
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.scheduling.views import take_update
@@ -112,16 +114,27 @@ class CoordinatorSettings:
     retention: Retention = field(default_factory=Retention)
     """What the submissions and outcomes streams and the finished runs keep (age, count,
     bytes); applied when they are created and set again at every start."""
+    lease: LeaseTiming = field(default_factory=LeaseTiming)
+    """The leader lease of ``coordinator/standby.py``."""
 
 
 class Coordinator:
+    """One term of the leader (``coordinator/standby.py`` runs one per term won). Without a
+    ``lease`` it acts for as long as it runs (tests)."""
+
     def __init__(
         self,
         settings: CoordinatorSettings = CoordinatorSettings(),
         *,
         clock: Callable[[], float] = time.time,
+        lease: LeaseKeeper | None = None,
+        expect: list[str] | None = None,
     ) -> None:
         self.settings = settings
+        self._lease = lease
+        self.term = lease.term if lease is not None else 0
+        self._expect = expect or []
+        """Workers heard from before this term: asked to register at once."""
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
             ResourceAwareWorkerPool(policy=settings.policy),
@@ -156,7 +169,7 @@ class Coordinator:
         await ensure_streams(js, self.subjects, self.settings.retention)
         await ensure_payloads(js, self.subjects, enforce=True)
         self._store = store = await RunStore.open(js, self.subjects, self.settings.retention.runs)
-        self._checkpoints = Checkpointer(store, self.scheduler)
+        self._checkpoints = Checkpointer(store, self.scheduler, may_act=self.may_act)
         await self._restore(store)
         control = Control(self, store)
         s = self.subjects
@@ -183,11 +196,12 @@ class Coordinator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._checkpoints.flush(everything=True), FINAL_FLUSH)
+                if self.may_act():
+                    await asyncio.wait_for(self._checkpoints.flush(everything=True), FINAL_FLUSH)
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
-        self.scheduler.start(now, await self._redelivery())
+        self.scheduler.start(now)
         resumed = []
         for stored in await store.live():
             try:
@@ -201,17 +215,6 @@ class Coordinator:
         self._checkpoints.restored(resumed)
         if self.scheduler.runs:
             log.info("resumed runs", runs=sorted(self.scheduler.runs))
-
-    async def _redelivery(self) -> float:
-        """A previous coordinator died holding outcomes it had not acknowledged: JetStream
-        delivers them again within ``ACK_WAIT``, maybe after the submissions of their runs,
-        so nothing is placed before (or a finished node would run again)."""
-        js = self._client().jetstream()
-        try:
-            info = await js.consumer_info(self.subjects.outcomes_stream, f"{DURABLE}-outcome")
-        except NotFoundError:
-            return 0.0
-        return ACK_WAIT + 1.0 if info.num_ack_pending else 0.0
 
     def enqueue(self, kind: str, payload: Any) -> None:
         self._queue.put_nowait((kind, payload, None))
@@ -262,29 +265,57 @@ class Coordinator:
         edge.control.append(("control", (msg.subject, decoded), None))
 
     async def _consume(self, js: JetStreamContext, stream: str, subject: str, kind: str) -> Any:
-        """A durable push consumer: messages arrive as soon as they are stored (a pull's
-        batching would hold them back), and what a crashed coordinator had not acknowledged
-        comes again after ``ack_wait``."""
-        config = api.ConsumerConfig(
-            ack_policy=api.AckPolicy.EXPLICIT,
-            max_ack_pending=-1,
-            ack_wait=ACK_WAIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-        )
+        """A durable push consumer of this term's own: messages arrive as soon as they are
+        stored (a pull's batching would hold them back). It starts where the consumers of
+        earlier terms (or of a coordinator that died) got every message acknowledged, so
+        what they received and had not acknowledged comes again at once, not after
+        ``ack_wait``; then theirs are deleted, and a deposed leader receives nothing more
+        (a push consumer cannot be taken over while its old subscriber still listens)."""
+        name, earlier, start = f"{DURABLE}-{kind}-t{self.term}", [], 0
+        for info in await js.consumers_info(stream):
+            consumer = info.name or ""
+            if consumer.startswith(f"{DURABLE}-{kind}") and consumer != name:
+                earlier.append(consumer)
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                start = floor + 1 if not start else min(start, floor + 1)
+        nc = self._client()
+        inbox = nc.new_inbox()
 
         async def deliver(msg: Msg) -> None:
             self._queue.put_nowait((kind, msg, msg))
 
-        return await js.subscribe(
-            subject,
-            durable=f"{DURABLE}-{kind}",
-            stream=stream,
-            cb=deliver,
-            manual_ack=True,
-            config=config,
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
+        sub = await nc.subscribe(inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        policy = api.DeliverPolicy.BY_START_SEQUENCE if start else api.DeliverPolicy.ALL
+        config = api.ConsumerConfig(
+            durable_name=name,
+            deliver_subject=inbox,
+            filter_subject=subject,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_ack_pending=-1,
+            ack_wait=ACK_WAIT,
+            deliver_policy=policy,
+            opt_start_seq=start or None,
         )
+        await js.add_consumer(stream, config)
+        for consumer in earlier:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, consumer)
+        return sub
+
+    def may_act(self) -> bool:
+        """Whether this coordinator holds the lease now (always, without one)."""
+        return self._lease is None or self._lease.valid()
+
+    async def _until_may_act(self) -> None:
+        """A lease not renewed in time (NATS slow or away, this process paused): act on
+        nothing until it is renewed, or until the term ends and cancels the pump."""
+        if self.may_act():
+            return
+        assert self._lease is not None
+        log.warning("lease not renewed in time; waiting before acting", term=self.term)
+        while not self.may_act():
+            self._lease.renewed.clear()
+            await self._lease.renewed.wait()
 
     async def _ticks(self) -> None:
         while True:
@@ -312,6 +343,7 @@ class Coordinator:
         return control + rest
 
     async def _apply(self, batch: list[Event]) -> None:
+        await self._until_may_act()
         now = self._clock()
         self.scheduler.inbound(self._behind())  # unread heartbeats are not silence
         acks: list[tuple[Msg, set[str]]] = []
