@@ -42,8 +42,9 @@ splits a subject itself.
 
 JetStream names (prefix upper-cased, ``.`` and ``-`` become ``_``): stream ``FLEET_OUTCOMES``
 over ``fleet.outcome.>``, stream ``FLEET_SUBMISSIONS`` over ``fleet.submit``, KV
-buckets ``FLEET_RUNS`` (key: run id) and ``FLEET_NODES`` (key: ``<run>.<node>``,
-so ``<run>.*`` watches one run), stream ``FLEET_PAYLOADS`` over ``fleet.payload.>``
+buckets ``FLEET_RUNS`` (key: run id), ``FLEET_NODES`` (key: ``<run>.<node>``,
+so ``<run>.*`` watches one run) and ``FLEET_PIPELINES`` (users' pipeline tracking
+records, ``NatsPipelineStorage``), stream ``FLEET_PAYLOADS`` over ``fleet.payload.>``
 for large arguments and return values (``shared/payloads.py``): each is written under
 its writer's NATS user (``payload_writer(user)``), once, and read back by subject.
 
@@ -359,6 +360,11 @@ class Subjects:
     def leader_bucket(self) -> str:
         """The coordinators' lease record and presence keys (``coordinator/lease.py``)."""
         return f"{self._upper}_LEADER"
+
+    @property
+    def pipelines_bucket(self) -> str:
+        """Pipeline tracking records kept by users' ``NatsPipelineStorage`` (key: pipeline id)."""
+        return f"{self._upper}_PIPELINES"
 
     @property
     def payloads_stream(self) -> str:
