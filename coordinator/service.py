@@ -40,6 +40,7 @@ from shared.jetstream import Retention, ensure_streams
 from shared.logging import DropLog
 from shared.payloads import ensure_payloads
 from shared.wire.protocol import (
+    TERM_HEADER,
     Accept,
     Batch,
     Cancel,
@@ -137,6 +138,7 @@ class Coordinator:
         """Workers heard from before this term: asked to register at once."""
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
+        self._term = {TERM_HEADER: str(self.term)}
             ResourceAwareWorkerPool(policy=settings.policy),
             settings.scheduler.ticking(settings.tick),
             incarnation=secrets.token_hex(8),  # this lifetime's attempts are its own
@@ -552,10 +554,12 @@ class Coordinator:
         for worker, assignments in d.assign.items():  # one message per worker, if it fits
             encoded = [encode(a) for a in assignments]
             for chunk in size_chunks(encoded, len, limit):
-                await nc.publish(s.assign(worker), join_encoded(chunk))
+                await nc.publish(s.assign(worker), join_encoded(chunk), headers=self._term)
         for worker, cancels in d.cancel.items():
             items = [Cancel(ref=ref, reason=reason) for ref, reason in cancels]
-            await nc.publish(s.cancel(worker), encode_each(items))
+            await nc.publish(s.cancel(worker), encode_each(items), headers=self._term)
+        for name in d.reregister:  # asked again at its next heartbeat if this is lost
+            await nc.publish(s.reregister(name), ASK_REGISTER)
         for name in set(d.name_clashes):
             log.error(
                 "adverts from an older agent process under a name in use; ignored "

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from shared.jetstream import ensure_streams
 from shared.wire.protocol import (
+    TERM_HEADER,
     Accept,
     Assignment,
     AttemptRef,
@@ -125,8 +126,13 @@ class StandIn:
             task.cancel()
         return done.pop().result()
 
+    term = 0
+    """The leader term stamped on what this stand-in sends (``TERM_HEADER``)."""
+
     async def send(self, worker: str, *assignments: Assignment) -> None:
-        await self.client.publish(self.subjects.assign(worker), encode_each(assignments))
+        await self.client.publish(
+            self.subjects.assign(worker), encode_each(assignments), headers=self._term()
+        )
 
     async def assign(self, worker: str, assignment: Assignment) -> Accept | Reject:
         await self.send(worker, assignment)
@@ -134,8 +140,13 @@ class StandIn:
 
     async def cancel(self, worker: str, ref: AttemptRef, reason: str = "test") -> None:
         await self.client.publish(
-            self.subjects.cancel(worker), encode(Cancel(ref=ref, reason=reason))
+            self.subjects.cancel(worker),
+            encode(Cancel(ref=ref, reason=reason)),
+            headers=self._term(),
         )
+
+    def _term(self) -> dict[str, str]:
+        return {TERM_HEADER: str(self.term)}
 
     async def outcome(self, ref: AttemptRef, within: float = WAIT) -> Outcome:
         """Read from JetStream, as the coordinator will: proves the outcome was stored."""

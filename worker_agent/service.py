@@ -32,6 +32,7 @@ from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.batches import Bad, decode_apart
 from shared.wire.protocol import (
+    TERM_HEADER,
     Accept,
     Assignment,
     AttemptRef,
@@ -129,6 +130,8 @@ class Agent:
 
     @property
     def name(self) -> str:
+        self._term = 0
+        """The newest leader term seen in an assignment or cancel."""
         return self.spec.name
 
     # -- NATS connection callbacks ------------------------------------------------------
@@ -251,6 +254,8 @@ class Agent:
                 good, bad = decode_apart(msg.data, Assignment)
                 await self._on_assignments(tuple(good), self._refuse_malformed(bad))
             else:
+            if kind in ("assign", "cancel") and self._stale(msg):
+                return
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
         except ProtocolError as exc:
@@ -266,6 +271,20 @@ class Agent:
             raise ProtocolError("type", str(exc)) from None
         if worker != self.name:
             raise ProtocolError("type", f"{subject!r} is addressed to another worker")
+    def _stale(self, msg: Msg) -> bool:
+        """From a leader older than the newest this agent has heard: dropped, whatever it
+        says (that leader lost its lease; the new one decides)."""
+        try:
+            term = int((msg.headers or {}).get(TERM_HEADER, "0"))
+        except ValueError:
+            term = 0
+        if term < self._term:
+            self.dropped += 1
+            _drops(self).drop("stale_term", subject=msg.subject, term=term, newest=self._term)
+            return True
+        self._term = term
+        return False
+
         return verb
 
     async def _on_assignments(

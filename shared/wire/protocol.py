@@ -70,6 +70,9 @@ from shared.wire.values import Value
 
 RejectCode = Literal["capacity", "labels", "unknown_task", "draining", "malformed"]
 Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
+TERM_HEADER = "Fleet-Term"
+"""Header of every assignment and cancel message: the sending leader's term. An agent
+drops what comes from an older term than it has seen (a deposed leader's late word)."""
 
 
 class Reserved(Part):

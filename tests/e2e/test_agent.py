@@ -172,6 +172,33 @@ async def test_an_argument_whose_stored_value_is_gone_fails_the_attempt_with_the
     assert "Traceback" not in proc.log()
 
 
+async def test_assignments_and_cancels_of_an_older_leader_term_are_dropped(
+    standin: StandIn, start_agent: Callable[..., FleetProcess], tmp_path: Path
+) -> None:
+    """A deposed leader's late word: the agent has heard term 5, so term 4 is dropped."""
+    proc = start_agent("w")
+    await ready(standin, "w")
+    gate = tmp_path / "gate"
+    standin.term = 5
+    holder = assignment("async_wait_for_gate", str(gate))
+    assert (await standin.assign("w", holder)).type == "accept"
+
+    standin.term = 4
+    await standin.cancel("w", holder.ref)
+    late = assignment("add", 1, 2)
+    await standin.send("w", late)
+
+    standin.term = 5  # the agent reads its messages in order: these come after the two
+    probe = assignment("add", 2, 3)
+    assert (await standin.assign("w", probe)).type == "accept"
+    assert (await standin.outcome(probe.ref)).return_value == 5
+    await standin.heartbeat("w", lambda h: holder.ref in h.running)  # not cancelled
+    gate.touch()
+    assert (await standin.outcome(holder.ref)).status == "succeeded"
+    assert await standin.outcome_count(late.ref) == 0
+    assert "stale_term" in proc.log()
+
+
 async def test_over_capacity_and_unknown_tasks_are_rejected(
     standin: StandIn, start_agent: Callable[..., FleetProcess], tmp_path: Path
 ) -> None:
