@@ -271,11 +271,11 @@ async def _outcome_counts(js: JetStreamContext, run_id: str) -> dict[tuple[str, 
 async def _coordinator_applied(js: JetStreamContext, seq: int) -> None:
     """Until the coordinator acknowledged stream message ``seq``: it acks only after it
     applied it and stored the effect. Nothing announces an ack, so this asks every 20 ms."""
-    durable = f"{DURABLE}-outcome"
-    while True:
-        info = await js.consumer_info(SUBJECTS.outcomes_stream, durable)
-        if info.ack_floor is not None and info.ack_floor.stream_seq >= seq:
-            return
+    while True:  # the leader's consumer is named by its term: "<DURABLE>-outcome-t<term>"
+        for info in await js.consumers_info(SUBJECTS.outcomes_stream):
+            ours = (info.name or "").startswith(f"{DURABLE}-outcome")
+            if ours and info.ack_floor is not None and info.ack_floor.stream_seq >= seq:
+                return
         await asyncio.sleep(0.02)
 
 
