@@ -11,6 +11,7 @@ from examples import (
     audio_dataflow,
     fleet,
     map_reduce,
+    pipeline_patterns,
     quickstart,
     resource_aware,
     retry_demo,
@@ -18,7 +19,15 @@ from examples import (
 )
 from taskiq_fleet import FleetBroker
 
-EXAMPLES = (quickstart, audio_dataflow, map_reduce, resource_aware, retry_demo, tracking_demo)
+EXAMPLES = (
+    quickstart,
+    audio_dataflow,
+    map_reduce,
+    pipeline_patterns,
+    resource_aware,
+    retry_demo,
+    tracking_demo,
+)
 
 
 async def every_scenario(broker: FleetBroker) -> None:

@@ -197,3 +197,30 @@ async def summarize(values: list[float], context: PipelineContext) -> str:
 @broker.task
 def publish(tracks: list[str]) -> str:
     raise PermissionError(f"cannot publish {len(tracks)} tracks: the catalogue is read-only")
+
+
+# -- pipeline patterns (Execution guide §5, §12, §13; Tasks guide §10) -------------------------
+
+
+@broker.task
+def audit(value: object) -> str:
+    """A side effect for ``call_after``: what it returns is not passed on."""
+    return f"audited {value}"
+
+
+@broker.task
+@pipeline_task(output="lyrics")
+def transcribe(features: dict[str, int]) -> list[str]:
+    raise RuntimeError(f"no speech model for {len(features)} tracks on this fleet")
+
+
+@broker.task
+@pipeline_task(output="subtitles")
+def subtitle(lyrics: list[str]) -> list[str]:
+    return [line.upper() for line in lyrics]
+
+
+@broker.task
+async def render(track: str) -> str:
+    await asyncio.sleep(30)  # longer than the pipeline's timeout in the example
+    return f"rendered {track}"

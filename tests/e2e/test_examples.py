@@ -107,10 +107,27 @@ def check_tracking_demo(out: str) -> None:
     assert "delete_pipeline: record gone=True, 1 left" in out
 
 
+def check_pipeline_patterns(out: str) -> None:
+    assert "  -> 21\n" in out
+    assert "  1:square+add_one   [16, 5]\n  2:audit            audited [16, 5]\n" in out
+    assert "  results: ['features', 'tags']" in out
+    assert re.search(
+        r"failed: transcribe_2: RuntimeError: no speech model for 2 tracks on this fleet "
+        r"\(attempts 1, on \w+\)",
+        out,
+    )
+    assert "  skipped: ['subtitle_3']" in out
+    assert re.search(r"asyncio.TimeoutError: pipeline \w+ failed: run timed out after 0.5 s", out)
+    assert "  also a PipelineError: True" in out
+    assert "another connection: COMPLETED: 0:add_one COMPLETED, 1:square COMPLETED" in out
+    assert "  ran before wait_result: True\n  -> 6\n" in out
+
+
 CHECKS = {
     "quickstart": check_quickstart,
     "audio_dataflow": check_audio_dataflow,
     "map_reduce": check_map_reduce,
+    "pipeline_patterns": check_pipeline_patterns,
     "resource_aware": check_resource_aware,
     "retry_demo": check_retry_demo,
     "tracking_demo": check_tracking_demo,
