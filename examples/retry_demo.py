@@ -42,6 +42,10 @@ async def scenario(broker: FleetBroker) -> None:
     result = await task.wait_result(timeout=30)
     print(f"  is_err={result.is_err}, failed step {task.failed_step}")
     print(f"  {result.error}")
+    try:  # the task's own exception class, rebuilt here from its name (no pickle)
+        result.raise_for_error()
+    except ValueError as exc:
+        print(f"  except ValueError caught {type(exc).__name__}: {exc.__cause__}")
 
     print("\nretry: @broker.task(retry_policy={...}) read_sensor, TimeoutError once; plain kiq")
     sensor = await read_sensor.kiq("greenhouse")

@@ -10,9 +10,9 @@ those keeps working. Ray's ``RayTaskError`` makes the same dynamic subclass of b
 Only modules already imported are searched, as Celery does since CVE-2021-23727: the
 class path comes from a peer, and importing a module runs its code. The task's module is
 loaded wherever the task was kicked through its function; a process that only knows a
-run id imports it first. The class's own ``__init__`` is not run (its arguments are not
-known here), so attributes it would set are missing; the message is the remote
-``str(exc)`` and the remote traceback is a note and ``remote_traceback``.
+run id imports it first. The class's own ``__new__`` and ``__init__`` are not run (their
+arguments are not known here), so attributes they would set are missing; the message is
+the remote ``str(exc)`` and the remote traceback is a note and ``remote_traceback``.
 """
 
 from __future__ import annotations
@@ -38,9 +38,18 @@ class TaskFailed(Exception):
 
 
 class _Bare(Exception):
-    """Stops the constructor chain of a rebuilt error before the task's class, whose
-    ``__init__`` may want arguments nobody has here; and its ``str`` is the plain message,
+    """Keeps the task's class's own ``__new__`` and ``__init__`` out of a rebuilt error:
+    they may want arguments nobody has here. Only the built-in ``__new__`` beneath them
+    runs (``OSError``'s, say, or ``BaseException``'s). Its ``str`` is the plain message,
     since the class's own ``__str__`` may read attributes that ``__init__`` would set."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        mro = cls.__mro__
+        for klass in mro[mro.index(_Bare) + 1 :]:
+            new = vars(klass).get("__new__")
+            if new is not None and not isinstance(new, staticmethod):  # a C type's
+                return new(cls, *args)
+        raise TypeError(f"{cls.__name__} has no built-in __new__")  # BaseException has
 
     def __init__(self, *args: object) -> None:
         BaseException.__init__(self, *args)
@@ -89,7 +98,7 @@ def _made(cls: type[E] | None, *args: Any) -> E | None:
         return None
     try:
         return cls(*args)
-    except Exception:  # the task's class has a __new__ that refuses these arguments
+    except Exception:  # e.g. a base's __init__ that refuses what the task's class adds
         return None
 
 

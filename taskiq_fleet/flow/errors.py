@@ -17,6 +17,7 @@ from typing import Any
 from taskiq.exceptions import TaskiqError
 
 from shared.wire.runs import NodeView, RunView
+from taskiq_fleet.remote_errors import first_failure, rebuilt
 
 RUN_TIMED_OUT = "run timed out"
 """How the coordinator's scheduler begins the reason of a run past its deadline."""
@@ -135,6 +136,7 @@ def timed_out(view: RunView) -> bool:
 
 def pipeline_error(view: RunView, partial_results: dict[str, Any]) -> PipelineError:
     """The error a run that did not succeed raises: a ``PipelineTimeoutError`` when it
-    timed out."""
+    timed out; an instance of the failed task's exception class too when this process
+    has it, with the task's error as its cause (``remote_errors``)."""
     cls = PipelineTimeoutError if timed_out(view) else PipelineError
-    return cls(view, partial_results)
+    return rebuilt(cls, first_failure(view), view, partial_results)

@@ -89,6 +89,7 @@ def check_retry_demo(out: str) -> None:
     assert "-> fetched https://example.org on attempt 3" in out
     assert "is_err=True, failed step 0:validate" in out
     assert "ValueError: invalid record {'age': -1} (attempt 1)" in out
+    assert "except ValueError caught PipelineError(ValueError): invalid record" in out
     assert "-> greenhouse=21.5C on attempt 2" in out
     assert "read_sensor          ran on cpu, attempt 2" in out
 

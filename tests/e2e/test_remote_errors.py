@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from taskiq_fleet import Dag, Node, RunFailed, TaskFailed
+from taskiq_fleet import Dag, Node, Pipeline, PipelineError, RunFailed, TaskFailed
 from tests.e2e import error_app
 from tests.e2e.cluster import Cluster, broker_cluster
 
@@ -52,3 +52,12 @@ async def test_a_run_handle_raises_the_task_class(cluster: Cluster) -> None:
         await handle.result(WAIT)
     assert isinstance(caught.value, RunFailed)
     assert isinstance(caught.value.__cause__, TaskFailed)
+
+
+async def test_a_pipeline_raises_the_task_class(cluster: Cluster) -> None:
+    task = await Pipeline(error_app.broker).call_next(error_app.parse).kiq("x")
+    with pytest.raises(ValueError, match=r"^pipeline ") as caught:
+        await task.wait_result(timeout=WAIT, raise_on_error=True)
+    assert isinstance(caught.value, PipelineError)
+    assert isinstance(caught.value.__cause__, TaskFailed)
+    assert "return int(text)" in caught.value.__cause__.remote_traceback

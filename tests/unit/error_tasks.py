@@ -20,7 +20,7 @@ class QuotaExceeded(Exception):
 
 
 class Picky(Exception):
-    """A ``__new__`` that takes exactly its own arguments: it refuses a lone message."""
+    """A ``__new__`` and an ``__init__`` that take their own arguments, not a message."""
 
     def __new__(cls, code: int, why: str) -> Self:
         return super().__new__(cls, code, why)

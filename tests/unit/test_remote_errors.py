@@ -11,15 +11,20 @@ from typing import Any
 import pytest
 
 from shared.wire.protocol import ErrorInfo
+from shared.wire.runs import RunView
 from taskiq_fleet import (
     Dag,
+    DataflowPipeline,
     LocalFleetBroker,
     Node,
+    Pipeline,
+    PipelineError,
     RunFailed,
+    Task,
     TaskFailed,
 )
 from tests.unit import error_tasks
-from tests.unit.error_tasks import QuotaExceeded
+from tests.unit.error_tasks import Picky, QuotaExceeded
 
 WAIT = 10.0
 BAD_INT = "invalid literal for int() with base 10: 'x'"
@@ -68,22 +73,18 @@ async def test_a_class_of_the_task_module_with_several_arguments(broker: LocalFl
     assert str(caught.value) == "bob used 12 of 10"  # the remote str(), no __init__ rerun
 
 
-@pytest.mark.parametrize(
-    ("name", "text"),
-    [
-        (
-            "hidden",
-            "tests.unit.error_tasks.register.<locals>.hidden.<locals>.Hidden: nobody can name me",
-        ),
-        ("picky", "tests.unit.error_tasks.Picky: 3: no"),
-    ],
-)
-async def test_a_class_that_cannot_be_rebuilt_gives_task_failed(
-    broker: LocalFleetBroker, name: str, text: str
-) -> None:
-    error = await failure(broker, name)
+async def test_a_class_whose_constructor_wants_other_arguments(broker: LocalFleetBroker) -> None:
+    error = await failure(broker, "picky")
+    assert isinstance(error, Picky)  # neither its __new__ nor its __init__ is run
+    assert isinstance(error, TaskFailed)
+    assert str(error) == "3: no"
+
+
+async def test_a_class_no_path_names_gives_task_failed(broker: LocalFleetBroker) -> None:
+    error = await failure(broker, "hidden")
     assert type(error) is TaskFailed
-    assert str(error) == text
+    where = "tests.unit.error_tasks.register.<locals>.hidden.<locals>.Hidden"
+    assert str(error) == f"{where}: nobody can name me"
     assert "Traceback (most recent call last)" in error.remote_traceback
 
 
@@ -118,3 +119,48 @@ async def test_a_run_handle_raises_the_task_class(broker: LocalFleetBroker) -> N
     assert isinstance(caught.value, RunFailed)
     assert caught.value.view.node("p").status == "failed"
     assert str(remote_cause(caught.value)) == BAD_INT
+
+
+async def test_a_pipeline_gives_the_task_class(broker: LocalFleetBroker) -> None:
+    parse = broker.find_task("parse")
+    task = await Pipeline(broker).call_next(parse).kiq("x")
+    result = await task.wait_result(timeout=WAIT)
+    assert isinstance(result.error, ValueError)
+    assert isinstance(result.error, PipelineError)  # the documents' except PipelineError
+    with pytest.raises(ValueError, match=r"^pipeline "):
+        result.raise_for_error()
+    with pytest.raises(ValueError, match=r"^pipeline ") as caught:
+        await task.wait_result(timeout=WAIT, raise_on_error=True)
+    assert "return int(text)" in remote_cause(caught.value).remote_traceback
+    with pytest.raises(ValueError, match=r"^pipeline "):
+        await Task(task.task_id, broker).wait_result(timeout=WAIT, raise_on_error=True)
+
+
+async def test_a_dataflow_raises_the_task_class(broker: LocalFleetBroker) -> None:
+    charge = broker.find_task("charge")
+    with pytest.raises(QuotaExceeded) as caught:
+        await DataflowPipeline.from_tasks(broker, [charge]).kiq_dataflow(user="ann")
+    assert isinstance(caught.value, PipelineError)
+    assert caught.value.partial_results == {}
+    assert str(remote_cause(caught.value)) == "ann used 12 of 10"
+
+
+async def test_a_class_no_path_names_fails_the_pipeline_plainly(
+    broker: LocalFleetBroker,
+) -> None:
+    hidden = broker.find_task("hidden")
+    task = await Pipeline(broker).call_next(hidden).kiq()
+    result = await task.wait_result(timeout=WAIT)
+    assert type(result.error) is PipelineError
+    assert type(remote_cause(result.error)) is TaskFailed
+
+
+def test_classes_that_cannot_be_combined_give_the_plain_error() -> None:
+    from taskiq_fleet import PipelineTimeoutError
+    from taskiq_fleet.remote_errors import rebuilt
+
+    view = RunView(run_id="r", status="failed", error="run timed out")
+    info = ErrorInfo(type="UnicodeDecodeError", module="builtins", qualname="UnicodeDecodeError")
+    error = rebuilt(PipelineTimeoutError, info, view, {})  # their layouts clash
+    assert type(error) is PipelineTimeoutError
+    assert isinstance(remote_cause(error), UnicodeDecodeError)
