@@ -10,7 +10,6 @@ the tasks; in an agent it never connects (outcomes travel over JetStream).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import weakref
@@ -35,7 +34,7 @@ from shared.wire.subjects import token
 from shared.wire.values import depth_error
 from taskiq_fleet import limits
 from taskiq_fleet.backend import Backend, Handle
-from taskiq_fleet.batching import Batch, BatchConfig, BatchQueue, member_result
+from taskiq_fleet.batching import BatchConfig
 from taskiq_fleet.client import CoordinatorClient
 from taskiq_fleet.profiles import (
     REQUEST_ATTR,
@@ -85,7 +84,7 @@ class FleetTask(AsyncTaskiqTask[Any]):
 class FleetKicker(AsyncKicker[Any, Any]):
     async def kiq(self, *args: Any, **kwargs: Any) -> FleetTask:
         task = await super().kiq(*args, **kwargs)
-        # batching hook: a member's result is an element of the function's, not its type
+        # a batch member's result is an element of the function's, not its type
         batched = BatchConfig.from_labels(self.labels) is not None
         return FleetTask(task.task_id, task.result_backend, None if batched else task.return_type)
 
@@ -120,21 +119,6 @@ class FleetResultBackend(AsyncResultBackend[Any]):
         await asyncio.gather(*(h.wait() for h in pending))
 
     async def wait(self, task_id: str, timeout: float | None) -> RunView:
-        # --- batching hook: a batch member waits on its batch run (submitted later) ---
-        member = self._broker.batches.run_of(task_id)
-        if member is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    try:
-                        await self._broker.batches.submission(member[0])
-                    except Exception:  # submission failed: get_result reports it
-                        return RunView(run_id=member[0], status="failed")
-                    return await self._wait_run(member[0], None)
-            except TimeoutError:
-                raise TaskiqResultTimeoutError(timeout=timeout) from None
-        return await self._wait_run(task_id, timeout)
-
-    async def _wait_run(self, task_id: str, timeout: float | None) -> RunView:
         handle = self._handles.get(task_id)
         if handle is None:
             handle = await self._broker.connected().follow(task_id)
@@ -145,14 +129,6 @@ class FleetResultBackend(AsyncResultBackend[Any]):
             raise TaskiqResultTimeoutError(timeout=timeout) from None
 
     async def is_result_ready(self, task_id: str) -> bool:
-        member = self._broker.batches.run_of(task_id)  # batching hook
-        if member is not None:
-            future = self._broker.batches.submitted.get(member[0])
-            if future is None or not future.done():
-                return False
-            if future.exception() is not None:
-                return True
-            task_id = member[0]
         handle = self._handles.get(task_id)
         if handle is not None and handle.done:
             return True
@@ -160,23 +136,6 @@ class FleetResultBackend(AsyncResultBackend[Any]):
         return view is not None and view.done
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
-        # --- batching hook: a member's result is its element of the batch run's ---
-        member = self._broker.batches.run_of(task_id)
-        if member is not None:
-            run_id, index, batch = member
-            future = self._broker.batches.submitted.get(run_id)
-            if future is not None and future.done() and future.exception() is not None:
-                failed = TaskFailed(f"batch submission failed: {future.exception()!r}")
-                return TaskiqResult(
-                    is_err=True, return_value=None, execution_time=0.0, error=failed
-                )
-            whole = await self.get_result(run_id, with_logs)
-            if whole.is_err:
-                return whole
-            value = member_result(whole.return_value, index, len(batch.members))
-            return TaskiqResult(
-                is_err=False, return_value=value, execution_time=whole.execution_time
-            )
         handle = self._handles.get(task_id)
         view = handle.view if handle is not None else None
         if view is None:
@@ -254,7 +213,6 @@ class FleetBroker(AsyncBroker):
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
         self._templates: dict[tuple[str, ...], tuple[Node, str | None]] = {}
-        self.batches = BatchQueue(self._submit_batch)  # batching hook
 
     def connected(self) -> Backend:
         if self.client is None:
@@ -274,15 +232,13 @@ class FleetBroker(AsyncBroker):
         return await CoordinatorClient.connect(self.nats, prefix=self.prefix)
 
     async def wait_all(self) -> None:
-        """Flush the queued batches and wait until every run kicked through this broker has
-        ended, as ``InMemoryBroker.wait_all`` does."""
-        await self.batches.flush()
+        """Wait until every run kicked through this broker has ended, as
+        ``InMemoryBroker.wait_all`` does (batch members when their batch has run)."""
         assert isinstance(self.result_backend, FleetResultBackend)
         await self.result_backend.wait_all()
 
     async def shutdown(self) -> None:
         if self.client is not None:
-            await self.batches.flush()  # batching hook: queued items run before closing
             await self.client.close()
             self.client = None
         await super().shutdown()
@@ -296,59 +252,24 @@ class FleetBroker(AsyncBroker):
             msg = self.formatter.loads(message.message)
             args, kwargs = to_jsonable_python(msg.args), to_jsonable_python(msg.kwargs)
             labels = to_jsonable_python(msg.labels)
-        if self._kick_batched(message, args, kwargs, labels):  # batching hook
-            return
-        node = self._node(message.task_name, args, kwargs, labels)
+        node = self._as_member(
+            message.task_name, self._node(message.task_name, args, kwargs, labels)
+        )
         assert isinstance(self.result_backend, FleetResultBackend)
         handle = await self._submit(message.task_id, message.task_name, node)
         self.result_backend.track(handle)
 
-    # --- batching hook (see taskiq_fleet/batching.py) -----------------------------------
-    def _kick_batched(
-        self,
-        message: BrokerMessage,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        labels: dict[str, Any],
-    ) -> bool:
-        """Queue a kiq of a ``batch=True`` task as one item of its group; ``False`` for
-        other tasks. The group runs later as one node (``_submit_batch``)."""
-        task = self.find_task(message.task_name)
-        config = BatchConfig.from_labels(task.labels if task is not None else labels)
+    def _as_member(self, task_name: str, node: Node) -> Node:
+        """A kiq of a ``batch=True`` task is one member of a batch that the coordinator
+        forms from every producer's members (``batching.py``); other nodes as they are."""
+        task = self.find_task(task_name)
+        config = BatchConfig.from_labels(dict(task.labels) if task is not None else node.labels)
         if config is None:
-            return False
-        self.connected()  # fail now, not at the flush, when the broker is not started
-        item_name: str | None = None
-        if args:
-            item, rest = args[0], list(args[1:])
-        else:
-            item_name = _first_parameter(task.original_func if task is not None else None)
-            if item_name is None or item_name not in kwargs:
-                raise TypeError(f"{message.task_name}: a batched kiq needs its item")
-            rest = []
-            kwargs = dict(kwargs)
-            item = kwargs.pop(item_name)
-        self.batches.add(
-            message.task_name,
-            message.task_id,
-            item,
-            args=rest,
-            kwargs=kwargs,
-            labels=labels,
-            config=config,
-            item_name=item_name,
+            return node
+        func = task.original_func if task is not None else None
+        return node.model_copy(
+            update={"batch": config.member(task_name, node.args, node.kwargs, func)}
         )
-        return True
-
-    async def _submit_batch(self, batch: Batch) -> Handle:
-        args, kwargs = batch.call()
-        node = self._node(batch.task_name, args, kwargs, batch.labels)
-        handle = await self._submit(batch.run_id, batch.task_name, node)
-        assert isinstance(self.result_backend, FleetResultBackend)
-        self.result_backend.track(handle)
-        return handle
-
-    # --- end of batching hook -----------------------------------------------------------
 
     def _node(
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], labels: dict[str, Any]
@@ -421,12 +342,3 @@ class FleetBroker(AsyncBroker):
             "FleetBroker tasks run on fleet agents: start `fleet agent module:broker` instead "
             "of `taskiq worker`"
         )
-
-
-def _first_parameter(func: Any) -> str | None:
-    """The name of a batched function's first parameter (the list of items)."""
-    try:
-        params = list(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return None
-    return params[0] if params else None

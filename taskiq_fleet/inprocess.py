@@ -218,9 +218,15 @@ class LocalFleet:
             return  # the next event in the fleet's loop places under the new cap
         self._event(lambda now: None)
 
+    def flush_batches(self) -> None:
+        """Run every waiting batch now, however few members it has (``wait_all``)."""
+        self._event(self._scheduler.flush_batches)
+
     async def wait_all(self) -> None:
-        """Until every run submitted so far has ended."""
+        """Until every run submitted so far has ended; waiting batches run at once, as
+        taskiq's ``InMemoryBroker.wait_all`` flushes them (taskiq PR #634)."""
         while self._handles:
+            self.flush_batches()
             await asyncio.gather(*(h.wait() for h in list(self._handles.values())))
 
     async def cancel(self, run_id: str) -> None:
@@ -377,16 +383,20 @@ class LocalFleet:
     # -- time ----------------------------------------------------------------------------
 
     def _arm(self, now: float) -> None:
-        """A timer for the next retry delay or deadline of a live run; none when idle."""
+        """A timer for the next retry delay or deadline of a live run, or batch due to be
+        formed; none when idle."""
         due, runs = self._due, self._scheduler.runs
         while due and (due[0][0] <= now or getattr(runs.get(due[0][1]), "status", "") != "running"):
             heapq.heappop(due)  # handled by this event's tick, or its run has ended
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if due:
+        times = [due[0][0]] if due else []
+        batch = self._scheduler.batch_deadline()
+        times += [] if batch is None else [batch]
+        if times:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, due[0][0] - now), self._on_timer)
+            self._timer = loop.call_later(max(0.0, min(times) - now), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -73,7 +73,7 @@ class LocalFleetBroker(FleetBroker):
         await super().kick(message)
         if self.await_inplace:
             if self._batched(message.task_name):
-                await self.batches.flush()
+                self.fleet.flush_batches()
             assert isinstance(self.result_backend, FleetResultBackend)
             await self.result_backend.wait(message.task_id, None)
 
@@ -82,7 +82,6 @@ class LocalFleetBroker(FleetBroker):
         return task is not None and BatchConfig.from_labels(task.labels) is not None
 
     async def wait_all(self) -> None:
-        await self.batches.flush()
         await self.fleet.wait_all()
 
     async def shutdown(self) -> None:

@@ -15,6 +15,7 @@ from taskiq_fleet import (
     LocalFleetBroker,
     PipelineContext,
     RAMProfile,
+    Task,
     current_gpu_devices,
     pipeline_task,
 )
@@ -61,6 +62,13 @@ def make_broker() -> LocalFleetBroker:
     return broker
 
 
+async def batch_of(broker: LocalFleetBroker, task_id: str) -> str | None:
+    """The batch run a member ran in, from the member's own run."""
+    view = await broker.fleet.status(task_id)
+    assert view is not None
+    return view.nodes[0].batch
+
+
 @pytest.fixture
 async def broker() -> AsyncIterator[LocalFleetBroker]:
     broker = make_broker()
@@ -77,12 +85,11 @@ async def test_the_hang_script_finishes_with_wait_all(broker: LocalFleetBroker) 
     await broker.wait_all()
     res = await asyncio.gather(*[task.wait_result(timeout=10) for task in tasks])
     assert [r.return_value for r in res] == [True] * 400
-    runs = {broker.batches.run_of(t.task_id)[0] for t in tasks}  # type: ignore[index]
+    members = [await batch_of(broker, t.task_id) for t in tasks]
+    runs = set(members)
     assert len(runs) == 7
-    assert broker.fleet is not None
     views = [await broker.fleet.status(r) for r in runs]
     assert all(v is not None and v.status == "succeeded" and len(v.nodes) == 1 for v in views)
-    members = [broker.batches.run_of(t.task_id)[0] for t in tasks]  # type: ignore[index]
     assert sorted(members.count(r) for r in runs) == [40, 60, 60, 60, 60, 60, 60]
 
 
@@ -106,8 +113,8 @@ async def test_sync_multi_parameter_groups_per_other_arguments(broker: LocalFlee
     assert [(await t.wait_result()).return_value for t in a] == [0, 10, 20, 30, 40]
     assert [(await t.wait_result()).return_value for t in b] == [1, 3, 5]
     assert (await c.wait_result()).return_value == 21
-    run_a = {broker.batches.run_of(t.task_id)[0] for t in a}  # type: ignore[index]
-    run_b = {broker.batches.run_of(t.task_id)[0] for t in b}  # type: ignore[index]
+    run_a = {await batch_of(broker, t.task_id) for t in a}
+    run_b = {await batch_of(broker, t.task_id) for t in b}
     assert len(run_a) == len(run_b) == 1
     assert run_a != run_b
 
@@ -126,14 +133,23 @@ async def test_shutdown_runs_what_is_queued() -> None:
     await broker.startup()
     tfunc = broker.find_task("tfunc")
     assert tfunc is not None
-    tasks = [await tfunc.kiq(i) for i in range(5)]
-    run_id = broker.batches.run_of(tasks[0].task_id)[0]  # type: ignore[index]
+    tasks = [await tfunc.kiq(i) for i in range(5)]  # 5 < batch_size, 3 s to wait
     fleet = broker.fleet
-    assert fleet is not None
     await broker.shutdown()
-    view = await fleet.status(run_id)
-    assert view is not None
-    assert view.status == "succeeded"
+    views = [await fleet.status(t.task_id) for t in tasks]
+    assert all(v is not None and v.status == "succeeded" for v in views)
+    assert len({v.nodes[0].batch for v in views if v is not None}) == 1
+
+
+async def test_a_member_is_found_by_its_task_id(broker: LocalFleetBroker) -> None:
+    """Execution §3.3 ``Task(task_id)`` of a batch member: its own element, from its id
+    alone (it used to stay PENDING: the member's id named no run)."""
+    scale = broker.find_task("scale")
+    assert scale is not None
+    ids = [(await scale.kiq(i, 10)).task_id for i in range(3)]
+    found = [await Task(task_id, broker).wait_result(timeout=5) for task_id in ids]
+    assert [r.return_value for r in found] == [0, 10, 20]
+    assert await Task(ids[0], broker).get_status() == "COMPLETED"
 
 
 async def test_kiq_is_placed_by_profile(broker: LocalFleetBroker) -> None:
