@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -28,13 +29,16 @@ async def until_exists(path: Path, within: float = 20.0) -> None:
 
 
 class FleetProcess:
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.args = [sys.executable, "-m", "taskiq_fleet.cli", *args]
         self.log_path = log_path
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
@@ -94,10 +98,12 @@ def agent(
     *extra: str,
     app: str = TASKS_APP,
     heartbeat: float = 0.2,
+    env: Mapping[str, str] | None = None,
 ) -> FleetProcess:
+    """``env``: variables set for this agent only, over the test process's own."""
     args = ["agent", app, "--nats", nats_url, "--name", name, "--heartbeat", str(heartbeat)]
     args += ["--log-format", "json", *extra]
-    return FleetProcess(args, log_dir / f"agent-{name}.log")
+    return FleetProcess(args, log_dir / f"agent-{name}.log", env)
 
 
 def coordinator(nats_url: str, log_dir: Path, *extra: str) -> FleetProcess:

@@ -51,6 +51,7 @@ from shared.wire.protocol import (
     size_chunks,
 )
 from shared.wire.subjects import SubjectError, Subjects
+from worker_agent.app import start_app, stop_app
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard
 from worker_agent.outbox import Outbox
@@ -156,8 +157,7 @@ class Agent:
         self._nc = nc
         js = nc.jetstream()
         await ensure_streams(js, self._subjects)
-        self._broker.is_worker_process = True
-        await self._broker.startup()
+        await start_app(self._broker)
         sub = await nc.subscribe(self._subjects.worker_inbox(self.name), cb=self._on_message)
         await self._register()
         loops = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._outbox.run())]
@@ -172,7 +172,7 @@ class Agent:
             await asyncio.gather(*loops, *self._background, return_exceptions=True)
             await self._farewell()
             self._stopped = True
-            await self._broker.shutdown()
+            await stop_app(self._broker)
             self._executor.close()
 
     async def _drain(self, force: asyncio.Event) -> None:
