@@ -23,7 +23,7 @@ import dataclasses
 import heapq
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pydantic import JsonValue
 
@@ -116,6 +116,7 @@ class Scheduler:
         self._settled_at: float | None = 0.0
         self._effects: dict[Effect, Callable[[NodeState], None]] = {
             "fly": self._fly,
+        self._expecting: set[str] = set()
             "land": self._land,
             "end": self._end,
             "stop": self._stop,
@@ -133,17 +134,20 @@ class Scheduler:
         ended hold their reservations too (``stopping.py``) but are not counted here."""
         return len(self._attempts)
 
-    def start(self, now: float, redelivery: float = 0.0) -> None:
+    def start(self, now: float, redelivery: float = 0.0, expect: Iterable[str] = ()) -> None:
         """A (re)started coordinator knows no workers yet: until the first agents have
         reported (one heartbeat interval after the first, or ``warmup``), a node no known
         worker fits is not called infeasible. ``redelivery``: how long until JetStream has
         delivered again what a previous coordinator left unacknowledged; nothing is placed
-        before, so a run delivered again meets the outcomes its nodes already have."""
+        before, so a run delivered again meets the outcomes its nodes already have.
+        ``expect``: the workers known to be there (a standby heard them, and asked them to
+        register at once): settled as soon as each has reported what it runs."""
         self._settled_at = None
         self._start_time = now
         self._redelivered_at = now + redelivery
 
     def settled(self, now: float) -> bool:
+        self._expecting = set(expect)
         if now < self._redelivered_at:
             return False
         if self._settled_at is None:
@@ -425,6 +429,10 @@ class Scheduler:
             self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
             self._workers_changed(now)
+            if name in self._expecting:
+                self._expecting.discard(name)
+                if not self._expecting and self._settled_at is not None:
+                    self._settled_at = min(self._settled_at, now)  # all reported
             return info
         info.last_seen, info.interval = now, interval
         self._expect(info)
