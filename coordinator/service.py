@@ -136,9 +136,9 @@ class Coordinator:
         self.term = lease.term if lease is not None else 0
         self._expect = expect or []
         """Workers heard from before this term: asked to register at once."""
+        self._term = {TERM_HEADER: str(self.term)}
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
-        self._term = {TERM_HEADER: str(self.term)}
             ResourceAwareWorkerPool(policy=settings.policy),
             settings.scheduler.ticking(settings.tick),
             incarnation=secrets.token_hex(8),  # this lifetime's attempts are its own
@@ -558,8 +558,6 @@ class Coordinator:
         for worker, cancels in d.cancel.items():
             items = [Cancel(ref=ref, reason=reason) for ref, reason in cancels]
             await nc.publish(s.cancel(worker), encode_each(items), headers=self._term)
-        for name in d.reregister:  # asked again at its next heartbeat if this is lost
-            await nc.publish(s.reregister(name), ASK_REGISTER)
         for name in set(d.name_clashes):
             log.error(
                 "adverts from an older agent process under a name in use; ignored "

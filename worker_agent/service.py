@@ -127,12 +127,12 @@ class Agent:
         self._usage = UsageProbe()
         self._stopped = False
         self.dropped = 0
+        self._term = 0
+        """The newest leader term seen in an assignment or cancel."""
         """Malformed or unknown messages dropped since start (tests and logs read it)."""
 
     @property
     def name(self) -> str:
-        self._term = 0
-        """The newest leader term seen in an assignment or cancel."""
         return self.spec.name
 
     # -- NATS connection callbacks ------------------------------------------------------
@@ -250,12 +250,12 @@ class Agent:
     async def _on_message(self, msg: Msg) -> None:
         try:
             kind = self._verb(msg.subject)
+            if kind in ("assign", "cancel") and self._stale(msg):
+                return
             if kind == "assign":
                 good, bad = decode_apart(msg.data, Assignment)
                 await self._on_assignments(tuple(good), self._refuse_malformed(bad))
             else:
-            if kind in ("assign", "cancel") and self._stale(msg):
-                return
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
         except ProtocolError as exc:
@@ -263,14 +263,6 @@ class Agent:
             error = _clip(str(exc))
             _drops(self).drop(exc.kind, subject=msg.subject, error=error, size=len(msg.data))
 
-    def _verb(self, subject: str) -> str:
-        """``assign`` or ``cancel``, for a subject addressed to this agent."""
-        try:
-            worker, verb = self._subjects.parse_worker_inbox(subject)
-        except SubjectError as exc:
-            raise ProtocolError("type", str(exc)) from None
-        if worker != self.name:
-            raise ProtocolError("type", f"{subject!r} is addressed to another worker")
     def _stale(self, msg: Msg) -> bool:
         """From a leader older than the newest this agent has heard: dropped, whatever it
         says (that leader lost its lease; the new one decides)."""
@@ -285,6 +277,14 @@ class Agent:
         self._term = term
         return False
 
+    def _verb(self, subject: str) -> str:
+        """``assign`` or ``cancel``, for a subject addressed to this agent."""
+        try:
+            worker, verb = self._subjects.parse_worker_inbox(subject)
+        except SubjectError as exc:
+            raise ProtocolError("type", str(exc)) from None
+        if worker != self.name:
+            raise ProtocolError("type", f"{subject!r} is addressed to another worker")
         return verb
 
     async def _on_assignments(
