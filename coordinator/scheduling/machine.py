@@ -114,9 +114,9 @@ class Scheduler:
         self._redelivered_at = 0.0
         self._touched: set[str] = set()
         self._settled_at: float | None = 0.0
+        self._expecting: set[str] = set()
         self._effects: dict[Effect, Callable[[NodeState], None]] = {
             "fly": self._fly,
-        self._expecting: set[str] = set()
             "land": self._land,
             "end": self._end,
             "stop": self._stop,
@@ -145,9 +145,9 @@ class Scheduler:
         self._settled_at = None
         self._start_time = now
         self._redelivered_at = now + redelivery
+        self._expecting = set(expect)
 
     def settled(self, now: float) -> bool:
-        self._expecting = set(expect)
         if now < self._redelivered_at:
             return False
         if self._settled_at is None:
@@ -423,16 +423,16 @@ class Scheduler:
         if info is None:
             if self._settled_at is None:
                 self._settled_at = min(now + 1.5 * interval, self._start_time + self.config.warmup)
+            if name in self._expecting:
+                self._expecting.discard(name)
+                if not self._expecting and self._settled_at is not None:
+                    self._settled_at = min(self._settled_at, now)  # all reported
             info = self.workers[name] = WorkerInfo(name, spec, started_at, interval, now)
             self._departed.returned(name)
             info.tasks = tasks
             self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
             self._workers_changed(now)
-            if name in self._expecting:
-                self._expecting.discard(name)
-                if not self._expecting and self._settled_at is not None:
-                    self._settled_at = min(self._settled_at, now)  # all reported
             return info
         info.last_seen, info.interval = now, interval
         self._expect(info)
