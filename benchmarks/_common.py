@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,14 +111,23 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 @contextmanager
-def bench_fleet(agents: int, app: str) -> Iterator[str]:
-    """nats-server, a coordinator and ``agents`` agents of 64 cores serving ``app``, each a
-    process on this host, quiet; yields the NATS URL and stops them all after."""
+def _removed_after(path: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def bench_fleet(agents: int, app: str, cpus: int = 64) -> Iterator[str]:
+    """nats-server, a coordinator and ``agents`` agents of ``cpus`` cores serving ``app``,
+    each a process on this host, quiet; yields the NATS URL, then stops them all and
+    removes the JetStream store (large payloads leave gigabytes there; logs stay)."""
     from tests.natsserver import NatsServer
     from tests.processes import agent, coordinator
 
     base = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    with NatsServer(base / "nats") as server:
+    with _removed_after(base / "nats" / "store"), NatsServer(base / "nats") as server:
         procs = [coordinator(server.url, base, "--log-level", "warning")]
         procs += [
             agent(
@@ -125,7 +135,7 @@ def bench_fleet(agents: int, app: str) -> Iterator[str]:
                 f"bench{i}",
                 base,
                 "--cpus",
-                "64",
+                str(cpus),
                 "--log-level",
                 "warning",
                 app=app,

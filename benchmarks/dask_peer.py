@@ -3,11 +3,10 @@
 Starts a dask ``LocalCluster`` of ``--workers`` worker processes (each under a nanny,
 ``--threads`` threads each) advertising ``resources={"cpu": 64}`` like our agents'
 ``--cpus 64``, and a Client in this process (the LocalCluster scheduler runs here too,
-on its own event-loop thread). Every task asks for ``resources={"cpu": 1}``. Per
-repeat: N no-op tasks submitted at once with ``client.submit`` and gathered (tasks/s),
-one-at-a-time round trips (p50/p99), a chain of dependent tasks (ms per hop) and a
-1 -> N -> 1 fan-out (seconds). Medians over ``--repeats``, same keys as
-``benchmarks.throughput``. Dask is an optional extra: exits with code 2 without it.
+on its own event-loop thread). Every task asks for ``resources={"cpu": 1}``. The
+workloads, sizes and figures are those of ``benchmarks._workload``, submitted with
+``client.submit``; medians over ``--repeats``, same keys as ``benchmarks.throughput``.
+Dask is an optional extra: exits with code 2 without it.
 
     python -m benchmarks.dask_peer --tasks 5000 --repeats 3
     python -m benchmarks.dask_peer --tasks 2000 --repeats 1 --json
@@ -17,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
-import statistics
 import sys
 import time
 from importlib.metadata import version
 from typing import IO, TYPE_CHECKING, Any
+
+from benchmarks._workload import Sizes, add_size_arguments, report, rounds, sizes_from
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -36,77 +35,62 @@ def noop(x: Any = None) -> Any:
     return x
 
 
-def collect(xs: list[Any]) -> int:
-    return len(xs)
+class DaskPeer:
+    """Dask distributed as a ``Peer``, through one client."""
 
+    name = "Dask"
 
-def throughput(client: Client, n: int) -> float:
-    start = time.perf_counter()
-    futures = [client.submit(noop, i, resources=CPU, pure=False) for i in range(n)]
-    results = client.gather(futures)  # type: ignore[no-untyped-call]
-    elapsed = time.perf_counter() - start
-    assert results == list(range(n))
-    return n / elapsed
+    def __init__(self, client: Client) -> None:
+        self._client = client
 
+    def _submit(self, *args: Any) -> Future[Any]:
+        return self._client.submit(noop, *args, resources=CPU, pure=False)
 
-def round_trips(client: Client, n: int) -> list[float]:
-    times = []
-    for i in range(n):
+    def throughput(self, n: int) -> float:
         start = time.perf_counter()
-        result = client.submit(noop, i, resources=CPU, pure=False).result(timeout=30)
-        times.append(time.perf_counter() - start)
-        assert result == i
-    return times
+        futures = [self._submit(i) for i in range(n)]
+        results = self._client.gather(futures)  # type: ignore[no-untyped-call]
+        elapsed = time.perf_counter() - start
+        assert results == list(range(n))
+        return n / elapsed
 
+    def round_trips(self, n: int, value: Any) -> list[float]:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            result = self._submit(value).result(timeout=60)
+            times.append(time.perf_counter() - start)
+            assert result == value
+        return times
 
-def chain(client: Client, length: int) -> float:
-    """Seconds for ``length`` tasks, each taking the previous one's future."""
-    start = time.perf_counter()
-    futures: list[Future[Any]] = [client.submit(noop, 0, resources=CPU, pure=False)]
-    for _ in range(1, length):
-        futures.append(client.submit(noop, futures[-1], resources=CPU, pure=False))
-    result = futures[-1].result(timeout=300)
-    elapsed = time.perf_counter() - start
-    assert result == 0
-    return elapsed
+    def chain(self, length: int) -> float:
+        start = time.perf_counter()
+        futures: list[Future[Any]] = [self._submit(0)]
+        for _ in range(1, length):
+            futures.append(self._submit(futures[-1]))
+        result = futures[-1].result(timeout=300)
+        elapsed = time.perf_counter() - start
+        assert result == 0
+        return elapsed
 
+    def fan(self, width: int, value: Any) -> float:
+        """The client waits for the middle without gathering it, then runs the sink, as
+        the Ray peer does (the fleet's sink is ordered after the middle, receiving none)."""
+        from distributed import wait
 
-def fan(client: Client, width: int) -> float:
-    """Seconds for one source, ``width`` tasks taking it and one sink taking all of them."""
-    start = time.perf_counter()
-    source = client.submit(noop, 1, resources=CPU, pure=False)
-    middle = [client.submit(noop, source, resources=CPU, pure=False) for _ in range(width)]
-    sink = client.submit(collect, middle, resources=CPU, pure=False)
-    result = sink.result(timeout=300)
-    elapsed = time.perf_counter() - start
-    assert result == width
-    return elapsed
+        start = time.perf_counter()
+        source = self._submit(value)
+        middle = [self._submit(source) for _ in range(width)]
+        wait(middle, timeout=600)  # type: ignore[no-untyped-call]
+        result = self._submit(2).result(timeout=60)
+        elapsed = time.perf_counter() - start
+        assert result == 2
+        return elapsed
 
 
 def quiet_worker_logs() -> None:
     """Run on every worker before closing: a heartbeat racing the shutdown logs a traceback."""
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def measure(client: Client, args: argparse.Namespace, out: IO[str]) -> list[dict[str, float]]:
-    throughput(client, 200)  # warm-up, as in benchmarks.throughput
-    fan(client, 10)  # ... plus the sink function, so the first fan-out does not ship it
-    rows = []
-    for _ in range(args.repeats):
-        row = {"tasks_per_s": throughput(client, args.tasks)}
-        rt = round_trips(client, args.round_trips)
-        row["rt_p50_ms"] = statistics.median(rt) * 1000
-        row["rt_p99_ms"] = pct(rt, 0.99) * 1000
-        row["chain_ms_per_hop"] = chain(client, args.chain) / args.chain * 1000
-        row["fanout_s"] = fan(client, args.fan)
-        rows.append(row)
-        print("  " + "  ".join(f"{k}={v:.2f}" for k, v in row.items()), file=out, flush=True)
-    return rows
 
 
 def run(args: argparse.Namespace, out: IO[str]) -> list[dict[str, float]]:
@@ -131,17 +115,14 @@ def run(args: argparse.Namespace, out: IO[str]) -> list[dict[str, float]]:
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         client.wait_for_workers(args.workers, timeout=120)
-        rows = measure(client, args, out)
+        rows = rounds(DaskPeer(client), sizes_from(args), args.repeats, out)
         client.run(quiet_worker_logs)
         return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--round-trips", type=int, default=300)
-    parser.add_argument("--chain", type=int, default=200)
-    parser.add_argument("--fan", type=int, default=1000)
+    add_size_arguments(parser, Sizes(round_trips=300, payload=0))
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument(
         "--threads",
@@ -167,16 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = sys.stderr if args.json else sys.stdout
     rows = run(args, out)
-    medians = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-    if args.json:
-        print(json.dumps(medians))
-        return 0
-    print(
-        f"\nmedians of {args.repeats} runs, {args.workers} dask workers x {args.threads} "
+    heading = (
+        f"medians of {args.repeats} runs, {args.workers} dask workers x {args.threads} "
         "threads, every process on this host"
     )
-    for key, value in medians.items():
-        print(f"  {key:18} {value:10.2f}")
+    report(rows, heading, args.json)
     return 0
 
 

@@ -1,9 +1,11 @@
 """Throughput and latency through the coordinator, with reservations, to local agents.
 
 Starts nats-server, a coordinator and ``--agents`` agents as separate processes on
-this machine, then measures, per repeat: N no-op tasks submitted at once with
-``kiq`` (tasks/s), one-at-a-time round trips (p50/p99), a chain of dependent nodes
-(ms per hop) and a 1 -> N -> 1 fan-out (seconds). Medians over ``--repeats``.
+this machine, then measures, per repeat, the workloads of ``benchmarks._workload``:
+N no-op tasks submitted at once with ``kiq`` (tasks/s), one-at-a-time round trips
+(p50/p99), a chain of dependent nodes (ms per hop), a 1 -> N -> 1 fan-out (seconds),
+and with ``--payload`` the round trips and fan-out again with a large argument and
+result. Medians over ``--repeats``.
 
     python -m benchmarks.throughput --tasks 5000 --repeats 3
 """
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from benchmarks import bench_tasks
 from benchmarks._common import bench_fleet
+from benchmarks._workload import Sizes, add_size_arguments, positive, report, rounds, sizes_from
 from taskiq_fleet import CoordinatorClient, Dag, Node
 
 APP = "benchmarks.bench_tasks:broker"
@@ -33,14 +37,14 @@ async def throughput(n: int) -> float:
     return n / elapsed
 
 
-async def round_trips(n: int) -> list[float]:
+async def round_trips(n: int, value: Any) -> list[float]:
     times = []
-    for i in range(n):
+    for _ in range(n):
         start = time.perf_counter()
-        task = await bench_tasks.noop.kiq(i)
-        result = await task.wait_result(timeout=30)
+        task = await bench_tasks.noop.kiq(value)
+        result = await task.wait_result(timeout=60)
         times.append(time.perf_counter() - start)
-        assert result.return_value == i
+        assert result.return_value == value, result.error
     return times
 
 
@@ -54,65 +58,85 @@ def chain(length: int) -> Dag:
 
 
 def fan(width: int) -> Dag:
+    """The source takes the run's input ``arg`` (a large one travels apart from the DAG, as
+    a payload); the sink is ordered after the middle (``after``) and receives none of it."""
     middle = [
         Node(id=f"m{i}", task="noop", inputs={"x": "src"}, outputs=(f"m{i}",)) for i in range(width)
     ]
     return Dag(
+        inputs=("arg",),
         nodes=(
-            Node(id="source", task="noop", kwargs={"x": 1}, outputs=("src",)),
+            Node(id="source", task="noop", inputs={"x": "arg"}, outputs=("src",)),
             *middle,
             Node(id="sink", task="noop", kwargs={"x": 2}, after=tuple(m.id for m in middle)),
-        )
+        ),
     )
 
 
-async def run_dag(client: CoordinatorClient, dag: Dag) -> float:
+async def run_dag(
+    client: CoordinatorClient, dag: Dag, inputs: dict[str, Any] | None = None
+) -> float:
     start = time.perf_counter()
-    view = await (await client.submit(dag, progress=False)).wait(timeout=300)
+    view = await (await client.submit(dag, inputs, progress=False)).wait(timeout=600)
     elapsed = time.perf_counter() - start
     assert view.status == "succeeded", view.error
     return elapsed
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+class FleetPeer:
+    """The fleet as a blocking ``Peer``: every workload runs on one event loop of its own
+    (the broker's connection lives there), so a sync driver can interleave it with Ray's."""
+
+    name = "fleet"
+
+    def __init__(self, runner: asyncio.Runner, client: CoordinatorClient) -> None:
+        self._runner = runner
+        self._client = client
+
+    def throughput(self, n: int) -> float:
+        return self._runner.run(throughput(n))
+
+    def round_trips(self, n: int, value: Any) -> list[float]:
+        return self._runner.run(round_trips(n, value))
+
+    def chain(self, length: int) -> float:
+        return self._runner.run(run_dag(self._client, chain(length)))
+
+    def fan(self, width: int, value: Any) -> float:
+        return self._runner.run(run_dag(self._client, fan(width), {"arg": value}))
 
 
-async def measure(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _connect(url: str, agents: int) -> CoordinatorClient:
     bench_tasks.broker.nats = url
     await bench_tasks.broker.startup()
-    client = bench_tasks.broker.connected()
-    await client.wait_ready(args.agents)
-    await throughput(200)  # warm-up
-    rows = []
-    for _ in range(args.repeats):
-        row: dict[str, Any] = {"tasks_per_s": await throughput(args.tasks)}
-        rt = await round_trips(args.round_trips)
-        row["rt_p50_ms"] = statistics.median(rt) * 1000
-        row["rt_p99_ms"] = pct(rt, 0.99) * 1000
-        row["chain_ms_per_hop"] = await run_dag(client, chain(args.chain)) / args.chain * 1000
-        row["fanout_s"] = await run_dag(client, fan(args.fan))
-        rows.append(row)
-        print("  " + "  ".join(f"{k}={v:.2f}" for k, v in row.items()), flush=True)
-    await bench_tasks.broker.shutdown()
-    return rows
+    client: CoordinatorClient = bench_tasks.broker.connected()  # type: ignore[assignment]
+    await client.wait_ready(agents)
+    return client
+
+
+@contextmanager
+def fleet_peer(agents: int, cpus: int = 64) -> Iterator[FleetPeer]:
+    """nats-server, a coordinator and ``agents`` agents of ``cpus`` cores (processes), and
+    the benchmark's broker connected to them; every task asks for 1 cpu (the default)."""
+    with bench_fleet(agents, APP, cpus=cpus) as url, asyncio.Runner() as runner:
+        peer = FleetPeer(runner, runner.run(_connect(url, agents)))
+        try:
+            yield peer
+        finally:
+            runner.run(bench_tasks.broker.shutdown())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--round-trips", type=int, default=300)
-    parser.add_argument("--chain", type=int, default=200)
-    parser.add_argument("--fan", type=int, default=1000)
-    parser.add_argument("--agents", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add_size_arguments(parser, Sizes(round_trips=300, payload=0))
+    parser.add_argument("--agents", type=positive, default=2)
+    parser.add_argument("--repeats", type=positive, default=3)
     args = parser.parse_args(argv)
-    with bench_fleet(args.agents, APP) as url:
-        rows = asyncio.run(measure(url, args))
-    print(f"\nmedians of {args.repeats} runs, {args.agents} agents, every process on this host")
-    for key in rows[0]:
-        print(f"  {key:18} {statistics.median(r[key] for r in rows):10.2f}")
+    with fleet_peer(args.agents) as peer:
+        rows = rounds(peer, sizes_from(args), args.repeats, sys.stdout)
+    report(
+        rows, f"medians of {args.repeats} runs, {args.agents} agents, every process on this host"
+    )
     return 0
 
 
