@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from examples.pipelines import node
-from examples.tasks import (
+from taskiq_fleet import CoordinatorClient, Dag, LocalCluster, RunUpdate, RunView, load_config
+from taskiq_fleet.demo.pipelines import node
+from taskiq_fleet.demo.tasks import (
     background_cleanup,
     estimated_task,
     fetch_url,
@@ -30,7 +31,6 @@ from examples.tasks import (
     train_model,
     whole_cluster_job,
 )
-from taskiq_fleet import CoordinatorClient, Dag, LocalCluster, RunUpdate, RunView, load_config
 from taskiq_fleet.tables import NONE, devices, duration, node_change, table
 from taskiq_fleet.up_cli import agents_table
 

@@ -26,7 +26,9 @@ __all__ = [
     "parse_config",
 ]
 
-DEFAULT_APP = "examples.tasks:broker"
+DEFAULT_APP = "taskiq_fleet.demo.tasks:broker"
+"""The demo tasks, shipped in the package, so ``fleet up`` serves something after a plain
+install."""
 
 TOP_KEYS = ("app", "agent")
 AGENT_KEYS = ("name", "app", "cpus", "ram_mb", "gpus", "resources", "labels", "headroom")
@@ -95,7 +97,7 @@ def load_config(path: Path | str, *, default_app: str = DEFAULT_APP) -> tuple[Ag
 
     ::
 
-        app = "examples.tasks:broker"      # optional: default for every agent
+        app = "myproject.tasks:broker"     # optional: default for every agent
 
         [[agent]]
         name = "gpu"

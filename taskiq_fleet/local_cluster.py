@@ -392,14 +392,14 @@ class LocalCluster:
             port = DEFAULT_NATS_PORT if _port_is_free(DEFAULT_NATS_PORT) else free_port()
         elif port == 0:
             port = free_port()
-        self.server = NatsServer(
-            self.state_dir,
-            port=port,
-            store_dir=self.state_dir / "jetstream",
-            log_path=self.log_dir / "nats-server.log",
-            supervised=True,
-        )
         try:
+            self.server = NatsServer(
+                self.state_dir,
+                port=port,
+                store_dir=self.state_dir / "jetstream",
+                log_path=self.log_dir / "nats-server.log",
+                supervised=True,
+            )
             self.server.start()
         except (NatsServerError, NatsServerNotFoundError) as exc:
             raise ClusterError(str(exc)) from None

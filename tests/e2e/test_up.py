@@ -142,11 +142,11 @@ async def test_fleet_up_serves_a_dag_and_stops_leaving_nothing_behind(
         url = up.until(r"^NATS\s+(nats://127\.0\.0\.1:\d+) \(embedded nats-server")[1]
         up.until(r"^fleet up: ready in ")
         output = "\n".join(up.seen)
-        assert re.search(r"^cpu\s+2\s+1024\s+-\s+zone=a\s+-\s+examples\.tasks:broker\s+\d+$",
-                         output, re.M), output  # fmt: skip
+        row = r"^cpu\s+2\s+1024\s+-\s+zone=a\s+-\s+taskiq_fleet\.demo\.tasks:broker\s+\d+$"
+        assert re.search(row, output, re.M), output
         assert re.search(r"^gpu\s+1\s+512\s+1xA100:40960\s+gpu_models=A100\s", output, re.M)
         assert f"fleet workers --nats {url}" in output
-        assert f"fleet submit examples.pipelines:chain --nats {url}" in output
+        assert f"fleet submit taskiq_fleet.demo.pipelines:chain --nats {url}" in output
 
         shown = await asyncio.to_thread(
             subprocess.run,

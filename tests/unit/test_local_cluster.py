@@ -39,7 +39,7 @@ def test_the_example_config_has_a_small_a_big_memory_and_a_gpu_agent() -> None:
     assert (small.name, small.cpus, small.ram_mb, small.gpus) == ("cpu-small", 2.0, 2048, None)
     assert (bigmem.ram_mb or 0) > (small.ram_mb or 0) > 0
     assert (gpu.name, gpu.gpus, dict(gpu.labels)) == ("gpu-a100", "1xA100:40960", {"gpu": "true"})
-    assert {a.app for a in (small, bigmem, gpu)} == {"examples.tasks:broker"}
+    assert {a.app for a in (small, bigmem, gpu)} == {DEFAULT_APP}
 
 
 def test_defaults_name_app_and_detection() -> None:
