@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.cliargs import number, subject_prefix
-from shared.connection import add_nats_arguments
+from shared.connection import add_nats_arguments, prefix_from_env
 from shared.logging import add_logging_arguments
 from shared.resources import POLICY_NAMES
 
@@ -84,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument(
         "--prefix",
         type=subject_prefix,
-        default=env("FLEET_PREFIX", "fleet"),
+        default=prefix_from_env(),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
     _add_retention_arguments(parser)

@@ -40,15 +40,20 @@ from pydantic import (
 )
 
 from shared.logging import get_logger
+from shared.wire.subjects import Subjects
 
 __all__ = [
+    "PREFIX_ENV",
     "ConnectionSettingsError",
     "NatsConnectError",
     "NatsSettings",
     "add_nats_arguments",
     "connect",
     "connect_options",
+    "fleet_prefix",
     "inbox_prefix",
+    "library_settings",
+    "prefix_from_env",
     "settings_from_args",
 ]
 
@@ -242,6 +247,42 @@ def settings_from_args(
             where = f"{labels.get(str(error['loc'][0]), error['loc'][0])}: " if error["loc"] else ""
             problems.append(where + error["msg"].removeprefix("Value error, "))
         raise ConnectionSettingsError("; ".join(problems)) from None
+
+
+def library_settings(
+    nats: str | NatsSettings | None = None, environ: Mapping[str, str] | None = None
+) -> NatsSettings:
+    """What ``FleetBroker`` and ``CoordinatorClient.connect`` connect with, read as the
+    ``fleet`` commands read theirs: a URL string given is their ``--nats`` and wins over
+    ``FLEET_NATS``; user, password, token, NKey, creds and TLS come from their ``FLEET_*``
+    variables. ``NatsSettings`` given are used as they are."""
+    if isinstance(nats, NatsSettings):
+        return nats
+    return settings_from_args(argparse.Namespace(nats_servers=nats), environ)
+
+
+PREFIX_ENV = "FLEET_PREFIX"
+DEFAULT_PREFIX = "fleet"
+
+
+def prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The subject prefix when none is given, for every entry point: ``FLEET_PREFIX``
+    (empty counts as unset, as for the NATS variables), else ``fleet``."""
+    env = os.environ if environ is None else environ
+    return env.get(PREFIX_ENV) or DEFAULT_PREFIX
+
+
+def fleet_prefix(given: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """``given``, else ``prefix_from_env``; a bad one is a ``ConnectionSettingsError`` naming
+    where it came from."""
+    prefix = prefix_from_env(environ) if given is None else given
+    try:
+        Subjects(prefix)
+    except ValueError as exc:
+        raise ConnectionSettingsError(
+            f"{PREFIX_ENV if given is None else 'prefix'}: {exc}"
+        ) from None
+    return prefix
 
 
 def connect_options(settings: NatsSettings, *, name: str | None = None) -> dict[str, Any]:

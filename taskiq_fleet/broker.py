@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, NoReturn, ParamSpec, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
 from taskiq import AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
@@ -46,6 +45,7 @@ from taskiq_fleet.profiles import (
 )
 from taskiq_fleet.remote_errors import TaskFailed as TaskFailed  # its home before remote_errors
 from taskiq_fleet.remote_errors import task_error
+from taskiq_fleet.taskiq_worker import stop_taskiq_worker
 
 RESULT = "result"
 NODE_ID = "task"
@@ -205,10 +205,15 @@ class FleetBroker(AsyncBroker):
             raise TypeError(f"labels= takes a mapping of label -> value, not {extra!r}")
         return super().task(task_name, **labels)
 
-    def __init__(self, nats: str | NatsSettings | None = None, *, prefix: str = "fleet") -> None:
+    def __init__(
+        self, nats: str | NatsSettings | None = None, *, prefix: str | None = None
+    ) -> None:
         super().__init__()
-        self.nats = nats or os.environ.get("FLEET_NATS", "nats://127.0.0.1:4222")
+        self.nats = nats
+        """Servers (or all settings); what is not given is read at ``startup()`` from
+        ``FLEET_NATS`` and the other ``FLEET_*`` variables, as ``fleet`` reads them."""
         self.prefix = prefix
+        """The fleet's subject prefix; ``None``: ``FLEET_PREFIX``, else ``fleet``."""
         self.result_backend = FleetResultBackend(self)
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
@@ -337,8 +342,12 @@ class FleetBroker(AsyncBroker):
                 found = request_of(task.original_func)
         return with_queue(found, labels)
 
-    async def listen(self) -> Any:  # type: ignore[override]
-        raise RuntimeError(
+    def listen(self) -> NoReturn:
+        """taskiq's worker entry point; a fleet's tasks run on ``fleet agent`` instead.
+        Not a generator, so that it fails when called, not at the first message."""
+        message = (
             "FleetBroker tasks run on fleet agents: start `fleet agent module:broker` instead "
             "of `taskiq worker`"
         )
+        stop_taskiq_worker(message, worker_process=self.is_worker_process)
+        raise RuntimeError(message)

@@ -27,12 +27,19 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import JsonValue
 
-from shared.connection import NatsSettings, connect, inbox_prefix
+from shared.connection import (
+    NatsSettings,
+    connect,
+    fleet_prefix,
+    inbox_prefix,
+    library_settings,
+)
 from shared.dag import Dag, RunOptions
 from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value
 from shared.payloads import PayloadStore
 from shared.wire.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
 from shared.wire.runs import (
+    CoordinatorView,
     CtlReply,
     CtlRequest,
     RunUpdate,
@@ -157,11 +164,13 @@ class CoordinatorClient:
 
     @classmethod
     async def connect(
-        cls, nats: NatsSettings | str = "nats://127.0.0.1:4222", *, prefix: str = "fleet"
+        cls, nats: NatsSettings | str | None = None, *, prefix: str | None = None
     ) -> Self:
-        settings = (
-            nats if isinstance(nats, NatsSettings) else NatsSettings(servers=tuple(nats.split(",")))
-        )
+        """Connect as ``fleet`` would: what is not given comes from ``FLEET_NATS``, the
+        other ``FLEET_NATS_*`` / ``FLEET_TLS_*`` variables and ``FLEET_PREFIX``
+        (``library_settings``); a bad value is a one-line ``ConnectionSettingsError``."""
+        settings = library_settings(nats)
+        subjects = Subjects(fleet_prefix(prefix))
         relay = _Reconnects()
         nc = await connect(
             settings,
@@ -169,7 +178,7 @@ class CoordinatorClient:
             inbox_prefix=inbox_prefix(settings),
             reconnected_cb=relay.reconnected,
         )
-        client = relay.client = cls(nc, Subjects(prefix), owns=True)
+        client = relay.client = cls(nc, subjects, owns=True)
         return client
 
     def reconnected(self) -> None:
@@ -335,6 +344,10 @@ class CoordinatorClient:
 
     async def workers(self) -> list[WorkerView]:
         return list((await self._ctl("workers", CtlRequest())).workers)
+
+    async def coordinators(self) -> list[CoordinatorView]:
+        """The leader (which answers) and the standby coordinators it has heard of."""
+        return list((await self._ctl("workers", CtlRequest())).coordinators)
 
     async def wait_ready(self, workers: int = 0, within: float = 30.0) -> list[WorkerView]:
         """Until the coordinator answers and knows at least ``workers`` workers.

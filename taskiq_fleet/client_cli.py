@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.cliargs import import_object, number, subject_prefix
-from shared.connection import add_nats_arguments
+from shared.connection import add_nats_arguments, prefix_from_env
 
 if TYPE_CHECKING:
     from shared.dag import Dag, RunOptions
@@ -42,7 +41,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         type=subject_prefix,
-        default=os.environ.get("FLEET_PREFIX", "fleet"),
+        default=prefix_from_env(),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
     add_nats_arguments(parser)
@@ -117,12 +116,14 @@ def configure_workers(parser: argparse.ArgumentParser) -> Handler:
 
 
 async def _workers(client: CoordinatorClient, args: argparse.Namespace) -> int:
-    from taskiq_fleet.tables import workers_table
+    from taskiq_fleet.tables import coordinators_line, workers_table
 
     workers = await client.workers()
     if args.json:
         _print_json([w.model_dump(mode="json") for w in workers])
-    elif workers:
+        return EXIT_OK
+    print(coordinators_line(await client.coordinators()))
+    if workers:
         print(workers_table(workers, time.time()))
     else:
         print("no workers")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.cliargs import number, subject_prefix
+from shared.connection import prefix_from_env
 from shared.resources import POLICY_NAMES
 from taskiq_fleet.local_cluster import (
     DEFAULT_APP,
@@ -97,7 +98,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument(
         "--prefix",
         type=subject_prefix,
-        default=env("FLEET_PREFIX", "fleet"),
+        default=prefix_from_env(),
         help="subject prefix of this fleet (default: fleet; env FLEET_PREFIX)",
     )
     return run_up

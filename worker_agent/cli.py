@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.cliargs import number, subject_prefix
-from shared.connection import add_nats_arguments
+from shared.connection import add_nats_arguments, prefix_from_env
 from shared.logging import add_logging_arguments
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run.add_argument(
         "--prefix",
         type=subject_prefix,
-        default=env("FLEET_PREFIX", "fleet"),
+        default=prefix_from_env(),
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
     run.add_argument(

@@ -1,0 +1,35 @@
+"""``taskiq worker app:broker`` on a ``FleetBroker``: one line, and the command ends.
+
+taskiq's worker command runs the broker's ``listen()`` in child processes named
+``worker-N`` and starts again any child that dies, for ever unless ``--max-fails`` is
+given. An error raised in ``listen()`` would so print a traceback every second. A child
+that finds itself under that manager says why once, asks the manager to stop (SIGTERM,
+which it handles as Ctrl-C: it stops every child and exits) and leaves with exit code 2.
+Anywhere else (a user's own ``listen()`` call) the caller gets a ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+
+EXIT_USAGE = 2
+
+
+def stop_taskiq_worker(message: str, *, worker_process: bool) -> None:
+    """When this process is a child of ``taskiq worker`` (taskiq has set
+    ``is_worker_process`` on the broker, ``worker_process`` here): print ``message``
+    once (from ``worker-0``), stop the manager and exit. Otherwise return."""
+    parent = multiprocessing.parent_process()
+    name = multiprocessing.current_process().name
+    if not worker_process or parent is None or parent.pid != os.getppid():
+        return
+    if not name.startswith("worker-"):
+        return
+    if name == "worker-0":
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if parent.pid is not None:
+        os.kill(parent.pid, signal.SIGTERM)
+    os._exit(EXIT_USAGE)
