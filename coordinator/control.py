@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from coordinator.scheduling.views import worker_views
 from shared.wire.protocol import ProtocolError, decode_model, encode
-from shared.wire.runs import CtlReply, CtlRequest, RunView, WorkerView
+from shared.wire.runs import CoordinatorView, CtlReply, CtlRequest, RunView, WorkerView
 from shared.wire.subjects import SubjectError, Subjects
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class Pump(Protocol):
     def subjects(self) -> Subjects: ...
 
     def enqueue(self, kind: str, payload: Any) -> None: ...
+
+    def coordinators(self) -> list[CoordinatorView]: ...
 
 
 log = structlog.get_logger(__name__)
@@ -62,7 +64,8 @@ class Control:
 
     async def _answer(self, verb: str, request: CtlRequest) -> CtlReply:
         if verb == "workers":
-            return CtlReply(workers=tuple(self.workers()))
+            coordinators = tuple(self._coordinator.coordinators())
+            return CtlReply(workers=tuple(self.workers()), coordinators=coordinators)
         if verb == "runs":
             runs, cursor = await self.runs(request.limit, request.before)
             return CtlReply(runs=tuple(runs), next_before=cursor)

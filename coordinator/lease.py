@@ -74,6 +74,8 @@ class LeaseKeeper:
         self._clock = clock
         self._wall = wall
         self._presence_at = 0.0
+        self.members: list[Presence] = []
+        """Every coordinator heard from lately, as the leader last read them."""
 
     @property
     def term(self) -> int:
@@ -149,6 +151,8 @@ class LeaseKeeper:
         me = Presence(id=self.lease.me, name=self.name, role=self.lease.role.value, at=wall)
         with contextlib.suppress(JetStreamError, TimeoutError):
             await self._kv.put(f"{PRESENCE}.{self.lease.me}", me.model_dump_json().encode())
+        if self.lease.role is Role.LEADER:
+            self.members = await coordinators(self._kv, wall)
 
     async def release(self) -> None:
         """On a clean stop: a standby takes over at once instead of after ``ttl``."""

@@ -58,7 +58,7 @@ from shared.wire.protocol import (
     join_encoded,
     size_chunks,
 )
-from shared.wire.runs import Refused, RunUpdate, RunView, Submit, parse_submits
+from shared.wire.runs import CoordinatorView, Refused, RunUpdate, RunView, Submit, parse_submits
 from shared.wire.subjects import SubjectError, Subjects, token
 
 log = structlog.get_logger(__name__)
@@ -303,6 +303,15 @@ class Coordinator:
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(stream, consumer)
         return sub
+
+    def coordinators(self) -> list[CoordinatorView]:
+        """This leader and the standbys it has heard of, for ``fleet workers``."""
+        if self._lease is None:
+            return []
+        me = self._lease.lease.me
+        others = [p.name for p in self._lease.members if p.id != me]
+        leader = CoordinatorView(name=self._lease.name, role="leader", term=self.term)
+        return [leader, *(CoordinatorView(name=n, role="standby") for n in others)]
 
     def may_act(self) -> bool:
         """Whether this coordinator holds the lease now (always, without one)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from shared.wire.runs import TERMINAL_NODE, NodeView, RunView, WorkerView
+from shared.wire.runs import TERMINAL_NODE, CoordinatorView, NodeView, RunView, WorkerView
 
 NONE = "-"
 
@@ -130,6 +130,15 @@ WORKER_HEADER = (
     "worker", "labels", "cpu used/total", "cpu free", "ram MB used/total", "ram MB free",
     "gpus (index:model free)", "running", "health", "last seen", "resources used/total",
 )  # fmt: skip
+
+
+def coordinators_line(coordinators: Iterable[CoordinatorView]) -> str:
+    """``coordinators: host:41 (leader, term 3), other:77 (standby)``."""
+    parts = [
+        f"{c.name} (leader, term {c.term})" if c.role == "leader" else f"{c.name} (standby)"
+        for c in coordinators
+    ]
+    return "coordinators: " + (", ".join(parts) or "(not reported)")
 
 
 def workers_table(workers: Iterable[WorkerView], now: float) -> str:

@@ -246,11 +246,21 @@ class CtlRequest(Versioned):
     """For ``limit``: the new global cap on attempts in flight; None removes it."""
 
 
+class CoordinatorView(Part):
+    """One ``fleet coordinator`` process: the leader, or a standby ready to take over."""
+
+    name: str
+    role: Literal["leader", "standby"]
+    term: int = Field(default=0, ge=0)
+
+
 class CtlReply(Versioned):
     type: Literal["ctl_reply"] = "ctl_reply"
     ok: bool = True
     error: str = ""
     workers: tuple[WorkerView, ...] = ()
+    coordinators: tuple[CoordinatorView, ...] = ()
+    """For ``workers``: the leader that answers and the standbys it has heard of."""
     runs: tuple[RunView, ...] = ()
     next_before: int | None = None
     """For ``runs``: the cursor of the next, older page of finished runs; None at the end."""
