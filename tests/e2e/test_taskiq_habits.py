@@ -13,6 +13,7 @@ import pytest
 
 from taskiq_fleet import CoordinatorClient, FleetBroker
 from tests.e2e import env_app
+from tests.e2e.test_examples import run_example
 from tests.natsserver import NatsServer
 from tests.processes import ROOT, agent, coordinator
 
@@ -92,3 +93,9 @@ async def test_credentials_come_from_the_environment_when_a_url_is_given(
         assert broker.client.nc.is_connected
     finally:
         await broker.shutdown()
+
+
+def test_the_example_runs() -> None:
+    out = run_example("configured_by_env")
+    assert "CoordinatorClient.connect() sees the workers ['cpu']" in out
+    assert "add_one.kiq(41) through FleetBroker() -> 42" in out
