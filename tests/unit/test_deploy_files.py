@@ -277,10 +277,16 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == {p for p, _ in kubernetes_documents()} - examples
 
 
-def test_coordinator_is_one_replica_replaced_by_recreate() -> None:
+def test_two_coordinators_are_updated_one_at_a_time() -> None:
     deployment = manifests("Deployment")["fleet-coordinator"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 2
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+
+
+def test_compose_runs_two_coordinators(compose: dict[str, Any]) -> None:
+    assert compose["services"]["coordinator"]["deploy"]["replicas"] == 2
 
 
 def test_agent_daemonset_names_agents_after_their_node() -> None:
