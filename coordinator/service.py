@@ -51,6 +51,7 @@ from shared.wire.protocol import (
     ProtocolError,
     Register,
     Reject,
+    Reregister,
     decode,
     decode_each,
     encode,
@@ -82,6 +83,7 @@ for the pump) above which the coordinator is behind: silence then is not yet hea
 (``liveness.backlog_credit``)."""
 SENDERS_KEPT = 4096
 """Subjects whose sender is remembered (parsed once, not once per message)."""
+ASK_REGISTER = encode(Reregister(reason="the coordinator lacks this agent's task set"))
 
 
 @dataclass
@@ -567,6 +569,8 @@ class Coordinator:
         for worker, cancels in d.cancel.items():
             items = [Cancel(ref=ref, reason=reason) for ref, reason in cancels]
             await nc.publish(s.cancel(worker), encode_each(items), headers=self._term)
+        for name in d.reregister:  # asked again at its next heartbeat if this is lost
+            await nc.publish(s.reregister(name), ASK_REGISTER)
         for name in set(d.name_clashes):
             log.error(
                 "adverts from an older agent process under a name in use; ignored "

@@ -44,11 +44,14 @@ from shared.wire.protocol import (
     ProtocolError,
     Register,
     Reject,
+    Reregister,
+    decode_as,
     decode_each,
     encode,
     encode_each,
     join_encoded,
     size_chunks,
+    task_digest,
 )
 from shared.wire.subjects import SubjectError, Subjects
 from worker_agent.app import start_app, stop_app
@@ -232,6 +235,7 @@ class Agent:
             available_ram_mb=usage.available_ram_mb,
             running=tuple(self._attempts),
             draining=self._guard.draining,
+            tasks_digest=task_digest(self._broker.get_all_tasks()),
         )
         await self._publish(self._subjects.heartbeat(self.name), encode(msg))
 
@@ -255,6 +259,10 @@ class Agent:
             if kind == "assign":
                 good, bad = decode_apart(msg.data, Assignment)
                 await self._on_assignments(tuple(good), self._refuse_malformed(bad))
+            elif kind == "reregister":
+                asked = decode_as(msg.data, Reregister)
+                log.info("registering again, as the coordinator asks", reason=asked.reason)
+                await self._register()
             else:
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")
@@ -278,7 +286,7 @@ class Agent:
         return False
 
     def _verb(self, subject: str) -> str:
-        """``assign`` or ``cancel``, for a subject addressed to this agent."""
+        """``assign``, ``cancel`` or ``reregister``, for a subject addressed to this agent."""
         try:
             worker, verb = self._subjects.parse_worker_inbox(subject)
         except SubjectError as exc:

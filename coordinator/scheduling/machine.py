@@ -45,7 +45,7 @@ from coordinator.scheduling.state import (
     store_outputs,
 )
 from coordinator.scheduling.stopping import StoppingAttempts
-from coordinator.scheduling.tasks import TaskCatalog
+from coordinator.scheduling.tasks import TaskCatalog, Untold, needs_register
 from coordinator.scheduling.transitions import (
     NODE_TRANSITIONS,
     RUN_TRANSITIONS,
@@ -63,6 +63,7 @@ from shared.wire.protocol import (
     PayloadRef,
     Register,
     Reject,
+    task_digest,
 )
 from shared.wire.runs import NodeStatus, RunStatus, RunView, Submit
 
@@ -102,6 +103,7 @@ class Scheduler:
         """Cancelled attempts whose agent has not reported them ended: still reserved."""
         self._catalog = TaskCatalog()
         self._batches = Batches(f"batch-{incarnation}" if incarnation else "batch")
+        self._untold = Untold()
         self._listening = liveness.Listening(config.tick)
         self._departed = liveness.Departed(config.lost_worker_grace)
         self._delayed: list[tuple[float, int, NodeState]] = []
@@ -363,6 +365,7 @@ class Scheduler:
         )
         if info is None:
             return
+        info.registered = task_digest(tasks)
         if info.tasks != tasks:
             self._set_tasks(info, tasks, now)
         self._reconcile(info, msg.running, now)
@@ -376,6 +379,8 @@ class Scheduler:
         if info is None:
             return
         info.cpu_percent, info.available_ram_mb = msg.cpu_percent, msg.available_ram_mb
+        if needs_register(info.registered, msg.tasks_digest):
+            self._prove_tasks(info, msg.tasks_digest, now)
         if msg.draining and not info.draining:
             info.draining = True
             self.pool.remove_worker(info.name)
@@ -392,6 +397,7 @@ class Scheduler:
         if not info.draining:
             self.pool.remove_worker(name)
         self.out.lost_workers.append((name, reason))
+        self._untold.told(name)
         for ref in self._stopping.of_worker(name):
             self._stopped(ref)
         self._departed.left(self._catalog.labelled(info.spec, info.tasks), now)
@@ -447,9 +453,22 @@ class Scheduler:
 
     def _set_tasks(self, info: WorkerInfo, tasks: frozenset[str], now: float) -> None:
         info.tasks = tasks
+        self._untold.told(info.name)
         if not info.draining:
             self.pool.update_worker(self._catalog.labelled(info.spec, tasks))
         self._workers_changed(now)
+
+    def _prove_tasks(self, info: WorkerInfo, digest: str | None, now: float) -> None:
+        """Its heartbeat proves a task set other than the one it registered (or none was):
+        take it if known by its digest, else ask the agent for its Register."""
+        tasks = self._catalog.known(digest)
+        if tasks is None:
+            self.out.reregister.append(info.name)
+            if info.tasks is None:
+                self._untold.heard(info.name, now + self.config.heartbeat_misses * info.interval)
+            return
+        info.registered = digest
+        self._set_tasks(info, tasks, now)
 
     def _workers_changed(self, now: float) -> None:
         """Only runs still waiting out an infeasibility are looked at, not every run."""
@@ -469,15 +488,17 @@ class Scheduler:
     def rejected(self, msg: Reject, now: float) -> None:
         """The agent could not take the attempt (full, or the task is unknown there): it is
         placed again, the worker's task set corrected, and after ``max_rejects`` the node
-        fails so one nobody accepts cannot bounce forever. One the agent could not decode
-        fails at once: every agent would decode it the same way."""
+        fails so one nobody accepts cannot bounce forever. An unknown task does not count
+        (each such reject takes the task off that worker until it registers again). One the
+        agent could not decode fails at once: every agent would decode it the same way."""
         if self._stopping.ended(msg.ref, msg.worker):
             self._stopped(msg.ref)  # cancelled meanwhile: the agent never ran it
             return
         state = self._attempts.get(msg.ref)
         if state is None or state.status not in IN_FLIGHT:
             return
-        state.rejects += 1
+        if msg.code != "unknown_task":  # not counted: that worker is not sent it again
+            state.rejects += 1
         info = self.workers.get(msg.worker)
         if msg.code == "unknown_task" and info is not None and info.tasks is not None:
             self._set_tasks(info, info.tasks - {state.node.task}, now)
@@ -610,6 +631,7 @@ class Scheduler:
         if not self._listening.suspended:
             self._check_workers(now)
         self._departed.expire(now)
+        self._untold.expire(now)
         self._early.expire(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, state = heapq.heappop(self._delayed)
@@ -723,8 +745,9 @@ class Scheduler:
                 held.append(found)
                 state.reason = str(result)
                 if result.infeasible:
+                    why = feasibility.task_missing(key[2], self.workers) or str(result)
                     for member in queue.members(group):
-                        self._mark_infeasible(member.run, member, str(result), now)
+                        self._mark_infeasible(member.run, member, why, now)
                 elif now - state.ready_since > self.config.aging:
                     break  # let capacity drain towards the starving node
                 continue
@@ -833,7 +856,10 @@ class Scheduler:
             self._fail_infeasible(run, now)
 
     def _awaits_return(self, run: RunState) -> bool:
-        return liveness.awaits_return(run, self._departed, self._catalog)
+        """A worker lost moments ago, or one whose tasks are not known yet, could hold it."""
+        requests = (run.nodes[node_id].node.request for node_id in run.infeasible)
+        departed = liveness.awaits_return(run, self._departed, self._catalog)
+        return departed or self._untold.could_hold(self.pool, requests)
 
     def _mark_infeasible(self, run: RunState, state: NodeState, why: str, now: float) -> None:
         if feasibility.mark(run, state, why, now):

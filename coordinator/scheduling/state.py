@@ -56,6 +56,9 @@ class Decisions:
     lost_workers: list[tuple[str, str]] = field(default_factory=list)
     name_clashes: list[str] = field(default_factory=list)
     """Workers whose adverts came from an older agent process than the current one."""
+    reregister: list[str] = field(default_factory=list)
+    """Workers to ask for their Register: their task set is not known, or not the one their
+    heartbeat proves (``tasks.needs_register``)."""
 
     def __bool__(self) -> bool:
         return bool(self.assign or self.cancel or self.changed or self.finished)
@@ -189,6 +192,10 @@ class WorkerInfo:
     interval: float
     last_seen: float
     tasks: frozenset[str] | None = None
+    """What it may be sent (None: not told yet, so nothing); less than it registered after
+    an ``unknown_task`` reject."""
+    registered: str | None = None
+    """The ``task_digest`` of the set it registered, which its heartbeats must prove."""
     draining: bool = False
     attempts: set[AttemptRef] = field(default_factory=set)
     cpu_percent: float = 0.0

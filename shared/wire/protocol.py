@@ -14,9 +14,10 @@ be answered on its subjects.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Literal, Self, TypeVar, get_args
 
 from pydantic import (
@@ -73,6 +74,13 @@ Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
 TERM_HEADER = "Fleet-Term"
 """Header of every assignment and cancel message: the sending leader's term. An agent
 drops what comes from an older term than it has seen (a deposed leader's late word)."""
+Digest = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def task_digest(tasks: Iterable[str]) -> str:
+    """A fingerprint of a set of task names: each heartbeat proves with it the set the
+    coordinator places by, without repeating a list that may hold thousands of names."""
+    return hashlib.sha256("\n".join(sorted(set(tasks))).encode()).hexdigest()[:16]
 
 
 class Reserved(Part):
@@ -124,12 +132,22 @@ class Heartbeat(Versioned):
     available_ram_mb: NonNegInt
     running: tuple[AttemptRef, ...] = ()
     draining: bool = False
+    tasks_digest: Digest | None = None
+    """``task_digest`` of the agent's task names; None from agents older than it."""
 
     @model_validator(mode="after")
     def _same_worker(self) -> Self:
         if self.capacity.name != self.worker:
             raise ValueError(f"capacity names {self.capacity.name!r}, sender is {self.worker!r}")
         return self
+
+
+class Reregister(Versioned):
+    """The coordinator asks an agent for its Register again: it does not know the agent's
+    task set (it missed the Register), or the heartbeat proves another one."""
+
+    type: Literal["reregister"] = "reregister"
+    reason: str = ""
 
 
 class Deregister(Versioned):
@@ -279,7 +297,9 @@ class Outcome(Versioned):
         return self.finished_at - self.started_at
 
 
-ItemModel = Register | Heartbeat | Deregister | Assignment | Accept | Reject | Cancel | Outcome
+ItemModel = (
+    Register | Heartbeat | Reregister | Deregister | Assignment | Accept | Reject | Cancel | Outcome
+)
 Item = Annotated[ItemModel, Field(discriminator="type")]
 
 

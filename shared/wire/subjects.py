@@ -22,6 +22,7 @@ fleet.agent.heartbeat.<worker>       agent       coordinator Heartbeat          
 fleet.agent.deregister.<worker>      agent       coordinator Deregister           core
 fleet.worker.<worker>.assign         coordinator agent       Assignment (Batch)   core
 fleet.worker.<worker>.cancel         coordinator agent       Cancel (Batch)       core
+fleet.worker.<worker>.reregister     coordinator agent       Reregister           core
 fleet.ack.<worker>                   agent       coordinator Accept, Reject       core
 fleet.outcome.<worker>.<run>.<node>  agent       coordinator Outcome              JetStream
 fleet.outcome.<worker>._batch        agent       coordinator Batch of Outcome     JetStream
@@ -70,7 +71,7 @@ _NOT_TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*")
 
 CONTROL_VERBS = ("workers", "runs", "status", "cancel", "limit")
-WORKER_VERBS = ("assign", "cancel")
+WORKER_VERBS = ("assign", "cancel", "reregister")
 AGENT_KINDS = ("register", "heartbeat", "deregister", "ack")
 """The control subjects an agent sends on, each ``...<worker>``."""
 """What the coordinator sends on ``<prefix>.worker.<worker>.<verb>``."""
@@ -83,6 +84,7 @@ _TEMPLATES: dict[str, str] = {
     "ack": "ack.{worker}",
     "assign": "worker.{worker}.assign",
     "cancel": "worker.{worker}.cancel",
+    "reregister": "worker.{worker}.reregister",
     "run_updates": "run.{run}",
     "client_inbox": "client.{client}",
     "worker_outcomes": "outcome.{worker}._batch",
@@ -254,6 +256,10 @@ class Subjects:
     def parse_cancel(self, subject: str) -> str:
         """The worker named in a cancel subject."""
         return self._parse_one("cancel", subject)
+
+    def reregister(self, worker: str) -> str:
+        """Where the coordinator asks an agent whose task set it lacks for its Register."""
+        return self._build("reregister", worker=worker)
 
     def worker_inbox(self, worker: str) -> str:
         """Everything addressed to one agent, for a single subscription."""

@@ -42,6 +42,7 @@ from shared.wire.protocol import (
     Outcome,
     Register,
     Reject,
+    task_digest,
 )
 from shared.wire.runs import TERMINAL_NODE, TERMINAL_RUN, Submit
 
@@ -224,6 +225,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             cpu_percent=0.0,
             available_ram_mb=agent.spec.ram_mb,
             running=tuple(agent.running),
+            tasks_digest=task_digest((TASK,)),
         )
         self.sched.heartbeat(msg, self.now)
         self.heard(name, set(agent.running))

@@ -376,7 +376,7 @@ async def test_unknown_task_is_infeasible_at_once(fleet: LocalFleet) -> None:
     view = await handle.wait(WAIT)
     assert view.status == "failed"
     assert view.finished_at == view.submitted_at  # decided in the submission's own event
-    assert "no worker has task 't.missing'" in view.error
+    assert "no live worker has task 't.missing'" in view.error
     error = view.node("x").error
     assert error is not None
     assert error.type == "Infeasible"

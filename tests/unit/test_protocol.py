@@ -26,6 +26,7 @@ from shared.wire.protocol import (
     ProtocolError,
     Register,
     Reject,
+    Reregister,
     Reserved,
     decode,
     decode_as,
@@ -81,6 +82,7 @@ def examples() -> list[Any]:
             draining=True,
         ),
         Deregister(worker="gpu-box_1", reason="SIGTERM"),
+        Reregister(reason="the coordinator lacks this agent's task set"),
         Assignment(
             ref=REF,
             task_name="app.tasks:heavy",
@@ -644,6 +646,7 @@ def all_subjects(s: Subjects, worker: str, run: str, node: str) -> dict[str, str
         "deregister": s.deregister(worker),
         "assign": s.assign(worker),
         "cancel": s.cancel(worker),
+        "reregister": s.reregister(worker),
         "ack": s.ack(worker),
         "outcome": s.outcome(worker, run, node),
         "worker_outcomes": s.worker_outcomes(worker),
@@ -672,7 +675,7 @@ def test_wildcards_catch_exactly_their_kind(worker: str, run: str, node: str) ->
         caught = {kind for kind, subject in built.items() if matches(pattern, subject)}
         assert caught == kinds, attr
     inbox = {k for k, v in built.items() if matches(s.worker_inbox(worker), v)}
-    assert inbox == {"assign", "cancel"}
+    assert inbox == {"assign", "cancel", "reregister"}
     assert {k for k, v in built.items() if matches(s.run_outcomes(run), v)} == {"outcome"}
 
 

@@ -27,6 +27,7 @@ from shared.wire.protocol import (
     PayloadRef,
     Register,
     Reject,
+    task_digest,
 )
 from shared.wire.runs import NodeView, RunView, Submit
 
@@ -55,6 +56,7 @@ class Cluster:
         self.specs: dict[str, WorkerSpec] = {}
         self.started: dict[str, float] = {}
         self.intervals: dict[str, float] = {}
+        self.tasks: dict[str, tuple[str, ...]] = {}
         self.seq = 0
 
     # -- agents -------------------------------------------------------------------------
@@ -77,13 +79,14 @@ class Cluster:
             {"name": name, "cpu": cpu, "ram_mb": ram_mb, "gpus": gpus, "labels": labels or {}}
         )
         self.specs[name], self.started[name], self.intervals[name] = spec, started_at, interval
+        self.tasks[name] = tuple(tasks)
         msg = Register(
             spec=spec,
             agent_version="test",
             pid=1,
             started_at=started_at,
             heartbeat_interval=interval,
-            tasks=tuple(tasks),
+            tasks=self.tasks[name],
             running=tuple(running),
         )
         self.sched.register(msg, at)
@@ -110,6 +113,7 @@ class Cluster:
             available_ram_mb=spec.ram_mb,
             running=tuple(running),
             draining=draining,
+            tasks_digest=task_digest(self.tasks[name]),
         )
         self.sched.heartbeat(msg, at)
 
@@ -477,9 +481,9 @@ def test_a_worker_without_the_task_does_not_clear_task_infeasibility() -> None:
     c = Cluster(infeasible_grace=10)
     c.register("w1", tasks=("app:other",))
     c.submit("r1", n("a"))
-    assert c.node("r1", "a").reason == f"infeasible: no worker has task {TASK!r}"
+    assert c.node("r1", "a").reason == f"infeasible: no live worker has task {TASK!r}"
     c.register("w2", at=1, tasks=("app:other",))
-    assert c.node("r1", "a").reason == f"infeasible: no worker has task {TASK!r}"
+    assert c.node("r1", "a").reason == f"infeasible: no live worker has task {TASK!r}"
 
 
 def test_task_nobody_has_fails_the_run_at_submit(c: Cluster) -> None:
@@ -487,7 +491,7 @@ def test_task_nobody_has_fails_the_run_at_submit(c: Cluster) -> None:
     c.submit("r1", n("a"))
     d = c.sched.take()
     assert d.finished == ["r1"]
-    assert c.view("r1").error == f"infeasible: a: no worker has task {TASK!r}"
+    assert c.view("r1").error == f"infeasible: a: no live worker has task {TASK!r}"
 
 
 # -- busy versus infeasible --------------------------------------------------------------------
