@@ -84,6 +84,7 @@ for the pump) above which the coordinator is behind: silence then is not yet hea
 SENDERS_KEPT = 4096
 """Subjects whose sender is remembered (parsed once, not once per message)."""
 ASK_REGISTER = encode(Reregister(reason="the coordinator lacks this agent's task set"))
+NEW_TERM = encode(Reregister(reason="a new leader starts its term"))
 
 
 @dataclass
@@ -190,7 +191,9 @@ class Coordinator:
             asyncio.create_task(self._ticks()),
             asyncio.create_task(self._pump()),
         ]
-        log.info("coordinator serving", runs=len(self.scheduler.runs))
+        for name in self._expect:  # their registrations say what they run: settled sooner
+            await nc.publish(s.reregister(name), NEW_TERM)
+        log.info("coordinator serving", runs=len(self.scheduler.runs), term=self.term)
         try:
             await stop.wait()
         finally:
@@ -205,7 +208,7 @@ class Coordinator:
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
-        self.scheduler.start(now)
+        self.scheduler.start(now, expect=self._expect)
         resumed = []
         for stored in await store.live():
             try:

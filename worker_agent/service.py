@@ -130,9 +130,9 @@ class Agent:
         self._usage = UsageProbe()
         self._stopped = False
         self.dropped = 0
+        """Malformed or unknown messages dropped since start (tests and logs read it)."""
         self._term = 0
         """The newest leader term seen in an assignment or cancel."""
-        """Malformed or unknown messages dropped since start (tests and logs read it)."""
 
     @property
     def name(self) -> str:
