@@ -140,6 +140,8 @@ class Coordinator:
         self._expect = expect or []
         """Workers heard from before this term: asked to register at once."""
         self._term = {TERM_HEADER: str(self.term)}
+        self._replay_until = 0
+        """The last outcome stored before this term, until it has been applied."""
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
             ResourceAwareWorkerPool(policy=settings.policy),
@@ -208,7 +210,9 @@ class Coordinator:
 
     async def _restore(self, store: RunStore) -> None:
         now = self._clock()
-        self.scheduler.start(now, expect=self._expect)
+        # Nothing is placed until the outcomes stored before this term are applied (a node
+        # whose outcome waits there must not run again): ``_consume`` says when.
+        self.scheduler.start(now, ACK_WAIT + 1.0, expect=self._expect)
         resumed = []
         for stored in await store.live():
             try:
@@ -285,6 +289,11 @@ class Coordinator:
                 earlier.append(consumer)
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 start = floor + 1 if not start else min(start, floor + 1)
+        if kind == "outcome":
+            last = (await js.stream_info(stream)).state.last_seq
+            self._replay_until = last if last >= max(start, 1) else 0
+            if not self._replay_until:
+                self.scheduler.replayed(self._clock())
         nc = self._client()
         inbox = nc.new_inbox()
 
@@ -492,7 +501,15 @@ class Coordinator:
                 self._unauthorised(msg.subject, why)
                 continue
             sched.outcome(outcome, now)
+        self._replaying(msg, now)  # after: these too were stored before the term
         return {o.ref.run_id for o in outcomes}
+
+    def _replaying(self, msg: Msg, now: float) -> None:
+        """The outcome stored last before this term began is being applied: every earlier
+        one was (the consumer delivers in order), so placing may start."""
+        if self._replay_until and msg.metadata.sequence.stream >= self._replay_until:
+            self._replay_until = 0
+            self.scheduler.replayed(now)
 
     def _unauthorised(self, subject: str, why: str) -> None:
         self.dropped += 1

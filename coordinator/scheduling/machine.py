@@ -149,6 +149,11 @@ class Scheduler:
         self._redelivered_at = now + redelivery
         self._expecting = set(expect)
 
+    def replayed(self, now: float) -> None:
+        """What a previous coordinator left unacknowledged has been applied: no need to wait
+        the rest of ``redelivery``."""
+        self._redelivered_at = min(self._redelivered_at, now)
+
     def settled(self, now: float) -> bool:
         if now < self._redelivered_at:
             return False

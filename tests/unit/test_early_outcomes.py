@@ -217,3 +217,28 @@ def test_an_attempt_ref_without_an_incarnation_still_decodes() -> None:
     ref = AttemptRef.model_validate_json(b'{"run_id": "r1", "node_id": "a", "attempt": 2}')
     assert ref.incarnation == ""
     assert ref.key == "r1.a.2"
+
+
+def test_a_term_that_heard_every_worker_still_waits_for_the_stored_outcomes() -> None:
+    """A new leader asks the workers a standby heard to register, and is settled once they
+    have; but the outcomes stored before its term may still be on their way, so nothing
+    is placed until the service says they were applied (``replayed``)."""
+    c = Cluster(warmup=5.0)
+    c.sched.start(START, redelivery=6.0, expect=("w1",))
+    c.register("w1", at=START, cpu=4)
+    c.submit("r1", n("a", outputs=("av",)), at=START + 0.1)
+    assert c.tick(START + 0.2).assign == {}, "placed before the stored outcomes were read"
+    c.sched.outcome(outcome("r1", "a", value=1), START + 0.3)
+    c.sched.replayed(START + 0.3)
+    assert c.tick(START + 0.4).assign == {}
+    assert c.view("r1").status == "succeeded"
+    c.sched.validate_state()
+
+
+def test_a_term_with_nothing_stored_to_replay_places_as_soon_as_its_workers_reported() -> None:
+    c = Cluster(warmup=5.0)
+    c.sched.start(START, redelivery=6.0, expect=("w1",))
+    c.sched.replayed(START)
+    c.register("w1", at=START + 0.05, cpu=4)
+    c.submit("r1", n("a", outputs=("av",)), at=START + 0.1)
+    assert [b.ref.node_id for _, b in by_node(c.tick(START + 0.2)).values()] == ["a"]
