@@ -70,10 +70,10 @@ from shared.wire.subjects import token
 from shared.wire.values import Value
 
 RejectCode = Literal["capacity", "labels", "unknown_task", "draining", "malformed"]
-Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
 TERM_HEADER = "Fleet-Term"
 """Header of every assignment and cancel message: the sending leader's term. An agent
 drops what comes from an older term than it has seen (a deposed leader's late word)."""
+Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
 Digest = Annotated[str, Field(min_length=1, max_length=64)]
 
 
