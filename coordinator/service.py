@@ -142,6 +142,8 @@ class Coordinator:
         self._term = {TERM_HEADER: str(self.term)}
         self._replay_until = 0
         """The last outcome stored before this term, until it has been applied."""
+        self._submit_replay_until = 0
+        """The last submission stored before this term: one up to it may have run."""
         self.subjects = settings.subjects
         self.scheduler = Scheduler(
             ResourceAwareWorkerPool(policy=settings.policy),
@@ -289,6 +291,8 @@ class Coordinator:
                 earlier.append(consumer)
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 start = floor + 1 if not start else min(start, floor + 1)
+        if kind == "submit":
+            self._submit_replay_until = (await js.stream_info(stream)).state.last_seq
         if kind == "outcome":
             last = (await js.stream_info(stream)).state.last_seq
             self._replay_until = last if last >= max(start, 1) else 0
@@ -423,7 +427,7 @@ class Coordinator:
             parsed if isinstance(parsed, Refused) else self._notify_checked(parsed)
             for parsed in parse_submits(payload.data)
         ]
-        finished = await self._finished_before(items)
+        finished = await self._finished_before(items, self._delivered_again(payload))
         for item in items:
             if isinstance(item, Refused):
                 self.dropped += 1
@@ -436,10 +440,26 @@ class Coordinator:
                 runs.add(item.run_id)
         return runs
 
-    async def _finished_before(self, items: list[Submit | Refused]) -> dict[str, RunView]:
-        """The stored final views of the submitted run ids the scheduler does not hold."""
+    def _delivered_again(self, msg: Msg) -> bool:
+        """A submission message seen before (by this term or an earlier one): its runs may
+        have run, whatever their ``fresh`` says."""
+        try:
+            meta = msg.metadata
+        except Exception:  # not from a consumer: nothing says it is new
+            return True
+        return meta.num_delivered > 1 or meta.sequence.stream <= self._submit_replay_until
+
+    async def _finished_before(
+        self, items: list[Submit | Refused], again: bool
+    ) -> dict[str, RunView]:
+        """The stored final views of the submitted run ids the scheduler does not hold
+        (not looked up for a fresh id delivered for the first time)."""
         unknown = {
-            i.run_id for i in items if isinstance(i, Submit) and i.run_id not in self.scheduler.runs
+            i.run_id
+            for i in items
+            if isinstance(i, Submit)
+            and i.run_id not in self.scheduler.runs
+            and (again or not i.fresh)
         }
         if self._store is None or not unknown:
             return {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -49,6 +50,9 @@ from taskiq_fleet.taskiq_worker import stop_taskiq_worker
 
 RESULT = "result"
 NODE_ID = "task"
+FRESH_KEPT = 100_000
+"""Task ids drawn and not yet kicked that are remembered as fresh; past it, an id is
+submitted as not fresh (one extra look-up at the coordinator), never wrongly as fresh."""
 _started: weakref.WeakSet[FleetBroker] = weakref.WeakSet()
 _pushes: set[asyncio.Task[None]] = set()
 
@@ -218,6 +222,16 @@ class FleetBroker(AsyncBroker):
         self.decorator_class = FleetDecoratedTask
         self.client: Backend | None = None
         self._templates: dict[tuple[str, ...], tuple[Node, str | None]] = {}
+        self._fresh: set[str] = set()
+        self.id_generator = self._fresh_id
+
+    def _fresh_id(self) -> str:
+        """A task id drawn here, not chosen by the caller (``with_task_id``): its run
+        cannot have run before (``Submit.fresh``)."""
+        task_id = uuid.uuid4().hex
+        if len(self._fresh) < FRESH_KEPT:
+            self._fresh.add(task_id)
+        return task_id
 
     def connected(self) -> Backend:
         if self.client is None:
@@ -301,12 +315,23 @@ class FleetBroker(AsyncBroker):
         validated, the arguments come from JSON), so it is assembled without validating
         them again: this runs once per ``kiq``. The coordinator validates what it gets."""
         submit = Submit.model_construct(
-            run_id=token(run_id), name=name, progress=False, dag=Dag.model_construct(nodes=(node,))
+            run_id=token(run_id),
+            name=name,
+            progress=False,
+            dag=Dag.model_construct(nodes=(node,)),
+            fresh=self._drawn(run_id),
         )
         backend = self.connected()
         if isinstance(backend, CoordinatorClient):
             return await backend.submit_valid(submit)
         return await backend.submit_document(submit.run_id, submit.model_dump(mode="json"))
+
+    def _drawn(self, task_id: str) -> bool:
+        try:
+            self._fresh.remove(task_id)
+        except KeyError:
+            return False
+        return True
 
     def _template(self, task_name: str, labels: dict[str, Any]) -> tuple[Node, str | None]:
         """The node of a task without arguments (request, retry policy, timeout, priority

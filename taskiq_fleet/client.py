@@ -213,6 +213,7 @@ class CoordinatorClient:
     ) -> RunHandle:
         """Validate here (a bad DAG or missing input raises ValueError before anything is
         sent), listen, then submit durably through JetStream."""
+        fresh = run_id is None
         run_id = run_id or uuid.uuid4().hex
         options = options or RunOptions(**option_fields)
         inline, refs = await self._split_inputs(run_id, dict(inputs or {}))
@@ -224,6 +225,7 @@ class CoordinatorClient:
             input_refs=refs,
             options=options,
             submitted_at=0.0,
+            fresh=fresh,
         )
         return await self.submit_valid(submit.model_copy(update={"progress": progress}))
 

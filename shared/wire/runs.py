@@ -55,6 +55,11 @@ class Submit(Versioned):
     the run's own subject when unset."""
     progress: bool = True
     """Push node changes as they happen; when False only the run's end is pushed."""
+    fresh: bool = False
+    """The client drew ``run_id`` at random for this submission: it cannot have run
+    before, so the coordinator skips the look-up of finished runs (a KV round trip) for
+    it, except for a copy JetStream delivers again. A client that chose its id (an
+    idempotency key) leaves it False, and gets a finished run's stored result."""
     members: tuple[Token, ...] = ()
     """A batch run's member runs, in the order of their items: set by the coordinator when
     it forms a batch (stored, so a restarted one maps its outcome to the same members);

@@ -259,3 +259,13 @@ async def test_shutdown_waits_at_most_drain_timeout_then_cancels() -> None:
     await broker.startup()  # a broker can start again after a shutdown
     assert broker.fleet is not fleet
     await broker.shutdown()
+
+
+def test_a_task_id_the_broker_drew_is_fresh_and_a_chosen_one_is_not() -> None:
+    from taskiq_fleet import FleetBroker
+
+    broker = FleetBroker()
+    drawn = broker.id_generator()
+    assert broker._drawn(drawn) is True
+    assert broker._drawn(drawn) is False, "fresh once: a second kick of the id may have run"
+    assert broker._drawn("my-idempotency-key") is False
