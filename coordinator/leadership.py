@@ -106,13 +106,25 @@ class Lease:
             return Due.RENEW if late else Due.WAIT
         if self.record is None or not self.record.holder:
             return Due.CLAIM  # never held, or released on a clean stop
-        assert self._seen_at is not None
+        if self._seen_at is None:
+            return Due.WAIT  # not read since NATS was back
         return Due.CLAIM if now - self._seen_at >= self.timing.ttl else Due.WAIT
 
-    def claim(self, name: str) -> LeaderRecord:
-        """The record a claim writes (on ``self.revision``, or created if there is none)."""
-        term = self.record.term if self.record is not None else 0
-        return LeaderRecord(term=term + 1, holder=self.me, name=name)
+    def unreachable(self) -> None:
+        """The record could not be read: a standby counts only time in which it saw the
+        record unchanged, so after a NATS outage the leader gets a whole ``ttl`` to renew
+        (or every NATS restart would be a takeover)."""
+        if self.role is Role.STANDBY:
+            self._seen_at = None
+
+    def claim(self, name: str, floor: int = 0) -> LeaderRecord:
+        """The record a claim writes (on ``self.revision``, or created if there is none).
+        Its term is the last one's plus one; with no record at all (the first start, or a
+        record lost with its bucket) it is ``floor``, the wall clock's seconds, so that it
+        still ranks above every term agents may have seen, or they would drop each
+        assignment of the new leader as stale."""
+        term = self.record.term + 1 if self.record is not None else max(1, floor)
+        return LeaderRecord(term=term, holder=self.me, name=name)
 
     def renewal(self) -> LeaderRecord:
         assert self.record is not None

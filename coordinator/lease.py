@@ -28,6 +28,10 @@ log = structlog.get_logger(__name__)
 LEASE_KEY = "leader"
 PRESENCE = "coordinator"
 """Presence keys: ``coordinator.<id>``."""
+MEMBERS_EVERY = 5.0
+"""How often the leader reads the presence keys (a KV watch each time)."""
+FORGET_AFTER = 60.0
+"""A presence key not written for this long (its process was killed) is deleted."""
 
 
 class Presence(BaseModel):
@@ -74,6 +78,7 @@ class LeaseKeeper:
         self._clock = clock
         self._wall = wall
         self._presence_at = 0.0
+        self._members_at = 0.0
         self.members: list[Presence] = []
         """Every coordinator heard from lately, as the leader last read them."""
 
@@ -91,6 +96,7 @@ class LeaseKeeper:
                 await self._step()
             except (JetStreamError, TimeoutError) as exc:  # NATS away: validity runs out
                 log.warning("lease record unreachable", error=str(exc))
+                self.lease.unreachable()
             await self._present()
             pause = timing.renew_every if self.lease.role is Role.LEADER else timing.look_every
             await asyncio.sleep(pause)
@@ -102,7 +108,10 @@ class LeaseKeeper:
             if lease.role is Role.STANDBY:
                 await self._read()
             return
-        record = lease.claim(self.name) if due is Due.CLAIM else lease.renewal()
+        if due is Due.CLAIM:
+            record = lease.claim(self.name, floor=int(self._wall()))
+        else:
+            record = lease.renewal()
         data = record.model_dump_json().encode()
         try:
             if lease.revision is None:
@@ -151,7 +160,8 @@ class LeaseKeeper:
         me = Presence(id=self.lease.me, name=self.name, role=self.lease.role.value, at=wall)
         with contextlib.suppress(JetStreamError, TimeoutError):
             await self._kv.put(f"{PRESENCE}.{self.lease.me}", me.model_dump_json().encode())
-        if self.lease.role is Role.LEADER:
+        if self.lease.role is Role.LEADER and wall - self._members_at >= MEMBERS_EVERY:
+            self._members_at = wall
             self.members = await coordinators(self._kv, wall)
 
     async def release(self) -> None:
@@ -166,17 +176,26 @@ class LeaseKeeper:
         self.leading.clear()
 
 
-async def coordinators(kv: KeyValue, now: float, within: float = 5.0) -> list[Presence]:
-    """Every coordinator heard from in the last ``within`` seconds (wall clock)."""
+async def coordinators(kv: KeyValue, now: float, within: float = 10.0) -> list[Presence]:
+    """Every coordinator heard from in the last ``within`` seconds (wall clock); the keys
+    of those silent for ``FORGET_AFTER`` are deleted, so killed ones do not pile up."""
     found: list[Presence] = []
+    gone: list[str] = []
     with contextlib.suppress(JetStreamError, TimeoutError):
         watcher = await kv.watch(f"{PRESENCE}.*", ignore_deletes=True)
         try:
             while (entry := await watcher.updates(timeout=2.0)) is not None:  # type: ignore[no-untyped-call]
-                with contextlib.suppress(ValidationError):
+                try:
                     seen = Presence.model_validate_json(entry.value or b"")
-                    if now - seen.at <= within:
-                        found.append(seen)
+                except ValidationError:
+                    gone.append(entry.key)
+                    continue
+                if now - seen.at <= within:
+                    found.append(seen)
+                elif now - seen.at > FORGET_AFTER:
+                    gone.append(entry.key)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+        for key in gone:
+            await kv.delete(key)
     return sorted(found, key=lambda p: (p.role != "leader", p.name))

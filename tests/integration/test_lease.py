@@ -4,15 +4,24 @@ it stops renewing, and a paused leader that comes back to find itself deposed.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
 
 from coordinator.leadership import LeaseTiming, Role
-from coordinator.lease import LeaseKeeper, coordinators, open_bucket
+from coordinator.lease import (
+    FORGET_AFTER,
+    PRESENCE,
+    LeaseKeeper,
+    Presence,
+    coordinators,
+    open_bucket,
+)
 from shared.wire.subjects import Subjects
 
 TIMING = LeaseTiming(ttl=0.6, margin=0.2)
@@ -105,3 +114,20 @@ async def test_two_started_together_never_both_lead(nc: Client) -> None:
     finally:
         for r in runs:
             r.cancel()
+
+
+async def test_presence_of_coordinators_long_silent_is_forgotten(nc: Client) -> None:
+    """A coordinator killed -9 never deletes its presence key; the leader does, later."""
+    kv = await open_bucket(nc.jetstream(), Subjects())
+    now = time.time()
+    for name, at in (("live", now), ("killed", now - FORGET_AFTER - 1), ("quiet", now - 30)):
+        seen = Presence(id=name, name=f"host:{name}", role="standby", at=at)
+        await kv.put(f"{PRESENCE}.{name}", seen.model_dump_json().encode())
+    await kv.put(f"{PRESENCE}.junk", b"not json")
+    assert [p.id for p in await coordinators(kv, now)] == ["live"]
+    left = []
+    for key in ("live", "killed", "quiet", "junk"):
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.get(f"{PRESENCE}.{key}")
+            left.append(key)
+    assert left == ["live", "quiet"]
