@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -277,3 +277,40 @@ class NamespacedNats(NatsServer):
 
     def start(self) -> Self:
         return self.node.call(super().start)
+
+
+@contextlib.contextmanager
+def lan_with_nats(
+    base_dir: Path, roles: tuple[str, ...]
+) -> Iterator[tuple[Lan, NamespacedNats, contextlib.ExitStack]]:
+    """A LAN with one host per role and nats-server running on host ``nats``, for a test
+    fixture; skips the test where namespaces or nats-server are missing. Callbacks added
+    to the yielded stack (a process's ``stop``) run first at the end; then nats-server
+    stops, every namespace is deleted, and nothing of the LAN may be left."""
+    import pytest
+
+    from taskiq_fleet.natsserver import NatsServerNotFoundError, find_nats_server
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"needs network namespaces: {reason}")
+    try:
+        find_nats_server()
+    except NatsServerNotFoundError as exc:
+        pytest.skip(str(exc))
+    with contextlib.ExitStack() as finalizers:
+        lan = Lan()
+        finalizers.callback(_remove, lan)
+        lan.create()
+        for role in ("nats", *roles):
+            lan.add_host(role)
+        server = NamespacedNats(lan.hosts["nats"], base_dir / "nats")
+        finalizers.callback(server.stop)
+        server.start()
+        yield lan, server, finalizers
+
+
+def _remove(lan: Lan) -> None:
+    lan.close()
+    left = lan.leftovers()
+    assert not left, f"left behind: {left}"

@@ -25,7 +25,6 @@ from coordinator.service import DURABLE
 from shared.wire.protocol import AttemptRef, Heartbeat, Outcome, decode_each
 from shared.wire.subjects import Subjects
 from taskiq_fleet import CoordinatorClient, Dag, LabelSelector, Node, ResourceRequest, RunView
-from taskiq_fleet.natsserver import NatsServerNotFoundError, find_nats_server
 from tests import netns
 from tests.e2e.cluster import Cluster
 from tests.processes import ROOT, FleetProcess, agent, coordinator
@@ -54,25 +53,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """The LAN and every process on it. Teardown, whatever happened: stop each process by
     PID (agents, coordinator, nats-server), delete every namespace (their veths and the
     bridge go with them), and check that nothing of the LAN is left."""
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"multi-host test needs network namespaces: {reason}")
-    try:
-        find_nats_server()
-    except NatsServerNotFoundError as exc:
-        pytest.skip(str(exc))
-
-    with contextlib.ExitStack() as finalizers:
-        lan = netns.Lan()
-        finalizers.callback(_remove, lan)
-        lan.create()
-        for role in ("nats", "coord", *AGENTS, "client"):
-            lan.add_host(role)
-
-        server = netns.NamespacedNats(lan.hosts["nats"], tmp_path / "nats")
-        finalizers.callback(server.stop)
-        server.start()
-
+    with netns.lan_with_nats(tmp_path, ("coord", *AGENTS, "client")) as (lan, server, finalizers):
         logs = tmp_path / "logs"
         logs.mkdir()
         cluster = Cluster(server.url, logs)
@@ -89,12 +70,6 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         cluster.coordinator = procs[0][1]
         cluster.agents = dict(procs[1:])
         yield Fleet(lan, server.url, cluster, tmp_path)
-
-
-def _remove(lan: netns.Lan) -> None:
-    lan.close()
-    left = lan.leftovers()
-    assert not left, f"left behind: {left}"
 
 
 def test_work_of_a_partitioned_agent_moves_and_it_rejoins_without_duplicates(

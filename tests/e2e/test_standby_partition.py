@@ -8,7 +8,6 @@ term). Every run succeeds, no attempt runs twice, no agent refuses for capacity.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from taskiq_fleet.natsserver import NatsServerNotFoundError, find_nats_server
 from tests import netns
 from tests.e2e.test_standby import Pair, check, stream
 from tests.processes import FleetProcess, agent
@@ -34,22 +32,8 @@ class Lan:
 
 @pytest.fixture
 def lan(tmp_path: Path) -> Iterator[Lan]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"the partition test needs network namespaces: {reason}")
-    try:
-        find_nats_server()
-    except NatsServerNotFoundError as exc:
-        pytest.skip(str(exc))
-    with contextlib.ExitStack() as finalizers:
-        lan = netns.Lan()
-        finalizers.callback(_remove, lan)
-        lan.create()
-        for role in ("nats", "c1", "c2", "a1", "a2", "client"):
-            lan.add_host(role)
-        server = netns.NamespacedNats(lan.hosts["nats"], tmp_path / "nats")
-        finalizers.callback(server.stop)
-        server.start()
+    roles = ("c1", "c2", "a1", "a2", "client")
+    with netns.lan_with_nats(tmp_path, roles) as (lan, server, finalizers):
         records = tmp_path / "executions"
         records.mkdir()
         pair = Pair(server.url, tmp_path, records)
@@ -70,11 +54,6 @@ def lan(tmp_path: Path) -> Iterator[Lan]:
             else:
                 pair.agents.append(proc)
         yield Lan(lan, pair, hosts)
-
-
-def _remove(lan: netns.Lan) -> None:
-    lan.close()
-    assert not lan.leftovers(), f"left behind: {lan.leftovers()}"
 
 
 def test_a_partitioned_leader_is_replaced_and_steps_down_when_it_is_back(lan: Lan) -> None:
