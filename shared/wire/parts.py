@@ -76,6 +76,8 @@ class AttemptRef(Part):
 
 PAYLOAD_CHUNK = 256 * 1024
 """Bytes per stored chunk of a large value; under NATS's default 1 MiB message limit."""
+MAX_PAYLOAD_CHUNKS = 16_384
+"""Chunks of one stored value at most: 4 GiB at ``PAYLOAD_CHUNK``."""
 
 
 class PayloadRef(Part):
@@ -94,6 +96,16 @@ class PayloadRef(Part):
     @property
     def chunks(self) -> int:
         return max(1, -(-self.size // self.chunk_size))
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        # A reader fetches every chunk: a forged size must not make it ask for millions.
+        if self.chunks > MAX_PAYLOAD_CHUNKS:
+            raise ValueError(
+                f"a stored value of {self.size} bytes in chunks of {self.chunk_size} is "
+                f"{self.chunks} chunks, more than {MAX_PAYLOAD_CHUNKS}"
+            )
+        return self
 
 
 class ErrorInfo(Part):

@@ -121,3 +121,9 @@ async def test_an_unprotected_stream_is_refused_by_writers_and_made_write_once_b
     loosened = dataclasses.replace(config, deny_delete=False)
     with pytest.raises(JetStreamError):
         await js.update_stream(loosened)
+
+
+def test_a_reference_that_would_make_a_reader_fetch_too_many_chunks_is_refused() -> None:
+    with pytest.raises(ValueError, match="more than 16384"):
+        PayloadRef(name="w.k", size=10**12, sha256="0" * 64, chunk_size=1024)
+    assert PayloadRef(name="w.k", size=4 << 30, sha256="0" * 64).chunks == 16_384
