@@ -29,6 +29,8 @@ PURE_CORE = (
     "coordinator.placement.stack",
     "coordinator.scheduling.machine",
     "coordinator.scheduling.views",
+    "coordinator.scheduling.batches",
+    "coordinator.leadership",
 )
 IO_MODULES = ("taskiq", "nats", "asyncio", "structlog")
 
