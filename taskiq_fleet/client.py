@@ -34,21 +34,29 @@ from shared.connection import (
     inbox_prefix,
     library_settings,
 )
-from shared.dag import Dag, RunOptions
+from shared.dag import Dag, Node, RunOptions
 from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value
 from shared.payloads import PayloadStore
-from shared.wire.protocol import PayloadRef, ProtocolError, decode_model, encode, size_chunks
+from shared.wire.protocol import (
+    Outcome,
+    PayloadRef,
+    ProtocolError,
+    decode_model,
+    encode,
+    size_chunks,
+)
 from shared.wire.runs import (
     CoordinatorView,
     CtlReply,
     CtlRequest,
+    NodeView,
     RunUpdate,
     RunView,
     Submit,
     SubmitBatch,
     WorkerView,
 )
-from shared.wire.subjects import Subjects
+from shared.wire.subjects import SubjectError, Subjects
 from taskiq_fleet.handles import FleetError, PushedRun, run_failed
 
 log = structlog.get_logger(__name__)
@@ -70,6 +78,8 @@ class RunHandle(PushedRun):
         self._sub: Subscription | None = None
         self._wake = asyncio.Event()
         """Set by the end, and by a reconnect: time to ask the coordinator again."""
+        self._solo: tuple[str, Node] | None = None
+        """(run name, its one node) of a one-node run: its agent's answer ends it here."""
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``.
@@ -114,6 +124,13 @@ class RunHandle(PushedRun):
     def _poke(self) -> None:
         self._wake.set()
 
+    def _answered(self, outcome: Outcome) -> None:
+        """The agent that ran this one-node run's node says it succeeded: that is the run's
+        end, as the coordinator will record it (its push, coming later, is ignored)."""
+        view = _solo_view(self.run_id, self._solo, outcome)
+        if view is not None and not self._done.is_set():
+            self._apply(RunUpdate(run_id=self.run_id, status=view.status, run=view))
+
     async def result(self, timeout: float | None = None) -> dict[str, JsonValue]:
         """Every output of a succeeded run (large ones fetched); ``RunFailed`` otherwise."""
         view = await self.wait(timeout)
@@ -155,6 +172,7 @@ class CoordinatorClient:
         self._owns = owns
         self._inbox = self.subjects.client_inbox(uuid.uuid4().hex)
         self._inbox_sub: Subscription | None = None
+        self._direct_sub: Subscription | None = None
         self._handles: dict[str, RunHandle] = {}
         self._outgoing: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._sending = False
@@ -235,7 +253,11 @@ class CoordinatorClient:
         run_id = submit.run_id
         data = encode(submit.model_copy(update={"notify": self._inbox}))
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
+        if len(submit.dag.nodes) == 1:
+            handle._solo = (submit.name, submit.dag.nodes[0])
         if self._inbox_sub is None:
+            direct = self.subjects.direct_of(self._inbox)
+            self._direct_sub = await self.nc.subscribe(direct, cb=self._on_direct)
             self._inbox_sub = await self.nc.subscribe(self._inbox, cb=self._on_update)
         try:
             await self._send_submit(run_id, data)
@@ -304,6 +326,18 @@ class CoordinatorClient:
                 handle._apply(update)
                 if update.run is not None:
                     self._handles.pop(update.run_id, None)
+
+    async def _on_direct(self, msg: Msg) -> None:
+        """An agent's answer to a one-node run of ours; only the worker named in the subject
+        (its NATS permissions allow no other) may speak for its own attempt."""
+        with contextlib.suppress(ProtocolError, SubjectError):
+            _, worker = self.subjects.parse_direct(msg.subject)
+            outcome = decode_model(msg.data, Outcome)
+            handle = self._handles.get(outcome.ref.run_id)
+            if handle is not None and outcome.worker == worker:
+                handle._answered(outcome)
+                if handle.done:
+                    self._handles.pop(outcome.ref.run_id, None)
 
     async def _split_inputs(
         self, run_id: str, inputs: dict[str, Any]
@@ -381,3 +415,37 @@ class CoordinatorClient:
                 return reply
             raise FleetError(reply.error)
         return reply
+
+
+def _solo_view(run_id: str, solo: tuple[str, Node] | None, outcome: Outcome) -> RunView | None:
+    """The end of a one-node run whose node succeeded, as the coordinator builds it; None
+    when the coordinator must decide (several outputs, another node, not a success)."""
+    if solo is None or outcome.status != "succeeded":
+        return None
+    name, node = solo
+    if outcome.ref.node_id != node.id or len(node.outputs) > 1:
+        return None
+    values: dict[str, JsonValue] = {}
+    refs: dict[str, PayloadRef] = {}
+    if node.outputs and outcome.return_ref is not None:
+        refs[node.outputs[0]] = outcome.return_ref
+    elif node.outputs:
+        values[node.outputs[0]] = outcome.return_value
+    view = NodeView(
+        id=node.id,
+        task=node.task,
+        status="succeeded",
+        attempt=outcome.ref.attempt,
+        worker=outcome.worker,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+    )
+    return RunView(
+        run_id=run_id,
+        name=name,
+        status="succeeded",
+        finished_at=outcome.finished_at,
+        nodes=(view,),
+        outputs=values,
+        output_refs=refs,
+    )

@@ -361,7 +361,19 @@ class Agent:
         if outcome.error is not None:
             error = outcome.error.clipped(ERROR_TEXT_LIMIT)
             outcome = outcome.model_copy(update={"error": error})
+        if a.reply is not None and outcome.status == "succeeded":
+            await self._answer(a.reply, outcome)
         self._outbox.put(outcome)
+
+    async def _answer(self, inbox: str, outcome: Outcome) -> None:
+        """The submitter of a one-node run hears its success from here, without waiting for
+        the outcome to be stored, applied and pushed; the outbox still stores it, and the
+        coordinator's record (and its push) follow."""
+        try:
+            subject = self._subjects.direct(inbox, self.name)
+        except SubjectError:
+            return  # not a client inbox: the stored outcome is the only answer
+        await self._publish(subject, encode(outcome))
 
     def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
         return Outcome.model_validate(

@@ -252,6 +252,7 @@ def assignment(state: NodeState, devices: tuple[int, ...]) -> Assignment:
         request=node.request,
         gpu_devices=devices,
         timeout=node.timeout,
+        reply=run.submit.notify if len(run.nodes) == 1 else None,
     )
 
 

@@ -43,6 +43,7 @@ for name in "$@"; do
               "$prefix.agent.*.$name",
               "$prefix.ack.$name",
               "$prefix.outcome.$name.>",
+              "$prefix.client.*.$name",
               "$prefix.payload.agent-$name.>",
               "\$JS.API.STREAM.INFO.${upper}_OUTCOMES",
               "\$JS.API.STREAM.INFO.${upper}_SUBMISSIONS",

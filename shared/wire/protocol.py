@@ -174,6 +174,9 @@ class Assignment(Versioned):
     request: ResourceRequest
     gpu_devices: tuple[NonNegInt, ...] = ()
     timeout: Seconds | None = None
+    reply: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=256)
+    """The submitter's inbox when this node's success ends its run (a one-node run): the
+    agent answers it directly (``Subjects.direct``) as well as storing the outcome."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -87,6 +87,7 @@ _TEMPLATES: dict[str, str] = {
     "reregister": "worker.{worker}.reregister",
     "run_updates": "run.{run}",
     "client_inbox": "client.{client}",
+    "direct": "client.{client}.{worker}",
     "worker_outcomes": "outcome.{worker}._batch",
     "outcome": "outcome.{worker}.{run}.{node}",
     "submit": "submit",
@@ -227,7 +228,12 @@ class Subjects:
         """The fleet subjects agent ``worker`` may publish on (NATS patterns): its own name
         is in each, so a permission with these confines it to speaking for itself."""
         w = token(worker)
-        return (f"{self.prefix}.agent.*.{w}", self.ack(w), f"{self.prefix}.outcome.{w}.>")
+        return (
+            f"{self.prefix}.agent.*.{w}",
+            self.ack(w),
+            f"{self.prefix}.outcome.{w}.>",
+            f"{self.prefix}.client.*.{w}",
+        )
 
     def agent_subscribe(self, worker: str) -> tuple[str, ...]:
         """The fleet subjects agent ``worker`` may receive on: its own inbox only."""
@@ -289,6 +295,23 @@ class Subjects:
     def parse_client_inbox(self, subject: str) -> str:
         """The client id of a client inbox."""
         return self._parse_one("client_inbox", subject)
+
+    # -- agents -> clients (core NATS) ---------------------------------------
+
+    def direct(self, inbox: str, worker: str) -> str:
+        """Where ``worker`` answers the submitter of a one-node run itself (``Assignment.reply``
+        names the client inbox): the worker's name is in the subject, so NATS permissions
+        make it the sender's own."""
+        return self._build("direct", client=self.parse_client_inbox(inbox), worker=worker)
+
+    def direct_of(self, inbox: str) -> str:
+        """What a client subscribes to for the direct answers to its runs."""
+        return f"{inbox}.*"
+
+    def parse_direct(self, subject: str) -> tuple[str, str]:
+        """(client id, worker) of a direct answer's subject."""
+        client, worker = self._parse("direct", subject)
+        return client, worker
 
     # -- JetStream -----------------------------------------------------------
 

@@ -464,6 +464,8 @@ OTHER_AGENTS_SUBJECTS = (
     "fleet.agent.register.a2",
     "fleet.agent.heartbeat.a2",
     "fleet.agent.deregister.a2",
+    "fleet.client.some-client.a2",  # a direct answer in another agent's name
+    "fleet.client.some-client",  # a client's inbox, as if the coordinator pushed to it
 )
 
 
