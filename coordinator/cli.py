@@ -10,13 +10,14 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.cliargs import number, subject_prefix
+from shared.cliargs import add_metrics_arguments, number, subject_prefix
 from shared.connection import add_nats_arguments, prefix_from_env
 from shared.logging import add_logging_arguments
 from shared.resources import POLICY_NAMES
 
 if TYPE_CHECKING:
     from coordinator.service import CoordinatorSettings
+    from coordinator.standby import Fleet
     from shared.connection import NatsSettings
     from shared.jetstream import Retention
 
@@ -88,6 +89,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="subject prefix shared by the fleet (default: fleet; env FLEET_PREFIX)",
     )
     _add_retention_arguments(parser)
+    add_metrics_arguments(parser)
     add_nats_arguments(parser)
     add_logging_arguments(parser)
     return run_coordinator
@@ -140,10 +142,13 @@ def run_coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorSettings
     from shared.connection import ConnectionSettingsError, settings_from_args
     from shared.logging import configure_logging
+    from shared.metrics import missing
     from shared.wire.subjects import Subjects
 
     configure_logging(args.log_level, args.log_format)
     try:
+        if args.metrics_port is not None and (why := missing()):
+            raise ValueError(why)
         nats = settings_from_args(args)
         settings = CoordinatorSettings(
             subjects=Subjects(args.prefix),
@@ -161,10 +166,13 @@ def run_coordinator(args: argparse.Namespace) -> int:
     except (ConnectionSettingsError, ValueError) as exc:
         print(f"fleet coordinator: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_serve(settings, nats))
+    metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    return asyncio.run(_serve(settings, nats, metrics))
 
 
-async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
+async def _serve(
+    settings: CoordinatorSettings, nats: NatsSettings, metrics: tuple[str, int] | None = None
+) -> int:
     from coordinator.standby import Fleet
     from shared.connection import NatsConnectError, connect
     from shared.logging import get_logger
@@ -176,6 +184,11 @@ async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
         loop.add_signal_handler(signum, stop.set)
     coordinator = Fleet(settings)
     try:
+        stop_metrics = _metrics(coordinator, metrics)
+    except OSError as exc:
+        log.error("cannot serve metrics", port=metrics and metrics[1], error=str(exc))
+        return EXIT_FAILURE
+    try:
         nc = await connect(
             nats,
             name="fleet-coordinator",
@@ -184,10 +197,26 @@ async def _serve(settings: CoordinatorSettings, nats: NatsSettings) -> int:
         )
     except NatsConnectError as exc:
         log.error("cannot connect to NATS", error=str(exc))
+        stop_metrics()
         return EXIT_FAILURE
     try:
         await coordinator.run(nc, stop)
     finally:
         await nc.close()
+        stop_metrics()
     log.info("coordinator stopped")
     return EXIT_OK
+
+
+def _metrics(fleet: Fleet, where: tuple[str, int] | None) -> Callable[[], None]:
+    """Serve the Prometheus page of whichever term this process serves; returns what stops
+    it."""
+    if where is None:
+        return lambda: None
+    from coordinator.metrics_export import CoordinatorMetrics
+    from shared.logging import get_logger
+    from shared.metrics import serve
+
+    stop = serve(where[1], where[0], CoordinatorMetrics(lambda: fleet.current).collect)
+    get_logger("coordinator").info("metrics served", host=where[0], port=where[1])
+    return stop

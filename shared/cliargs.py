@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,27 @@ def number(
 
     parse.__name__ = getattr(kind, "__name__", "number")  # argparse names it in errors
     return parse
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--metrics-host`` of ``fleet coordinator`` and ``fleet agent``."""
+    env = os.environ.get
+    group = parser.add_argument_group("metrics")
+    group.add_argument(
+        "--metrics-port",
+        type=number(int, 1, inclusive=True, maximum=65535),
+        default=env("FLEET_METRICS_PORT"),
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the 'metrics' "
+        "extra; env FLEET_METRICS_PORT)",
+    )
+    group.add_argument(
+        "--metrics-host",
+        default=env("FLEET_METRICS_HOST", "0.0.0.0"),
+        metavar="ADDRESS",
+        help="address the metrics page listens on (default: 0.0.0.0, every interface; "
+        "env FLEET_METRICS_HOST)",
+    )
 
 
 def subject_prefix(text: str) -> str:

@@ -243,6 +243,11 @@ class Dag(Part):
                 found[dep].append(node_id)
         return {k: tuple(v) for k, v in found.items()}
 
+    @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """Every dependency as (upstream, downstream): the DAG a run's view draws."""
+        return tuple((dep, node_id) for node_id, deps in self.upstream.items() for dep in deps)
+
     def levels(self) -> list[list[str]]:
         """Execution levels: every node comes after all it waits for (Kahn's algorithm)."""
         waiting = {n: len(d) for n, d in self.upstream.items()}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from coordinator import cli as coordinator_cli
 from shared.version import __version__
 from taskiq_fleet import client_cli, up_cli
+from taskiq_fleet.dashboard import cli as dashboard_cli
 from worker_agent import cli as agent_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -29,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, Configure]] = {
     "cancel": ("cancel a running run", client_cli.configure_cancel),
     "workers": ("list the workers and their capacity", client_cli.configure_workers),
     "up": ("start a local fleet: nats-server, coordinator, agents", up_cli.configure),
+    "dashboard": ("serve the web dashboard of a fleet", dashboard_cli.configure),
 }
 """name -> (one-line help, function that adds the arguments and returns the handler);
 those modules are imported to build the parser, so keep their top level light."""

@@ -175,6 +175,13 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 # -- the cluster -------------------------------------------------------------------------------
 
 
+def _any_free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 class LocalCluster:
     """nats-server (unless ``nats_url`` names one), a coordinator and ``agents`` on this host.
 
@@ -204,6 +211,7 @@ class LocalCluster:
         keep_state: bool | None = None,
         python: str = sys.executable,
         cwd: Path | str | None = None,
+        dashboard: bool = False,
     ) -> None:
         self.agents = identical_agents(agents, app) if isinstance(agents, int) else tuple(agents)
         if not self.agents:
@@ -234,6 +242,11 @@ class LocalCluster:
 
         self.server: NatsServer | None = None
         self.coordinator: _Child | None = None
+        self.dashboard: _Child | None = None
+        self.dashboard_port: int | None = None
+        """Where ``fleet dashboard`` listens, when one is started (``dashboard`` and its
+        extra installed)."""
+        self._want_dashboard = dashboard
         self.agent_processes: dict[str, _Child] = {}
         self.workers: list[WorkerView] = []
         """Our agents as the coordinator sees them, in configuration order, once ready."""
@@ -282,6 +295,8 @@ class LocalCluster:
         """Process name (``nats-server``, ``coordinator``, ``agent NAME``) -> its log file."""
         paths = {} if self.server is None else {"nats-server": self.server.log_path}
         paths["coordinator"] = self.log_dir / "coordinator.log"
+        if self._want_dashboard:
+            paths["dashboard"] = self.log_dir / "dashboard.log"
         for agent in self.agents:
             paths[f"agent {agent.name}"] = self.log_dir / "agents" / f"{agent.name}.log"
         return paths
@@ -315,6 +330,16 @@ class LocalCluster:
             "--drain-timeout", plain_number(self.drain_timeout),
             "--log-format", self.log_format,
         )  # fmt: skip
+
+    def dashboard_command(self, nats_url: str, port: int) -> list[str]:
+        return self._fleet(
+            "dashboard", "--nats", nats_url, "--prefix", self.prefix, "--port", str(port),
+            "--log-format", self.log_format,
+        )  # fmt: skip
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return None if self.dashboard_port is None else f"http://127.0.0.1:{self.dashboard_port}/"
 
     def child_environment(self) -> dict[str, str]:
         """The owner's environment, unbuffered output (logs are read while running), and
@@ -437,6 +462,19 @@ class LocalCluster:
             self._children.append(child)
             self.agent_processes[agent.name] = child
             child.start(env, self.cwd)
+        self._spawn_dashboard(url, env, logs)
+
+    def _spawn_dashboard(self, url: str, env: Mapping[str, str], logs: dict[str, Path]) -> None:
+        """A dashboard on 8470 (or any free port), unless unwanted or its extra is missing."""
+        from taskiq_fleet.dashboard.cli import DEFAULT_PORT, missing
+
+        if not self._want_dashboard or missing() is not None:
+            return
+        self.dashboard_port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else _any_free_port()
+        command = self.dashboard_command(url, self.dashboard_port)
+        self.dashboard = _Child("dashboard", command, logs["dashboard"])
+        self._children.append(self.dashboard)
+        self.dashboard.start(env, self.cwd)
 
     async def _until_ready(self, client: CoordinatorClient) -> None:
         ours = [a.name for a in self.agents]
@@ -502,11 +540,13 @@ class LocalCluster:
         return self.clean
 
     async def _stop_in_order(self) -> None:
-        agents = list(self.agent_processes.values())
-        for child in agents:
+        first = list(self.agent_processes.values())  # agents drain; the dashboard only reads
+        if self.dashboard is not None:
+            first.append(self.dashboard)
+        for child in first:
             child.terminate()
-        await _wait_all(agents, self.drain_timeout + FLUSH_GRACE + 5)
-        self._kill_late(agents)
+        await _wait_all(first, self.drain_timeout + FLUSH_GRACE + 5)
+        self._kill_late(first)
         if self.coordinator is not None:
             self.coordinator.terminate()
             await _wait_all([self.coordinator], COORDINATOR_STOP_TIMEOUT)

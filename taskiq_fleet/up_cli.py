@@ -101,6 +101,12 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         default=prefix_from_env(),
         help="subject prefix of this fleet (default: fleet; env FLEET_PREFIX)",
     )
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="start no web dashboard (by default one is started when the 'dashboard' extra "
+        "is installed)",
+    )
     return run_up
 
 
@@ -133,6 +139,7 @@ def build_cluster(args: argparse.Namespace) -> LocalCluster:
         port=args.port,
         policy=args.policy,
         prefix=args.prefix,
+        dashboard=not args.no_dashboard,
     )
 
 
@@ -292,12 +299,22 @@ def describe(cluster: LocalCluster) -> str:
     lines += [
         f"coordinator  pid {pids.get('coordinator')}, policy {cluster.policy}, "
         f"prefix {cluster.prefix}",
+        _dashboard_line(cluster, pids),
         "",
         agents_table(cluster),
         "",
         *_usage(cluster, url),
     ]
     return "\n".join(lines)
+
+
+def _dashboard_line(cluster: LocalCluster, pids: dict[str, int]) -> str:
+    from taskiq_fleet.dashboard.cli import missing
+
+    if cluster.dashboard_url is not None:
+        return f"dashboard    {cluster.dashboard_url} (pid {pids.get('dashboard')})"
+    why = missing()
+    return f"dashboard    not started ({why})" if why else "dashboard    not started"
 
 
 def _usage(cluster: LocalCluster, url: str) -> list[str]:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.cliargs import number, subject_prefix
+from shared.cliargs import add_metrics_arguments, number, subject_prefix
 from shared.connection import add_nats_arguments, prefix_from_env
 from shared.logging import add_logging_arguments
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from shared.connection import NatsSettings
     from shared.resources import WorkerSpec
-    from worker_agent.service import AgentSettings
+    from worker_agent.service import Agent, AgentSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -105,6 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         metavar="N",
         help="threads for sync tasks (default: Python's)",
     )
+    add_metrics_arguments(parser)
     add_nats_arguments(parser)
     add_logging_arguments(parser)
     return run_agent
@@ -113,6 +114,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
 def run_agent(args: argparse.Namespace) -> int:
     from shared.connection import ConnectionSettingsError, settings_from_args
     from shared.logging import configure_logging, get_logger
+    from shared.metrics import missing
     from shared.wire.subjects import Subjects, as_token, token
     from worker_agent.app import AppError, load_broker
     from worker_agent.inventory import detect, parse_labels
@@ -139,6 +141,8 @@ def run_agent(args: argparse.Namespace) -> int:
             max_threads=args.max_threads,
         )
         broker = load_broker(args.app)
+        if args.metrics_port is not None and (why := missing()):
+            raise ValueError(why)
     except (AppError, ConnectionSettingsError, ValueError) as exc:
         print(f"fleet agent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -153,13 +157,18 @@ def run_agent(args: argparse.Namespace) -> int:
         labels=spec.labels,
         notes=list(inventory.notes),
     )
-    code = asyncio.run(_serve(broker, spec, settings, nats))
+    metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    code = asyncio.run(_serve(broker, spec, settings, nats, metrics))
     _exit_despite_stuck_threads(code)
     return code
 
 
 async def _serve(
-    broker: AsyncBroker, spec: WorkerSpec, settings: AgentSettings, nats: NatsSettings
+    broker: AsyncBroker,
+    spec: WorkerSpec,
+    settings: AgentSettings,
+    nats: NatsSettings,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     from shared.connection import NatsConnectError, connect, inbox_prefix
     from shared.logging import get_logger
@@ -181,6 +190,11 @@ async def _serve(
         loop.add_signal_handler(signum, on_signal, signum)
     agent = Agent(broker, spec, settings)
     try:
+        stop_metrics = _metrics(agent, broker, metrics)
+    except OSError as exc:
+        log.error("cannot serve metrics", port=metrics and metrics[1], error=str(exc))
+        return EXIT_FAILURE
+    try:
         nc = await connect(
             nats,
             name=f"fleet-agent-{spec.name}",
@@ -191,13 +205,33 @@ async def _serve(
         )
     except NatsConnectError as exc:
         log.error("cannot connect to NATS", error=str(exc))
+        stop_metrics()
         return EXIT_FAILURE
     try:
         await agent.run(nc, stop, force)
     finally:
         await nc.close()
+        stop_metrics()
     log.info("agent stopped")
     return EXIT_OK
+
+
+def _metrics(
+    agent: Agent, broker: AsyncBroker, where: tuple[str, int] | None
+) -> Callable[[], None]:
+    """Serve the agent's Prometheus page, timing tasks through a middleware on the app's
+    broker (``worker_agent/metrics.py``); returns what stops it."""
+    if where is None:
+        return lambda: None
+    from shared.logging import get_logger
+    from shared.metrics import serve
+    from worker_agent.metrics import AgentMetrics, TaskTimes
+
+    times = TaskTimes()
+    broker.add_middlewares(times)
+    stop = serve(where[1], where[0], AgentMetrics(agent, times).collect)
+    get_logger("worker_agent").info("metrics served", host=where[0], port=where[1])
+    return stop
 
 
 def _exit_despite_stuck_threads(code: int) -> None:

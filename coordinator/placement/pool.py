@@ -15,6 +15,7 @@ winner.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
@@ -62,6 +63,11 @@ class ResourceAwareWorkerPool:
         )
         self._seq = itertools.count()
         self._keys = itertools.count()
+        self.placed = 0
+        """Placements made by ``place`` (metrics read it)."""
+        self.answers: Counter[tuple[str, str]] = Counter()
+        """Busy and infeasible answers of ``place`` and ``check`` by (kind, dimension named),
+        as Nomad counts every rejection under its reason (metrics read it)."""
         for spec in workers:
             self.add_worker(spec)
 
@@ -144,7 +150,8 @@ class ResourceAwareWorkerPool:
         chosen = get_policy(policy or request.policy) if policy or request.policy else self.policy
         found = self._stack.select(request, chosen)
         if isinstance(found, CannotPlace):
-            return found
+            return self._answered(found)
+        self.placed += 1
         demand, best = found
         worker = best.worker
         worker.take(key, demand, best.devices)
@@ -158,7 +165,8 @@ class ResourceAwareWorkerPool:
 
         Nothing is reserved: this is the submit-time feasibility check of every DAG node.
         """
-        return self._stack.check(request)
+        answer = self._stack.check(request)
+        return None if answer is None else self._answered(answer)
 
     def adopt(
         self, name: str, request: ResourceRequest, key: Hashable, gpu_devices: tuple[int, ...]
@@ -217,6 +225,11 @@ class ResourceAwareWorkerPool:
         return self._held.get(key)
 
     # -- internals --------------------------------------------------------
+
+    def _answered(self, answer: CannotPlace) -> CannotPlace:
+        for dimension in answer.reasons or ("no_workers",):
+            self.answers[(answer.kind, dimension)] += 1
+        return answer
 
     def _known(self, name: str) -> WorkerState:
         worker = self._workers.get(name)

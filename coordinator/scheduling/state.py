@@ -178,6 +178,7 @@ class RunState:
             outputs=self.values,
             output_refs=self.refs,
             error=self.error,
+            edges=self.submit.dag.edges,
         )
         if self.status != "running":
             self.final_view = view

@@ -198,6 +198,9 @@ class RunView(Part):
     outputs: dict[str, Value] = Field(default_factory=dict)
     output_refs: dict[str, PayloadRef] = Field(default_factory=dict)
     error: str = ""
+    edges: tuple[tuple[Token, Token], ...] = ()
+    """The DAG's dependencies as (upstream, downstream) node ids, so that whoever reads the
+    view (the dashboard, a stored final record) can draw the DAG."""
 
     @property
     def done(self) -> bool:

@@ -288,6 +288,17 @@ class Subjects:
         """The run id of a run's update subject."""
         return self._parse_one("run_updates", subject)
 
+    @property
+    def all_run_updates(self) -> str:
+        """Every run's updates: what the dashboard follows (a run's end is always here)."""
+        return f"{self.prefix}.run.*"
+
+    @property
+    def all_client_inboxes(self) -> str:
+        """Every client's inbox: node changes pushed to submitters, which the dashboard
+        follows too (read-only)."""
+        return f"{self.prefix}.client.*"
+
     def client_inbox(self, client_id: str) -> str:
         """One client's subject for the updates of all its runs (``Submit.notify``)."""
         return self._build("client_inbox", client=client_id)

@@ -51,6 +51,7 @@ NODE_CONFIGS = ("nats-1.conf", "nats-2.conf", "nats-3.conf")
 PASSWORD_ENV = {
     "coordinator": "NATS_COORDINATOR_PASSWORD",
     "client": "NATS_CLIENT_PASSWORD",
+    "dashboard": "NATS_DASHBOARD_PASSWORD",
     "agent-a1": "NATS_AGENT_A1_PASSWORD",
     "agent-a2": "NATS_AGENT_A2_PASSWORD",
     "agent-a3": "NATS_AGENT_A3_PASSWORD",
