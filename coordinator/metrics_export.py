@@ -10,7 +10,7 @@ memory.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from coordinator.metrics import COUNTS, PassCounts
@@ -177,11 +177,10 @@ def capacity_families(sched: Scheduler) -> Iterator[Metric]:
     yield gauge("fleet_reservations", "Reservations held, per worker", ["worker"], holds)
 
 
-def _queue_by_priority(sched: Scheduler) -> Counter[int]:
-    found: Counter[int] = Counter()
-    for state in sched.queued():
-        found[state.node.priority + state.run.submit.options.priority] += 1
-    return found
+def _queue_by_priority(sched: Scheduler) -> dict[int, int]:
+    """From the queue's groups (``ReadyQueue.depth``): asking each node for its priority
+    would read a dormant run's submission back (``RunState.doze``)."""
+    return sched._ready.depth()
 
 
 def _waiting(sched: Scheduler) -> Counter[str]:
@@ -206,11 +205,12 @@ def _state(info: WorkerInfo) -> str:
     return "unknown_tasks" if info.tasks is None else "ready"
 
 
-def _runs_and_nodes(sched: Scheduler) -> tuple[Counter[Hashable], Counter[Hashable]]:
-    runs: Counter[Hashable] = Counter()
-    nodes: Counter[Hashable] = Counter()
+def _runs_and_nodes(sched: Scheduler) -> tuple[Counter[str], Counter[str]]:
+    runs: Counter[str] = Counter()
+    nodes: Counter[str] = Counter()
     for run in sched.runs.values():
         runs[run.status] += 1
         if run.status == "running":
-            nodes.update(state.status for state in run.nodes.values())
+            for state in run.nodes.values():
+                nodes[state.status] += 1
     return runs, nodes

@@ -72,6 +72,16 @@ class ReadyQueue:
     def members(group: Group) -> list[NodeState]:
         return [state for seq, state in group if _fresh((seq, state))]
 
+    def depth(self) -> dict[int, int]:
+        """Queued ready nodes by priority (metrics), read from the groups' keys: nothing
+        of a waiting node's run is read back."""
+        found: dict[int, int] = {}
+        for key, group in self._groups.items():
+            count = sum(1 for item in group if _fresh(item))
+            if count:
+                found[key[0]] = found.get(key[0], 0) + count
+        return found
+
 
 def _fresh(item: tuple[int, NodeState]) -> bool:
     seq, state = item
