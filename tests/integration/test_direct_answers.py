@@ -4,7 +4,6 @@ coordinator: the answers are published by the test as a peer would."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import nats
@@ -40,7 +39,7 @@ async def answered(
     """Publish ``sends`` from another connection, then a good answer to a run of its own on
     the same subscription (so applied after them); True if ``handle`` ended by then."""
     marker = await client.submit(Dag(nodes=(Node(id="only", task="noop"),)))
-    inbox = client._inbox  # noqa: SLF001
+    inbox = client._inbox
     peer = await nats.connect(client.nc.connected_url.geturl())  # type: ignore[union-attr]
     try:
         for subject, data in sends:
@@ -58,7 +57,7 @@ async def test_a_success_from_the_named_worker_ends_a_one_node_run(
 ) -> None:
     dag = Dag(nodes=(Node(id="only", task="noop", outputs=("result",)),))
     handle = await client.submit(dag)
-    inbox = client._inbox  # noqa: SLF001
+    inbox = client._inbox
     assert await answered(client, handle, [(f"{inbox}.w1", outcome(handle.run_id, "w1"))])
     view = await handle.wait(timeout=1)
     assert (view.status, view.outputs, view.node("only").worker) == (
@@ -74,7 +73,7 @@ async def test_answers_that_cannot_end_the_run_are_ignored(client: CoordinatorCl
         Dag(nodes=(Node(id="only", task="noop"), Node(id="b", task="noop", after=("only",))))
     )
     pair = await client.submit(Dag(nodes=(Node(id="only", task="noop", outputs=("x", "y")),)))
-    inbox = client._inbox  # noqa: SLF001
+    inbox = client._inbox
     failed = {"status": "failed", "return_value": None, "error": ErrorInfo(type="E", message="m")}
     sends = [
         (f"{inbox}.w2", outcome(one.run_id, "w1")),  # the subject names another worker
@@ -85,4 +84,5 @@ async def test_answers_that_cannot_end_the_run_are_ignored(client: CoordinatorCl
         (f"{inbox}.w1", outcome(pair.run_id, "w1")),  # two outputs: the coordinator checks
     ]
     assert not await answered(client, one, sends)
-    assert not two.done and not pair.done
+    assert not two.done
+    assert not pair.done
