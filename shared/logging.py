@@ -6,6 +6,11 @@ stream, in one format, ordered as they happened. JSON lines are the default when
 stderr is not a terminal because that is how agents run in production (systemd,
 containers), where logs are shipped and queried; a person at a terminal gets the
 readable console renderer instead.
+
+Exception logs carry the traceback but never the frames' local variables: structlog's
+renderers show them by default, and the frames of a failed task hold its arguments
+(credentials, personal data), which would land in shipped logs. ``show_locals=True``
+brings them back where that is wanted (a developer's machine).
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TextIO, get_args
 
 import structlog
+from structlog.dev import RichTracebackFormatter, plain_traceback
+from structlog.processors import ExceptionRenderer
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import ExceptionRenderer as FormatException
 from structlog.typing import Processor
 
 __all__ = [
@@ -67,11 +76,13 @@ def configure_logging(
     fmt: LogFormat = "auto",
     *,
     stream: TextIO | None = None,
+    show_locals: bool = False,
 ) -> None:
     """Route structlog and stdlib logging to ``stream`` (stderr) in one format.
 
     Safe to call again, e.g. once with defaults at import and once after parsing
     arguments: the previous fleet handler is replaced rather than duplicated.
+    ``show_locals``: put the frames' local variables in exception logs (module docstring).
     """
     threshold = _level_number(level)
     if fmt not in _FORMATS:
@@ -89,9 +100,16 @@ def configure_logging(
         structlog.processors.StackInfoRenderer(),
     ]
     renderer: list[Processor] = (
-        [structlog.dev.ConsoleRenderer(colors=is_tty)]
+        [
+            structlog.dev.ConsoleRenderer(
+                colors=is_tty, exception_formatter=_console_traceback(is_tty, show_locals)
+            )
+        ]
         if console
-        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        else [
+            ExceptionRenderer(ExceptionDictTransformer(show_locals=show_locals)),
+            structlog.processors.JSONRenderer(),
+        ]
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -119,6 +137,15 @@ def configure_logging(
         # keep structlog's default print-to-stdout pipeline forever.
         cache_logger_on_first_use=False,
     )
+
+
+def _console_traceback(colors: bool, show_locals: bool) -> FormatException:
+    """rich's traceback on a colour terminal, the plain one elsewhere; locals only if asked."""
+    if colors:
+        return RichTracebackFormatter(show_locals=show_locals)
+    if show_locals:
+        return RichTracebackFormatter(color_system=None, show_locals=True)
+    return plain_traceback
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

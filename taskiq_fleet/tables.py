@@ -1,18 +1,24 @@
 """Plain-text rendering of the views ``fleet workers/runs/status/submit`` print.
 
 Every function here is pure: views (and the current time, where ages and
-running durations depend on it) in, text out, so the output can be tested
-without a cluster. Times are shown in local time, durations compactly.
+running durations depend on it, and the terminal's width) in, text out, so the
+output can be tested without a cluster or a terminal. Times are shown in local
+time, durations compactly. The tables fit the width given (``fit.py``);
+``table`` is the plain one ``fleet up`` and the demo print.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 
 from shared.wire.runs import TERMINAL_NODE, CoordinatorView, NodeView, RunView, WorkerView
+from taskiq_fleet.fit import Column, fit_table
 
 NONE = "-"
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -58,12 +64,28 @@ def timestamp(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def when(epoch: float | None, now: float) -> str:
+    """A table's timestamp: the time alone when it is today (local time), else the date and
+    the minute."""
+    if not epoch:
+        return NONE
+    moment = datetime.fromtimestamp(epoch)
+    if moment.date() == datetime.fromtimestamp(now).date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
 def ago(epoch: float, now: float) -> str:
     return f"{max(0.0, now - epoch):.1f}s ago" if epoch else NONE
 
 
 def labels(values: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or NONE
+
+
+def spaced(values: Mapping[str, str]) -> str:
+    """Labels with a space between, where a table cell may wrap: ``os=linux zone=a``."""
+    return " ".join(f"{k}={v}" for k, v in sorted(values.items())) or NONE
 
 
 def devices(indexes: Sequence[int]) -> str:
@@ -74,11 +96,12 @@ def devices(indexes: Sequence[int]) -> str:
 
 
 def _gpus(worker: WorkerView) -> str:
+    """``0:L4=0.75 1:L4=1``: each device's index, model and free share."""
     cells = []
     for gpu in worker.spec.gpus:
         free = worker.gpu_free.get(gpu.index)
-        cells.append(f"{gpu.index}:{gpu.model} {NONE if free is None else number(free)}")
-    return ",".join(cells) or NONE
+        cells.append(f"{gpu.index}:{gpu.model}={NONE if free is None else number(free)}")
+    return " ".join(cells) or NONE
 
 
 def amounts(values: dict[str, float]) -> str:
@@ -102,7 +125,16 @@ def health(worker: WorkerView) -> str:
     return "healthy" if worker.healthy else "unhealthy"
 
 
-def worker_row(worker: WorkerView, now: float) -> list[str]:
+def common_labels(workers: Sequence[WorkerView]) -> dict[str, str]:
+    """The labels every one of two or more workers has alike (``os=linux``): said once
+    above the table instead of on every row."""
+    if len(workers) < 2:
+        return {}
+    first, *others = (w.spec.labels for w in workers)
+    return {k: v for k, v in first.items() if all(o.get(k) == v for o in others)}
+
+
+def worker_row(worker: WorkerView, now: float, hide: Mapping[str, str] = NO_LABELS) -> list[str]:
     spec, reserved, free = worker.spec, worker.reserved, worker.free
 
     def used(key: str, total: float) -> str:
@@ -111,25 +143,40 @@ def worker_row(worker: WorkerView, now: float) -> list[str]:
     def left(key: str) -> str:
         return number(free[key]) if key in free else NONE
 
+    # A worker named after its host (the default) need not repeat its hostname label.
+    shown = {
+        k: v for k, v in spec.labels.items() if k not in hide and (k, v) != ("hostname", spec.name)
+    }
     return [
         spec.name,
-        labels(spec.labels),
+        health(worker),
         used("cpu", spec.cpu),
-        left("cpu"),
         used("ram_mb", spec.ram_mb),
-        left("ram_mb"),
         _gpus(worker),
         str(worker.running),
-        health(worker),
+        spaced(shown),
+        left("cpu"),
+        left("ram_mb"),
         ago(worker.last_seen, now),
         _custom(worker),
     ]
 
 
-WORKER_HEADER = (
-    "worker", "labels", "cpu used/total", "cpu free", "ram MB used/total", "ram MB free",
-    "gpus (index:model free)", "running", "health", "last seen", "resources used/total",
-)  # fmt: skip
+WORKER_COLUMNS = (
+    Column("worker"),
+    Column("health"),
+    Column("cpu used", 95),
+    Column("ram MB used", 95),
+    Column("gpus free", 90, wrap=True, fold=16),
+    Column("running", 85),
+    Column("labels", 80, wrap=True, fold=16),
+    Column("cpu free", 40),
+    Column("ram free", 40),
+    Column("last seen", 30),
+    Column("resources used/total", 75, wrap=True, fold=16),
+)
+"""In the order shown; on a narrow terminal the lowest ``keep`` go first."""
+_GPUS, _RESOURCES = 4, 10
 
 
 def coordinators_line(coordinators: Iterable[CoordinatorView]) -> str:
@@ -141,9 +188,41 @@ def coordinators_line(coordinators: Iterable[CoordinatorView]) -> str:
     return "coordinators: " + (", ".join(parts) or "(not reported)")
 
 
-def workers_table(workers: Iterable[WorkerView], now: float) -> str:
+def workers_table(
+    workers: Iterable[WorkerView],
+    now: float,
+    width: int | None = None,
+    hide: Mapping[str, str] = NO_LABELS,
+) -> str:
+    """One row per worker; labels in ``hide`` are left out, and so are the GPU and the
+    custom resource columns when no worker has any."""
     ordered = sorted(workers, key=lambda w: w.spec.name)
-    return table(WORKER_HEADER, (worker_row(w, now) for w in ordered))
+    rows = [worker_row(w, now, hide) for w in ordered]
+    skip = {
+        i for i, has in ((_GPUS, "gpus"), (_RESOURCES, "resources"))
+        if not any(getattr(w.spec, has) for w in ordered)
+    }  # fmt: skip
+    return fit_table(
+        [c for i, c in enumerate(WORKER_COLUMNS) if i not in skip],
+        ([cell for i, cell in enumerate(row) if i not in skip] for row in rows),
+        width,
+    )
+
+
+def workers_text(
+    workers: Sequence[WorkerView],
+    coordinators: Iterable[CoordinatorView],
+    now: float,
+    width: int | None = None,
+) -> str:
+    """What ``fleet workers`` prints: the coordinators, the labels all workers share, the
+    table."""
+    lines = [coordinators_line(coordinators)]
+    common = common_labels(workers)
+    if common:
+        lines.append("labels of every worker: " + spaced(common))
+    lines.append(workers_table(workers, now, width, common) if workers else "no workers")
+    return "\n".join(lines)
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -160,19 +239,29 @@ def run_duration(run: RunView, now: float) -> float | None:
     return (run.finished_at or now) - run.submitted_at
 
 
-def runs_table(runs: Iterable[RunView], now: float) -> str:
+RUN_COLUMNS = (
+    Column("run"),
+    Column("name", 60, wrap=True, fold=12),
+    Column("status"),
+    Column("done", 90),
+    Column("submitted", 50),
+    Column("duration", 80),
+)
+
+
+def runs_table(runs: Iterable[RunView], now: float, width: int | None = None) -> str:
     rows = [
         [
             run.run_id,
             run.name or NONE,
             run.status,
             nodes_done(run),
-            timestamp(run.submitted_at),
+            when(run.submitted_at, now),
             duration(run_duration(run, now)),
         ]
         for run in runs
     ]
-    return table(("run", "name", "status", "nodes done", "submitted", "duration"), rows)
+    return fit_table(RUN_COLUMNS, rows, width)
 
 
 def run_header(run: RunView, now: float) -> str:
@@ -196,8 +285,11 @@ def node_duration(node: NodeView, now: float) -> float | None:
 
 
 def node_problem(node: NodeView) -> str:
+    """The reason and the error's type and first line, for a table cell or a progress line
+    (the whole message and the traceback are in ``failures``)."""
     if node.error is not None:
-        text = f"{node.error.type}: {node.error.message}" if node.error.message else node.error.type
+        first = node.error.message.strip().split("\n", 1)[0]
+        text = f"{node.error.type}: {first}" if first else node.error.type
         return f"{node.reason}: {text}" if node.reason else text
     return node.reason
 
@@ -215,23 +307,67 @@ def node_row(node: NodeView, now: float) -> list[str]:
     ]
 
 
-NODE_HEADER = ("node", "task", "status", "worker", "gpus", "attempt", "duration", "reason/error")
+NODE_COLUMNS = (
+    Column("node"),
+    Column("task", 70, wrap=True, fold=16),
+    Column("status"),
+    Column("worker", 90),
+    Column("gpus", 85),
+    Column("attempt", 60),
+    Column("duration", 80),
+    Column("reason/error", wrap=True, fold=16, least=30),
+)
+_NODE_GPUS, _NODE_PROBLEM = 4, 7
 
 
-def nodes_table(run: RunView, now: float) -> str:
-    return table(NODE_HEADER, (node_row(n, now) for n in run.nodes))
+def _empty_node_columns(run: RunView) -> set[int]:
+    gpus = any(n.gpu_devices for n in run.nodes)
+    problems = any(node_problem(n) for n in run.nodes)
+    return {i for i, shown in ((_NODE_GPUS, gpus), (_NODE_PROBLEM, problems)) if not shown}
 
 
-def status_text(run: RunView, now: float) -> str:
-    return f"{run_header(run, now)}\n\n{nodes_table(run, now)}"
+def nodes_table(run: RunView, now: float, width: int | None = None) -> str:
+    """One row per node; no GPU column when no node got a device, nor a reason/error one
+    when no node has either."""
+    skip = _empty_node_columns(run)
+    return fit_table(
+        [c for i, c in enumerate(NODE_COLUMNS) if i not in skip],
+        ([c for i, c in enumerate(node_row(n, now)) if i not in skip] for n in run.nodes),
+        width,
+    )
 
 
-def placement_table(run: RunView) -> str:
+def failures(run: RunView) -> str:
+    """Each failed node's whole error: where it ran, the message, the task's traceback."""
+    blocks = []
+    for node in run.nodes:
+        error = node.error
+        if node.status != "failed" or error is None:
+            continue
+        where = f"attempt {node.attempt}" + (f" on {node.worker}" if node.worker else "")
+        head = f"node {node.id} failed ({where}): {error.type}"
+        message = error.message.strip()
+        text = f"{head}: {message}" if message else head
+        if error.traceback.strip():
+            text += "\n" + textwrap.indent(error.traceback.rstrip(), "  ")
+        blocks.append(text)
+    return "\n\n".join(blocks)
+
+
+def status_text(run: RunView, now: float, width: int | None = None) -> str:
+    parts = [run_header(run, now), nodes_table(run, now, width), failures(run)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def placement_table(run: RunView, width: int | None = None) -> str:
+    gpus = any(n.gpu_devices for n in run.nodes)
     rows = [
-        [node.id, node.worker or NONE, devices(node.gpu_devices), duration(node.duration)]
+        [node.id, node.worker or NONE, *([devices(node.gpu_devices)] * gpus),
+         duration(node.duration)]
         for node in run.nodes
-    ]
-    return table(("node", "worker", "gpus", "duration"), rows)
+    ]  # fmt: skip
+    columns = [Column("node"), Column("worker"), *([Column("gpus")] * gpus), Column("duration")]
+    return fit_table(columns, rows, width)
 
 
 def node_change(node: NodeView) -> str:
