@@ -218,7 +218,7 @@ async def _watch(client: CoordinatorClient, args: argparse.Namespace, view: RunV
         show: Callable[[RunView], None] = _json_lines()
         display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     else:
-        progress = progress_for(view.submitted_at or time.time(), plain=False)
+        progress = progress_for(view.submitted_at or time.time())
         show, display = (lambda v: progress.update(v.nodes)), progress
     with display:
         show(view)

@@ -158,9 +158,9 @@ class LiveProgress:
         self._live.stop()
 
 
-def progress_for(started: float, *, plain: bool) -> Progress:
+def progress_for(started: float) -> Progress:
     """``LiveProgress`` when stdout is a terminal that can redraw, else ``LineProgress``."""
     console = Console(highlight=False)
-    if plain or not console.is_terminal or console.is_dumb_terminal:
+    if not console.is_terminal or console.is_dumb_terminal:
         return LineProgress()
     return LiveProgress(console, started)

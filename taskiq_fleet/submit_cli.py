@@ -176,7 +176,7 @@ async def _submit(
         return EXIT_OK
     if not follow:
         return await _finish(client, await handle.wait(), args)
-    with progress_for(time.time(), plain=False) as progress:
+    with progress_for(time.time()) as progress:
         progress.update(handle.nodes.values())  # updates that came before the listener
 
         def on_update(update: RunUpdate) -> None:
