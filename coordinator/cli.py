@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shared.jetstream import Retention
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_PIPELINE = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -66,6 +67,15 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         default=None,
         metavar="N",
         help="global cap on attempts in flight (default: none)",
+    )
+    parser.add_argument(
+        "--pipeline-depth",
+        type=number(int, 1, inclusive=True),
+        default=DEFAULT_PIPELINE,
+        metavar="N",
+        help="attempts of one task shape a busy worker may be sent at once, to run one after "
+        "another under one reservation (worker leases; no GPU requests); 1 turns it off "
+        f"(default: {DEFAULT_PIPELINE})",
     )
     parser.add_argument(
         "--system-retries",
@@ -159,6 +169,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
                 lost_worker_grace=args.lost_worker_grace,
                 max_parallel=args.max_parallel,
                 system_retries=args.system_retries,
+                pipeline=args.pipeline_depth,
             ),
             retention=_retention(args),
             lease=LeaseTiming(ttl=args.lease_ttl),

@@ -34,12 +34,14 @@ class CapacityGuard:
     def holds(self, ref: AttemptRef) -> bool:
         return ref in self._ledger.held
 
-    def admit(self, assignment: Assignment) -> Refusal | None:
-        """Reserve what the assignment asks for, or say why not; nothing is taken on refusal."""
+    def admit(self, assignment: Assignment, key: AttemptRef | None = None) -> Refusal | None:
+        """Reserve what the assignment asks for, under ``key`` (its attempt, or the lease it
+        opens), or say why not; nothing is taken on refusal."""
+        key = key or assignment.ref
         if self.draining:
             return Refusal("draining", "the agent is draining and takes no new work")
-        if self.holds(assignment.ref):
-            raise ValueError(f"attempt {assignment.ref.key} is already admitted")
+        if self.holds(key):
+            raise ValueError(f"attempt {key.key} is already admitted")
         request = assignment.request
         unmatched = [str(s) for s in request.required if not s.matches(self.spec.labels)]
         if unmatched:
@@ -52,7 +54,7 @@ class CapacityGuard:
             return Refusal("capacity", f"would exceed free capacity: {short}")
         devices = self._ledger.devices_by_id(demand, assignment.gpu_devices)
         assert not isinstance(devices, str)  # shortfall() passed
-        self._ledger.take(assignment.ref, demand, devices)
+        self._ledger.take(key, demand, devices)
         return None
 
     def release(self, ref: AttemptRef) -> bool:

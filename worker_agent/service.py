@@ -56,7 +56,8 @@ from shared.wire.protocol import (
 from shared.wire.subjects import SubjectError, Subjects
 from worker_agent.app import start_app, stop_app
 from worker_agent.executor import TaskExecutor
-from worker_agent.guard import CapacityGuard
+from worker_agent.guard import CapacityGuard, Refusal
+from worker_agent.leases import AgentLeases
 from worker_agent.outbox import Outbox
 from worker_agent.usage import UsageProbe
 
@@ -118,6 +119,7 @@ class Agent:
         self._clock = clock
         self._subjects = settings.subjects
         self._guard = CapacityGuard(spec)
+        self._leases = AgentLeases()
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
         self._outbox = Outbox(self._store_outcomes)
         self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
@@ -321,12 +323,27 @@ class Agent:
             reason = f"this agent has no task named {a.task_name!r}"
             log.warning("rejected", reason=reason, run=a.ref.run_id, node=a.ref.node_id)
             return Reject(ref=a.ref, worker=self.name, code="unknown_task", reason=reason)
-        refusal = self._guard.admit(a)
+        refusal = self._guard_admit(a)
         if refusal is not None:
             log.warning("rejected", code=refusal.code, reason=refusal.reason, attempt=a.ref.key)
             return Reject(ref=a.ref, worker=self.name, code=refusal.code, reason=refusal.reason)
-        self._attempts[a.ref] = asyncio.create_task(self._run(a))
+        turn = None if a.lease is None else self._leases.join(a.lease)
+        self._attempts[a.ref] = asyncio.create_task(self._run(a, turn))
         return Accept(ref=a.ref, worker=self.name)
+
+    def _guard_admit(self, a: Assignment) -> Refusal | None:
+        """A reservation of its own, or the one its lease holds here already."""
+        if a.lease is not None and self._leases.active(a.lease):
+            if self._guard.draining:
+                return Refusal("draining", "the agent is draining and takes no new work")
+            return None
+        return self._guard.admit(a, a.lease)
+
+    def _release(self, a: Assignment) -> None:
+        if a.lease is None:
+            self._guard.release(a.ref)
+        elif self._leases.leave(a.lease):
+            self._guard.release(a.lease)
 
     def _cancel(self, ref: AttemptRef, reason: str) -> None:
         if self._executor.cancel(ref, reason):
@@ -336,7 +353,15 @@ class Agent:
         else:
             log.info("cancel for an attempt not running here", attempt=ref.key)
 
-    async def _run(self, a: Assignment) -> None:
+    async def _run(self, a: Assignment, turn: asyncio.Lock | None = None) -> None:
+        """Under a lease, once the attempts admitted before it under the lease have ended."""
+        if turn is None:
+            await self._attempt(a)
+            return
+        async with turn:
+            await self._attempt(a)
+
+    async def _attempt(self, a: Assignment) -> None:
         bound = log.bind(run=a.ref.run_id, node=a.ref.node_id, attempt=a.ref.attempt)
         bound.info("running", task=a.task_name, gpu_devices=list(a.gpu_devices))
         started = self._clock()
@@ -354,7 +379,7 @@ class Agent:
             bound.exception("attempt could not run")
             outcome = self._ended(a, started, "failed", type(exc).__name__, str(exc))
         finally:
-            self._guard.release(a.ref)
+            self._release(a)
             del self._attempts[a.ref]
             self._early_cancels.pop(a.ref, None)
         bound.info("finished", status=outcome.status, duration=round(outcome.duration, 6))

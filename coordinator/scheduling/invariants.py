@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.batches import Batches
+from coordinator.scheduling.leases import Leases
 from coordinator.scheduling.queue import ReadyQueue
 from coordinator.scheduling.state import IN_FLIGHT, NodeState, RunState, WorkerInfo
 from coordinator.scheduling.stopping import StoppingAttempts
@@ -26,8 +27,10 @@ def validate(
     delayed: list[tuple[float, int, NodeState]],
     stopping: StoppingAttempts,
     batches: Batches,
+    leases: Leases,
 ) -> None:
-    _attempts_are_reserved(workers, attempts, pool, stopping)
+    _attempts_are_reserved(workers, attempts, pool, stopping, leases)
+    _leases_hold_their_members(attempts, stopping, leases)
     _workers_list_tracked_attempts(workers, attempts)
     for run in runs.values():
         _run_counts(run, attempts)
@@ -40,11 +43,20 @@ def _attempts_are_reserved(
     attempts: dict[AttemptRef, NodeState],
     pool: ResourceAwareWorkerPool,
     stopping: StoppingAttempts,
+    leases: Leases,
 ) -> None:
-    """Every reservation is a tracked attempt on the same worker, or a cancelled one its
-    agent has not reported ended (``stopping.py``); every tracked attempt on a live,
-    non-draining worker holds one (unless restored and not yet reported)."""
+    """Every reservation is a tracked attempt on the same worker, a cancelled one its
+    agent has not reported ended (``stopping.py``), or a lease with a member; every
+    tracked attempt on a live, non-draining worker holds one, itself or through its
+    lease (unless restored and not yet reported)."""
     for placement in pool.reservations():
+        lease = leases.held(placement.key)  # type: ignore[arg-type]
+        if lease is not None:
+            assert lease.members, f"lease {lease.key.key} is reserved with no member"
+            assert lease.worker == placement.worker, (
+                f"lease {lease.key.key} is reserved on {placement.worker}, held on {lease.worker}"
+            )
+            continue
         if placement.key in stopping:
             key: AttemptRef = placement.key  # type: ignore[assignment]
             assert key not in attempts, f"{key.key} is both tracked and stopping"
@@ -62,8 +74,27 @@ def _attempts_are_reserved(
         assert state.status in IN_FLIGHT, f"attempt {ref.key} is tracked while {state.status}"
         info = workers.get(state.worker or "")
         if state.adopt_by is None and info is not None and not info.draining:
-            assert pool.reservation(ref) is not None, (
+            lease = leases.lease_of(ref)
+            assert pool.reservation(ref if lease is None else lease.key) is not None, (
                 f"attempt {ref.key} on {state.worker} holds no reservation"
+            )
+
+
+def _leases_hold_their_members(
+    attempts: dict[AttemptRef, NodeState], stopping: StoppingAttempts, leases: Leases
+) -> None:
+    """A lease's members are attempts in flight on its worker, or cancelled ones their
+    agent has not reported ended; never more than ``depth`` of them."""
+    for lease in leases:
+        assert 0 < len(lease.members) <= leases.depth, (
+            f"lease {lease.key.key} has {len(lease.members)} members (depth {leases.depth})"
+        )
+        for ref in lease.members:
+            assert leases.lease_of(ref) is lease, f"{ref.key} is not in its lease's books"
+            state = attempts.get(ref)
+            where = state.worker if state is not None else stopping.worker(ref)
+            assert where == lease.worker, (
+                f"{ref.key} of lease {lease.key.key} on {lease.worker} is on {where}"
             )
 
 

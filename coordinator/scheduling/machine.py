@@ -33,6 +33,7 @@ from coordinator.scheduling import feasibility, liveness, recovery
 from coordinator.scheduling.batches import Batches
 from coordinator.scheduling.early import EarlyOutcomes
 from coordinator.scheduling.invariants import validate
+from coordinator.scheduling.leases import Lease, Leases
 from coordinator.scheduling.queue import Group, Key, ReadyQueue
 from coordinator.scheduling.state import (
     IN_FLIGHT,
@@ -103,6 +104,7 @@ class Scheduler:
         """Cancelled attempts whose agent has not reported them ended: still reserved."""
         self._catalog = TaskCatalog()
         self._batches = Batches(f"batch-{incarnation}" if incarnation else "batch")
+        self._leases = Leases(config.pipeline)
         self._untold = Untold()
         self._listening = liveness.Listening(config.tick)
         self._departed = liveness.Departed(config.lost_worker_grace)
@@ -192,6 +194,7 @@ class Scheduler:
             self._delayed,
             self._stopping,
             self._batches,
+            self._leases,
         )
 
     # -- transitions -------------------------------------------------------------------
@@ -233,14 +236,19 @@ class Scheduler:
         until the agent reports the attempt ended (``_stopped``), so its capacity is not
         offered to another node while the cancelled work still runs."""
         self._untrack(state)
-        booked = self._stopping.book(state, self.pool.reservation(state.ref) is not None)
-        if not booked:
-            self._stopped(state.ref)
+        ref = state.ref
+        holds = self.pool.reservation(ref) is not None or self._leases.lease_of(ref) is not None
+        if not self._stopping.book(state, holds):
+            self._stopped(ref)
 
     def _stopped(self, ref: AttemptRef) -> None:
-        """The attempt ended (on its agent, or in the books): its capacity is free now."""
-        if self.pool.reservation(ref) is not None:
-            self.pool.release(ref)
+        """The attempt ended (on its agent, or in the books): its capacity is free now, or,
+        under a lease, once the lease's last attempt has ended."""
+        key: AttemptRef | None = ref
+        if self._leases.lease_of(ref) is not None:
+            key = self._leases.leave(ref)
+        if key is not None and self.pool.reservation(key) is not None:
+            self.pool.release(key)
         self._dirty = True
 
     @staticmethod
@@ -389,6 +397,7 @@ class Scheduler:
         if msg.draining and not info.draining:
             info.draining = True
             self.pool.remove_worker(info.name)
+            self._leases.close_worker(info.name)
         elif not info.draining:
             self.pool.observe(info.name, available_ram_mb=msg.available_ram_mb)
         self._reconcile(info, msg.running, now)
@@ -401,6 +410,7 @@ class Scheduler:
             return
         if not info.draining:
             self.pool.remove_worker(name)
+        self._leases.close_worker(name)
         self.out.lost_workers.append((name, reason))
         self._untold.told(name)
         for ref in self._stopping.of_worker(name):
@@ -458,6 +468,7 @@ class Scheduler:
 
     def _set_tasks(self, info: WorkerInfo, tasks: frozenset[str], now: float) -> None:
         info.tasks = tasks
+        self._leases.close_worker(info.name)  # a lease's task may be gone
         self._untold.told(info.name)
         if not info.draining:
             self.pool.update_worker(self._catalog.labelled(info.spec, tasks))
@@ -732,6 +743,9 @@ class Scheduler:
         cap = self.config.max_parallel
         queue = self._ready
         held: list[tuple[Key, Group]] = []
+        blocked = False
+        """A group was busy: lower ones get no lease top-up, so they cannot hold capacity
+        the busy one waits for."""
         while cap is None or self.in_flight < cap:
             found = queue.pop_group()
             if found is None:
@@ -748,13 +762,9 @@ class Scheduler:
             )
             if isinstance(result, CannotPlace):
                 held.append(found)
-                state.reason = str(result)
-                if result.infeasible:
-                    why = feasibility.task_missing(key[2], self.workers) or str(result)
-                    for member in queue.members(group):
-                        self._mark_infeasible(member.run, member, why, now)
-                elif now - state.ready_since > self.config.aging:
+                if self._cannot_place(key, group, state, result, blocked, now):
                     break  # let capacity drain towards the starving node
+                blocked = blocked or not result.infeasible
                 continue
             del group[index]
             self._dispatch(state, result.worker, result.gpu_devices, now)
@@ -762,8 +772,50 @@ class Scheduler:
         for key, group in held:
             queue.restore(key, group)
 
+    def _cannot_place(
+        self,
+        key: Key,
+        group: Group,
+        state: NodeState,
+        result: CannotPlace,
+        blocked: bool,
+        now: float,
+    ) -> bool:
+        """A group the pool cannot place now: infeasible, or busy (queued on leases while
+        no group before it was busy); True when it has starved long enough that nothing
+        smaller may pass it this time."""
+        state.reason = str(result)
+        if result.infeasible:
+            why = feasibility.task_missing(key[2], self.workers) or str(result)
+            for member in self._ready.members(group):
+                self._mark_infeasible(member.run, member, why, now)
+            return False
+        if not blocked:
+            self._top_up(key, group, now)
+        return now - state.ready_since > self.config.aging
+
+    def _top_up(self, key: Key, group: Group, now: float) -> None:
+        """Every worker is busy for this group: queue what its leases have room for on
+        their workers, to start as soon as the attempt ahead ends (``leases.py``)."""
+        shape = (key[1], key[2])
+        cap = self.config.max_parallel
+        while (lease := self._leases.room(shape)) is not None:
+            if cap is not None and self.in_flight >= cap:
+                return
+            index = self._ready.first(group, _under_run_limit)
+            if index is None:
+                return
+            state = group[index][1]
+            del group[index]
+            self._dispatch(state, lease.worker, (), now, lease)
+
     def _dispatch(
-        self, state: NodeState, worker: str, devices: tuple[int, ...], now: float
+        self,
+        state: NodeState,
+        worker: str,
+        devices: tuple[int, ...],
+        now: float,
+        lease: Lease | None = None,
     ) -> None:
         state.attempt += 1
         state.incarnation = self.incarnation
@@ -772,7 +824,13 @@ class Scheduler:
         state.reason = ""
         self._move(state, "placed", f"placed on {worker}", now)
         self._track(state, worker)
-        self.out.assign.setdefault(worker, []).append(assignment(state, devices))
+        ref, request = state.ref, state.node.request
+        if lease is not None:
+            self._leases.join(lease, ref)
+        elif self._leases.eligible(request):
+            lease = self._leases.open(ref, worker, (request, state.node.task))
+        sent = assignment(state, devices, None if lease is None else lease.key)
+        self.out.assign.setdefault(worker, []).append(sent)
 
     # -- node endings ------------------------------------------------------------------
 

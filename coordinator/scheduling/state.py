@@ -37,6 +37,8 @@ class SchedulerConfig:
     reconnect_grace: float = 2.0
     """After the connection to NATS is back: the least time (besides ``heartbeat_misses``
     intervals) before any worker can be judged lost, as agents reconnect on their own."""
+    pipeline: int = 1
+    """Attempts a worker lease may hold at once (``leases.py``); 1: no pipelining."""
     tick: float | None = None
     """The service's tick interval: a gap between ticks much longer than it is a pause
     (process stopped, VM stalled), during which no worker's silence counts. None: not
@@ -223,7 +225,9 @@ def store_outputs(state: NodeState, value: JsonValue, ref: PayloadRef | None) ->
     return None
 
 
-def assignment(state: NodeState, devices: tuple[int, ...]) -> Assignment:
+def assignment(
+    state: NodeState, devices: tuple[int, ...], lease: AttemptRef | None = None
+) -> Assignment:
     """What the worker is sent for the node's current attempt: its inputs as values, or as
     references to stored payloads."""
     node, run = state.node, state.run
@@ -254,6 +258,7 @@ def assignment(state: NodeState, devices: tuple[int, ...]) -> Assignment:
         gpu_devices=devices,
         timeout=node.timeout,
         reply=run.submit.notify if len(run.nodes) == 1 else None,
+        lease=lease,
     )
 
 

@@ -177,6 +177,10 @@ class Assignment(Versioned):
     reply: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=256)
     """The submitter's inbox when this node's success ends its run (a one-node run): the
     agent answers it directly (``Subjects.direct``) as well as storing the outcome."""
+    lease: AttemptRef | None = None
+    """The worker lease this attempt runs under (``coordinator/scheduling/leases.py``): the
+    agent runs the attempts of one lease one after another under one reservation, made
+    for the first it receives and released when none is left."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

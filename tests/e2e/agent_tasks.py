@@ -73,3 +73,17 @@ async def record_execution(directory: str, ctx: PipelineContext) -> int:
     name = f"{ctx.task_id}.{attempt}.{uuid.uuid4().hex}"
     await asyncio.to_thread((Path(directory) / name).touch)
     return attempt or 0
+
+
+@broker.task("alone")
+async def alone(directory: str) -> str:
+    """Fails if another ``alone`` of ``directory`` runs at the same time on this host: it
+    holds a lock file (created exclusively) while it runs."""
+    lock = Path(directory) / "running"
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    try:
+        await asyncio.sleep(0.02)
+    finally:
+        os.close(fd)
+        lock.unlink()
+    return "ok"

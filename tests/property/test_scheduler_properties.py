@@ -167,7 +167,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.dispatches = 0
         self.stopping: dict[AttemptRef, Stopping] = {}
         self.reserved: dict[AttemptRef, str] = {}
-        """The reservations after the last step (a cancel in this one released them)."""
+        """The attempts holding a reservation (their own, or their lease's) after the last
+        step (a cancel in this one released them)."""
         self.dispatched: dict[AttemptRef, tuple[float, ResourceRequest]] = {}
         self.received: set[AttemptRef] = set()
 
@@ -177,6 +178,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         grace=st.sampled_from([0.0, 3.0]),
         dag=dags(),
         options=run_options,
+        pipeline=st.sampled_from([1, 3]),
     )
     def start(
         self,
@@ -185,10 +187,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         grace: float,
         dag: Dag,
         options: RunOptions,
+        pipeline: int,
     ) -> None:
         self.pool = ResourceAwareWorkerPool()
         self.config = SchedulerConfig(
-            max_parallel=max_parallel, infeasible_grace=grace, system_retries=2, max_rejects=3
+            max_parallel=max_parallel,
+            infeasible_grace=grace,
+            system_retries=2,
+            max_rejects=3,
+            pipeline=pipeline,
         )
         self.sched = Scheduler(self.pool, self.config, rand=lambda: 0.5)
         for i, shape in enumerate(shapes):
@@ -311,7 +318,14 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.stopping = {r: s for r, s in self.stopping.items() if s.worker != name}
         if self.stopping:
             event("a cancelled attempt holds its reservation until it is stopped")
-        self.reserved = {p.key: p.worker for p in self.pool.reservations()}
+        held = {p.key: p.worker for p in self.pool.reservations()}
+        self.reserved = {
+            ref: state.worker
+            for ref, state in self.sched._attempts.items()
+            if state.worker is not None and held.get(self.key_of(ref)) == state.worker
+        }
+        if any(self.sched._leases.lease_of(ref) for ref in self.reserved):
+            event("attempts queued under a worker lease")
         assert not twice, f"assigned while already running: {twice}"
         assert not to_gone, f"assigned to deregistered {to_gone}"
         assert not tracked, f"cancelled but still tracked: {tracked}"
@@ -325,6 +339,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         placed_at, request = self.dispatched[ref]
         self.stopping[ref] = Stopping(worker, request, placed_at, ref in self.received)
+
+    def key_of(self, ref: AttemptRef) -> AttemptRef:
+        """The key of the reservation ``ref`` holds: its own, or its lease's."""
+        lease = self.sched._leases.lease_of(ref)
+        return ref if lease is None else lease.key
 
     def count(self, d: Decisions) -> None:
         self.dispatches += sum(len(b) for b in d.assign.values())
@@ -483,9 +502,11 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def no_worker_beyond_capacity(self) -> None:
         used: dict[str, list[float]] = {}
-        requests = [(ref, state.node.request) for ref, state in self.sched._attempts.items()]
-        requests += [(ref, stop.request) for ref, stop in self.stopping.items()]
-        for ref, req in requests:
+        requests = {
+            self.key_of(ref): state.node.request for ref, state in self.sched._attempts.items()
+        }
+        requests |= {self.key_of(ref): stop.request for ref, stop in self.stopping.items()}
+        for ref, req in requests.items():  # one reservation per lease, however many members
             placement = self.pool.reservation(ref)
             if placement is None:
                 continue
@@ -511,7 +532,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         tracked = {ref: state.worker for ref, state in self.sched._attempts.items()}
         stopping = {ref: stop.worker for ref, stop in self.stopping.items()}
         assert not tracked.keys() & stopping.keys(), "cancelled attempts tracked again"
-        expected = tracked | stopping
+        expected = {self.key_of(ref): worker for ref, worker in (tracked | stopping).items()}
         assert held == expected, f"reserved {held} but tracking {tracked}, stopping {stopping}"
         for ref, state in self.sched._attempts.items():
             assert state.ref == ref

@@ -1,0 +1,56 @@
+"""Worker leases with real processes: a busy agent is sent several attempts of one shape
+at once and runs them one after another under one reservation, never two at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.wire.protocol import Heartbeat
+from taskiq_fleet import Dag, Node, ResourceRequest
+from tests.e2e.cluster import Cluster
+
+FAST = ("--heartbeat", "0.1")
+
+
+async def test_a_one_cpu_agent_runs_queued_attempts_in_turn_under_one_reservation(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_coordinator("--pipeline-depth", "4")
+    cluster.start_agent("w1", "--cpus", "1", *FAST)
+    client = await cluster.connect(workers=1)
+    nodes = tuple(
+        Node(
+            id=f"t{i}",
+            task="alone",
+            kwargs={"directory": str(tmp_path)},
+            request=ResourceRequest(cpu=1),
+        )
+        for i in range(40)
+    )
+    handle = await client.submit(Dag(nodes=nodes))
+
+    def queued(beat: Heartbeat) -> bool:
+        return len(beat.running) > 1
+
+    beat = await cluster.heartbeat(queued, within=30)  # several sent: leased
+    assert beat.reserved.cpu <= 1
+    view = await handle.wait(timeout=60)
+    assert view.status == "succeeded", view.error  # none ran beside another
+    assert all(b.reserved.cpu <= b.capacity.cpu for b in cluster.heartbeats)
+    seen = max(b.seq for b in cluster.heartbeats)
+    after = await cluster.heartbeat(lambda b: b.seq > seen and not b.running)
+    assert after.reserved.cpu == 0  # the lease's reservation went with its last attempt
+
+
+async def test_without_pipelining_an_agent_holds_one_attempt_per_reservation(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_coordinator("--pipeline-depth", "1")
+    cluster.start_agent("w1", "--cpus", "1", *FAST)
+    client = await cluster.connect(workers=1)
+    nodes = tuple(
+        Node(id=f"t{i}", task="alone", kwargs={"directory": str(tmp_path)}) for i in range(10)
+    )
+    view = await (await client.submit(Dag(nodes=nodes))).wait(timeout=60)
+    assert view.status == "succeeded", view.error
+    assert all(len(b.running) <= 1 for b in cluster.heartbeats)
