@@ -11,6 +11,14 @@ delivers it again to the next one, which rebuilds from the last write plus
 those messages. A finished run is kept in memory until its final record is
 stored, so ``fleet status`` always finds it in one place or the other.
 
+A run still waiting as it was submitted (every node pending or ready, none tried yet)
+is not written at all: its submission message is its record. That message stays
+unacknowledged (JetStream is told every ``progress_every`` seconds that it is still being
+worked on, so it is not delivered again) until each run it holds has a record or has
+ended, so a restarted coordinator gets it again. A million queued runs thus cost no
+writes and no memory here beyond their ids; a run is written once it has state of its
+own, and ``min_age`` counts from then, so most of them cost one write, their final one.
+
 Nothing is written or acknowledged while ``may_act`` says no: a leader whose lease ran
 out (paused, partitioned) must not overwrite what the next leader wrote; what it leaves
 unwritten and unacknowledged the next leader rebuilds from the streams.
@@ -22,14 +30,27 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from nats.aio.msg import Msg
 
 from coordinator.scheduling.machine import Scheduler
+from coordinator.scheduling.state import RunState
 from coordinator.store import RunStore
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Held:
+    """An applied JetStream message waiting for its runs to be stored or ended."""
+
+    msg: Msg
+    runs: list[str]
+    """Its runs not yet seen stored (checked from the last: a burst's runs end in order)."""
+    told: float
+    """When JetStream last heard that it is being worked on (or delivered it)."""
 
 
 class Checkpointer:
@@ -40,6 +61,7 @@ class Checkpointer:
         *,
         interval: float = 0.2,
         min_age: float = 1.0,
+        progress_every: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -48,10 +70,11 @@ class Checkpointer:
         self._scheduler = scheduler
         self._interval = interval
         self._min_age = min_age
+        self._progress_every = progress_every
         self._clock = clock
         self._dirty: set[str] = set()
         self._finished: set[str] = set()
-        self._acks: list[tuple[Msg, set[str]]] = []
+        self._held: list[_Held] = []
         self._born: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._live: set[str] = set()
@@ -61,14 +84,17 @@ class Checkpointer:
         self, changed: set[str], finished: list[str], acks: list[tuple[Msg, set[str]]]
     ) -> None:
         """``acks``: JetStream messages applied, each with the runs it refers to; it is
-        acknowledged once none of those runs has unwritten changes."""
+        acknowledged once none of those runs has unwritten changes. Its bytes are
+        dropped: it may wait minutes for runs deep in the queue."""
         now = self._clock()
         for run_id in changed:
             self._born.setdefault(run_id, now)
         self._dirty |= changed
         self._finished.update(finished)
-        self._acks += acks
-        if self._dirty or self._acks:
+        for msg, runs in acks:
+            msg.data = b""
+            self._held.append(_Held(msg, list(runs), now))
+        if self._dirty or acks:
             self._wake.set()
 
     def restored(self, run_ids: list[str]) -> None:
@@ -94,10 +120,11 @@ class Checkpointer:
         """Until something is marked, or the oldest deferred young run comes of age (or,
         while this coordinator may not act, until the next look at whether it may)."""
         deferred = [self._born[r] for r in self._dirty if r in self._born]
-        timeout = None
+        timeout = self._progress_every if self._held else None
         if deferred and not self._wake.is_set():
-            timeout = max(0.0, min(deferred) + self._min_age - self._clock())
-        if (self._dirty or self._acks) and not self._may_act():
+            due = max(0.0, min(deferred) + self._min_age - self._clock())
+            timeout = due if timeout is None else min(timeout, due)
+        if (self._dirty or self._held) and not self._may_act():
             timeout = self._interval
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
@@ -110,11 +137,11 @@ class Checkpointer:
             run = sched.runs.get(run_id)
             if run is None:
                 continue
-            young = now - self._born.get(run_id, now) < self._min_age
-            if run.status == "running" and run_id not in self._live and young and not everything:
+            due = self._due(run, now)
+            if due or (everything and due is not None):
+                items.append((run.stored_submit(), sched.view(run_id), run_id in self._live))
+            elif due is not None:
                 deferred.add(run_id)
-                continue
-            items.append((run.submit, sched.view(run_id), run_id in self._live))
         try:
             failed = await self._store.save_many(items)
         except Exception:
@@ -126,25 +153,49 @@ class Checkpointer:
             log.error("runs not stored; will retry", count=len(failed), run=run_id, error=error)
             self._wake.set()
         for _, view, _ in items:
-            if view.run_id in failed:
-                continue
-            if view.done:
-                self._live.discard(view.run_id)
+            if view.run_id not in failed:
                 self._born.pop(view.run_id, None)
-            else:
-                self._live.add(view.run_id)
-        await self._acknowledge(self._dirty)
+                (self._live.discard if view.done else self._live.add)(view.run_id)
+        await self._acknowledge()
         for run_id in self._finished - self._dirty:
             self._finished.discard(run_id)
             sched.forget(run_id)
 
-    async def _acknowledge(self, unwritten: set[str]) -> None:
+    def _due(self, run: RunState, now: float) -> bool | None:
+        """Whether to write a changed run now (False: when it is older); None: not at all,
+        as it waits as submitted and its submission message is its record, kept
+        unacknowledged meanwhile (then its age counts from its next change)."""
+        if run.status != "running" or run.run_id in self._live:
+            return True
+        if run.untouched():
+            self._born.pop(run.run_id, None)
+            return None
+        return now - self._born.get(run.run_id, now) >= self._min_age
+
+    async def _acknowledge(self) -> None:
         """Ack the messages whose runs are all stored (or were never worth storing), and
-        none of whose outcomes waits for its run's submission (``Scheduler.holds_early``)."""
-        waiting = []
-        for msg, runs in self._acks:
-            if runs & unwritten or self._scheduler.holds_early(runs) or not self._may_act():
-                waiting.append((msg, runs))
+        none of whose outcomes waits for its run's submission (``Scheduler.holds_early``);
+        tell JetStream that the others are still being worked on."""
+        now, waiting = self._clock(), []
+        for held in self._held:
+            runs = held.runs
+            while runs and self._stored(runs[-1]):
+                runs.pop()
+            if not self._may_act():
+                waiting.append(held)
+            elif not runs:
+                await held.msg.ack()
             else:
-                await msg.ack()
-        self._acks = waiting
+                waiting.append(held)
+                if now - held.told >= self._progress_every:
+                    held.told = now
+                    await held.msg.in_progress()
+        self._held = waiting
+
+    def _stored(self, run_id: str) -> bool:
+        """Nothing of the run waits to be written: no change pending, a record if it runs,
+        and no outcome of it kept for its submission."""
+        if run_id in self._dirty or self._scheduler.holds_early({run_id}):
+            return False
+        run = self._scheduler.runs.get(run_id)
+        return run is None or run.status != "running" or run_id in self._live

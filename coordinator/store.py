@@ -74,6 +74,14 @@ class Unreadable:
     error: str
 
 
+def live_record(submit: Submit | bytes, view: RunView) -> bytes:
+    """A ``StoredRun`` as JSON. A submission given as JSON (a dormant run keeps it so,
+    ``RunState.doze``) goes in as it is, not decoded to be encoded again."""
+    if isinstance(submit, Submit):
+        return StoredRun(submit=submit, view=view).model_dump_json().encode()
+    return b'{"submit":' + submit + b',"view":' + view.model_dump_json().encode() + b"}"
+
+
 def read_live(key: str, raw: bytes) -> StoredRun | Unreadable:
     """One live record, or why it cannot be resumed (never an exception)."""
     try:
@@ -161,14 +169,13 @@ class RunStore:
                 seq = msgs[-1].metadata.sequence.stream
         return seq
 
-    async def save(self, submit: Submit, view: RunView, had_live: bool = True) -> None:
+    async def save(self, submit: Submit | bytes, view: RunView, had_live: bool = True) -> None:
         """The final record of a finished run (removing its live one, if it had one), or
-        the live record of a running one."""
+        the live record of a running one (``submit`` may be its JSON already)."""
         if view.done:
             await self._save_final(view, had_live)
         else:
-            stored = StoredRun(submit=submit, view=view)
-            await self._kv.put(_live(view.run_id), stored.model_dump_json().encode())
+            await self._kv.put(_live(view.run_id), live_record(submit, view))
 
     async def _save_final(self, view: RunView, had_live: bool) -> None:
         """The final record, then the live one purged (no delete marker is left behind:
@@ -177,7 +184,9 @@ class RunStore:
         if had_live:
             await self._js.purge_stream(self._stream, subject=self._prefix + _live(view.run_id))
 
-    async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> dict[str, Exception]:
+    async def save_many(
+        self, items: list[tuple[Submit | bytes, RunView, bool]]
+    ) -> dict[str, Exception]:
         """Save each; returns the runs whose write failed, with why. One record the server
         refuses (e.g. over its payload limit) must not hold back every other run's."""
         results = await asyncio.gather(

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from coordinator.scheduling.state import NodeState
 from shared.resources import ResourceRequest
 
+DEEP = 1000
+"""Nodes queued in a group before the next one's run dozes (``RunState.doze``): it will
+not come first for a while, and a million waiting runs must fit in memory."""
 Key = tuple[int, ResourceRequest, str]
 """(priority, request, task name): nodes alike for placement."""
 Group = deque[tuple[int, NodeState]]
@@ -34,6 +37,8 @@ class ReadyQueue:
             group = self._groups[key] = deque()
             heapq.heappush(self._heads, (-priority, state.ready_since, state.seq, key))
         group.append((state.seq, state))
+        if len(group) > DEEP:
+            state.run.doze()
 
     def states(self) -> list[NodeState]:
         """Every queued ready node (for inspection and tests)."""

@@ -7,12 +7,11 @@ records hold state, the scheduler owns how it changes.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field, replace
 
 from pydantic import JsonValue
 
-from coordinator.scheduling.transitions import Step, history
+from coordinator.scheduling.transitions import HISTORY, Step
 from shared.dag import Node
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, PayloadRef
@@ -69,41 +68,90 @@ class Decisions:
 IN_FLIGHT: frozenset[NodeStatus] = frozenset({"placed", "running"})
 
 
-@dataclass(eq=False, slots=True)
+class History(list[Step]):
+    """A node's last ``HISTORY`` status changes (a list: a deque costs 600 bytes a node)."""
+
+    __slots__ = ()
+
+    def append(self, step: Step) -> None:
+        super().append(step)
+        if len(self) > HISTORY:
+            del self[0]
+
+
 class NodeState:
-    node: Node
-    run: RunState
-    waiting: int
-    status: NodeStatus = "pending"
-    attempt: int = 0
-    incarnation: str = ""
-    """The coordinator lifetime that made the current attempt (``AttemptRef.incarnation``);
-    empty for one restored from the store until an agent reports it."""
-    finished_attempt: int = 0
-    """The last attempt whose outcome was applied: a report of it is never adopted again."""
-    worker: str | None = None
-    gpu_devices: tuple[int, ...] = ()
-    app_retries: int = 0
-    system_retries: int = 0
-    rejects: int = 0
-    not_before: float = 0.0
-    ready_since: float = 0.0
-    placed_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: ErrorInfo | None = None
-    reason: str = ""
-    adopt_by: float | None = None
-    """After a restart: when an in-flight attempt no agent has reported is given up."""
-    batch: str | None = None
-    """A batch member's batch run, once formed (``batches.py``)."""
-    seq: int = 0
-    history: deque[Step] = field(default_factory=history)
-    """The last few status changes, for the error an impossible one raises."""
+    """One node of a run. Its ``Node`` is its run's (``RunState.submit``): while the run
+    is dormant (see ``RunState``) it is read back with it on first use."""
+
+    __slots__ = (
+        "_node",
+        "_ref",
+        "adopt_by",
+        "app_retries",
+        "attempt",
+        "batch",
+        "error",
+        "finished_at",
+        "finished_attempt",
+        "gpu_devices",
+        "history",
+        "id",
+        "incarnation",
+        "not_before",
+        "placed_at",
+        "ready_since",
+        "reason",
+        "rejects",
+        "run",
+        "seq",
+        "started_at",
+        "status",
+        "system_retries",
+        "task",
+        "waiting",
+        "worker",
+    )  # fmt: skip
+
+    def __init__(self, node: Node, run: RunState, waiting: int) -> None:
+        self._node: Node | None = node
+        self.run = run
+        self.id: str = node.id
+        self.task: str = node.task
+        self.waiting = waiting
+        self.status: NodeStatus = "pending"
+        self.attempt = 0
+        self.incarnation = ""
+        """The coordinator lifetime that made the current attempt (``AttemptRef.incarnation``);
+        empty for one restored from the store until an agent reports it."""
+        self.finished_attempt = 0
+        """The last attempt whose outcome was applied: a report of it is never adopted again."""
+        self.worker: str | None = None
+        self.gpu_devices: tuple[int, ...] = ()
+        self.app_retries = 0
+        self.system_retries = 0
+        self.rejects = 0
+        self.not_before = 0.0
+        self.ready_since = 0.0
+        self.placed_at = 0.0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: ErrorInfo | None = None
+        self.reason = ""
+        self.adopt_by: float | None = None
+        """After a restart: when an in-flight attempt no agent has reported is given up."""
+        self.batch: str | None = None
+        """A batch member's batch run, once formed (``batches.py``)."""
+        self.seq = 0
+        self.history = History()
+        """The last few status changes, for the error an impossible one raises."""
+        self._ref: AttemptRef | None = None
 
     @property
-    def id(self) -> str:
-        return self.node.id
+    def node(self) -> Node:
+        if self._node is None:
+            self.run.wake()
+            assert self._node is not None
+        return self._node
 
     @property
     def ref(self) -> AttemptRef:
@@ -111,9 +159,13 @@ class NodeState:
         return self.ref_for(self.attempt, self.incarnation)
 
     def ref_for(self, attempt: int, incarnation: str) -> AttemptRef:
-        return AttemptRef.model_construct(
-            run_id=self.run.run_id, node_id=self.id, attempt=attempt, incarnation=incarnation
-        )
+        """Made once per attempt, not at every look-up: a pass reads it several times."""
+        ref = self._ref
+        if ref is None or ref.attempt != attempt or ref.incarnation != incarnation:
+            ref = self._ref = AttemptRef.model_construct(
+                run_id=self.run.run_id, node_id=self.id, attempt=attempt, incarnation=incarnation
+            )
+        return ref
 
     @property
     def done(self) -> bool:
@@ -122,7 +174,7 @@ class NodeState:
     def view(self) -> NodeView:
         return NodeView(
             id=self.id,
-            task=self.node.task,
+            task=self.task,
             status=self.status,
             attempt=self.attempt,
             worker=self.worker,
@@ -136,29 +188,142 @@ class NodeState:
         )
 
 
-@dataclass(eq=False, slots=True)
 class RunState:
-    submit: Submit
-    submitted_at: float
-    status: RunStatus = "running"
-    nodes: dict[str, NodeState] = field(default_factory=dict)
-    values: dict[str, JsonValue] = field(default_factory=dict)
-    refs: dict[str, PayloadRef] = field(default_factory=dict)
-    in_flight: int = 0
-    remaining: int = 0
-    finished_at: float | None = None
-    error: str = ""
-    infeasible: dict[str, str] = field(default_factory=dict)
-    infeasible_since: float | None = None
-    final_view: RunView | None = None
-    changed: set[str] = field(default_factory=set)
-    """Nodes changed since the last update was sent."""
-    touched: set[str] = field(default_factory=set)
-    """The scheduler's set of changed runs, shared by all its runs."""
+    """One run. A one-node run waiting deep in the queue is *dormant* (``doze``): its
+    ``Submit``, with its node, is kept as compact JSON and read back on first use
+    (``submit``, ``NodeState.node``), so a million waiting runs do not hold a million
+    pydantic trees (about 6 KB each; dormant, about 250 bytes). Its empty dicts and sets
+    are made again when something is put in them."""
+
+    __slots__ = (
+        "_changed",
+        "_frozen",
+        "_infeasible",
+        "_refs",
+        "_submit",
+        "_values",
+        "error",
+        "final_view",
+        "finished_at",
+        "in_flight",
+        "infeasible_since",
+        "name",
+        "nodes",
+        "progress",
+        "remaining",
+        "run_id",
+        "status",
+        "submitted_at",
+        "touched",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        submit: Submit,
+        submitted_at: float,
+        status: RunStatus = "running",
+        touched: set[str] | None = None,
+    ) -> None:
+        self._submit: Submit | None = submit
+        self._frozen: bytes | None = None
+        self.run_id: str = submit.run_id
+        self.name: str = submit.name
+        self.progress: bool = submit.progress
+        self.submitted_at = submitted_at
+        self.status: RunStatus = status
+        self.nodes: dict[str, NodeState] = {}
+        self._values: dict[str, JsonValue] | None = None
+        self._refs: dict[str, PayloadRef] | None = None
+        self.in_flight = 0
+        self.remaining = 0
+        self.finished_at: float | None = None
+        self.error = ""
+        self._infeasible: dict[str, str] | None = None
+        self.infeasible_since: float | None = None
+        self.final_view: RunView | None = None
+        self._changed: set[str] | None = None
+        self.touched: set[str] = set() if touched is None else touched
+        """The scheduler's set of changed runs, shared by all its runs."""
 
     @property
-    def run_id(self) -> str:
-        return self.submit.run_id
+    def submit(self) -> Submit:
+        if self._submit is None:
+            self.wake()
+            assert self._submit is not None
+        return self._submit
+
+    @property
+    def values(self) -> dict[str, JsonValue]:
+        if self._values is None:
+            self._values = {}
+        return self._values
+
+    @property
+    def refs(self) -> dict[str, PayloadRef]:
+        if self._refs is None:
+            self._refs = {}
+        return self._refs
+
+    @property
+    def infeasible(self) -> dict[str, str]:
+        if self._infeasible is None:
+            self._infeasible = {}
+        return self._infeasible
+
+    @property
+    def changed(self) -> set[str]:
+        """Nodes changed since the last update was sent."""
+        if self._changed is None:
+            self._changed = set()
+        return self._changed
+
+    def sent(self) -> None:
+        """The changes were pushed (``views.take_update``): none left."""
+        self._changed = None
+
+    def untouched(self) -> bool:
+        """Waiting as it was submitted (no node tried, batched or ended): the submission
+        alone rebuilds it, so ``checkpoint.py`` writes nothing for it yet."""
+        return all(
+            s.status in ("pending", "ready") and s.attempt == 0 and s.batch is None
+            for s in self.nodes.values()
+        )
+
+    @property
+    def dormant(self) -> bool:
+        return self._submit is None
+
+    def doze(self) -> None:
+        """Keep the submission as JSON until it is needed again (a one-node run waiting
+        behind many others: nothing reads its ``Submit`` until it comes first)."""
+        if self._submit is None or len(self.nodes) != 1:
+            return
+        self._frozen = self._submit.model_dump_json(exclude_defaults=True).encode()
+        self._submit = None
+        for state in self.nodes.values():
+            state._node = None
+        self._values = self._values or None
+        self._refs = self._refs or None
+        self._infeasible = self._infeasible or None
+        self._changed = self._changed or None
+
+    def wake(self) -> None:
+        """Read the submission back (the same values, as JSON keeps them exactly)."""
+        assert self._frozen is not None
+        submit = self._submit = Submit.model_validate_json(self._frozen)
+        self._frozen = None
+        for node in submit.dag.nodes:
+            self.nodes[node.id]._node = node
+
+    def stored_submit(self) -> Submit | bytes:
+        """What the store keeps of the submission: the JSON of a dormant run as it is,
+        without reading it back."""
+        return self._submit if self._submit is not None else self.submit_json()
+
+    def submit_json(self) -> bytes:
+        if self._frozen is not None:
+            return self._frozen
+        return self.submit.model_dump_json(exclude_defaults=True).encode()
 
     @property
     def deadline(self) -> float | None:
@@ -170,9 +335,15 @@ class RunState:
         (the final push and the final checkpoint both need it)."""
         if self.final_view is not None:
             return self.final_view
-        view = RunView(
+        view = self._dormant_view() if self._submit is None else self._view()
+        if self.status != "running":
+            self.final_view = view
+        return view
+
+    def _view(self) -> RunView:
+        return RunView(
             run_id=self.run_id,
-            name=self.submit.name,
+            name=self.name,
             status=self.status,
             submitted_at=self.submitted_at,
             finished_at=self.finished_at,
@@ -182,9 +353,20 @@ class RunState:
             error=self.error,
             edges=self.submit.dag.edges,
         )
-        if self.status != "running":
-            self.final_view = view
-        return view
+
+    def _dormant_view(self) -> RunView:
+        """A dormant run has one node and no edges: nothing needs reading back."""
+        return RunView(
+            run_id=self.run_id,
+            name=self.name,
+            status=self.status,
+            submitted_at=self.submitted_at,
+            finished_at=self.finished_at,
+            nodes=tuple(n.view() for n in self.nodes.values()),
+            outputs=self._values or {},
+            output_refs=self._refs or {},
+            error=self.error,
+        )
 
 
 @dataclass(eq=False, slots=True)

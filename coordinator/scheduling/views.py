@@ -54,9 +54,9 @@ def take_update(sched: Scheduler, run_id: str) -> tuple[RunUpdate | None, list[N
     if run is None:
         return None, []
     changed = [run.nodes[n] for n in run.changed]
-    run.changed.clear()
+    run.sent()
     final = sched.view(run_id) if run.status != "running" else None
-    if final is None and not run.submit.progress:
+    if final is None and not run.progress:
         return None, changed
-    nodes = tuple(s.view() for s in changed) if run.submit.progress else ()
+    nodes = tuple(s.view() for s in changed) if run.progress else ()
     return RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final), changed

@@ -1,0 +1,179 @@
+"""A deep queue in the scheduler and its checkpointer: what a waiting run costs, that a
+dormant run (``RunState.doze``) is placed and viewed exactly as before it slept, and that
+a run waiting as submitted is not written (its message, unacknowledged, is its record)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import pytest
+
+import coordinator.scheduling.queue as queue_module
+from benchmarks import scale_passes
+from coordinator.checkpoint import Checkpointer
+from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.scheduling.machine import Scheduler
+from coordinator.store import StoredRun, live_record, read_live
+from shared.resources import WorkerSpec
+from shared.wire.protocol import Register
+from shared.wire.runs import RunView, Submit, parse_submits
+
+TASK = "noop"
+
+
+def kiqs(n: int) -> list[Submit]:
+    """``n`` submissions as ``FleetBroker.kiq`` sends them, decoded as the coordinator does."""
+    found = [s for data in scale_passes.messages(n) for s in parse_submits(data)]
+    assert all(isinstance(s, Submit) for s in found)
+    return found  # type: ignore[return-value]
+
+
+def waiting() -> Scheduler:
+    """A scheduler just started with one worker of 3 cpus: nothing is placed before the
+    warm-up after a start is over (``Scheduler.start``), so whatever is submitted waits."""
+    sched = Scheduler(ResourceAwareWorkerPool())
+    sched.start(0.0)
+    register(sched)
+    return sched
+
+
+def register(sched: Scheduler) -> None:
+    spec = WorkerSpec(name="w1", cpu=3, ram_mb=8192)
+    msg = Register(
+        spec=spec,
+        agent_version="test",
+        pid=1,
+        started_at=1.0,
+        heartbeat_interval=1000.0,
+        tasks=(TASK,),
+    )
+    sched.register(msg, 1.0)
+
+
+@pytest.fixture
+def shallow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every queued run dozes, not only those behind ``DEEP`` others."""
+    monkeypatch.setattr(queue_module, "DEEP", 0, raising=False)
+
+
+@pytest.mark.usefixtures("shallow")
+def test_a_queued_run_costs_less_than_two_kilobytes() -> None:
+    """Decoded and queued, as the coordinator does with each submission it is sent."""
+    encoded = list(scale_passes.messages(3000))
+    sched = waiting()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for data in encoded:
+            for submit in parse_submits(data):
+                assert isinstance(submit, Submit)
+                sched.submit(submit, 1.0)
+        sched.take()
+        gc.collect()
+        per_run = (tracemalloc.get_traced_memory()[0] - before) / 3000
+    finally:
+        tracemalloc.stop()
+    assert len(sched.queued()) == 3000
+    assert per_run < 2000, f"{per_run:.0f} bytes per queued run"
+
+
+def placed(sched: Scheduler) -> list[dict[str, Any]]:
+    sched.tick(6.0)
+    out = sched.take()
+    return [a.model_dump() for a in out.assign["w1"]]
+
+
+def test_a_dormant_run_is_placed_as_if_it_never_slept(monkeypatch: pytest.MonkeyPatch) -> None:
+    submits = kiqs(5)
+    awake = waiting()
+    for submit in submits:
+        awake.submit(submit, 1.0)
+    monkeypatch.setattr(queue_module, "DEEP", 0, raising=False)
+    sleepy = waiting()
+    for submit in submits:
+        sleepy.submit(submit, 1.0)
+    assert all(run.dormant for run in sleepy.runs.values())
+    assert not any(run.dormant for run in awake.runs.values())
+    assert placed(sleepy) == placed(awake)
+    assert [r.dormant for r in sleepy.runs.values()] == [False] * 4 + [True]  # 4th: busy
+
+
+@pytest.mark.usefixtures("shallow")
+def test_views_and_records_of_a_dormant_run_read_nothing_back() -> None:
+    submit = kiqs(1)[0]
+    sched = waiting()
+    run = sched.submit(submit, 1.0)
+    assert run is not None
+    assert run.dormant
+    view = sched.view(run.run_id)
+    record = run.stored_submit()
+    assert run.dormant  # neither woke it
+    assert isinstance(record, bytes)
+    assert Submit.model_validate_json(record) == submit
+    assert run.submit == submit  # woken on use
+    assert not run.dormant
+    assert sched.view(run.run_id) == view
+
+
+@pytest.mark.usefixtures("shallow")
+def test_a_dormant_run_s_live_record_reads_back_as_any_other() -> None:
+    submit = kiqs(1)[0]
+    sched = waiting()
+    run = sched.submit(submit, 1.0)
+    assert run is not None
+    view = sched.view(run.run_id)
+    record = live_record(run.stored_submit(), view)
+    assert run.dormant
+    assert read_live(f"live.{run.run_id}", record) == StoredRun(submit=submit, view=view)
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.saved: list[RunView] = []
+
+    async def save_many(self, items: list[tuple[object, RunView, bool]]) -> dict[str, Exception]:
+        self.saved += [view for _, view, _ in items]
+        return {}
+
+
+class _Msg:
+    def __init__(self) -> None:
+        self.data = b"the submission"
+        self.acked = False
+        self.progress = 0
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def in_progress(self) -> None:
+        self.progress += 1
+
+
+async def test_a_run_waiting_as_submitted_is_not_written_and_its_message_waits() -> None:
+    sched = waiting()
+    submit = kiqs(1)[0]
+    sched.submit(submit, 1.0)
+    now = [0.0]
+    store, msg = _Store(), _Msg()
+    points = Checkpointer(store, sched, min_age=0.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    points.mark(sched.take().changed, [], [(msg, {submit.run_id})])  # type: ignore[list-item]
+    await points.flush()
+    assert (store.saved, msg.acked, msg.data) == ([], False, b"")
+    now[0] = 2.5
+    await points.flush()
+    assert (msg.acked, msg.progress) == (False, 1)  # JetStream does not deliver it again
+    sched.tick(6.0)
+    points.mark(sched.take().changed, [], [])
+    await points.flush()
+    assert [(v.run_id, v.nodes[0].status) for v in store.saved] == [(submit.run_id, "placed")]
+    assert msg.acked
+
+
+def test_the_pass_benchmark_runs_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scale_passes.main(["--queued", "50,100", "--passes", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split()[0] == "50"
+    assert lines[-1].split()[0] == "100"
