@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from coordinator import authority
+from coordinator import authority, metrics
 from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control
 from coordinator.leadership import LeaseTiming
@@ -373,6 +373,7 @@ class Coordinator:
 
     async def _apply(self, batch: list[Event]) -> None:
         await self._until_may_act()
+        started = time.perf_counter()
         now = self._clock()
         self.scheduler.inbound(self._behind())  # unread heartbeats are not silence
         acks: list[tuple[Msg, set[str]]] = []
@@ -384,6 +385,7 @@ class Coordinator:
                 await asyncio.sleep(0)
         self.scheduler.tick(now)
         decisions = self.scheduler.take()
+        metrics.after_pass(self.scheduler, decisions, time.perf_counter() - started)
         await self._send(decisions)
         assert self._checkpoints is not None
         self._checkpoints.mark(decisions.changed, decisions.finished, acks)

@@ -14,7 +14,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskiq_fleet import Dag, Node, ResourceRequest
@@ -68,7 +67,9 @@ def gated(node_id: str, gate: Path, **request: float) -> Node:
 
 async def start(cluster: Cluster) -> dict[str, int]:
     ports = {"coordinator": free_port(), "a1": free_port(), "a2": free_port()}
-    cluster.start_coordinator("--metrics-port", str(ports["coordinator"]))
+    # No worker leases: the third node waits as busy instead of queueing on a worker.
+    port = str(ports["coordinator"])
+    cluster.start_coordinator("--metrics-port", port, "--pipeline-depth", "1")
     gpu = ("--gpus", "1xL4:24576")
     cluster.start_agent("a1", "--cpus", "1", *gpu, "--metrics-port", str(ports["a1"]))
     cluster.start_agent("a2", "--cpus", "1", "--metrics-port", str(ports["a2"]))
@@ -121,11 +122,6 @@ async def test_the_pages_move_with_the_work(cluster: Cluster, tmp_path: Path) ->
     assert all(total(p, "fleet_agent_running") == 0 for p in pages)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs coordinator.metrics.after_pass called from Coordinator._apply "
-    "(coordinator/service.py, the lead's); remove this mark when it is",
-)
 async def test_pass_times_and_endings_are_counted(cluster: Cluster, tmp_path: Path) -> None:
     ports = await start(cluster)
     assert cluster.client is not None
