@@ -13,23 +13,19 @@ import asyncio
 import json
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, Literal, NoReturn, ParamSpec, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
-from taskiq import AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
+from taskiq import AsyncBroker, BrokerMessage
 from taskiq.decor import AsyncTaskiqDecoratedTask
-from taskiq.exceptions import TaskiqResultTimeoutError
 from taskiq.formatters.json_formatter import JSONFormatter
-from taskiq.kicker import AsyncKicker
-from taskiq.task import AsyncTaskiqTask
 
 from shared.connection import NatsSettings
 from shared.dag import Dag, Node, RetryPolicy, priority_from_labels, timeout_from_labels
 from shared.resources import ResourceRequest
 from shared.wire import label_keys
-from shared.wire.runs import RunView, Submit
+from shared.wire.runs import Submit
 from shared.wire.subjects import token
 from shared.wire.values import depth_error
 from taskiq_fleet import limits
@@ -45,10 +41,12 @@ from taskiq_fleet.profiles import (
     with_queue,
 )
 from taskiq_fleet.remote_errors import TaskFailed as TaskFailed  # its home before remote_errors
-from taskiq_fleet.remote_errors import task_error
+from taskiq_fleet.results import RESULT as RESULT
+from taskiq_fleet.results import FleetDecoratedTask
+from taskiq_fleet.results import FleetResultBackend as FleetResultBackend
+from taskiq_fleet.results import FleetTask as FleetTask
 from taskiq_fleet.taskiq_worker import stop_taskiq_worker
 
-RESULT = "result"
 NODE_ID = "task"
 FRESH_KEPT = 100_000
 """Task ids drawn and not yet kicked that are remembered as fresh; past it, an id is
@@ -70,90 +68,6 @@ def push_max_parallel(limit: int | None) -> None:
             task = loop.create_task(broker.client.set_max_parallel(limit))
             _pushes.add(task)
             task.add_done_callback(_pushes.discard)
-
-
-_KEEP = 10_000
-
-
-class FleetTask(AsyncTaskiqTask[Any]):
-    async def wait_result(
-        self, check_interval: float = 0.2, timeout: float = -1.0, with_logs: bool = False
-    ) -> TaskiqResult[Any]:
-        backend = self.result_backend
-        assert isinstance(backend, FleetResultBackend)
-        await backend.wait(self.task_id, None if timeout <= 0 else timeout)
-        return await self.get_result(with_logs=with_logs)
-
-
-class FleetKicker(AsyncKicker[Any, Any]):
-    async def kiq(self, *args: Any, **kwargs: Any) -> FleetTask:
-        task = await super().kiq(*args, **kwargs)
-        # a batch member's result is an element of the function's, not its type
-        batched = BatchConfig.from_labels(self.labels) is not None
-        return FleetTask(task.task_id, task.result_backend, None if batched else task.return_type)
-
-
-class FleetDecoratedTask(AsyncTaskiqDecoratedTask[Any, Any]):
-    def kicker(self) -> FleetKicker:
-        return FleetKicker(
-            task_name=self.task_name,
-            broker=self.broker,
-            labels=dict(self.labels),
-            return_type=self.return_type,
-        )
-
-
-class FleetResultBackend(AsyncResultBackend[Any]):
-    """Results are the ends of runs, pushed by the coordinator; nothing is stored here."""
-
-    def __init__(self, broker: FleetBroker) -> None:
-        self._broker = broker
-        self._handles: OrderedDict[str, Handle] = OrderedDict()
-
-    def track(self, handle: Handle) -> None:
-        self._handles[handle.run_id] = handle
-        while len(self._handles) > _KEEP:
-            self._handles.popitem(last=False)
-
-    async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
-        """Agents report through JetStream; the taskiq result path has nothing to do."""
-
-    async def wait_all(self) -> None:
-        pending = [h for h in self._handles.values() if not h.done]
-        await asyncio.gather(*(h.wait() for h in pending))
-
-    async def wait(self, task_id: str, timeout: float | None) -> RunView:
-        handle = self._handles.get(task_id)
-        if handle is None:
-            handle = await self._broker.connected().follow(task_id)
-            self.track(handle)
-        try:
-            return await handle.wait(timeout)
-        except TimeoutError:
-            raise TaskiqResultTimeoutError(timeout=timeout) from None
-
-    async def is_result_ready(self, task_id: str) -> bool:
-        handle = self._handles.get(task_id)
-        if handle is not None and handle.done:
-            return True
-        view = await self._broker.connected().status(task_id, missing_ok=True)
-        return view is not None and view.done
-
-    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
-        handle = self._handles.get(task_id)
-        view = handle.view if handle is not None else None
-        if view is None:
-            view = await self._broker.connected().status(task_id)
-        if view is None or not view.done:
-            raise LookupError(f"task {task_id} has no result yet")
-        node = view.nodes[0] if view.nodes else None
-        took = (node.duration if node is not None else None) or 0.0
-        if view.status == "succeeded":
-            outputs = await self._broker.connected().outputs(view)
-            return TaskiqResult(is_err=False, return_value=outputs.get(RESULT), execution_time=took)
-        error = node.error if node is not None else None
-        failed = task_error(error) if error is not None else TaskFailed(view.error)
-        return TaskiqResult(is_err=True, return_value=None, execution_time=took, error=failed)
 
 
 _P = ParamSpec("_P")
