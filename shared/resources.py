@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -123,6 +123,12 @@ POLICY_NAMES = ("binpack", "spread", "hybrid")
 """The placement policies a request may name (the coordinator implements each)."""
 
 
+@cache
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    """Read once per class: validated for every node of every submission."""
+    return frozenset(model.model_fields)
+
+
 class ResourceRequest(BaseModel):
     """What one task needs and where it may run.
 
@@ -161,7 +167,10 @@ class ResourceRequest(BaseModel):
     @classmethod
     def _name_unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(cls.model_fields))
+            known = _field_names(cls)
+            if data.keys() <= known:
+                return data
+            unknown = sorted(set(data) - known)
             if unknown:
                 raise ValueError(
                     f"unknown resource name(s) {unknown}; built-ins are "
