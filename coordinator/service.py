@@ -156,6 +156,8 @@ class Coordinator:
         self._store: RunStore | None = None
         self._checkpoints: Checkpointer | None = None
         self._edge = _Edge()
+        self._answered: set[str] = set()
+        """Runs whose agent told the submitter of their end in this pass (``Outcome.answered``)."""
         self.dropped = 0
 
     # -- NATS connection callbacks -----------------------------------------------------------
@@ -523,6 +525,8 @@ class Coordinator:
                 self._unauthorised(msg.subject, why)
                 continue
             sched.outcome(outcome, now)
+            if outcome.answered:
+                self._answered.add(outcome.ref.run_id)
         self._replaying(msg, now)  # after: these too were stored before the term
         return {o.ref.run_id for o in outcomes}
 
@@ -624,6 +628,7 @@ class Coordinator:
                 log.warning("worker lost", worker=name, reason=reason)
         for run_id in d.changed:
             await self._push_update(run_id)
+        self._answered.clear()
 
     async def _push_update(self, run_id: str) -> None:
         """Changed nodes to the submitter (when it wants progress), and the end to anyone."""
@@ -631,7 +636,8 @@ class Coordinator:
         update, _ = take_update(self.scheduler, run_id)
         if run is None or update is None:
             return
-        await self._publish_update(update, run.submit.notify)
+        told = update.status == "succeeded" and run_id in self._answered
+        await self._publish_update(update, None if told else run.submit.notify)
         if update.run is not None:
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, Self
@@ -62,6 +63,8 @@ from taskiq_fleet.handles import FleetError, PushedRun, run_failed
 log = structlog.get_logger(__name__)
 
 CTL_TIMEOUT = 5.0
+Solo = tuple[str, Node, float]
+"""A one-node run's name, its node and when it was submitted (``RunHandle._answered``)."""
 POLL_EVERY = (10.0, 30.0)
 """A waiting handle asks the coordinator for its run after a random time in this range
 (seconds) without a push; a reconnect makes every waiting handle ask at once."""
@@ -78,8 +81,8 @@ class RunHandle(PushedRun):
         self._sub: Subscription | None = None
         self._wake = asyncio.Event()
         """Set by the end, and by a reconnect: time to ask the coordinator again."""
-        self._solo: tuple[str, Node] | None = None
-        """(run name, its one node) of a one-node run: its agent's answer ends it here."""
+        self._solo: Solo | None = None
+        """A one-node run's name, node and submission time: its agent's answer ends it."""
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``.
@@ -254,7 +257,7 @@ class CoordinatorClient:
         data = encode(submit.model_copy(update={"notify": self._inbox}))
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
         if len(submit.dag.nodes) == 1:
-            handle._solo = (submit.name, submit.dag.nodes[0])
+            handle._solo = (submit.name, submit.dag.nodes[0], time.time())
         if self._inbox_sub is None:
             direct = self.subjects.direct_of(self._inbox)
             self._direct_sub = await self.nc.subscribe(direct, cb=self._on_direct)
@@ -417,12 +420,12 @@ class CoordinatorClient:
         return reply
 
 
-def _solo_view(run_id: str, solo: tuple[str, Node] | None, outcome: Outcome) -> RunView | None:
+def _solo_view(run_id: str, solo: Solo | None, outcome: Outcome) -> RunView | None:
     """The end of a one-node run whose node succeeded, as the coordinator builds it; None
     when the coordinator must decide (several outputs, another node, not a success)."""
     if solo is None or outcome.status != "succeeded":
         return None
-    name, node = solo
+    name, node, submitted_at = solo
     if outcome.ref.node_id != node.id or len(node.outputs) > 1:
         return None
     values: dict[str, JsonValue] = {}
@@ -444,6 +447,7 @@ def _solo_view(run_id: str, solo: tuple[str, Node] | None, outcome: Outcome) -> 
         run_id=run_id,
         name=name,
         status="succeeded",
+        submitted_at=submitted_at,
         finished_at=outcome.finished_at,
         nodes=(view,),
         outputs=values,

@@ -241,15 +241,18 @@ class Agent:
         )
         await self._publish(self._subjects.heartbeat(self.name), encode(msg))
 
-    async def _publish(self, subject: str, data: bytes) -> None:
-        """Core publish of state that the next heartbeat repeats: skipped while offline."""
+    async def _publish(self, subject: str, data: bytes) -> bool:
+        """Core publish of state that the next heartbeat repeats: skipped while offline.
+        Whether it was handed to the connection."""
         nc = self._nc
         if nc is None or not nc.is_connected:
-            return
+            return False
         try:
             await nc.publish(subject, data)
         except Exception as exc:
             log.warning("publish failed", subject=subject, error=repr(exc))
+            return False
+        return True
 
     # -- assignments and cancels ---------------------------------------------------------
 
@@ -386,19 +389,21 @@ class Agent:
         if outcome.error is not None:
             error = outcome.error.clipped(ERROR_TEXT_LIMIT)
             outcome = outcome.model_copy(update={"error": error})
-        if a.reply is not None and outcome.status == "succeeded":
-            await self._answer(a.reply, outcome)
+        if outcome.status == "succeeded" and await self._answer(a.reply, outcome):
+            outcome = outcome.model_copy(update={"answered": True})
         self._outbox.put(outcome)
 
-    async def _answer(self, inbox: str, outcome: Outcome) -> None:
+    async def _answer(self, inbox: str | None, outcome: Outcome) -> bool:
         """The submitter of a one-node run hears its success from here, without waiting for
         the outcome to be stored, applied and pushed; the outbox still stores it, and the
-        coordinator's record (and its push) follow."""
+        coordinator's record follows (its push to the submitter is then left out)."""
+        if inbox is None:
+            return False  # a node of a larger run: the coordinator ends the run
         try:
             subject = self._subjects.direct(inbox, self.name)
         except SubjectError:
-            return  # not a client inbox: the stored outcome is the only answer
-        await self._publish(subject, encode(outcome))
+            return False  # not a client inbox: the stored outcome is the only answer
+        return await self._publish(subject, encode(outcome))
 
     def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
         return Outcome.model_validate(

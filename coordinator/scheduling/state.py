@@ -383,7 +383,7 @@ def assignment(
         request=node.request,
         gpu_devices=devices,
         timeout=node.timeout,
-        reply=run.submit.notify if len(run.nodes) == 1 else None,
+        reply=run.submit.notify if len(run.nodes) == 1 and state.attempt == 1 else None,
         lease=lease,
     )
 

@@ -175,8 +175,9 @@ class Assignment(Versioned):
     gpu_devices: tuple[NonNegInt, ...] = ()
     timeout: Seconds | None = None
     reply: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=256)
-    """The submitter's inbox when this node's success ends its run (a one-node run): the
-    agent answers it directly (``Subjects.direct``) as well as storing the outcome."""
+    """The submitter's inbox when this node's success ends its run (a one-node run, first
+    attempt: a retried node's story is the coordinator's to tell): the agent answers it
+    directly (``Subjects.direct``) as well as storing the outcome."""
     lease: AttemptRef | None = None
     """The worker lease this attempt runs under (``coordinator/scheduling/leases.py``): the
     agent runs the attempts of one lease one after another under one reservation, made
@@ -254,6 +255,9 @@ class Outcome(Versioned):
     error: ErrorInfo | None = None
     started_at: Epoch
     finished_at: Epoch
+    answered: bool = False
+    """The agent told the submitter itself (``Assignment.reply``): the coordinator does not
+    push the run's end to it again."""
     _value_json: bytes | None = PrivateAttr(default=None)
     """``return_value`` already encoded (``codec.encode_value``), sent as it is."""
 

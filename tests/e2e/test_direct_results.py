@@ -4,8 +4,12 @@ the coordinator's durable record still follows."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
 
 from taskiq_fleet import Dag, Node
 from tests.e2e.cluster import Cluster
@@ -65,3 +69,37 @@ async def test_a_run_of_two_nodes_waits_for_the_coordinator(
     view = await handle.wait(timeout=20)
     assert view.status == "succeeded"
     assert view.node("then").status == "succeeded"
+
+
+async def test_an_answered_end_is_not_pushed_to_the_submitter_again(cluster: Cluster) -> None:
+    """The coordinator's record of a directly answered run goes to the run's subject (for
+    followers elsewhere) but not to the submitter's inbox, which already has it; a run
+    whose end needed the coordinator is pushed to both."""
+    cluster.start_coordinator()
+    cluster.start_agent("w1", *FAST)
+    client = await cluster.connect(workers=1)
+    seen: list[str] = []
+    ended = asyncio.Event()
+    spy = await nats.connect(cluster.url)
+
+    async def heard(msg: Msg) -> None:  # one subscription: in the order they were sent
+        if msg.subject.startswith("fleet.run."):
+            ended.set()
+        seen.append(msg.subject.split(".")[1])
+
+    await spy.subscribe("fleet.*.*", cb=heard)
+    try:
+        one = Dag(nodes=(Node(id="one", task="add", kwargs={"a": 1, "b": 2}),))
+        handle = await client.submit(one, progress=False)
+        assert (await handle.wait(timeout=20)).status == "succeeded"
+        await asyncio.wait_for(ended.wait(), 20)
+        assert "client" not in seen, seen
+        seen.clear()
+        ended.clear()
+        failing = Dag(nodes=(Node(id="one", task="fail", kwargs={"message": "no"}),))
+        handle = await client.submit(failing, progress=False)
+        assert (await handle.wait(timeout=20)).status == "failed"
+        await asyncio.wait_for(ended.wait(), 20)
+        assert seen[-2:] == ["client", "run"], seen
+    finally:
+        await spy.close()
