@@ -37,6 +37,10 @@ class AgentLeases:
         held.members += 1
         return held.turn
 
+    def behind(self, key: AttemptRef) -> bool:
+        """More than one attempt holds the lease: the last to join waits for its turn."""
+        return self._held[key].members > 1
+
     def leave(self, key: AttemptRef) -> bool:
         """An attempt of the lease ended; True when it was the last (release the
         reservation)."""

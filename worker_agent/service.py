@@ -120,6 +120,8 @@ class Agent:
         self._subjects = settings.subjects
         self._guard = CapacityGuard(spec)
         self._leases = AgentLeases()
+        self._queued: set[AttemptRef] = set()
+        """Admitted under a lease, waiting for their turn (listed apart in heartbeats)."""
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
         self._outbox = Outbox(self._store_outcomes)
         self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
@@ -235,7 +237,8 @@ class Agent:
             reserved=self._guard.reserved(),
             cpu_percent=usage.cpu_percent,
             available_ram_mb=usage.available_ram_mb,
-            running=tuple(self._attempts),
+            running=tuple(r for r in self._attempts if r not in self._queued),
+            queued=tuple(self._queued),
             draining=self._guard.draining,
             tasks_digest=task_digest(self._broker.get_all_tasks()),
         )
@@ -303,7 +306,8 @@ class Agent:
     async def _on_assignments(
         self, assignments: tuple[Assignment, ...], refused: Sequence[Reject] = ()
     ) -> None:
-        acks = [*refused, *(self._admit(a) for a in assignments)]
+        admitted = (self._admit(a) for a in assignments)
+        acks = [*refused, *(ack for ack in admitted if ack is not None)]
         if acks:
             await self._publish(self._subjects.ack(self.name), encode_each(acks))
 
@@ -319,7 +323,9 @@ class Agent:
                 refused.append(Reject(ref=ref, worker=self.name, code="malformed", reason=reason))
         return refused
 
-    def _admit(self, a: Assignment) -> Accept | Reject:
+    def _admit(self, a: Assignment) -> Accept | Reject | None:
+        """None for an attempt queued behind others of its lease: it is accepted (reported
+        running) when its turn comes, so it shows as placed until then."""
         if a.ref in self._attempts:  # a re-sent assignment: same answer, not a second run
             return Accept(ref=a.ref, worker=self.name)
         if not self._executor.has_task(a.task_name):
@@ -331,8 +337,11 @@ class Agent:
             log.warning("rejected", code=refusal.code, reason=refusal.reason, attempt=a.ref.key)
             return Reject(ref=a.ref, worker=self.name, code=refusal.code, reason=refusal.reason)
         turn = None if a.lease is None else self._leases.join(a.lease)
-        self._attempts[a.ref] = asyncio.create_task(self._run(a, turn))
-        return Accept(ref=a.ref, worker=self.name)
+        waits = a.lease is not None and self._leases.behind(a.lease)
+        if waits:
+            self._queued.add(a.ref)
+        self._attempts[a.ref] = asyncio.create_task(self._run(a, turn, waits))
+        return None if waits else Accept(ref=a.ref, worker=self.name)
 
     def _guard_admit(self, a: Assignment) -> Refusal | None:
         """A reservation of its own, or the one its lease holds here already."""
@@ -356,12 +365,16 @@ class Agent:
         else:
             log.info("cancel for an attempt not running here", attempt=ref.key)
 
-    async def _run(self, a: Assignment, turn: asyncio.Lock | None = None) -> None:
+    async def _run(self, a: Assignment, turn: asyncio.Lock | None, waits: bool) -> None:
         """Under a lease, once the attempts admitted before it under the lease have ended."""
         if turn is None:
             await self._attempt(a)
             return
         async with turn:
+            self._queued.discard(a.ref)
+            if waits:
+                accepted = encode_each([Accept(ref=a.ref, worker=self.name)])
+                await self._publish(self._subjects.ack(self.name), accepted)
             await self._attempt(a)
 
     async def _attempt(self, a: Assignment) -> None:

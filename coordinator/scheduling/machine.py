@@ -400,7 +400,7 @@ class Scheduler:
             self._leases.close_worker(info.name)
         elif not info.draining:
             self.pool.observe(info.name, available_ram_mb=msg.available_ram_mb)
-        self._reconcile(info, msg.running, now)
+        self._reconcile(info, msg.running + msg.queued, now, frozenset(msg.queued))
 
     def worker_left(self, name: str, reason: str, now: float) -> None:
         """A worker deregistered, restarted or went silent: its attempts will never report,
@@ -568,7 +568,13 @@ class Scheduler:
 
     # -- recovery: what agents report ---------------------------------------------------
 
-    def _reconcile(self, info: WorkerInfo, running: tuple[AttemptRef, ...], now: float) -> None:
+    def _reconcile(
+        self,
+        info: WorkerInfo,
+        running: tuple[AttemptRef, ...],
+        now: float,
+        queued: frozenset[AttemptRef] = frozenset(),
+    ) -> None:
         """What the agent says it runs is the truth: adopt what we lost track of, cancel
         what is stale, place again what it never received."""
         grace, listed = max(2 * info.interval, 1.0), set(running)
@@ -582,7 +588,7 @@ class Scheduler:
         for ref in running:
             state = self._attempts.get(ref) or self._rekeyed(ref)
             if state is not None:
-                self._claimed(state, info, now)
+                self._claimed(state, info, now, ref in queued)
                 continue
             run = self.runs.get(ref.run_id)
             node = run.nodes.get(ref.node_id) if run is not None else None
@@ -592,10 +598,12 @@ class Scheduler:
             elif recovery.stale(node, ref):
                 self._send_cancel(info.name, ref, "stale attempt")
 
-    def _claimed(self, state: NodeState, info: WorkerInfo, now: float) -> None:
+    def _claimed(
+        self, state: NodeState, info: WorkerInfo, now: float, queued: bool = False
+    ) -> None:
         """A tracked attempt listed by an agent: it runs; one restored from the store is
         accounted again, on the worker running it (stored there or not)."""
-        if state.status == "placed":
+        if state.status == "placed" and not queued:
             self._started(state, f"listed by {info.name}", now)
         if state.adopt_by is None:
             return

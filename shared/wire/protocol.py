@@ -131,6 +131,8 @@ class Heartbeat(Versioned):
     cpu_percent: float = Field(ge=0)
     available_ram_mb: NonNegInt
     running: tuple[AttemptRef, ...] = ()
+    queued: tuple[AttemptRef, ...] = ()
+    """Attempts received under a worker lease, waiting for those ahead of them to end."""
     draining: bool = False
     tasks_digest: Digest | None = None
     """``task_digest`` of the agent's task names; None from agents older than it."""

@@ -35,20 +35,23 @@ async def test_licensed_tasks_run_only_where_licenses_are_offered_and_two_at_a_t
         for i in range(5)
     )
     handle = await client.submit(Dag(nodes=nodes))
-    full = await cluster.heartbeat(lambda b: b.worker == "lic" and len(b.running) == 2)
-    assert full.reserved.resources == {"licenses": 2}
+    full = await cluster.heartbeat(
+        lambda b: b.worker == "lic" and b.reserved.resources.get("licenses") == 2
+    )
+    assert len(full.running) >= 2  # the others may be queued there behind them (leases)
     (lic,) = [w for w in await client.workers() if w.spec.name == "lic"]
     assert (lic.reserved["licenses"], lic.free["licenses"]) == (2, 0)
     view = await client.status(handle.run_id)
     assert view is not None
-    assert sorted(n.status for n in view.nodes).count("ready") == 3, view.nodes
+    statuses = [n.status for n in view.nodes]
+    assert statuses.count("running") == 2, view.nodes
+    assert set(statuses) <= {"running", "placed", "ready"}, view.nodes
 
     gate.touch()
     view = await handle.wait(timeout=60)
     assert view.status == "succeeded", view.error
     assert {n.worker for n in view.nodes} == {"lic"}
     beats = cluster.heartbeats
-    assert max(len(b.running) for b in beats if b.worker == "lic") == 2
     assert all(b.reserved.resources.get("licenses", 0) <= 2 for b in beats)
     assert not any(b.running for b in beats if b.worker == "plain")
     assert "assignment rejected" not in cluster.logs()
