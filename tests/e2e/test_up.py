@@ -171,7 +171,8 @@ async def test_fleet_up_serves_a_dag_and_stops_leaving_nothing_behind(
 
         children = up.children()
         names = sorted(" ".join(c.cmdline()[1:5]) for c in children)
-        assert len(children) == 4, names  # nats-server, the coordinator, two agents
+        # nats-server, the coordinator, two agents and the dashboard
+        assert len(children) == 5, names
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(60) == 0, up.rest()
     finally:
@@ -188,7 +189,13 @@ async def test_fleet_up_serves_a_dag_and_stops_leaving_nothing_behind(
     assert list(sandbox["tmp"].iterdir()) == []
     state = sandbox["state"]
     logs = {str(p.relative_to(state / "logs")) for p in (state / "logs").rglob("*.log")}
-    assert logs == {"nats-server.log", "coordinator.log", "agents/cpu.log", "agents/gpu.log"}
+    assert logs == {
+        "nats-server.log",
+        "coordinator.log",
+        "dashboard.log",
+        "agents/cpu.log",
+        "agents/gpu.log",
+    }
     assert (state / "jetstream").is_dir()
     assert not (state / "fleet.lock").exists()
     assert "agent stopped" in (state / "logs" / "agents" / "cpu.log").read_text()
@@ -267,7 +274,7 @@ def test_killing_fleet_up_outright_takes_its_processes_with_it(sandbox: dict[str
     try:
         up.until(r"^fleet up: ready in ")
         children = up.children()
-        assert len(children) == 3
+        assert len(children) == 4  # nats-server, the coordinator, the agent, the dashboard
         up.proc.kill()  # no chance to stop anything: the kernel signals the children
         up.proc.wait()
         _, alive = psutil.wait_procs(children, timeout=15)
