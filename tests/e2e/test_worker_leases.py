@@ -12,22 +12,27 @@ from tests.e2e.cluster import Cluster
 FAST = ("--heartbeat", "0.1")
 
 
+async def one_cpu_agent(cluster: Cluster, depth: int, directory: Path, count: int) -> Dag:
+    """A coordinator of pipeline ``depth``, one agent of one cpu, and ``count`` 1-cpu nodes
+    that each fail if another runs beside them on the host."""
+    cluster.start_coordinator("--pipeline-depth", str(depth))
+    cluster.start_agent("w1", "--cpus", "1", *FAST)
+    await cluster.connect(workers=1)
+    alone = {"directory": str(directory)}
+    one_cpu = ResourceRequest(cpu=1)
+    return Dag(
+        nodes=tuple(
+            Node(id=f"t{i}", task="alone", kwargs=alone, request=one_cpu) for i in range(count)
+        )
+    )
+
+
 async def test_a_one_cpu_agent_runs_queued_attempts_in_turn_under_one_reservation(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    cluster.start_coordinator("--pipeline-depth", "4")
-    cluster.start_agent("w1", "--cpus", "1", *FAST)
-    client = await cluster.connect(workers=1)
-    nodes = tuple(
-        Node(
-            id=f"t{i}",
-            task="alone",
-            kwargs={"directory": str(tmp_path)},
-            request=ResourceRequest(cpu=1),
-        )
-        for i in range(40)
-    )
-    handle = await client.submit(Dag(nodes=nodes))
+    dag = await one_cpu_agent(cluster, 4, tmp_path, 40)
+    assert cluster.client is not None
+    handle = await cluster.client.submit(dag)
 
     def queued(beat: Heartbeat) -> bool:
         return bool(beat.queued)
@@ -46,12 +51,8 @@ async def test_a_one_cpu_agent_runs_queued_attempts_in_turn_under_one_reservatio
 async def test_without_pipelining_an_agent_holds_one_attempt_per_reservation(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    cluster.start_coordinator("--pipeline-depth", "1")
-    cluster.start_agent("w1", "--cpus", "1", *FAST)
-    client = await cluster.connect(workers=1)
-    nodes = tuple(
-        Node(id=f"t{i}", task="alone", kwargs={"directory": str(tmp_path)}) for i in range(10)
-    )
-    view = await (await client.submit(Dag(nodes=nodes))).wait(timeout=60)
+    dag = await one_cpu_agent(cluster, 1, tmp_path, 10)
+    assert cluster.client is not None
+    view = await (await cluster.client.submit(dag)).wait(timeout=60)
     assert view.status == "succeeded", view.error
     assert all(len(b.running) <= 1 and not b.queued for b in cluster.heartbeats)
