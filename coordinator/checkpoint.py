@@ -11,13 +11,13 @@ delivers it again to the next one, which rebuilds from the last write plus
 those messages. A finished run is kept in memory until its final record is
 stored, so ``fleet status`` always finds it in one place or the other.
 
-A run still waiting as it was submitted (every node pending or ready, none tried yet)
-is not written at all: its submission message is its record. That message stays
-unacknowledged (JetStream is told every ``progress_every`` seconds that it is still being
-worked on, so it is not delivered again) until each run it holds has a record or has
-ended, so a restarted coordinator gets it again. A million queued runs thus cost no
-writes and no memory here beyond their ids; a run is written once it has state of its
-own, and ``min_age`` counts from then, so most of them cost one write, their final one.
+A deep queue costs little here: a queued run's live record is its submission as the
+JSON a dormant run keeps (``RunState.doze``), not read back to be written; an applied
+message keeps only its runs' ids (its bytes are dropped), and one that waits longer than
+``progress_every`` for their writes (a slow store) is reported to JetStream as still in
+progress, so a live coordinator is not sent it again (and parses it for nothing).
+(Leaving queued runs unwritten, their messages unacknowledged, was tried: a coordinator
+that fell behind by ``ack_wait`` was sent every one of them again, and again.)
 
 Nothing is written or acknowledged while ``may_act`` says no: a leader whose lease ran
 out (paused, partitioned) must not overwrite what the next leader wrote; what it leaves
@@ -101,6 +101,13 @@ class Checkpointer:
         self._live.update(run_ids)
 
     async def run(self) -> None:
+        keeping = asyncio.create_task(self._keep_alive())
+        try:
+            await self._write_loop()
+        finally:
+            keeping.cancel()
+
+    async def _write_loop(self) -> None:
         last = -self._interval
         while True:
             await self._sleep_until_due()
@@ -120,10 +127,9 @@ class Checkpointer:
         """Until something is marked, or the oldest deferred young run comes of age (or,
         while this coordinator may not act, until the next look at whether it may)."""
         deferred = [self._born[r] for r in self._dirty if r in self._born]
-        timeout = self._progress_every if self._held else None
+        timeout = None
         if deferred and not self._wake.is_set():
-            due = max(0.0, min(deferred) + self._min_age - self._clock())
-            timeout = due if timeout is None else min(timeout, due)
+            timeout = max(0.0, min(deferred) + self._min_age - self._clock())
         if (self._dirty or self._held) and not self._may_act():
             timeout = self._interval
         with contextlib.suppress(TimeoutError):
@@ -137,10 +143,11 @@ class Checkpointer:
             run = sched.runs.get(run_id)
             if run is None:
                 continue
-            due = self._due(run, now)
-            if due or (everything and due is not None):
-                items.append((run.stored_submit(), sched.view(run_id), run_id in self._live))
-            elif due is not None:
+            if everything or self._due(run, now):
+                view = run.queued_view() if run.status == "running" else None
+                view = view or sched.view(run_id)
+                items.append((run.stored_submit(), view, run_id in self._live))
+            else:
                 deferred.add(run_id)
         try:
             failed = await self._store.save_many(items)
@@ -161,41 +168,42 @@ class Checkpointer:
             self._finished.discard(run_id)
             sched.forget(run_id)
 
-    def _due(self, run: RunState, now: float) -> bool | None:
-        """Whether to write a changed run now (False: when it is older); None: not at all,
-        as it waits as submitted and its submission message is its record, kept
-        unacknowledged meanwhile (then its age counts from its next change)."""
+    def _due(self, run: RunState, now: float) -> bool:
+        """Whether to write a changed run now, or when it is older (``min_age``)."""
         if run.status != "running" or run.run_id in self._live:
             return True
-        if run.untouched():
-            self._born.pop(run.run_id, None)
-            return None
         return now - self._born.get(run.run_id, now) >= self._min_age
 
     async def _acknowledge(self) -> None:
         """Ack the messages whose runs are all stored (or were never worth storing), and
-        none of whose outcomes waits for its run's submission (``Scheduler.holds_early``);
-        tell JetStream that the others are still being worked on."""
-        now, waiting = self._clock(), []
-        for held in self._held:
-            runs = held.runs
+        none of whose outcomes waits for its run's submission (``Scheduler.holds_early``).
+        Messages marked meanwhile (an ack may yield) wait for the next time."""
+        held, self._held = self._held, []
+        waiting = []
+        for item in held:
+            runs = item.runs
             while runs and self._stored(runs[-1]):
                 runs.pop()
-            if not self._may_act():
-                waiting.append(held)
-            elif not runs:
-                await held.msg.ack()
+            if runs or not self._may_act():
+                waiting.append(item)
             else:
-                waiting.append(held)
-                if now - held.told >= self._progress_every:
-                    held.told = now
-                    await held.msg.in_progress()
-        self._held = waiting
+                await item.msg.ack()
+        self._held = waiting + self._held
+
+    async def _keep_alive(self) -> None:
+        """Tell JetStream that the messages waiting longer than ``progress_every`` are
+        still being worked on, whatever the writes cost meanwhile: one delivered again is
+        parsed again, and a deep queue's writes can take longer than ``ack_wait``."""
+        while True:
+            await asyncio.sleep(self._progress_every / 2)
+            now = self._clock()
+            for item in list(self._held):
+                if now - item.told >= self._progress_every and self._may_act():
+                    item.told = now
+                    with contextlib.suppress(Exception):  # acked meanwhile, or NATS away
+                        await item.msg.in_progress()
 
     def _stored(self, run_id: str) -> bool:
-        """Nothing of the run waits to be written: no change pending, a record if it runs,
-        and no outcome of it kept for its submission."""
-        if run_id in self._dirty or self._scheduler.holds_early({run_id}):
-            return False
-        run = self._scheduler.runs.get(run_id)
-        return run is None or run.status != "running" or run_id in self._live
+        """No change of the run waits to be written, and no outcome of it is kept for its
+        submission."""
+        return run_id not in self._dirty and not self._scheduler.holds_early({run_id})

@@ -243,13 +243,15 @@ class RunState:
         """The changes were pushed (``views.take_update``): none left."""
         self._changed = None
 
-    def untouched(self) -> bool:
-        """Waiting as it was submitted (no node tried, batched or ended): the submission
-        alone rebuilds it, so ``checkpoint.py`` writes nothing for it yet."""
-        return all(
-            s.status in ("pending", "ready") and s.attempt == 0 and s.batch is None
-            for s in self.nodes.values()
-        )
+    def queued_view(self) -> RunView | None:
+        """A dormant run no attempt was made of yet, as its live record needs it: its id
+        and time only (a restart makes its node ready again, ``recovery.rebuild``), built
+        without validation, as a deep queue writes one for every run in it. None for any
+        other run."""
+        state = next(iter(self.nodes.values()))
+        if self._submit is not None or state.status != "ready" or state.attempt or state.batch:
+            return None
+        return RunView.model_construct(run_id=self.run_id, submitted_at=self.submitted_at)
 
     @property
     def dormant(self) -> bool:

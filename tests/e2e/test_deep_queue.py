@@ -1,5 +1,5 @@
-"""What a deep queue must not break: results of many kiqs, and queued runs kept durable by
-their submission messages alone (processes, a real nats-server)."""
+"""What a deep queue must not break: the results of many kiqs, and queued runs across a
+coordinator's kill -9 (processes, a real nats-server)."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ async def test_each_task_keeps_its_result_however_many_were_kicked_since(
     assert [r.return_value for r in results] == [i + 1 for i in range(3 * KEPT)]
 
 
-async def test_a_queued_run_never_written_survives_a_kill_of_the_coordinator(
+async def test_a_queued_run_survives_a_kill_of_the_coordinator(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """A run waiting as submitted has no record in the store: its submission message,
-    left unacknowledged, brings it back to the restarted coordinator, which runs it."""
+    """A run waiting behind another is resumed by the restarted coordinator (from its live
+    record, or from its submission message when it had none yet) and runs."""
     cluster.start_coordinator()
     cluster.start_agent("a1", "--cpus", "1", "--heartbeat", "0.2")
     client = await cluster.connect(workers=1)
@@ -59,7 +59,7 @@ async def test_a_queued_run_never_written_survives_a_kill_of_the_coordinator(
     await cluster.heartbeat(lambda b: len(b.running) == 1)
     add = Node(id="a", task="add", kwargs={"a": 1, "b": 2}, outputs=("s",))
     queued = await client.submit(Dag(nodes=(add,)))
-    await cluster.checkpointed(busy.run_id)  # the running one is written, and adopted after
+    await cluster.checkpointed(busy.run_id)  # the running one is adopted after the restart
     assert cluster.coordinator is not None
     cluster.coordinator.kill()
     cluster.start_coordinator()

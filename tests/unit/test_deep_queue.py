@@ -4,6 +4,7 @@ a run waiting as submitted is not written (its message, unacknowledged, is its r
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
 from typing import Any
@@ -131,45 +132,76 @@ def test_a_dormant_run_s_live_record_reads_back_as_any_other() -> None:
 
 
 class _Store:
+    """Refuses the runs in ``refuse``; keeps what it was given for the others."""
+
     def __init__(self) -> None:
-        self.saved: list[RunView] = []
+        self.refuse: set[str] = set()
+        self.saved: list[tuple[object, RunView]] = []
 
     async def save_many(self, items: list[tuple[object, RunView, bool]]) -> dict[str, Exception]:
-        self.saved += [view for _, view, _ in items]
-        return {}
+        failed: dict[str, Exception] = {}
+        for submit, view, _ in items:
+            if view.run_id in self.refuse:
+                failed[view.run_id] = OSError("the store is away")
+            else:
+                self.saved.append((submit, view))
+        return failed
 
 
 class _Msg:
     def __init__(self) -> None:
         self.data = b"the submission"
         self.acked = False
-        self.progress = 0
+        self.progressed = asyncio.Event()
 
     async def ack(self) -> None:
         self.acked = True
 
     async def in_progress(self) -> None:
-        self.progress += 1
+        self.progressed.set()
 
 
-async def test_a_run_waiting_as_submitted_is_not_written_and_its_message_waits() -> None:
+@pytest.mark.usefixtures("shallow")
+async def test_a_queued_run_is_written_as_it_sleeps_and_its_message_kept_alive() -> None:
+    """A dormant run's live record is its submission's JSON (not read back) and a view of
+    its id and time, from which a restart queues it again; its message keeps only the
+    run's id, and while the write fails JetStream is told every ``progress_every`` that it
+    is still being worked on, so it is not delivered again."""
     sched = waiting()
     submit = kiqs(1)[0]
-    sched.submit(submit, 1.0)
+    run = sched.submit(submit, 1.0)
+    assert run is not None
     now = [0.0]
     store, msg = _Store(), _Msg()
-    points = Checkpointer(store, sched, min_age=0.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    store.refuse.add(submit.run_id)
+    points = Checkpointer(
+        store,  # type: ignore[arg-type]
+        sched,
+        progress_every=0.01,
+        clock=lambda: now[0],
+    )
     points.mark(sched.take().changed, [], [(msg, {submit.run_id})])  # type: ignore[list-item]
     await points.flush()
-    assert (store.saved, msg.acked, msg.data) == ([], False, b"")
+    assert (store.saved, msg.acked, msg.data) == ([], False, b"")  # young: not yet
     now[0] = 2.5
     await points.flush()
-    assert (msg.acked, msg.progress) == (False, 1)  # JetStream does not deliver it again
-    sched.tick(6.0)
-    points.mark(sched.take().changed, [], [])
+    assert not msg.acked
+    running = asyncio.create_task(points.run())
+    try:
+        await asyncio.wait_for(msg.progressed.wait(), 10)
+    finally:
+        running.cancel()
+    store.refuse.clear()
     await points.flush()
-    assert [(v.run_id, v.nodes[0].status) for v in store.saved] == [(submit.run_id, "placed")]
+    [(record, view)] = store.saved
+    assert isinstance(record, bytes)
+    assert Submit.model_validate_json(record) == submit
+    assert (view.run_id, view.submitted_at, view.nodes) == (submit.run_id, 1.0, ())
+    assert run.dormant
     assert msg.acked
+    restarted = waiting()  # what a restarted coordinator makes of that record
+    restarted.restore(Submit.model_validate_json(record), view, 9.0, grace=10.0)
+    assert [s.id for s in restarted.queued()] == ["task"]
 
 
 def test_the_pass_benchmark_runs_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
