@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -185,7 +185,7 @@ class RunStore:
             await self._js.purge_stream(self._stream, subject=self._prefix + _live(view.run_id))
 
     async def save_many(
-        self, items: list[tuple[Submit | bytes, RunView, bool]]
+        self, items: Sequence[tuple[Submit | bytes, RunView, bool]]
     ) -> dict[str, Exception]:
         """Save each; returns the runs whose write failed, with why. One record the server
         refuses (e.g. over its payload limit) must not hold back every other run's."""
