@@ -58,7 +58,7 @@ from shared.wire.runs import (
     WorkerView,
 )
 from shared.wire.subjects import SubjectError, Subjects
-from taskiq_fleet.handles import FleetError, PushedRun, run_failed
+from taskiq_fleet.handles import Flag, FleetError, PushedRun, run_failed
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ class RunHandle(PushedRun):
         self._from_start = from_start
         """Listening since before the submission: no update can have been missed."""
         self._sub: Subscription | None = None
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         """Set by the end, and by a reconnect: time to ask the coordinator again."""
         self._solo: Solo | None = None
         """A one-node run's name, node and submission time: its agent's answer ends it."""
