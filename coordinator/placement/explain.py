@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Hashable
 
 from coordinator.placement.feasibility import Amounts, Rejection
 from coordinator.placement.outcome import Candidate, CannotPlace
@@ -18,40 +19,54 @@ from coordinator.placement.workers import WorkerState
 NEAREST = 3
 
 
-def roomiest(plan: Plan) -> list[WorkerState]:
-    """The few members of feasible classes with the most room on their binding axis."""
-    tops = []
-    for cls, *_ in itertools.chain.from_iterable(plan.groups):
-        axis, need, _ = cls.primary(plan.demand)
-        for free, seq, worker in cls.axes[axis][-NEAREST:]:
-            tops.append(((free - need) / plan.scale.axis(axis), -seq, worker))
-    tops.sort(key=lambda t: t[:2], reverse=True)
-    return [worker for _, _, worker in tops[:NEAREST]]
+Top = tuple[float, int, WorkerState]
+"""(room left on the binding axis as a share of the pool's largest, -seq, worker)."""
 
 
-def short_counts(plan: Plan) -> dict[str, int]:
-    """Per dimension, how many workers of the feasible classes lack it now.
+def _class_view(cls: ShapeClass, plan: Plan, key: Hashable) -> tuple[list[Top], dict[str, int]]:
+    """One class's part of a busy answer: its roomiest members and its shortfall counts.
+
+    Kept per request until a member changes (``ShapeClass.stamp``): a request that
+    waits is answered again and again while most classes stay as they were.
+    """
+    memo_key = ("busy", key)
+    kept = cls.memo.get(memo_key)
+    if kept is not None and kept[0] == cls.stamp and kept[1] == plan.version:
+        return kept[2], kept[3]
+    d = plan.demand
+    axis, need, _ = cls.primary(d)
+    scale = plan.scale.axis(axis)
+    tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.axes[axis][-NEAREST:]]
+    counts = {"cpu": cls.short_on(Axis.CPU, d.cpu), "ram_mb": cls.short_on(Axis.RAM, d.ram)}
+    if d.gpu_share:
+        counts["gpus"] = cls.short_on(Axis.GPU_SHARE, d.gpu_share)
+    elif d.gpu_whole:
+        counts["gpus"] = cls.short_on(Axis.GPU_WHOLE, d.gpu_whole)
+    if d.custom:
+        counts["resources"] = sum(
+            1 for w in cls.members.values() if any(w.free_custom.get(k, 0) < v for k, v in d.custom)
+        )
+    cls.memo[memo_key] = (cls.stamp, plan.version, tops, counts)
+    return tops, counts
+
+
+def busy_view(plan: Plan, key: Hashable) -> tuple[list[WorkerState], dict[str, int]]:
+    """The few members of feasible classes with the most room on their binding axis, and
+    per dimension how many workers of those classes lack it now.
 
     Read off the free-capacity indexes by bisection, so a busy answer costs
     O(classes * log members); custom resources are not indexed and are counted
     member by member only when the request names some.
     """
-    d = plan.demand
-    counts: Counter[str] = Counter()
+    tops: list[Top] = []
+    counts: dict[str, int] = {}
     for cls, *_ in itertools.chain.from_iterable(plan.groups):
-        counts["cpu"] += cls.short_on(Axis.CPU, d.cpu)
-        counts["ram_mb"] += cls.short_on(Axis.RAM, d.ram)
-        if d.gpu_share:
-            counts["gpus"] += cls.short_on(Axis.GPU_SHARE, d.gpu_share)
-        elif d.gpu_whole:
-            counts["gpus"] += cls.short_on(Axis.GPU_WHOLE, d.gpu_whole)
-        if d.custom:
-            counts["resources"] += sum(
-                1
-                for w in cls.members.values()
-                if any(w.free_custom.get(k, 0) < v for k, v in d.custom)
-            )
-    return {dim: n for dim, n in counts.items() if n}
+        class_tops, class_counts = _class_view(cls, plan, key)
+        tops += class_tops
+        for dim, n in class_counts.items():
+            counts[dim] = counts.get(dim, 0) + n
+    tops.sort(key=lambda t: t[:2], reverse=True)
+    return [worker for _, _, worker in tops[:NEAREST]], {d: n for d, n in counts.items() if n}
 
 
 def free_amounts(worker: WorkerState) -> Amounts:

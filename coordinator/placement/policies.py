@@ -71,7 +71,11 @@ class Policy(Protocol):
     classes: int
     """How many shape classes (best estimate first) are walked for candidates."""
     visits: int
-    """How many members of one class are looked at before moving on to the next class."""
+    """How many members of one class are looked at before moving on to the next class.
+
+    A policy with ``fragment = True`` ranks GPU hosts by fragmentation instead
+    (``fragment_select.py``); the attribute is optional, so older policies keep working.
+    """
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         """Where to look in ``cls`` among the members from ``b.need`` up on ``b.axis``."""
@@ -89,6 +93,7 @@ class BinPack:
     per_walk = 2
     classes = 3
     visits = 32
+    fragment = False
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         return [Walk(cls.axes[b.axis], cls.walk_up(b.axis, b.need), +1)]
@@ -101,6 +106,7 @@ class Spread:
     per_walk = 2
     classes = 3
     visits = 32
+    fragment = False
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         top = cls.most_free(b.axis) + 1
@@ -108,12 +114,15 @@ class Spread:
 
 
 class Hybrid:
-    """Pack until a machine is half used, then spread (Ray's default).
+    """Fragmentation-aware on GPU hosts; pack until half used, then spread, on others.
 
-    GPU hosts are always bin-packed: a half-used GPU is a fragment, not a
-    balanced load, and CPU work that has to land on a GPU host should go
-    where the GPUs are already taken. On other hosts, work fills a machine up
-    to ``threshold`` of its binding dimension, so tasks share few machines
+    On GPU hosts a half-used GPU is a fragment, not a balanced load: work goes
+    where it leaves the least GPU capacity unusable for the mix of recent
+    requests (``fragment.py``), and CPU work that has to land on a GPU host
+    goes where the GPUs are already taken or cores are plentiful. (Preferences
+    on per-host labels need every member weighed; those requests bin-pack GPU
+    hosts instead.) On other hosts, work fills a machine up to ``threshold`` of
+    its binding dimension, as Ray's default does, so tasks share few machines
     while load is light and no machine runs hot when it is heavy.
     """
 
@@ -121,6 +130,7 @@ class Hybrid:
     per_walk = 2
     classes = 3
     visits = 32
+    fragment = True
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold

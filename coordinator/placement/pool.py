@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+from coordinator.placement.mix import RequestMix
 from coordinator.placement.outcome import CannotPlace, Placement, PlaceResult
 from coordinator.placement.policies import Policy, get_policy
 from coordinator.placement.shapes import (
@@ -56,10 +57,13 @@ class ResourceAwareWorkerPool:
         self._families: dict[ShapeKey, ShapeClass] = {}
         self._class_of: dict[str, ShapeClass] = {}
         self._family_of: dict[str, ShapeClass] = {}
+        self._kinds: dict[ShapeKey, list[ShapeClass]] = {}
+        """The classes of each family (same totals and devices, any labels)."""
         self._hosts: dict[tuple[str, str], set[str]] = {}
         self._held: dict[Hashable, Placement] = {}
+        self.mix = RequestMix()
         self._stack = Stack(
-            self._workers, self._classes, self._families, self._class_of, self._hosts
+            self._workers, self._classes, self._families, self._class_of, self._hosts, self.mix
         )
         self._seq = itertools.count()
         self._keys = itertools.count()
@@ -99,6 +103,7 @@ class ResourceAwareWorkerPool:
         kept = {k: self._held[k] for k in old.held}
         self._detach(old)
         worker = WorkerState.create(spec, old.seq)
+        worker.stamp = old.stamp + 1  # answers kept for the old state must not match the new
         self._workers[spec.name] = worker
         evicted: list[Placement] = []
         for key, placement in kept.items():
@@ -150,9 +155,12 @@ class ResourceAwareWorkerPool:
         chosen = get_policy(policy or request.policy) if policy or request.policy else self.policy
         found = self._stack.select(request, chosen)
         if isinstance(found, CannotPlace):
+            if not found.infeasible:
+                self.mix.record(self._stack.plan(request).demand, key, placed=False)
             return self._answered(found)
         self.placed += 1
         demand, best = found
+        self.mix.record(demand, key, placed=True)
         worker = best.worker
         worker.take(key, demand, best.devices)
         self._reindex(worker, gpu=bool(best.devices))
@@ -240,14 +248,17 @@ class ResourceAwareWorkerPool:
     def _attach(self, worker: WorkerState) -> None:
         cls = self._join(self._classes, shape_key(worker), worker)
         self._class_of[worker.name] = cls
-        self._family_of[worker.name] = self._join(self._families, family_key(worker), worker)
+        self._family_of[worker.name] = self._join_family(family_key(worker), cls, worker)
         for label in worker.labels.items():
             if is_unique_label(label[0]):
                 self._hosts.setdefault(label, set()).add(worker.name)
 
     def _detach(self, worker: WorkerState) -> None:
-        self._leave(self._classes, self._class_of.pop(worker.name), worker)
-        self._leave(self._families, self._family_of.pop(worker.name), worker)
+        cls, family = self._class_of.pop(worker.name), self._family_of.pop(worker.name)
+        if family is not cls:
+            family.remove(worker)
+        self._leave(self._classes, cls, worker)
+        self._leave_family(family_key(worker), cls)
         for label in worker.labels.items():
             names = self._hosts.get(label)
             if names is not None:
@@ -269,11 +280,53 @@ class ResourceAwareWorkerPool:
             del index[cls.key]
             self._stack.reshaped()
 
+    # A family with one class is that class (the common case of a fleet without labels):
+    # one set of indexes to keep, not two. A second class of the same totals gets the
+    # family its own indexes; when one class is left again, the family is that class.
+
+    def _join_family(self, key: ShapeKey, cls: ShapeClass, w: WorkerState) -> ShapeClass:
+        kinds = self._kinds.setdefault(key, [])
+        if cls not in kinds:
+            kinds.append(cls)
+        family = self._families.get(key)
+        if len(kinds) == 1:
+            if family is None:
+                self._families[key] = cls
+                self._stack.reshaped()
+            return cls
+        if family is None or family in kinds:
+            family = self._families[key] = ShapeClass(key)
+            for member in itertools.chain.from_iterable(c.members.values() for c in kinds):
+                family.add(member)
+                self._family_of[member.name] = family
+            self._stack.reshaped()
+            return family
+        family.add(w)
+        return family
+
+    def _leave_family(self, key: ShapeKey, cls: ShapeClass) -> None:
+        kinds = self._kinds[key]
+        if not cls.members:
+            kinds.remove(cls)
+        if not kinds:
+            del self._kinds[key], self._families[key]
+        elif len(kinds) == 1 and self._families[key] is not kinds[0]:
+            self._families[key] = kinds[0]
+            for member in kinds[0].members.values():
+                self._family_of[member.name] = kinds[0]
+            self._stack.reshaped()
+
     def _reindex(self, worker: WorkerState, gpu: bool) -> None:
+        worker.stamp += 1
+        cls, family = self._class_of[worker.name], self._family_of[worker.name]
+        cls.touch(worker)
+        if family is not cls:
+            family.touch(worker)
         changes = rekey(worker, gpu)
         if changes:
-            self._class_of[worker.name].move(worker, changes)
-            self._family_of[worker.name].move(worker, changes)
+            cls.move(worker, changes)
+            if family is not cls:
+                family.move(worker, changes)
 
 
 def _same_devices(

@@ -26,7 +26,8 @@ class Limits:
 
 @dataclass(slots=True)
 class Best:
-    rank: tuple[int, int, float, int]
+    rank: tuple[float, float, float, int]
+    """(preference, walk segment or fragmentation growth, fit, worker seq): least wins."""
     worker: WorkerState
     cls: ShapeClass
     devices: DevicePick

@@ -11,11 +11,12 @@ instead of scanning every member.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from coordinator.placement.grid import GpuGrid, GridKey
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand
 from shared.resources import MILLI
@@ -108,15 +109,31 @@ def family_key(worker: WorkerState) -> ShapeKey:
     return (worker.cap, ())
 
 
+_GRID_AXES = (Axis.CPU, Axis.GPU_WHOLE, Axis.GPU_SHARE)
+LOG_LIMIT = 64
+
+
+def _grid_key(keys: list[int]) -> GridKey:
+    return (keys[Axis.CPU], keys[Axis.GPU_WHOLE], keys[Axis.GPU_SHARE])
+
+
 @dataclass(slots=True, eq=False)
 class ShapeClass:
     key: ShapeKey
     members: dict[int, WorkerState] = field(default_factory=dict)
     axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], [], []))
     has_gpu: bool = field(init=False)
+    grid: GpuGrid | None = field(init=False)
+    stamp: int = 0
+    """Bumped whenever a member joins, leaves or changes: what ``memo`` entries are valid for."""
+    log: list[WorkerState] = field(default_factory=list)
+    """The members behind the last ``len(log)`` bumps of ``stamp``, oldest first."""
+    memo: dict[Hashable, Any] = field(default_factory=dict)
+    """Per-request results of scoring this class (``fragment_select.py``), with their stamp."""
 
     def __post_init__(self) -> None:
         self.has_gpu = bool(self.key[0].gpu_models)
+        self.grid = GpuGrid(len(self.key[0].gpu_models)) if self.has_gpu else None
 
     @property
     def cap(self) -> Capacity:
@@ -131,17 +148,36 @@ class ShapeClass:
         worker.index_keys = [fn(worker) for fn in _AXIS_KEY]
         for axis, value in zip(self.axes, worker.index_keys, strict=True):
             insort(axis, (value, worker.seq, worker))
+        if self.grid is not None:
+            self.grid.add(worker, _grid_key(worker.index_keys))
+        self.touch(worker)
 
     def remove(self, worker: WorkerState) -> None:
         del self.members[worker.seq]
         for axis, value in zip(self.axes, worker.index_keys, strict=True):
             del axis[bisect_left(axis, (value, worker.seq))]
+        if self.grid is not None:
+            self.grid.remove(worker, _grid_key(worker.index_keys))
+        self.touch(worker)
+
+    def touch(self, worker: WorkerState) -> None:
+        """Note that ``worker`` joined, left or changed."""
+        self.stamp += 1
+        self.log.append(worker)
+        if len(self.log) > 2 * LOG_LIMIT:
+            del self.log[:LOG_LIMIT]
 
     def move(self, worker: WorkerState, changes: list[KeyChange]) -> None:
         """Re-sort a member whose free capacity changed (see ``rekey``)."""
-        for a, old, new in changes:
+        if self.grid is not None and any(a in _GRID_AXES for a, _, _ in changes):
+            old = list(worker.index_keys)
+            for a, before, _ in changes:
+                old[a] = before
+            self.grid.remove(worker, _grid_key(old))
+            self.grid.add(worker, _grid_key(worker.index_keys))
+        for a, old_value, new in changes:
             axis = self.axes[a]
-            del axis[bisect_left(axis, (old, worker.seq))]
+            del axis[bisect_left(axis, (old_value, worker.seq))]
             insort(axis, (new, worker.seq, worker))
 
     def primary(self, demand: Demand) -> tuple[Axis, int, int]:

@@ -46,7 +46,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from coordinator.placement.explain import NEAREST, free_amounts, infeasible, roomiest, short_counts
+from coordinator.placement.explain import NEAREST, busy_view, free_amounts, infeasible
 from coordinator.placement.feasibility import (
     Check,
     check_cpu,
@@ -56,6 +56,8 @@ from coordinator.placement.feasibility import (
     check_ram,
     rejections,
 )
+from coordinator.placement.fragment_select import FragmentRanker
+from coordinator.placement.mix import RequestMix
 from coordinator.placement.outcome import Candidate, CannotPlace
 from coordinator.placement.plan import Plan, host_weight, make_plan
 from coordinator.placement.policies import Policy, leftover
@@ -98,6 +100,7 @@ class Stack:
         families: Mapping[ShapeKey, ShapeClass],
         class_of: Mapping[str, ShapeClass],
         hosts: Mapping[tuple[str, str], set[str]],
+        mix: RequestMix,
     ) -> None:
         self._workers = workers
         self._classes = classes
@@ -106,6 +109,9 @@ class Stack:
         self._hosts = hosts
         self._plans: dict[str, Plan] = {}
         self._version = 0
+        self._mix = mix
+        self._fragment = FragmentRanker()
+        self._lacks: dict[tuple[int, int, str], Candidate] = {}
 
     def reshaped(self) -> None:
         """A shape class appeared or disappeared: every cached plan is stale."""
@@ -123,10 +129,13 @@ class Stack:
         # 3. hosts: named hosts are few, so weigh them directly instead of walking indexes.
         # 4-5. walk and rank otherwise, group by group; the first group with a candidate wins.
         named = self._named_hosts(plan)
-        best = self._walk(plan, policy) if named is None else self._choose_named(plan, named)
+        if named is None:
+            best = self._walk(plan, policy, request.key)
+        else:
+            best = self._choose_named(plan, named)
         if best is None:
             # 6. explain: only a failure pays for the detailed answer.
-            return self._busy(plan, named)
+            return self._busy(plan, named, request.key)
         return plan.demand, best
 
     def check(self, request: ResourceRequest) -> CannotPlace | None:
@@ -199,7 +208,7 @@ class Stack:
 
     # -- 4-5. walk and rank -----------------------------------------------
 
-    def _walk(self, plan: Plan, policy: Policy) -> Best | None:
+    def _walk(self, plan: Plan, policy: Policy, key: str) -> Best | None:
         """Best candidate of the first preference group that has one.
 
         Within a group, classes are first ordered by a cheap estimate (how
@@ -215,7 +224,15 @@ class Stack:
             per_walk=len(self._workers) if exhaustive else policy.per_walk,
             visits=len(self._workers) if exhaustive else policy.visits,
         )
+        # A policy written before ``fragment`` existed walks GPU hosts as it always did.
+        fragment = getattr(policy, "fragment", False)
+        by_fragment = fragment and not exhaustive and not plan.per_host
         for group in plan.groups:
+            if by_fragment and group[0][0].has_gpu:
+                best = self._fragment.choose(group, plan, self._mix.table, key, self._version)
+                if best is not None:
+                    return best
+                continue
             scouted = sorted(
                 (est, n, cls, walks, weight, b)
                 for n, (cls, weight, b) in enumerate(group)
@@ -234,27 +251,35 @@ class Stack:
 
     # -- 6. explain -------------------------------------------------------
 
-    def _busy(self, plan: Plan, named: list[str] | None) -> CannotPlace:
+    def _busy(self, plan: Plan, named: list[str] | None, key: str) -> CannotPlace:
         """Explain a wait by the workers closest to taking the request.
 
         Those are the hosts a request names, else the roomiest member (on the
         binding axis) of the classes with the most room; only they get the
         detailed, per-dimension text.
         """
-        demand = plan.demand
         if named is not None:
             closest = [self._workers[n] for n in named[:NEAREST]]
         else:
-            closest = roomiest(plan)
-        seen = [
-            Candidate(w.name, tuple(rejections(free_amounts(w), demand, FEASIBILITY)))
-            for w in closest
-        ]
+            closest, counts = busy_view(plan, key)
+        seen = [self._candidate(w, plan.demand, key) for w in closest]
         if plan.per_host and not self._hosts_exist(plan):
             return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen))
-        counts = short_counts(plan)
+        if named is not None:
+            counts = busy_view(plan, key)[1]
         # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
         sampled = Counter(r.dimension for c in seen for r in c.missing)
         counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
         seen.sort(key=lambda c: len(c.missing))
         return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
+
+    def _candidate(self, w: WorkerState, demand: Demand, key: str) -> Candidate:
+        """What ``w`` lacks for ``demand`` now; kept while it does not change."""
+        memo_key = (w.seq, w.stamp, key)
+        found = self._lacks.get(memo_key)
+        if found is None:
+            if len(self._lacks) >= PLAN_CACHE_LIMIT:
+                self._lacks.clear()
+            missing = tuple(rejections(free_amounts(w), demand, FEASIBILITY))
+            found = self._lacks[memo_key] = Candidate(w.name, missing)
+        return found

@@ -16,6 +16,10 @@ class WorkerState(Ledger):
     seq: int
     spec: WorkerSpec
     index_keys: list[int] = field(default_factory=list)
+    stamp: int = 0
+    """Bumped whenever the worker's free capacity changes; ``scores`` is valid for one stamp."""
+    scores: object = None
+    """What ``fragment.py`` computed for this worker's current state."""
 
     @classmethod
     def create(cls, spec: WorkerSpec, seq: int) -> WorkerState:

@@ -528,6 +528,7 @@ def test_gpu_models_restrict_devices_within_a_worker() -> None:
 
 
 def test_gpu_memory_restricts_devices() -> None:
+    # bin-pack: the default policy would keep the big device for what needs it (test_fragment.py)
     pool = ResourceAwareWorkerPool(
         [
             {
@@ -538,7 +539,8 @@ def test_gpu_memory_restricts_devices() -> None:
                     {"index": 1, "model": "A100", "memory_mb": 81920},
                 ],
             }
-        ]
+        ],
+        policy="binpack",
     )
     assert placed(pool.place(req(cpu=1, gpus=0.25, gpu_mem_mb=50000))).gpu_devices == (1,)
     # both qualify now: the share goes to the fuller device (best fit)

@@ -166,7 +166,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     spy("make_plan", "feasibility")
     spy("infeasible", "explain")
     spy("scan_group", "walk")
-    spy("roomiest", "explain")
+    spy("busy_view", "explain")
     return seen
 
 

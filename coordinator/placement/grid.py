@@ -1,0 +1,58 @@
+"""GPU hosts of one shape class indexed by GPU level and free cores together.
+
+On a busy GPU cluster most hosts with a free device have no cores left for it
+(that is what fragmentation looks like), so walking one free-capacity axis
+visits host after host that cannot take the task. Here each GPU level (whole
+free devices, or the largest free share of one device in steps of
+``SHARE_STEP``) keeps its hosts sorted by free cores: a bisection per level
+finds the hosts that have both, and "nothing fits" costs one bisection per
+level rather than a walk over the class.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+
+from coordinator.placement.workers import WorkerState
+from shared.capacity import Demand
+from shared.resources import MILLI
+
+SHARE_STEP = 50
+
+GridEntry = tuple[int, int, WorkerState]
+"""(free milli-cores, worker seq, worker)."""
+GridKey = tuple[int, int, int]
+"""(free milli-cores, whole free devices, largest free share of one device)."""
+
+
+class GpuGrid:
+    __slots__ = ("share", "whole")
+
+    def __init__(self, devices: int) -> None:
+        self.whole: list[list[GridEntry]] = [[] for _ in range(devices + 1)]
+        self.share: list[list[GridEntry]] = [[] for _ in range(MILLI // SHARE_STEP + 1)]
+
+    def add(self, worker: WorkerState, key: GridKey) -> None:
+        cpu, whole, share = key
+        insort(self.whole[whole], (cpu, worker.seq, worker))
+        insort(self.share[share // SHARE_STEP], (cpu, worker.seq, worker))
+
+    def remove(self, worker: WorkerState, key: GridKey) -> None:
+        cpu, whole, share = key
+        for entries in (self.whole[whole], self.share[share // SHARE_STEP]):
+            del entries[bisect_left(entries, (cpu, worker.seq))]
+
+    def walk(self, demand: Demand) -> Iterator[WorkerState]:
+        """Members with enough cores and (maybe) enough GPU, least GPU level first, then
+        fewest cores: whole devices by count, a share or no GPU by the largest free share
+        (for CPU-only work, hosts whose GPUs are all taken come first)."""
+        if demand.gpu_whole:
+            levels = self.whole[demand.gpu_whole :]
+        else:
+            levels = self.share[demand.gpu_share // SHARE_STEP :]
+        cpu = demand.cpu
+        for entries in levels:
+            if entries and entries[-1][0] >= cpu:
+                for i in range(bisect_left(entries, (cpu, -1)), len(entries)):
+                    yield entries[i][2]
