@@ -40,6 +40,13 @@ from taskiq_fleet import (
 )
 
 ZONES = ("zone-a", "zone-b", "zone-c")
+
+
+def zones(n: int) -> tuple[str, ...]:
+    """``n`` zone names, the first three those the request selectors name."""
+    return (*ZONES, *(f"zone-{i}" for i in range(3, n)))[:n]
+
+
 TIERS = ("standard", "spot")
 TIER_WEIGHTS = (0.7, 0.3)
 
@@ -67,7 +74,7 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
-def make_fleet(n: int, rng: random.Random) -> list[WorkerSpec]:
+def make_fleet(n: int, rng: random.Random, zone_names: Sequence[str] = ZONES) -> list[WorkerSpec]:
     shapes = rng.choices(SHAPES, weights=[s.weight for s in SHAPES], k=n)
     fleet = []
     for i, shape in enumerate(shapes):
@@ -82,7 +89,7 @@ def make_fleet(n: int, rng: random.Random) -> list[WorkerSpec]:
                     for d in range(shape.gpu_count)
                 ),
                 labels={
-                    "zone": rng.choice(ZONES),
+                    "zone": rng.choice(zone_names),
                     "tier": rng.choices(TIERS, weights=TIER_WEIGHTS)[0],
                     "hostname": hostname,
                 },
@@ -418,11 +425,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="one more pass with a timer per call: us per place by request kind and outcome",
     )
+    parser.add_argument(
+        "--zones",
+        type=int,
+        default=3,
+        help="zone label values (default: 3); shape classes grow with them, 16 per zone",
+    )
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (default: 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     args = parser.parse_args(argv)
     if not 0 <= args.load < 1:
         parser.error("--load must be in [0, 1)")
+    if args.zones < 3:
+        parser.error("--zones must be at least 3 (the request selectors name zone-a to zone-c)")
     if args.ops < 1 or args.repeats < 1 or args.batch < 1 or args.distinct < 1:
         parser.error("--ops, --repeats, --batch and --distinct must be positive")
     return args
@@ -433,11 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()  # the code as imported, before anyone edits it mid-run
     print(
         f"placement cost: load {args.load:.0%} of CPU, {args.ops:,} ops x {args.repeats} "
-        f"repeats, {args.distinct} request types, seed {args.seed}; medians over repeats"
+        f"repeats, {args.distinct} request types, {args.zones} zones, seed {args.seed}; "
+        "medians over repeats"
     )
     rows: list[Row] = []
     for n in args.workers:
-        fleet = make_fleet(n, random.Random(f"fleet-{args.seed}"))
+        fleet = make_fleet(n, random.Random(f"fleet-{args.seed}"), zones(args.zones))
         for policy in args.policies:
             row = measure(fleet, policy, args, args.seed)
             rows.append(row)
