@@ -126,10 +126,10 @@ class Checkpointer:
     async def _sleep_until_due(self) -> None:
         """Until something is marked, or the oldest deferred young run comes of age (or,
         while this coordinator may not act, until the next look at whether it may)."""
-        deferred = [self._born[r] for r in self._dirty if r in self._born]
+        oldest = next((t for r, t in self._born.items() if r in self._dirty), None)
         timeout = None
-        if deferred and not self._wake.is_set():
-            timeout = max(0.0, min(deferred) + self._min_age - self._clock())
+        if oldest is not None and not self._wake.is_set():
+            timeout = max(0.0, oldest + self._min_age - self._clock())
         if (self._dirty or self._held) and not self._may_act():
             timeout = self._interval
         with contextlib.suppress(TimeoutError):

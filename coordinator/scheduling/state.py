@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 IN_FLIGHT: frozenset[NodeStatus] = frozenset({"placed", "running"})
+_QUEUED = RunView(run_id="queued")
 
 
 class History(list[Step]):
@@ -247,11 +248,12 @@ class RunState:
         """A dormant run no attempt was made of yet, as its live record needs it: its id
         and time only (a restart makes its node ready again, ``recovery.rebuild``), built
         without validation, as a deep queue writes one for every run in it. None for any
-        other run."""
+        other run. (A copy of one made once: ``model_construct`` looks each default
+        factory's signature up again, 30 us a view.)"""
         state = next(iter(self.nodes.values()))
         if self._submit is not None or state.status != "ready" or state.attempt or state.batch:
             return None
-        return RunView.model_construct(run_id=self.run_id, submitted_at=self.submitted_at)
+        return _QUEUED.model_copy(update={"run_id": self.run_id, "submitted_at": self.submitted_at})
 
     @property
     def dormant(self) -> bool:
