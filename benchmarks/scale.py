@@ -90,7 +90,9 @@ class Sampler:
 
 
 @contextmanager
-def fleet(agents: int, cpus: int, app: str = APP) -> Iterator[tuple[str, int]]:
+def fleet(
+    agents: int, cpus: int, app: str = APP, coordinator_args: Sequence[str] = ()
+) -> Iterator[tuple[str, int]]:
     """nats-server, a coordinator and ``agents`` agents (processes); yields the NATS URL and
     the coordinator's pid, then stops them and removes the JetStream store."""
     from tests.natsserver import NatsServer
@@ -98,7 +100,7 @@ def fleet(agents: int, cpus: int, app: str = APP) -> Iterator[tuple[str, int]]:
 
     base = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
     with _removed_after(base / "nats" / "store"), NatsServer(base / "nats") as server:
-        coord = coordinator(server.url, base, "--log-level", "warning")
+        coord = coordinator(server.url, base, "--log-level", "warning", *coordinator_args)
         procs = [coord]
         procs += [
             agent(
@@ -284,12 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=positive, default=5000, help="kiq'd per gather")
     parser.add_argument("--window", type=positive, default=50_000)
     parser.add_argument("--reference", type=positive, default=5000, help="tasks of the first burst")
+    parser.add_argument(
+        "--lease-ttl",
+        help="the coordinator's --lease-ttl (its own default when not given)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     window = min(args.window, args.tasks)
     report = Report(args.tasks, args.agents, args.cpus, reference=args.reference, window=window)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the processes on the way out
-    with fleet(args.agents, args.cpus) as (url, pid):
+    extra = () if args.lease_ttl is None else ("--lease-ttl", args.lease_ttl)
+    with fleet(args.agents, args.cpus, coordinator_args=extra) as (url, pid):
         asyncio.run(run(url, pid, report, args.burst))
     print(describe(report))
     if args.json is not None:
