@@ -228,11 +228,11 @@ class FleetBroker(AsyncBroker):
         """A ``Submit`` of one node. Its parts are valid by construction (the template was
         validated, the arguments come from JSON), so it is assembled without validating
         them again: this runs once per ``kiq``. The coordinator validates what it gets."""
-        submit = Submit.model_construct(
+        submit = Submit.trusted(
             run_id=token(run_id),
             name=name,
             progress=False,
-            dag=Dag.model_construct(nodes=(node,)),
+            dag=Dag.trusted(nodes=(node,)),
             fresh=self._drawn(run_id),
         )
         backend = self.connected()

@@ -125,7 +125,7 @@ class NodeState:
         """Made once per attempt, not at every look-up: a pass reads it several times."""
         ref = self._ref
         if ref is None or ref.attempt != attempt or ref.incarnation != incarnation:
-            ref = self._ref = AttemptRef.model_construct(
+            ref = self._ref = AttemptRef.trusted(
                 run_id=self.run.run_id, node_id=self.id, attempt=attempt, incarnation=incarnation
             )
         return ref

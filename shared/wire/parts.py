@@ -6,7 +6,10 @@ error a receiver raises (``ProtocolError``), and the small parts several message
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+import copy
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, Self, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +33,42 @@ class ProtocolError(ValueError):
 class Part(BaseModel):
     # allow_inf_nan=False: JSON has no NaN, and pydantic would send it as null.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """Built from values known to be valid, without validation, as ``model_construct``
+        builds it, but with the defaults looked up once per class: pydantic 2.14's
+        ``model_construct`` inspects every default factory's signature on each call
+        (20 us of a ``kiq``'s 35 us in the client)."""
+        fields = {
+            name: make() if make is not None else default
+            for name, (default, make) in _defaults(cls).items()
+            if name not in values
+        }
+        fields.update(values)
+        return cast(Self, cls.model_construct(_fields_set=set(values), **fields))
+
+
+_DEFAULTS: dict[type[BaseModel], dict[str, tuple[Any, Callable[[], Any] | None]]] = {}
+
+
+def _defaults(cls: type[BaseModel]) -> dict[str, tuple[Any, Callable[[], Any] | None]]:
+    """Each optional field's default, or a maker of it: a factory, or a copy of a
+    mutable default (``model_construct`` copies those too)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        found = _DEFAULTS[cls] = {}
+        for name, info in cls.model_fields.items():
+            if info.default_factory is not None:
+                factory = info.default_factory
+                if info.default_factory_takes_validated_data:
+                    raise TypeError(f"{cls.__name__}.{name}: its factory needs the other fields")
+                found[name] = (None, factory)  # type: ignore[assignment]
+            elif not info.is_required():
+                default = info.default
+                mutable = isinstance(default, dict | list | set)
+                found[name] = (default, functools.partial(copy.copy, default) if mutable else None)
+    return found
 
 
 class Versioned(Part):
