@@ -120,24 +120,36 @@ def _removed_after(path: Path) -> Iterator[None]:
 
 @contextmanager
 def bench_fleet(agents: int, app: str, cpus: int = 64) -> Iterator[str]:
+    """``fleet_processes``, yielding the NATS URL only."""
+    with fleet_processes(agents, app, cpus) as (url, _):
+        yield url
+
+
+@contextmanager
+def fleet_processes(
+    agents: int,
+    app: str,
+    cpus: int = 64,
+    coordinator_args: Sequence[str] = (),
+    stop_within: float = 15.0,
+) -> Iterator[tuple[str, int]]:
     """nats-server, a coordinator and ``agents`` agents of ``cpus`` cores serving ``app``,
-    each a process on this host, quiet; yields the NATS URL, then stops them all and
-    removes the JetStream store (large payloads leave gigabytes there; logs stay)."""
+    each a process on this host, quiet; yields the NATS URL and the coordinator's pid, then
+    stops them all and removes the JetStream store (large payloads leave gigabytes there;
+    logs stay, and where is printed)."""
     from tests.natsserver import NatsServer
     from tests.processes import agent, coordinator
 
     base = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     with _removed_after(base / "nats" / "store"), NatsServer(base / "nats") as server:
-        procs = [coordinator(server.url, base, "--log-level", "warning")]
+        coord = coordinator(server.url, base, "--log-level", "warning", *coordinator_args)
+        procs = [coord]
         procs += [
             agent(
                 server.url,
                 f"bench{i}",
                 base,
-                "--cpus",
-                str(cpus),
-                "--log-level",
-                "warning",
+                *("--cpus", str(cpus), "--log-level", "warning"),
                 app=app,
                 heartbeat=2.0,
             )
@@ -146,7 +158,8 @@ def bench_fleet(agents: int, app: str, cpus: int = 64) -> Iterator[str]:
         for proc in procs:
             proc.start()
         try:
-            yield server.url
+            yield server.url, coord.pid
         finally:
             for proc in procs:
-                proc.stop()
+                proc.stop(stop_within)
+        print(f"logs in {base}", file=sys.stderr)

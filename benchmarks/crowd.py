@@ -34,11 +34,10 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from benchmarks._common import environment, write_json
+from benchmarks._common import environment, fleet_processes, write_json
 from benchmarks._workload import Peer, Sizes, add_size_arguments, measure, pct, positive
 from benchmarks._workload import sizes_from as sizes_of
 from benchmarks._workload import warm_up as warm
-from benchmarks.scale import fleet
 from benchmarks.throughput import APP, FleetPeer, _connect
 from tests.processes import ROOT
 
@@ -117,7 +116,7 @@ def medians(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def run(args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> None:
     stats = Path(tempfile.mkdtemp(prefix="fleet-crowd-")) / "sim.json"
-    with fleet(args.agents, 64, APP) as (url, pid), asyncio.Runner() as runner:
+    with fleet_processes(args.agents, APP) as (url, pid), asyncio.Runner() as runner:
         peer = FleetPeer(runner, runner.run(_connect(url, args.agents)))
         share = CpuShare(pid)
         warm(peer, sizes)

@@ -23,11 +23,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks import bench_tasks
-from benchmarks._common import _removed_after, environment, write_json
+from benchmarks._common import environment, fleet_processes, write_json
 from benchmarks._workload import positive
 from taskiq_fleet import CoordinatorClient
 from taskiq_fleet.broker import FleetTask
@@ -87,40 +85,6 @@ class Sampler:
             return 0, 0
         _, rss, queued = max(self.series, key=lambda s: (s[2], s[1]))
         return queued, rss
-
-
-@contextmanager
-def fleet(
-    agents: int, cpus: int, app: str = APP, coordinator_args: Sequence[str] = ()
-) -> Iterator[tuple[str, int]]:
-    """nats-server, a coordinator and ``agents`` agents (processes); yields the NATS URL and
-    the coordinator's pid, then stops them and removes the JetStream store."""
-    from tests.natsserver import NatsServer
-    from tests.processes import agent, coordinator
-
-    base = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
-    with _removed_after(base / "nats" / "store"), NatsServer(base / "nats") as server:
-        coord = coordinator(server.url, base, "--log-level", "warning", *coordinator_args)
-        procs = [coord]
-        procs += [
-            agent(
-                server.url,
-                f"a{i}",
-                base,
-                *("--cpus", str(cpus), "--log-level", "warning"),
-                app=app,
-                heartbeat=2.0,
-            )
-            for i in range(agents)
-        ]
-        for proc in procs:
-            proc.start()
-        try:
-            yield server.url, coord.pid
-        finally:
-            for proc in procs:
-                proc.stop(60)
-        print(f"logs in {base}", file=sys.stderr)
 
 
 async def connect(url: str, agents: int) -> CoordinatorClient:
@@ -296,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.tasks, args.agents, args.cpus, reference=args.reference, window=window)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the processes on the way out
     extra = () if args.lease_ttl is None else ("--lease-ttl", args.lease_ttl)
-    with fleet(args.agents, args.cpus, coordinator_args=extra) as (url, pid):
+    with fleet_processes(args.agents, APP, args.cpus, extra, stop_within=60) as (url, pid):
         asyncio.run(run(url, pid, report, args.burst))
     print(describe(report))
     if args.json is not None:
