@@ -81,8 +81,6 @@ BACKLOG_MSGS = 8
 """Agents' messages waiting unread (in NATS's queues for the agent subscriptions, or decoded
 for the pump) above which the coordinator is behind: silence then is not yet heard
 (``liveness.backlog_credit``)."""
-SENDERS_KEPT = 4096
-"""Subjects whose sender is remembered (parsed once, not once per message)."""
 ASK_REGISTER = encode(Reregister(reason="the coordinator lacks this agent's task set"))
 NEW_TERM = encode(Reregister(reason="a new leader starts its term"))
 
@@ -95,7 +93,6 @@ class _Edge:
     control: list[Event] = field(default_factory=list)
     agents: list[Subscription] = field(default_factory=list)
     """The subscriptions agents' control messages come on (their queues show a backlog)."""
-    senders: dict[str, tuple[str, str]] = field(default_factory=dict)
     drops: DropLog = field(default_factory=lambda: DropLog(log, "dropped a malformed message"))
     failures: DropLog = field(
         default_factory=lambda: DropLog(log, "event could not be applied; dropped")
@@ -243,17 +240,6 @@ class Coordinator:
         self._edge.agents = subs
         return subs
 
-    def _sender(self, subject: str) -> tuple[str, str]:
-        """``Subjects.parse_sender``, remembered: ~10 us a message under a flood otherwise."""
-        senders = self._edge.senders
-        found = senders.get(subject)
-        if found is None:
-            found = self.subjects.parse_sender(subject)
-            if len(senders) >= SENDERS_KEPT:
-                senders.clear()
-            senders[subject] = found
-        return found
-
     def _behind(self) -> bool:
         """Agents' messages wait unread: in NATS's queues of the agent subscriptions, or
         decoded and not yet taken by the pump."""
@@ -266,7 +252,7 @@ class Coordinator:
         and what an agent says (adverts, answers) waits in its own list, which the pump
         applies before anything else, so no flood on any subject holds back a heartbeat."""
         try:
-            self._sender(msg.subject)  # the subject names the sender
+            self.subjects.parse_sender(msg.subject)  # the subject names the sender
             decoded = decode(msg.data)
         except (ProtocolError, SubjectError) as exc:
             self.dropped += 1
@@ -545,7 +531,7 @@ class Coordinator:
         """Control traffic from the agent its subject names, and only what that agent may
         say (``authority.control_refusal``, ``authority.answer_refusal``)."""
         try:
-            kind, sender = self._sender(subject)
+            kind, sender = self.subjects.parse_sender(subject)
         except SubjectError as exc:
             raise ProtocolError("type", str(exc)) from None
         for item in msg.items if isinstance(msg, Batch) else (msg,):

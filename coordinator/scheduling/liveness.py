@@ -5,9 +5,11 @@ silence only means something while the coordinator could hear: not while it is
 disconnected from NATS, and not while its process was stopped (SIGSTOP, a VM stall),
 when the heartbeats queue unread. ``Listening`` measures the time it was deaf (told by
 the service on disconnect and reconnect, or seen as a gap between ticks much longer
-than the tick interval) and ``shifted`` moves every worker's deadline by that much; after
-a reconnect every worker also gets a fresh grace, as agents reconnect on their own
-schedule. Nor while its own inbound side is backlogged (``Listening.hear``): a heartbeat
+than the tick interval), and deadlines are kept on a clock that stops meanwhile
+(``Listening.heard``), so they all move at once, for the cost of one addition (moving
+each was O(workers) per heartbeat while behind, which at 10,000 workers kept it behind);
+after a reconnect every worker also gets a fresh grace (``floored``), as agents reconnect
+on their own schedule. Nor while its own inbound side is backlogged (``Listening.hear``): a heartbeat
 waiting unread in the coordinator's queues behind a flood was sent, just not read yet;
 that time goes uncounted too, within a bounded credit (``BACKLOG_CREDIT``).
 
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from coordinator.placement.pool import ResourceAwareWorkerPool
-from coordinator.scheduling.state import NodeState, RunState
+from coordinator.scheduling.state import RunState
 from coordinator.scheduling.tasks import TaskCatalog
 from shared.resources import ResourceRequest, WorkerSpec
 
@@ -59,6 +61,14 @@ class Listening:
     """... and when it looked before the last time the clock was read (``observe``)."""
     credit: float = BACKLOG_CREDIT
     """Seconds of backlog that may still go uncounted (``backlog_credit``)."""
+    unheard: float = 0.0
+    """Seconds so far that did not count as silence: paused, backlogged or disconnected."""
+
+    def heard(self, now: float) -> float:
+        """``now`` on the clock of time the coordinator could hear: deadlines of silence are
+        kept on it, so time that does not count moves every one of them at once, by
+        adding to ``unheard``, instead of a rewrite of each worker's and attempt's."""
+        return now - self.unheard
 
     @property
     def suspended(self) -> bool:
@@ -80,8 +90,11 @@ class Listening:
         gap = max(0.0, now - last)
         self.credit, backlog = backlog_credit(self.credit, gap, behind)
         if self.tick is None or gap <= PAUSE_TICKS * self.tick:
-            return backlog
-        return max(gap - self.tick, backlog)  # the same stretch of time: not both
+            pause = backlog
+        else:
+            pause = max(gap - self.tick, backlog)  # the same stretch of time: not both
+        self.unheard += pause
+        return pause
 
     def suspend(self, now: float) -> None:
         if self.deaf_since is None:
@@ -91,7 +104,9 @@ class Listening:
         """How long the connection was down (0 when it was not)."""
         since, self.deaf_since = self.deaf_since, None
         self.last_tick = now
-        return 0.0 if since is None else max(0.0, now - since)
+        down = 0.0 if since is None else max(0.0, now - since)
+        self.unheard += down
+        return down
 
 
 def backlog_credit(credit: float, gap: float, behind: bool) -> tuple[float, float]:
@@ -113,26 +128,11 @@ def backlog_credit(credit: float, gap: float, behind: bool) -> tuple[float, floa
     return credit - spent, spent
 
 
-def shifted(
-    silences: Iterable[Silence], by: float, floor: Callable[[str], float] | None = None
-) -> list[Silence]:
-    """The deadlines moved ``by`` seconds later, none earlier than ``floor(worker)``."""
-    moved = [
-        (max(at + by, floor(name)) if floor is not None else at + by, name, seen)
-        for at, name, seen in silences
-    ]
+def floored(silences: Iterable[Silence], floor: Callable[[str], float]) -> list[Silence]:
+    """The deadlines, none earlier than ``floor(worker)``."""
+    moved = [(max(at, floor(name)), name, seen) for at, name, seen in silences]
     heapq.heapify(moved)
     return moved
-
-
-def shift_attempts(states: Iterable[NodeState], by: float) -> None:
-    """Judgements on attempts that also rest on silence (an assignment lost in transit, a
-    restored attempt no agent reports) wait out the deaf time too."""
-    for state in states:
-        if state.status == "placed":
-            state.placed_at += by
-        if state.adopt_by is not None:
-            state.adopt_by += by
 
 
 class Departed:

@@ -352,7 +352,7 @@ class Scheduler:
         for state in run.nodes.values():
             status = recovery.restored_status(state, stored[state.id])
             if status in IN_FLIGHT:
-                state.adopt_by = now + grace
+                state.adopt_by = self._listening.heard(now) + grace
                 self._restored = True
             if status != "pending":
                 self._move(state, status, "restored", now, restoring=True)
@@ -578,11 +578,12 @@ class Scheduler:
         """What the agent says it runs is the truth: adopt what we lost track of, cancel
         what is stale, place again what it never received."""
         grace, listed = max(2 * info.interval, 1.0), set(running)
-        for ref in self._stopping.unlisted(info.name, listed, grace, now):
+        heard = self._listening.heard(now)
+        for ref in self._stopping.unlisted(info.name, listed, grace, heard):
             self._stopped(ref)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)  # read again: a failure may end its run
-            if recovery.lost_in_transit(state, listed, grace, now):
+            if recovery.lost_in_transit(state, listed, grace, heard):
                 assert state is not None
                 self._system_failure(state, f"{info.name} never received the assignment", now)
         for ref in running:
@@ -682,32 +683,30 @@ class Scheduler:
             return
         cfg, workers = self.config, self.workers
 
+        heard = self._listening.heard(now)
+
         def floor(name: str) -> float:
             info = workers.get(name)
             wait = 0.0 if info is None else cfg.heartbeat_misses * info.interval
-            return now + max(wait, cfg.reconnect_grace)
+            return heard + max(wait, cfg.reconnect_grace)
 
-        self._silences = liveness.shifted(self._silences, down, floor)
-        liveness.shift_attempts(self._attempts.values(), down)
+        self._silences = liveness.floored(self._silences, floor)
 
     def _observe(self, now: float) -> None:
         """After a pause (the process was stopped), what was silent meanwhile was not heard,
         not silent: noticed before the first tick or message after it is applied."""
-        pause = self._listening.observe(now)
-        if pause <= 0:
-            return
-        self._silences = liveness.shifted(self._silences, pause)
-        liveness.shift_attempts(self._attempts.values(), pause)
+        self._listening.observe(now)
 
     def _expect(self, info: WorkerInfo) -> None:
         """Note when this worker is lost unless heard from again (a heap, so the check on
         every event costs O(log workers), not a scan)."""
-        deadline = info.last_seen + self.config.heartbeat_misses * info.interval
+        heard = self._listening.heard(info.last_seen)
+        deadline = heard + self.config.heartbeat_misses * info.interval
         heapq.heappush(self._silences, (deadline, info.name, info.last_seen))
 
     def _check_workers(self, now: float) -> None:
-        misses = self.config.heartbeat_misses
-        while self._silences and self._silences[0][0] < now:
+        misses, heard = self.config.heartbeat_misses, self._listening.heard(now)
+        while self._silences and self._silences[0][0] < heard:
             _, name, seen = heapq.heappop(self._silences)
             info = self.workers.get(name)
             if info is not None and info.last_seen == seen:  # else heard from since
@@ -716,7 +715,7 @@ class Scheduler:
             unclaimed = [s for s in self._attempts.values() if s.adopt_by is not None]
             for state in unclaimed:
                 # Read again: failing one attempt can end its run, which clears the others.
-                if state.adopt_by is not None and now >= state.adopt_by:
+                if state.adopt_by is not None and heard >= state.adopt_by:
                     why = "no agent reports it after the coordinator restarted"
                     self._system_failure(state, why, now)
             self._restored = any(s.adopt_by is not None for s in unclaimed)
@@ -828,7 +827,7 @@ class Scheduler:
         state.attempt += 1
         state.incarnation = self.incarnation
         state.gpu_devices = devices
-        state.placed_at = now
+        state.placed_at = self._listening.heard(now)
         state.reason = ""
         self._move(state, "placed", f"placed on {worker}", now)
         self._track(state, worker)

@@ -96,6 +96,7 @@ class NodeState:
         self.not_before = 0.0
         self.ready_since = 0.0
         self.placed_at = 0.0
+        """On the clock of time heard (``Listening.heard``), as ``adopt_by``."""
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.error: ErrorInfo | None = None

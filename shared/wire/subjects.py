@@ -62,6 +62,7 @@ outcomes are still one filter away: ``run_outcomes(run)`` is
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from dataclasses import dataclass
 
@@ -94,6 +95,19 @@ _TEMPLATES: dict[str, str] = {
     "ctl": "ctl.{verb}",
     "payload_chunk": "payload.{writer}.{key}.{chunk}",
 }
+
+
+_SENDER_HEADS = {_TEMPLATES[kind].removesuffix(".{worker}"): kind for kind in AGENT_KINDS}
+"""Each ``AGENT_KINDS`` template without its last token, ``{worker}``, to its kind."""
+
+
+@functools.lru_cache(maxsize=8)
+def _sender_pattern(prefix: str) -> re.Pattern[str]:
+    """One expression for every ``AGENT_KINDS`` subject of ``prefix``: group 1 is the
+    template's head (``_SENDER_HEADS``), group 2 the worker. A heartbeat's subject is read
+    once per heartbeat, 5,000 a second at 10,000 workers."""
+    heads = "|".join(re.escape(head) for head in _SENDER_HEADS)
+    return re.compile(rf"{re.escape(prefix)}\.({heads})\.({_TOKEN_RE.pattern})")
 
 
 class SubjectError(ValueError):
@@ -219,10 +233,10 @@ class Subjects:
     def parse_sender(self, subject: str) -> tuple[str, str]:
         """(kind, worker) of a subject an agent sends control traffic on: kind is one of
         ``AGENT_KINDS`` (register, heartbeat, deregister, ack)."""
-        for kind in AGENT_KINDS:
-            with contextlib.suppress(SubjectError):
-                return kind, self._parse_one(kind, subject)
-        raise SubjectError(f"{subject!r} is no agent subject of prefix {self.prefix!r}")
+        found = _sender_pattern(self.prefix).fullmatch(subject)
+        if found is None:
+            raise SubjectError(f"{subject!r} is no agent subject of prefix {self.prefix!r}")
+        return _SENDER_HEADS[found[1]], found[2]
 
     def agent_publish(self, worker: str) -> tuple[str, ...]:
         """The fleet subjects agent ``worker`` may publish on (NATS patterns): its own name

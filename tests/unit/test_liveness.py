@@ -79,6 +79,29 @@ def test_a_beat_sent_during_a_pause_does_not_call_an_assignment_lost_in_transit(
     assert c.node("r1", "a").status == "running"
 
 
+def test_a_cancelled_assignment_sent_before_a_pause_keeps_its_reservation_after_it() -> None:
+    """Its grace to arrive counts heard time only, as the grace of any assignment does: a
+    beat read right after the pause, without it, may still precede its arrival, so its
+    cpu is not given to the node waiting for it."""
+    c = live(max_rejects=1)
+    c.register("w1", cpu=2, interval=1)
+    c.submit("r1", n("a", cpu=2))
+    only(c.tick(0))
+    c.submit("r2", n("b", cpu=2), at=0.02)
+    assert c.sched.cancel_run("r1", "user asked", 0.05)
+    # Stopped from 0.1 to 10: the first tick after it, then a beat that queued meanwhile.
+    assert c.tick(10.0).assign == {}
+    c.beat("w1", 10.05)
+    assert c.tick(10.1).assign == {}, "the cancelled assignment may still arrive"
+    placed = []
+    for i in range(1, 30):
+        at = round(10.1 + i * TICK, 6)
+        if i % 10 == 0:
+            c.beat("w1", at)
+        placed += [(at, a.ref.node_id) for a in c.tick(at).assign.get("w1", ())]
+    assert placed == [(12.1, "b")]
+
+
 def test_a_worker_silent_before_and_after_a_pause_is_lost_after_its_awake_silence() -> None:
     c = live()
     c.register("w1", interval=1)

@@ -141,11 +141,23 @@ def test_outcome_sender_refuses_other_subjects(subject: str) -> None:
         Subjects().parse_outcome_sender(subject)
 
 
-def test_parse_sender_refuses_what_no_agent_sends() -> None:
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "fleet.worker.a1.assign",
+        "fleet.submit",
+        "fleet.agent.heartbeat.",
+        "fleet.agent.heartbeat.a1.x",
+        "fleet.agent.bogus.a1",
+        "fleet.agent.heartbeat.a$1",
+        "fleetXagent.heartbeat.a1",
+        "prod.fleet.agent.heartbeat.a1",
+        "fleet.ack.a1.x",
+    ],
+)
+def test_parse_sender_refuses_what_no_agent_sends(subject: str) -> None:
     with pytest.raises(SubjectError):
-        Subjects().parse_sender("fleet.worker.a1.assign")
-    with pytest.raises(SubjectError):
-        Subjects().parse_sender("fleet.submit")
+        Subjects().parse_sender(subject)
 
 
 def test_client_inbox_is_a_valid_notify_subject() -> None:
