@@ -6,6 +6,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,15 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     print(f"\nwrote {path}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds as Ctrl-C does, so the processes a benchmark started are stopped."""
+    signal.signal(signal.SIGTERM, _interrupted)
+
+
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from benchmarks._common import environment, fleet_processes, write_json
+from benchmarks._common import environment, fleet_processes, stop_on_sigterm, write_json
 from benchmarks._workload import Peer, Sizes, add_size_arguments, measure, pct, positive
 from benchmarks._workload import sizes_from as sizes_of
 from benchmarks._workload import warm_up as warm
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"workers": args.workers, "interval": args.interval}
+    stop_on_sigterm()
     run(args, sizes_of(args), out)
     print(report(out, args.workers))
     if args.json is not None:

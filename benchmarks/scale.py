@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks import bench_tasks
-from benchmarks._common import environment, fleet_processes, write_json
+from benchmarks._common import environment, fleet_processes, stop_on_sigterm, write_json
 from benchmarks._workload import positive
 from taskiq_fleet import CoordinatorClient
 from taskiq_fleet.broker import FleetTask
@@ -238,10 +237,6 @@ def describe(r: Report) -> str:
     return "\n".join([head, *(f"  {k:<32} {v}" for k, v in rows)])
 
 
-def _interrupted(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tasks", type=positive, default=100_000)
@@ -258,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     window = min(args.window, args.tasks)
     report = Report(args.tasks, args.agents, args.cpus, reference=args.reference, window=window)
-    signal.signal(signal.SIGTERM, _interrupted)  # stop the processes on the way out
+    stop_on_sigterm()
     extra = () if args.lease_ttl is None else ("--lease-ttl", args.lease_ttl)
     with fleet_processes(args.agents, APP, args.cpus, extra, stop_within=60) as (url, pid):
         asyncio.run(run(url, pid, report, args.burst))
