@@ -47,9 +47,11 @@ from shared.wire.protocol import (
     AttemptRef,
     Heartbeat,
     Outcome,
+    Pace,
     ProtocolError,
     Register,
     Reject,
+    decode_as,
     encode,
     encode_each,
     join_encoded,
@@ -85,8 +87,14 @@ class Sim:
     _running: dict[str, set[AttemptRef]] = field(default_factory=dict)
     _outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
     _flush: asyncio.Event = field(default_factory=asyncio.Event)
+    every: float = 0.0
+    """The interval beats are sent at: ``interval``, or the coordinator's pace if longer."""
 
     def __post_init__(self) -> None:
+        self.every = self.interval
+        self._build_beats()
+
+    def _build_beats(self) -> None:
         served = task_digest(self.tasks)
         unknown = task_digest(("a task set the coordinator was never told",))
         for spec in self.workers:
@@ -102,7 +110,7 @@ class Sim:
             worker=spec.name,
             started_at=self.started_at,
             seq=SEQ_MARK,
-            interval=self.interval,
+            interval=self.every,
             capacity=spec,
             cpu_percent=1.0,
             available_ram_mb=spec.ram_mb,
@@ -136,7 +144,7 @@ class Sim:
                     worker=name,
                     started_at=self.started_at,
                     seq=self._seq[name],
-                    interval=self.interval,
+                    interval=self.every,
                     capacity=spec,
                     cpu_percent=1.0,
                     available_ram_mb=spec.ram_mb,
@@ -153,11 +161,15 @@ class Sim:
         self.counts["heartbeats"] += 1
 
     async def heartbeats(self) -> None:
-        """Every worker once per interval, the beats spread evenly over it."""
+        """Every worker once per interval, the beats spread evenly over it (from the worker
+        due next when the pace changes it)."""
         names = [s.name for s in self.workers + self.probes]
-        start, sent = time.perf_counter(), 0
+        start, sent, every = time.perf_counter(), 0, self.every
         while True:
-            due = int((time.perf_counter() - start) / self.interval * len(names))
+            if every != self.every:
+                start, sent, every = time.perf_counter(), sent % len(names), self.every
+                start -= sent / len(names) * every
+            due = int((time.perf_counter() - start) / every * len(names))
             while sent < due:
                 await self.beat(names[sent % len(names)])
                 sent += 1
@@ -170,7 +182,10 @@ class Sim:
             worker, verb = self.subjects.parse_worker_inbox(msg.subject)
         except SubjectError:
             return
-        if worker in self._probing and verb == "reregister":
+        if verb == "pace":
+            with contextlib.suppress(ProtocolError):
+                self.repace(decode_as(msg.data, Pace).interval)
+        elif worker in self._probing and verb == "reregister":
             sent = self._probe_sent.pop(worker, None)
             if sent is not None:
                 self.lags.append(time.perf_counter() - sent)
@@ -180,6 +195,14 @@ class Sim:
             with contextlib.suppress(ProtocolError):
                 good, _ = decode_apart(msg.data, Assignment)
                 await self.admit(worker, good)
+
+    def repace(self, pace: float) -> None:
+        """The coordinator sends each worker the pace; one changed value for all of them."""
+        every = max(self.interval, pace)
+        if every != self.every:
+            self.every = every
+            self._build_beats()
+            self.counts["paced"] += 1
 
     async def admit(self, worker: str, assignments: list[Assignment]) -> None:
         answers: list[Accept | Reject] = []
@@ -250,6 +273,7 @@ class Sim:
             "workers": len(self.workers),
             "probes": len(self.probes),
             "interval": self.interval,
+            "beat_every": self.every,
             **self.counts,
             "heartbeat_lag_ms": summary,
             "heartbeat_lags_ms": [round(lag, 3) for lag in lags],

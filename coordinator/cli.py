@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_PIPELINE = 4
+DEFAULT_MAX_HEARTBEATS = 1000.0
+"""About a tenth of a core for reading heartbeats at most; 10,000 agents beat every 16 s."""
 
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -76,6 +78,15 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         help="attempts of one task shape a busy worker may be sent at once, to run one after "
         "another under one reservation (worker leases; no GPU requests); 1 turns it off "
         f"(default: {DEFAULT_PIPELINE})",
+    )
+    parser.add_argument(
+        "--max-heartbeats",
+        type=number(float, 0, inclusive=True),
+        default=DEFAULT_MAX_HEARTBEATS,
+        metavar="N",
+        help="heartbeats a second the fleet's agents are paced to at most: a large fleet is "
+        "told to beat less often (a power of two times 0.5 s), so reading them stays cheap; "
+        f"0 leaves agents at their own intervals (default: {DEFAULT_MAX_HEARTBEATS:g})",
     )
     parser.add_argument(
         "--system-retries",
@@ -170,6 +181,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
                 max_parallel=args.max_parallel,
                 system_retries=args.system_retries,
                 pipeline=args.pipeline_depth,
+                max_heartbeats=args.max_heartbeats,
             ),
             retention=_retention(args),
             lease=LeaseTiming(ttl=args.lease_ttl),

@@ -48,6 +48,7 @@ from shared.wire.protocol import (
     Heartbeat,
     MessageModel,
     Outcome,
+    Pace,
     ProtocolError,
     Register,
     Reject,
@@ -591,6 +592,15 @@ class Coordinator:
         assert self._nc is not None
         return self._nc
 
+    async def _tell_workers(self, d: Decisions) -> None:
+        nc, s = self._client(), self.subjects
+        for name in d.reregister:  # asked again at its next heartbeat if this is lost
+            await nc.publish(s.reregister(name), ASK_REGISTER)
+        if d.pace:  # a lost one: that agent beats at its own interval, and is judged so
+            pace = encode(Pace(interval=self.scheduler.pace))
+            for name in d.pace:
+                await nc.publish(s.pace(name), pace)
+
     async def _send(self, d: Decisions) -> None:
         nc, s = self._client(), self.subjects
         limit = nc.max_payload // 2
@@ -601,8 +611,7 @@ class Coordinator:
         for worker, cancels in d.cancel.items():
             items = [Cancel(ref=ref, reason=reason) for ref, reason in cancels]
             await nc.publish(s.cancel(worker), encode_each(items), headers=self._term)
-        for name in d.reregister:  # asked again at its next heartbeat if this is lost
-            await nc.publish(s.reregister(name), ASK_REGISTER)
+        await self._tell_workers(d)
         for name in set(d.name_clashes):
             log.error(
                 "adverts from an older agent process under a name in use; ignored "

@@ -12,6 +12,7 @@ host from serving everybody else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -41,6 +42,7 @@ from shared.wire.protocol import (
     ErrorInfo,
     Heartbeat,
     Outcome,
+    Pace,
     ProtocolError,
     Register,
     Reject,
@@ -137,6 +139,11 @@ class Agent:
         """Malformed or unknown messages dropped since start (tests and logs read it)."""
         self._term = 0
         """The newest leader term seen in an assignment or cancel."""
+        self._pace = 0.0
+        """The coordinator's least interval between heartbeats (``Pace``); 0: none."""
+        self._paced = asyncio.Event()
+        self._beaten = 0.0
+        """When the last heartbeat went out (the loop's clock)."""
 
     @property
     def name(self) -> str:
@@ -213,26 +220,37 @@ class Agent:
             agent_version=__version__,
             pid=os.getpid(),
             started_at=self._started_at,
-            heartbeat_interval=self.settings.heartbeat,
+            heartbeat_interval=self._interval(),
             tasks=tuple(sorted(self._broker.get_all_tasks())),
             running=tuple(self._attempts),
         )
         await self._publish(self._subjects.register(self.name), encode(msg))
         await self._heartbeat()
 
+    def _interval(self) -> float:
+        return max(self.settings.heartbeat, self._pace)
+
     async def _heartbeats(self) -> None:
+        """One beat an interval after the last; a new pace changes the wait under way."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.heartbeat)
+            self._paced.clear()
+            wait = self._beaten + self._interval() - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._paced.wait(), wait)
+                continue
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
+        self._beaten = asyncio.get_running_loop().time()
         usage = self._usage.sample()
         self._seq += 1
         msg = Heartbeat(
             worker=self.name,
             started_at=self._started_at,
             seq=self._seq,
-            interval=self.settings.heartbeat,
+            interval=self._interval(),
             capacity=self.spec,
             reserved=self._guard.reserved(),
             cpu_percent=usage.cpu_percent,
@@ -271,6 +289,9 @@ class Agent:
                 asked = decode_as(msg.data, Reregister)
                 log.info("registering again, as the coordinator asks", reason=asked.reason)
                 await self._register()
+            elif kind == "pace":
+                self._pace = decode_as(msg.data, Pace).interval
+                self._paced.set()
             else:
                 for cancel in decode_each(msg.data, Cancel):
                     self._cancel(cancel.ref, cancel.reason or "cancelled by the coordinator")

@@ -9,9 +9,11 @@ than the tick interval), and deadlines are kept on a clock that stops meanwhile
 (``Listening.heard``), so they all move at once, for the cost of one addition (moving
 each was O(workers) per heartbeat while behind, which at 10,000 workers kept it behind);
 after a reconnect every worker also gets a fresh grace (``floored``), as agents reconnect
-on their own schedule. Nor while its own inbound side is backlogged (``Listening.hear``): a heartbeat
-waiting unread in the coordinator's queues behind a flood was sent, just not read yet;
-that time goes uncounted too, within a bounded credit (``BACKLOG_CREDIT``).
+on their own schedule. Nor while its own inbound side is backlogged (``Listening.hear``):
+a heartbeat waiting unread in the coordinator's queues behind a flood was sent, just not
+read yet; that time goes uncounted too, within a bounded credit (``BACKLOG_CREDIT``).
+A large fleet is told to beat less often (``Pacer``), so reading heartbeats costs the
+coordinator about the same whatever the number of agents.
 
 ``Departed`` keeps recently lost workers for a while, as the pool saw them: work one
 of them could hold waits for it to come back (a host restarting, the only GPU host
@@ -24,6 +26,7 @@ Plain data and functions: the scheduler calls them with the time; no clock, no I
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -133,6 +136,45 @@ def floored(silences: Iterable[Silence], floor: Callable[[str], float]) -> list[
     moved = [(max(at, floor(name)), name, seen) for at, name, seen in silences]
     heapq.heapify(moved)
     return moved
+
+
+MIN_PACE = 0.5
+"""The shortest interval the coordinator asks for; a fleet needing less is not paced."""
+
+
+@dataclass(slots=True)
+class Pacer:
+    """The interval agents are asked to beat at most (``Pace``), so the fleet's heartbeats
+    stay under ``max_rate`` a second, as Nomad bounds its servers' heartbeats: a power of
+    two from ``MIN_PACE`` up, so a growing fleet changes it a few times, not at every
+    join; raised at once, lowered only once the fleet fits a quarter of it."""
+
+    max_rate: float
+    """Heartbeats a second at most; 0: no bound."""
+    interval: float = 0.0
+
+    def resize(self, workers: int) -> bool:
+        """Whether the interval changed for a fleet of ``workers``."""
+        if self.max_rate <= 0:
+            return False
+        target = pace_level(workers / self.max_rate)
+        if target > self.interval or target <= self.interval / 4:
+            changed, self.interval = target != self.interval, target
+            return changed
+        return False
+
+    def deadline(self, heard_at: float, interval: float, misses: int) -> float:
+        """When a worker last heard at ``heard_at`` (on the heard clock) is lost: after
+        ``misses`` of its own interval, or of the pace if it is longer (an agent told of
+        a longer one beats next after it)."""
+        return heard_at + misses * max(interval, self.interval)
+
+
+def pace_level(needed: float) -> float:
+    """The least power of two times ``MIN_PACE`` at least ``needed``; 0 below ``MIN_PACE``."""
+    if needed < MIN_PACE:
+        return 0.0
+    return MIN_PACE * 2.0 ** math.ceil(math.log2(needed / MIN_PACE))
 
 
 class Departed:

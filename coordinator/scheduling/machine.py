@@ -107,6 +107,7 @@ class Scheduler:
         self._leases = Leases(config.pipeline)
         self._untold = Untold()
         self._listening = liveness.Listening(config.tick)
+        self._pacer = liveness.Pacer(config.max_heartbeats)
         self._departed = liveness.Departed(config.lost_worker_grace)
         self._delayed: list[tuple[float, int, NodeState]] = []
         self._attempts: dict[AttemptRef, NodeState] = {}
@@ -416,6 +417,7 @@ class Scheduler:
         for ref in self._stopping.of_worker(name):
             self._stopped(ref)
         self._departed.left(self._catalog.labelled(info.spec, info.tasks), now)
+        self._repace(None)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)
             if state is not None:
@@ -454,6 +456,7 @@ class Scheduler:
             self._expect(info)
             self.pool.add_worker(self._catalog.labelled(spec, tasks))
             self._workers_changed(now)
+            self._repace(name)
             return info
         info.last_seen, info.interval = now, interval
         self._expect(info)
@@ -700,16 +703,34 @@ class Scheduler:
     def _expect(self, info: WorkerInfo) -> None:
         """Note when this worker is lost unless heard from again (a heap, so the check on
         every event costs O(log workers), not a scan)."""
-        heard = self._listening.heard(info.last_seen)
-        deadline = heard + self.config.heartbeat_misses * info.interval
+        info.heard_at = self._listening.heard(info.last_seen)
+        deadline = info.heard_at + self.config.heartbeat_misses * info.interval
         heapq.heappush(self._silences, (deadline, info.name, info.last_seen))
+
+    @property
+    def pace(self) -> float:
+        """The interval agents are asked to beat at most; 0: not paced (``Pacer``)."""
+        return self._pacer.interval
+
+    def _repace(self, joined: str | None) -> None:
+        """The fleet changed size: every worker hears a changed pace, one that joined a
+        paced fleet hears it anyway."""
+        if self._pacer.resize(len(self.workers)):
+            self.out.pace = list(self.workers)
+        elif joined is not None and self._pacer.interval > 0:
+            self.out.pace.append(joined)
 
     def _check_workers(self, now: float) -> None:
         misses, heard = self.config.heartbeat_misses, self._listening.heard(now)
         while self._silences and self._silences[0][0] < heard:
-            _, name, seen = heapq.heappop(self._silences)
+            at, name, seen = heapq.heappop(self._silences)
             info = self.workers.get(name)
-            if info is not None and info.last_seen == seen:  # else heard from since
+            if info is None or info.last_seen != seen:
+                continue  # heard from since
+            paced = self._pacer.deadline(info.heard_at, info.interval, misses)
+            if paced > at and paced >= heard:  # told to beat less often than it last said
+                heapq.heappush(self._silences, (paced, name, seen))
+            else:
                 self.worker_left(name, f"missed {misses} heartbeats", now)
         if self._restored:
             unclaimed = [s for s in self._attempts.values() if s.adopt_by is not None]

@@ -30,6 +30,9 @@ class SchedulerConfig:
     intervals) before any worker can be judged lost, as agents reconnect on their own."""
     pipeline: int = 1
     """Attempts a worker lease may hold at once (``leases.py``); 1: no pipelining."""
+    max_heartbeats: float = 0.0
+    """Heartbeats a second the fleet's agents are paced to at most (``liveness.Pacer``);
+    0: agents beat at their own intervals."""
     tick: float | None = None
     """The service's tick interval: a gap between ticks much longer than it is a pause
     (process stopped, VM stalled), during which no worker's silence counts. None: not
@@ -52,6 +55,9 @@ class Decisions:
     reregister: list[str] = field(default_factory=list)
     """Workers to ask for their Register: their task set is not known, or not the one their
     heartbeat proves (``tasks.needs_register``)."""
+    pace: list[str] = field(default_factory=list)
+    """Workers to tell the pace (``Scheduler.pace``): every one when it changed, else those
+    that joined while the fleet is paced."""
 
     def __bool__(self) -> bool:
         return bool(self.assign or self.cancel or self.changed or self.finished)
@@ -64,6 +70,8 @@ class WorkerInfo:
     started_at: float
     interval: float
     last_seen: float
+    heard_at: float = 0.0
+    """``last_seen`` on the clock of heard time (``Listening.heard``)."""
     tasks: frozenset[str] | None = None
     """What it may be sent (None: not told yet, so nothing); less than it registered after
     an ``unknown_task`` reject."""

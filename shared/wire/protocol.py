@@ -152,6 +152,16 @@ class Reregister(Versioned):
     reason: str = ""
 
 
+class Pace(Versioned):
+    """How often the coordinator asks agents to beat at most: a fleet's heartbeats stay
+    within what one coordinator reads (``max_heartbeats``, as Nomad bounds its servers'
+    heartbeats per second), whatever the number of agents. An agent beats every
+    ``interval`` seconds or its own interval, whichever is longer."""
+
+    type: Literal["pace"] = "pace"
+    interval: Annotated[float, Field(ge=0, le=3600)]
+
+
 class Deregister(Versioned):
     type: Literal["deregister"] = "deregister"
     worker: Token
@@ -311,7 +321,16 @@ class Outcome(Versioned):
 
 
 ItemModel = (
-    Register | Heartbeat | Reregister | Deregister | Assignment | Accept | Reject | Cancel | Outcome
+    Register
+    | Heartbeat
+    | Reregister
+    | Pace
+    | Deregister
+    | Assignment
+    | Accept
+    | Reject
+    | Cancel
+    | Outcome
 )
 Item = Annotated[ItemModel, Field(discriminator="type")]
 

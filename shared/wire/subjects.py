@@ -23,6 +23,7 @@ fleet.agent.deregister.<worker>      agent       coordinator Deregister         
 fleet.worker.<worker>.assign         coordinator agent       Assignment (Batch)   core
 fleet.worker.<worker>.cancel         coordinator agent       Cancel (Batch)       core
 fleet.worker.<worker>.reregister     coordinator agent       Reregister           core
+fleet.worker.<worker>.pace           coordinator agent       Pace                 core
 fleet.ack.<worker>                   agent       coordinator Accept, Reject       core
 fleet.outcome.<worker>.<run>.<node>  agent       coordinator Outcome              JetStream
 fleet.outcome.<worker>._batch        agent       coordinator Batch of Outcome     JetStream
@@ -72,7 +73,7 @@ _NOT_TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*")
 
 CONTROL_VERBS = ("workers", "runs", "status", "cancel", "limit")
-WORKER_VERBS = ("assign", "cancel", "reregister")
+WORKER_VERBS = ("assign", "cancel", "reregister", "pace")
 AGENT_KINDS = ("register", "heartbeat", "deregister", "ack")
 """The control subjects an agent sends on, each ``...<worker>``."""
 """What the coordinator sends on ``<prefix>.worker.<worker>.<verb>``."""
@@ -86,6 +87,7 @@ _TEMPLATES: dict[str, str] = {
     "assign": "worker.{worker}.assign",
     "cancel": "worker.{worker}.cancel",
     "reregister": "worker.{worker}.reregister",
+    "pace": "worker.{worker}.pace",
     "run_updates": "run.{run}",
     "client_inbox": "client.{client}",
     "direct": "client.{client}.{worker}",
@@ -280,6 +282,10 @@ class Subjects:
     def reregister(self, worker: str) -> str:
         """Where the coordinator asks an agent whose task set it lacks for its Register."""
         return self._build("reregister", worker=worker)
+
+    def pace(self, worker: str) -> str:
+        """Where the coordinator tells an agent how often to beat (``Pace``)."""
+        return self._build("pace", worker=worker)
 
     def worker_inbox(self, worker: str) -> str:
         """Everything addressed to one agent, for a single subscription."""

@@ -22,6 +22,7 @@ from shared.wire.protocol import (
     ErrorInfo,
     Heartbeat,
     Outcome,
+    Pace,
     PayloadRef,
     ProtocolError,
     Register,
@@ -83,6 +84,7 @@ def examples() -> list[Any]:
         ),
         Deregister(worker="gpu-box_1", reason="SIGTERM"),
         Reregister(reason="the coordinator lacks this agent's task set"),
+        Pace(interval=16.0),
         Assignment(
             ref=REF,
             task_name="app.tasks:heavy",
