@@ -88,6 +88,8 @@ def _clip(text: str, chars: int = 200) -> str:
 
 
 PUBLISH_TIMEOUT = 2
+TURN_ACCEPT_DELAY = 0.01
+"""How long a queued attempt runs after its turn came before it is reported running."""
 FLUSH_TIMEOUT = 10
 """How long a stopping agent keeps trying to store its last outcomes."""
 ERROR_TEXT_LIMIT = 32 * 1024
@@ -128,7 +130,7 @@ class Agent:
         self._outbox = Outbox(self._store_outcomes)
         self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
         self._early_cancels: dict[AttemptRef, str] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self._started_at = clock()
         self._seq = 0
         self._nc: Client | None = None
@@ -394,9 +396,17 @@ class Agent:
         async with turn:
             self._queued.discard(a.ref)
             if waits:
-                accepted = encode_each([Accept(ref=a.ref, worker=self.name)])
-                await self._publish(self._subjects.ack(self.name), accepted)
+                loop = asyncio.get_running_loop()
+                loop.call_later(TURN_ACCEPT_DELAY, self._accept_if_running, a.ref)
             await self._attempt(a)
+
+    def _accept_if_running(self, ref: AttemptRef) -> None:
+        """A queued attempt whose turn came is reported running only if it still runs a
+        moment later: a short one's outcome says so itself, one message fewer per attempt
+        of a busy lease (the coordinator shows it placed until then)."""
+        if ref in self._attempts:
+            accepted = encode_each([Accept(ref=ref, worker=self.name)])
+            self._spawn(self._publish(self._subjects.ack(self.name), accepted))
 
     async def _attempt(self, a: Assignment) -> None:
         bound = log.bind(run=a.ref.run_id, node=a.ref.node_id, attempt=a.ref.attempt)
@@ -500,7 +510,7 @@ class Agent:
         msg_id = hashlib.sha1(data).hexdigest()
         await js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

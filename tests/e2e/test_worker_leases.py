@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.wire.protocol import Heartbeat
+from nats.aio.msg import Msg
+
+from shared.wire.protocol import Accept, Heartbeat, decode_each
 from taskiq_fleet import Dag, Node, ResourceRequest
 from tests.e2e.cluster import Cluster
 
@@ -56,3 +58,30 @@ async def test_without_pipelining_an_agent_holds_one_attempt_per_reservation(
     view = await (await cluster.client.submit(dag)).wait(timeout=60)
     assert view.status == "succeeded", view.error
     assert all(len(b.running) <= 1 and not b.queued for b in cluster.heartbeats)
+
+
+async def test_a_queued_attempt_is_reported_running_only_if_it_still_runs_a_moment_later(
+    cluster: Cluster,
+) -> None:
+    """Its outcome says it ran: a short one sends no accept of its own (one message fewer
+    per attempt of a busy lease); a long one is shown running while it runs."""
+    cluster.start_coordinator("--pipeline-depth", "4")
+    cluster.start_agent("w1", "--cpus", "1", *FAST)
+    client = await cluster.connect(workers=1)
+    accepted: list[str] = []
+
+    async def on_ack(msg: Msg) -> None:
+        accepted.extend(a.ref.node_id for a in decode_each(msg.data, Accept))
+
+    await client.nc.subscribe("fleet.ack.w1", cb=on_ack)
+    one_cpu = ResourceRequest(cpu=1)
+    quick = [Node(id=f"q{i}", task="add", args=(i, 1), request=one_cpu) for i in range(30)]
+    slow = [
+        Node(id=f"s{i}", task="sleep_for", kwargs={"seconds": 0.2}, request=one_cpu)
+        for i in range(4)
+    ]
+    view = await (await client.submit(Dag(nodes=(*slow, *quick)))).wait(timeout=60)
+    assert view.status == "succeeded", view.error
+    await client.nc.flush()
+    assert {f"s{i}" for i in range(4)} <= set(accepted)  # each ran long enough to be shown
+    assert len([n for n in accepted if n.startswith("q")]) <= 20, accepted  # leased: fewer
