@@ -36,7 +36,7 @@ def _class_view(cls: ShapeClass, plan: Plan, key: Hashable) -> tuple[list[Top], 
     d = plan.demand
     axis, need, _ = cls.primary(d)
     scale = plan.scale.axis(axis)
-    tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.axes[axis][-NEAREST:]]
+    tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.index(axis)[-NEAREST:]]
     counts = {"cpu": cls.short_on(Axis.CPU, d.cpu), "ram_mb": cls.short_on(Axis.RAM, d.ram)}
     if d.gpu_share:
         counts["gpus"] = cls.short_on(Axis.GPU_SHARE, d.gpu_share)

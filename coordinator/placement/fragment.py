@@ -19,10 +19,12 @@ strands least: a host whose GPUs are already taken, or one rich in cores.
 
 Per shape class and table the shapes are sorted out once (``ClassTable``):
 those that can never run on the class cost a constant per free GPU; the rest
-are "terms", grouped by the device share they need ("levels"). Per worker
-state the level counts and ``frag`` are computed once and kept until the
-worker changes; scoring a placement then updates the counts of the devices it
-takes and sums the terms again.
+are "terms", grouped by the device share they need ("levels"). A host's
+devices are interned as a *state* of the table: their free amounts, in any
+order when every level may use every device, with the level counts. The table
+keeps what a placement turns one state into, and ``frag`` per state, free
+cores and free RAM: hosts of one class pass through the same states again and
+again, so scoring a placement is mostly a few lookups by small integers.
 """
 
 from __future__ import annotations
@@ -45,13 +47,19 @@ Level = tuple[int, tuple[int, ...] | None]
 """(milli-share one task takes from a device, the device slots it may use; None: all)."""
 Term = tuple[float, float, int, int, int]
 """(weight * LAMBDA, weight * GPU per task, cpu, ram, devices per task)."""
+Flat = tuple[float, float, int, int, int]
+"""A term as ``frag`` walks them: (weight * LAMBDA, weight * GPU per task, cpu, ram, level)."""
 Stats = tuple[tuple[int, int], ...]
 """Per level: (tasks the devices could take, free share on devices too small)."""
+Devices = tuple[int, ...]
+"""Free milli-share of each device: in slot order, or sorted when the table is uniform."""
 MEMO_LIMIT = 65536
-"""``frag`` values kept per class table before the memo starts over."""
+"""``frag`` values (and moves between states) kept per class table before starting over."""
+STATE_LIMIT = 16384
+"""Device states interned per class table before the table is built afresh."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class ClassTable:
     version: int
     base: float
@@ -59,10 +67,64 @@ class ClassTable:
     levels: tuple[Level, ...]
     terms: tuple[tuple[Term, ...], ...]
     """The terms of each level."""
+    flat: tuple[Flat, ...]
+    """Every term, level by level."""
     uniform: bool = True
     """Whether every level may use every device (no model or memory sets them apart)."""
-    memo: dict[tuple[int, int, int, Stats], float] = field(default_factory=dict)
-    """``frag`` per state: hosts of a class pass through the same states again and again."""
+    states: dict[Devices, int] = field(default_factory=dict)
+    """Each device state seen, by its id: the index of its ``devices``, ``stats``, ``gpu``
+    (free milli-GPU) and ``tasks`` (per term, how many tasks the devices alone could take)."""
+    devices: list[Devices] = field(default_factory=list)
+    stats: list[Stats] = field(default_factory=list)
+    gpu: list[int] = field(default_factory=list)
+    tasks: list[tuple[int, ...]] = field(default_factory=list)
+    moves: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+    """(state, free before, free after, devices) -> the state once that many devices with
+    the first free amount have the second (uniform tables, where order does not count)."""
+    memo: dict[tuple[int, int, int], float] = field(default_factory=dict)
+    """``frag`` per (free cores, free RAM, state)."""
+
+    def state(self, devices: Devices) -> int:
+        """The id of a device state, interned on first sight."""
+        sid = self.states.get(devices)
+        if sid is None:
+            sid = self.states[devices] = len(self.devices)
+            stats = level_stats(devices, self.levels)
+            self.devices.append(devices)
+            self.stats.append(stats)
+            self.gpu.append(sum(devices))
+            self.tasks.append(
+                tuple(
+                    stats[level][0] // term[4]
+                    for level, terms in enumerate(self.terms)
+                    for term in terms
+                )
+            )
+        return sid
+
+    def moved(self, sid: int, old: int, new: int, count: int) -> int:
+        """The state once ``count`` devices with ``old`` free have ``new`` (uniform tables)."""
+        key = (sid, old, new, count)
+        after = self.moves.get(key)
+        if after is None:
+            if len(self.moves) >= MEMO_LIMIT:
+                self.moves.clear()
+            devices = list(self.devices[sid])
+            for _ in range(count):
+                devices[devices.index(old)] = new
+            devices.sort()
+            after = self.moves[key] = self.state(tuple(devices))
+        return after
+
+    def frag(self, cpu: int, ram: int, sid: int) -> float:
+        """``frag`` of a host in state ``sid`` with ``cpu`` and ``ram`` free, remembered."""
+        key = (cpu, ram, sid)
+        value = self.memo.get(key)
+        if value is None:
+            if len(self.memo) >= MEMO_LIMIT:
+                self.memo.clear()
+            value = self.memo[key] = frag(self, sid, cpu, ram)
+        return value
 
 
 def class_table(cap: Capacity, table: MixTable) -> ClassTable:
@@ -87,10 +149,15 @@ def class_table(cap: Capacity, table: MixTable) -> ClassTable:
         levels.setdefault(level, []).append((LAMBDA * p, p * unit * count, cpu, ram, count))
     uniform = all(slots is None for _, slots in levels)
     terms = tuple(map(tuple, levels.values()))
-    return ClassTable(table.version, base, tuple(levels), terms, uniform)
+    flat = tuple(
+        (w_lambda, w_use, cpu, ram, level)
+        for level, level_terms in enumerate(terms)
+        for w_lambda, w_use, cpu, ram, _ in level_terms
+    )
+    return ClassTable(table.version, base, tuple(levels), terms, flat, uniform)
 
 
-def level_stats(free: list[int], levels: tuple[Level, ...]) -> Stats:
+def level_stats(free: Devices, levels: tuple[Level, ...]) -> Stats:
     some = [f for f in free if f]
     out: list[tuple[int, int]] = []
     for unit, slots in levels:
@@ -103,28 +170,20 @@ def level_stats(free: list[int], levels: tuple[Level, ...]) -> Stats:
     return tuple(out)
 
 
-def frag_of(gpu: int, cpu: int, ram: int, stats: Stats, ct: ClassTable) -> float:
-    """``frag``, remembered per class table."""
-    key = (gpu, cpu, ram, stats)
-    value = ct.memo.get(key)
-    if value is None:
-        if len(ct.memo) >= MEMO_LIMIT:
-            ct.memo.clear()
-        value = ct.memo[key] = frag(gpu, cpu, ram, stats, ct)
-    return value
-
-
-def frag(gpu: int, cpu: int, ram: int, stats: Stats, ct: ClassTable) -> float:
-    """The measure in the module's docstring, for one worker state."""
+def frag(ct: ClassTable, sid: int, cpu: int, ram: int) -> float:
+    """The measure in the module's docstring, for a host in state ``sid`` with ``cpu``
+    and ``ram`` free (never negative: only hosts that fit are scored)."""
+    gpu, stats = ct.gpu[sid], ct.stats[sid]
     total = gpu * ct.base
-    for (units, small), terms in zip(stats, ct.terms, strict=True):
-        for w_lambda, w_use, t_cpu, t_ram, count in terms:
-            k = units // count
+    for (w_lambda, w_use, t_cpu, t_ram, level), k in zip(ct.flat, ct.tasks[sid], strict=True):
+        if k:
             if t_cpu * k > cpu:
                 k = cpu // t_cpu
             if t_ram * k > ram:
                 k = ram // t_ram
-            total += w_lambda * (small if k else gpu) - k * w_use
+            total += w_lambda * (stats[level][1] if k else gpu) - k * w_use
+        else:
+            total += w_lambda * gpu
     return total
 
 
@@ -140,54 +199,8 @@ class WorkerScores:
     table: ClassTable
     scale: Scale
     options: dict[Hashable, list[Option]]
-    before: tuple[float, Stats] | None = None
-
-
-def _scores(w: WorkerState, ct: ClassTable, scale: Scale) -> WorkerScores:
-    cached = w.scores
-    if (
-        isinstance(cached, WorkerScores)
-        and cached.stamp == w.stamp
-        and cached.table is ct
-        and cached.scale == scale
-    ):
-        return cached
-    w.scores = fresh = WorkerScores(w.stamp, ct, scale, {})
-    return fresh
-
-
-def _before(w: WorkerState, scores: WorkerScores, ct: ClassTable) -> tuple[float, Stats]:
-    if scores.before is None:
-        stats = level_stats(w.free_dev, ct.levels)
-        scores.before = (frag_of(sum(w.free_dev), w.free_cpu, w.usable_ram(), stats, ct), stats)
-    return scores.before
-
-
-def _moved(stats: Stats, ct: ClassTable, slot: int, old: int, new: int) -> Stats:
-    """Level counts once device ``slot`` goes from ``old`` to ``new`` free."""
-    return tuple(
-        (
-            units + new // unit - old // unit,
-            small + (new if new < unit else 0) - (old if old < unit else 0),
-        )
-        if slots is None or slot in slots
-        else (units, small)
-        for (units, small), (unit, slots) in zip(stats, ct.levels, strict=True)
-    )
-
-
-def _emptied(stats: Stats, ct: ClassTable, taken: DevicePick) -> Stats:
-    """Level counts once the whole free devices ``taken`` are taken."""
-    if ct.uniform:
-        n = len(taken)
-        return tuple(
-            (units - n * (MILLI // unit), small)
-            for (units, small), (unit, _) in zip(stats, ct.levels, strict=True)
-        )
-    out = stats
-    for slot, _ in taken:
-        out = _moved(out, ct, slot, MILLI, 0)
-    return out
+    before: tuple[int, float] | None = None
+    """The worker's device state in ``table`` and its ``frag`` now."""
 
 
 def options(w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashable) -> list[Option]:
@@ -195,35 +208,71 @@ def options(w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashab
     share, each distinct free amount of a device that can hold it; else what ``fit``
     takes. Empty if ``w`` cannot take ``d`` now. Kept per request ``key`` until the
     worker changes."""
-    scores = _scores(w, ct, scale)
+    scores = w.scores
+    if not (
+        isinstance(scores, WorkerScores)
+        and scores.stamp == w.stamp
+        and scores.table is ct
+        and (scores.scale is scale or scores.scale == scale)
+    ):
+        scores = w.scores = WorkerScores(w.stamp, ct, scale, {})
     found = scores.options.get(key)
     if found is None:
-        pick = w.fit(d)
-        found = []
-        if pick is not None:
-            now, stats = _before(w, scores, ct)
-            found = [
-                (grown, leftover(w, d, devices, scale), devices)
-                for grown, devices in _growth(w, d, pick, ct, now, stats)
-            ]
-        scores.options[key] = found
+        found = scores.options[key] = _options(w, d, ct, scale, scores)
     return found
 
 
-def _growth(
-    w: WorkerState, d: Demand, pick: DevicePick, ct: ClassTable, now: float, stats: Stats
-) -> list[tuple[float, DevicePick]]:
-    cpu, ram, gpu = w.free_cpu - d.cpu, w.usable_ram() - d.ram, sum(w.free_dev)
-    if d.gpu_share:
-        out: list[tuple[float, DevicePick]] = []
-        seen: set[tuple[int, int]] = set()
-        for slot, free in enumerate(w.free_dev):
-            # devices alike score alike; with per-device eligibility, each device is its own
-            alike = (free, -1 if ct.uniform else slot)
-            if free >= d.gpu_share and alike not in seen and w.cap.device_ok(slot, d):
-                seen.add(alike)
-                after = _moved(stats, ct, slot, free, free - d.gpu_share)
-                grown = frag_of(gpu - d.gpu_share, cpu, ram, after, ct) - now
-                out.append((grown, ((slot, d.gpu_share),)))
-        return out
-    return [(frag_of(gpu - MILLI * len(pick), cpu, ram, _emptied(stats, ct, pick), ct) - now, pick)]
+def _options(
+    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores
+) -> list[Option]:
+    pick = _pick(w, d)
+    if pick is None:
+        return []
+    if scores.before is None:
+        sid = ct.state(tuple(sorted(w.free_dev)) if ct.uniform else tuple(w.free_dev))
+        scores.before = (sid, ct.frag(w.free_cpu, w.usable_ram(), sid))
+    sid, now = scores.before
+    cpu, ram = w.free_cpu - d.cpu, w.usable_ram() - d.ram
+    fit = leftover(w, d, pick, scale)  # the same whichever devices a share takes
+    share = d.gpu_share
+    if not share:
+        return [(ct.frag(cpu, ram, _taken(ct, sid, w.free_dev, pick)) - now, fit, pick)]
+    out: list[Option] = []
+    seen: set[int] = set()
+    any_device = not d.gpu_models and not d.gpu_mem
+    for slot, free in enumerate(w.free_dev):
+        # devices alike score alike; with per-device eligibility, each device is its own
+        if free < share or free in seen or not (any_device or w.cap.device_ok(slot, d)):
+            continue
+        if ct.uniform:
+            seen.add(free)
+            after = ct.moved(sid, free, free - share, 1)
+        else:
+            moved = list(w.free_dev)
+            moved[slot] = free - share
+            after = ct.state(tuple(moved))
+        out.append((ct.frag(cpu, ram, after) - now, fit, ((slot, share),)))
+    return out
+
+
+def _pick(w: WorkerState, d: Demand) -> DevicePick | None:
+    """``w.fit(d)``, except that a share's device is left to the caller to weigh."""
+    if not d.gpu_share:
+        return w.fit(d)
+    if d.cpu > w.free_cpu or d.ram > w.usable_ram():
+        return None
+    if any(amount > w.free_custom.get(name, 0) for name, amount in d.custom):
+        return None
+    return ((0, d.gpu_share),)  # what ``leftover`` counts: the amount, not the slot
+
+
+def _taken(ct: ClassTable, sid: int, free_dev: list[int], pick: DevicePick) -> int:
+    """The state once the whole devices ``pick`` are taken (none for CPU-only work)."""
+    if not pick:
+        return sid
+    if ct.uniform:
+        return ct.moved(sid, MILLI, 0, len(pick))
+    taken = list(free_dev)
+    for slot, _ in pick:
+        taken[slot] = 0
+    return ct.state(tuple(taken))

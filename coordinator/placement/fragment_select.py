@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from coordinator.placement.fragment import ClassTable, class_table, options
+from coordinator.placement.fragment import STATE_LIMIT, ClassTable, class_table, options
 from coordinator.placement.grid import SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Entry, Plan
@@ -60,14 +60,18 @@ def position(w: WorkerState, d: Demand) -> Position:
 
 def still_holds(answer: Answer, cls: ShapeClass, d: Demand) -> bool:
     since = cls.stamp - answer.stamp
-    if since > min(REPLAY_LIMIT, len(cls.log)):
+    log = cls.log
+    if since > REPLAY_LIMIT or since > len(log):
         return False
-    for w in cls.log[len(cls.log) - since :]:
-        if any(w is c for c in answer.candidates):
+    candidates, last, members = answer.candidates, answer.last, cls.members
+    for w in log[len(log) - since :]:
+        if w in candidates:
             return False
-        if cls.members.get(w.seq) is not w or w.fit(d) is None:
+        if members.get(w.seq) is not w:
             continue
-        if answer.last is None or position(w, d) < answer.last:
+        if last is not None and position(w, d) >= last:
+            continue
+        if w.fit(d) is not None:
             return False
     answer.stamp = cls.stamp
     return True
@@ -106,9 +110,17 @@ class FragmentRanker:
         return best
 
     def _class_table(self, cls: ShapeClass) -> ClassTable:
+        """Classes of the same totals share one table; each keeps a pointer to it."""
+        ct = cls.table
+        if isinstance(ct, ClassTable) and ct.version == self._mix.version:
+            if len(ct.devices) < STATE_LIMIT:
+                return ct
+            if self._tables.get(cls.cap) is ct:
+                del self._tables[cls.cap]
         ct = self._tables.get(cls.cap)
         if ct is None:
             ct = self._tables[cls.cap] = class_table(cls.cap, self._mix)
+        cls.table = ct
         return ct
 
     def _score_class(

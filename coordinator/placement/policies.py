@@ -96,7 +96,7 @@ class BinPack:
     fragment = False
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
-        return [Walk(cls.axes[b.axis], cls.walk_up(b.axis, b.need), +1)]
+        return [Walk(cls.index(b.axis), cls.walk_up(b.axis, b.need), +1)]
 
 
 class Spread:
@@ -110,7 +110,7 @@ class Spread:
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         top = cls.most_free(b.axis) + 1
-        return [Walk(cls.axes[b.axis], cls.walk_down(b.axis, top, b.need), -1)]
+        return [Walk(cls.index(b.axis), cls.walk_down(b.axis, top, b.need), -1)]
 
 
 class Hybrid:
@@ -136,7 +136,7 @@ class Hybrid:
         self.threshold = threshold
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
-        entries = cls.axes[b.axis]
+        entries = cls.index(b.axis)
         if cls.has_gpu:
             return [Walk(entries, cls.walk_up(b.axis, b.need), +1)]
         pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold)), -1))

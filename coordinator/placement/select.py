@@ -6,18 +6,18 @@ calls them and applies the winner.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from coordinator.placement.plan import Plan, host_weight
-from coordinator.placement.policies import Walk, leftover
+from coordinator.placement.policies import Policy, Walk, leftover
 from coordinator.placement.shapes import Binding, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     classes: int
     per_walk: int
     visits: int
@@ -33,16 +33,61 @@ class Best:
     devices: DevicePick
 
 
-Scouted = tuple[tuple[int, float], int, ShapeClass, list[Walk], int, Binding]
 Scan = tuple[Best | None, bool]
+MEMO_LIMIT = 1024
+
+
+@dataclass(slots=True)
+class ClassWalk:
+    """One class's part of a walk for one request and policy, kept while the class and
+    the plan stay as they were (``ShapeClass.stamp``, ``Plan.version``): a decision
+    changes one class, so the next decision walks that class again and reads the
+    others' answers."""
+
+    stamp: int
+    version: int
+    policy: Policy
+    per_walk: int
+    walks: list[Walk]
+    estimate: tuple[int, float] | None
+    """Rank of the first member on the binding axis; None if no member can fit."""
+    scans: dict[int, Scan] = field(default_factory=dict)
+    """``walk_class`` per visit budget."""
+
+
+def class_walk(
+    cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, key: Hashable
+) -> ClassWalk:
+    """Where ``policy`` walks ``cls`` for the request ``key``, from the class's memo."""
+    memo_key = ("walk", key, policy)
+    kept = cls.memo.get(memo_key)
+    if (
+        isinstance(kept, ClassWalk)
+        and kept.stamp == cls.stamp
+        and kept.version == plan.version
+        and kept.per_walk == per_walk
+    ):
+        return kept
+    walks = policy.walks(cls, b) if cls.has_room(b) else []
+    est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
+    if len(cls.memo) >= MEMO_LIMIT:
+        cls.memo.clear()
+    view = cls.memo[memo_key] = ClassWalk(cls.stamp, plan.version, policy, per_walk, walks, est)
+    return view
+
+
+Scouted = tuple[tuple[int, float], int, ShapeClass, ClassWalk, int, Binding]
 
 
 def scan_group(scouted: list[Scouted], plan: Plan, limits: Limits) -> Scan:
     best: Best | None = None
     found = 0
     truncated = False
-    for _, _, cls, walks, weight, b in scouted:
-        candidate, cut = walk_class(cls, walks, b, plan, limits, weight)
+    for _, _, cls, view, weight, b in scouted:
+        scan = view.scans.get(limits.visits)
+        if scan is None:
+            scan = view.scans[limits.visits] = walk_class(cls, view.walks, b, plan, limits, weight)
+        candidate, cut = scan
         truncated = truncated or cut
         if candidate is not None:
             best = better(best, candidate)

@@ -122,6 +122,13 @@ class ShapeClass:
     key: ShapeKey
     members: dict[int, WorkerState] = field(default_factory=dict)
     axes: tuple[list[IndexEntry], ...] = field(default_factory=lambda: ([], [], [], [], []))
+    """The free-capacity indexes, one per ``Axis``; read them through ``index``."""
+    stale: tuple[dict[int, tuple[WorkerState, int]], ...] = field(
+        default_factory=lambda: ({}, {}, {}, {}, {})
+    )
+    """Per axis, the members whose key moved since it was last read, each with the key it
+    is filed under. An index is put in order when it is read, not at every change: on GPU
+    hosts the default policy walks ``grid`` and reads the indexes only to explain a wait."""
     has_gpu: bool = field(init=False)
     grid: GpuGrid | None = field(init=False)
     stamp: int = 0
@@ -130,6 +137,8 @@ class ShapeClass:
     """The members behind the last ``len(log)`` bumps of ``stamp``, oldest first."""
     memo: dict[Hashable, Any] = field(default_factory=dict)
     """Per-request results of scoring this class (``fragment_select.py``), with their stamp."""
+    table: object = None
+    """The fragmentation table of this class's totals (``fragment_select.py``)."""
 
     def __post_init__(self) -> None:
         self.has_gpu = bool(self.key[0].gpu_models)
@@ -154,8 +163,10 @@ class ShapeClass:
 
     def remove(self, worker: WorkerState) -> None:
         del self.members[worker.seq]
-        for axis, value in zip(self.axes, worker.index_keys, strict=True):
-            del axis[bisect_left(axis, (value, worker.seq))]
+        for axis, stale, value in zip(self.axes, self.stale, worker.index_keys, strict=True):
+            filed = stale.pop(worker.seq, None)
+            key = value if filed is None else filed[1]
+            del axis[bisect_left(axis, (key, worker.seq))]
         if self.grid is not None:
             self.grid.remove(worker, _grid_key(worker.index_keys))
         self.touch(worker)
@@ -168,17 +179,29 @@ class ShapeClass:
             del self.log[:LOG_LIMIT]
 
     def move(self, worker: WorkerState, changes: list[KeyChange]) -> None:
-        """Re-sort a member whose free capacity changed (see ``rekey``)."""
+        """Re-file a member whose free capacity changed (see ``rekey``): in the grid now,
+        in the indexes when they are next read."""
         if self.grid is not None and any(a in _GRID_AXES for a, _, _ in changes):
             old = list(worker.index_keys)
             for a, before, _ in changes:
                 old[a] = before
             self.grid.remove(worker, _grid_key(old))
             self.grid.add(worker, _grid_key(worker.index_keys))
-        for a, old_value, new in changes:
-            axis = self.axes[a]
-            del axis[bisect_left(axis, (old_value, worker.seq))]
-            insort(axis, (new, worker.seq, worker))
+        for a, before, _ in changes:
+            self.stale[a].setdefault(worker.seq, (worker, before))
+
+    def index(self, axis: Axis) -> list[IndexEntry]:
+        """The members by free amount on ``axis``, least first."""
+        stale = self.stale[axis]
+        if stale:
+            entries = self.axes[axis]
+            for seq, (worker, filed) in stale.items():
+                now = worker.index_keys[axis]
+                if now != filed:
+                    del entries[bisect_left(entries, (filed, seq))]
+                    insort(entries, (now, seq, worker))
+            stale.clear()
+        return self.axes[axis]
 
     def primary(self, demand: Demand) -> tuple[Axis, int, int]:
         """The axis that binds this demand here, the amount needed on it and its total."""
@@ -229,23 +252,23 @@ class ShapeClass:
             (Axis.RAM, self.walk_up(Axis.RAM, demand.ram)),
         )
         axis, positions = min(options, key=lambda o: len(o[1]))
-        return (self.axes[axis], positions) if positions else None
+        return (self.index(axis), positions) if positions else None
 
     def short_on(self, axis: Axis, need: int) -> int:
         """How many members have less than ``need`` free on ``axis``."""
-        return bisect_left(self.axes[axis], (need, -1)) if need else 0
+        return bisect_left(self.index(axis), (need, -1)) if need else 0
 
     def most_free(self, axis: Axis) -> int:
-        entries = self.axes[axis]
+        entries = self.index(axis)
         return entries[-1][0] if entries else -1
 
     def walk_up(self, axis: Axis, start: int) -> range:
-        """Positions in ``axes[axis]`` with free amount >= start, least free first."""
-        entries = self.axes[axis]
+        """Positions in ``index(axis)`` with free amount >= start, least free first."""
+        entries = self.index(axis)
         return range(bisect_left(entries, (start, -1)), len(entries))
 
     def walk_down(self, axis: Axis, start: int, floor: int) -> range:
         """Positions with floor <= free < start, most free first."""
-        entries = self.axes[axis]
+        entries = self.index(axis)
         stop = bisect_left(entries, (floor, -1))
         return range(bisect_left(entries, (start, -1)) - 1, stop - 1, -1)

@@ -61,7 +61,14 @@ from coordinator.placement.mix import RequestMix
 from coordinator.placement.outcome import Candidate, CannotPlace
 from coordinator.placement.plan import Plan, host_weight, make_plan
 from coordinator.placement.policies import Policy, leftover
-from coordinator.placement.select import Best, Limits, better, estimate, scan_group
+from coordinator.placement.select import (
+    Best,
+    Limits,
+    Scouted,
+    better,
+    class_walk,
+    scan_group,
+)
 from coordinator.placement.shapes import ShapeClass, ShapeKey
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand
@@ -116,6 +123,21 @@ class Stack:
     def reshaped(self) -> None:
         """A shape class appeared or disappeared: every cached plan is stale."""
         self._version += 1
+
+    def forget(self) -> None:
+        """Drop every answer kept between decisions, as if each were the first.
+
+        Decisions must not depend on what was kept; the property tests compare a
+        pool's answers with those of a copy of it that forgot.
+        """
+        self._plans.clear()
+        self._lacks.clear()
+        self._fragment = FragmentRanker()
+        for cls in (*self._classes.values(), *self._families.values()):
+            cls.memo.clear()
+            cls.table = None
+        for worker in self._workers.values():
+            worker.scores = None
 
     def select(self, request: ResourceRequest, policy: Policy) -> Choice | CannotPlace:
         """The best worker for ``request`` now, or why there is none."""
@@ -233,13 +255,12 @@ class Stack:
                 if best is not None:
                     return best
                 continue
-            scouted = sorted(
-                (est, n, cls, walks, weight, b)
-                for n, (cls, weight, b) in enumerate(group)
-                if cls.has_room(b)
-                for walks in (policy.walks(cls, b),)
-                if (est := estimate(walks, b, plan.scale.axis(b.axis))) is not None
-            )
+            scouted: list[Scouted] = []
+            for n, (cls, weight, b) in enumerate(group):
+                view = class_walk(cls, b, plan, policy, limits.per_walk, key)
+                if view.estimate is not None:
+                    scouted.append((view.estimate, n, cls, view, weight, b))
+            scouted.sort()
             best, truncated = scan_group(scouted, plan, limits)
             if best is None and truncated:
                 # Nothing within the visit budget: look at every member before saying busy.

@@ -1,0 +1,75 @@
+"""What a placement decision does again, counted rather than timed.
+
+A decision changes one worker, so the next decision should redo the work of
+that worker's shape class only, and keep out of indexes nobody reads. The
+answers themselves are checked against a pool that forgot what it kept in
+tests/property/test_kept_answers.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from coordinator.placement import shapes
+from coordinator.placement.outcome import CannotPlace, Placement
+from coordinator.placement.policies import BinPack, Walk
+from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.placement.shapes import Binding, ShapeClass
+from shared.labels import as_selectors
+from shared.resources import ResourceRequest
+
+
+class CountingPolicy:
+    """Bin-pack that records every class it is asked to walk."""
+
+    name = "counting"
+    per_walk = 2
+    classes = 3
+    visits = 32
+
+    def __init__(self) -> None:
+        self.walked: list[ShapeClass] = []
+
+    def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
+        self.walked.append(cls)
+        return BinPack().walks(cls, b)
+
+
+def test_a_decision_walks_again_only_the_class_the_last_one_changed() -> None:
+    zones = [{"name": f"w{i}", "cpu": 8, "labels": {"zone": f"z{i}"}} for i in range(6)]
+    pool = ResourceAwareWorkerPool(zones)
+    policy = CountingPolicy()
+    request = ResourceRequest(cpu=1, required=as_selectors(["zone"]))  # one class per zone
+    first = pool.place(request, policy=policy)
+    assert isinstance(first, Placement)
+    assert len(policy.walked) == 6
+    for _ in range(5):
+        policy.walked.clear()
+        assert isinstance(pool.place(request, policy=policy), Placement)
+        assert [cls.labels["zone"] for cls in policy.walked] == [
+            pool.usage(first.worker).labels["zone"]
+        ]
+
+
+def test_placing_on_gpu_hosts_sorts_no_index_until_one_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default policy walks GPU hosts by their grid; the free-capacity indexes are put
+    in order only when an explanation (or another policy) reads them."""
+    gpus = [{"index": i, "model": "A100", "memory_mb": 40960} for i in range(2)]
+    pool = ResourceAwareWorkerPool([{"name": f"g{i}", "cpu": 8, "gpus": gpus} for i in range(3)])
+    filed: list[Any] = []
+    insort = shapes.insort
+    monkeypatch.setattr(
+        shapes, "insort", lambda entries, item: (filed.append(item), insort(entries, item))
+    )
+    for _ in range(6):
+        assert isinstance(pool.place(ResourceRequest(cpu=1, gpus=1)), Placement)
+    assert filed == []
+    busy = pool.place(ResourceRequest(cpu=1, gpus=1))
+    assert isinstance(busy, CannotPlace)
+    assert busy.kind == "busy"
+    assert busy.reasons == {"gpus": 3}
+    assert filed, "explaining the wait reads the indexes, in order"
