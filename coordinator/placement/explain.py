@@ -6,9 +6,11 @@ a busy answer stays cheap however large the pool.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import Counter
 from collections.abc import Hashable
+from operator import itemgetter
 
 from coordinator.placement.feasibility import Amounts, Rejection
 from coordinator.placement.outcome import Candidate, CannotPlace
@@ -65,8 +67,8 @@ def busy_view(plan: Plan, key: Hashable) -> tuple[list[WorkerState], dict[str, i
         tops += class_tops
         for dim, n in class_counts.items():
             counts[dim] = counts.get(dim, 0) + n
-    tops.sort(key=lambda t: t[:2], reverse=True)
-    return [worker for _, _, worker in tops[:NEAREST]], {d: n for d, n in counts.items() if n}
+    nearest = heapq.nlargest(NEAREST, tops, key=itemgetter(0, 1))
+    return [worker for _, _, worker in nearest], {d: n for d, n in counts.items() if n}
 
 
 def free_amounts(worker: WorkerState) -> Amounts:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from operator import mul
 
 from coordinator.placement.mix import MixTable
 from coordinator.placement.policies import Scale, leftover
@@ -53,6 +54,9 @@ Stats = tuple[tuple[int, int], ...]
 """Per level: (tasks the devices could take, free share on devices too small)."""
 Devices = tuple[int, ...]
 """Free milli-share of each device: in slot order, or sorted when the table is uniform."""
+StateInfo = tuple[Stats, int, tuple[int, ...], int, int]
+"""Of one device state: level counts, free milli-GPU, per term how many tasks the devices
+alone could take, and the cores and RAM beyond which more would change no term."""
 MEMO_LIMIT = 65536
 """``frag`` values (and moves between states) kept per class table before starting over."""
 STATE_LIMIT = 16384
@@ -69,38 +73,39 @@ class ClassTable:
     """The terms of each level."""
     flat: tuple[Flat, ...]
     """Every term, level by level."""
+    per_term: tuple[tuple[int, int], ...]
+    """(level, devices per task) of each term of ``flat``."""
+    term_cpu: tuple[int, ...]
+    term_ram: tuple[int, ...]
+    """Cores and RAM of each term of ``flat``."""
     uniform: bool = True
     """Whether every level may use every device (no model or memory sets them apart)."""
     states: dict[Devices, int] = field(default_factory=dict)
-    """Each device state seen, by its id: the index of its ``devices``, ``stats``, ``gpu``
-    (free milli-GPU) and ``tasks`` (per term, how many tasks the devices alone could take)."""
+    """Each device state seen, by its id: the index of its ``devices`` and ``info``."""
     devices: list[Devices] = field(default_factory=list)
-    stats: list[Stats] = field(default_factory=list)
-    gpu: list[int] = field(default_factory=list)
-    tasks: list[tuple[int, ...]] = field(default_factory=list)
+    info: list[StateInfo] = field(default_factory=list)
     moves: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
     """(state, free before, free after, devices) -> the state once that many devices with
     the first free amount have the second (uniform tables, where order does not count)."""
     memo: dict[tuple[int, int, int], float] = field(default_factory=dict)
-    """``frag`` per (free cores, free RAM, state)."""
+    """``frag`` per (free cores, free RAM, state), the cores and RAM cut to what can count."""
 
-    def state(self, devices: Devices) -> int:
-        """The id of a device state, interned on first sight."""
+    def state(self, devices: Devices, stats: Stats | None = None) -> int:
+        """The id of a device state, interned on first sight (``stats`` if known)."""
         sid = self.states.get(devices)
         if sid is None:
             sid = self.states[devices] = len(self.devices)
-            stats = level_stats(devices, self.levels)
             self.devices.append(devices)
-            self.stats.append(stats)
-            self.gpu.append(sum(devices))
-            self.tasks.append(
-                tuple(
-                    stats[level][0] // term[4]
-                    for level, terms in enumerate(self.terms)
-                    for term in terms
-                )
-            )
+            if stats is None:
+                stats = level_stats(devices, self.levels)
+            self.info.append(self._describe(stats, sum(devices)))
         return sid
+
+    def _describe(self, stats: Stats, gpu: int) -> StateInfo:
+        tasks = tuple([stats[level][0] // count for level, count in self.per_term])
+        cpu = max(map(mul, self.term_cpu, tasks), default=0)
+        ram = max(map(mul, self.term_ram, tasks), default=0)
+        return (stats, gpu, tasks, max(cpu, 0), max(ram, 0))
 
     def moved(self, sid: int, old: int, new: int, count: int) -> int:
         """The state once ``count`` devices with ``old`` free have ``new`` (uniform tables)."""
@@ -113,17 +118,30 @@ class ClassTable:
             for _ in range(count):
                 devices[devices.index(old)] = new
             devices.sort()
-            after = self.moves[key] = self.state(tuple(devices))
+            stats = tuple(
+                (
+                    units + count * (new // unit - old // unit),
+                    small + count * ((new if new < unit else 0) - (old if old < unit else 0)),
+                )
+                for (units, small), (unit, _) in zip(self.info[sid][0], self.levels, strict=True)
+            )
+            after = self.moves[key] = self.state(tuple(devices), stats)
         return after
 
     def frag(self, cpu: int, ram: int, sid: int) -> float:
         """``frag`` of a host in state ``sid`` with ``cpu`` and ``ram`` free, remembered."""
-        key = (cpu, ram, sid)
+        _, _, _, enough_cpu, enough_ram = self.info[sid]
+        # beyond what its devices' tasks could use, more cores or RAM change nothing
+        key = (
+            cpu if cpu < enough_cpu else enough_cpu,
+            ram if ram < enough_ram else enough_ram,
+            sid,
+        )
         value = self.memo.get(key)
         if value is None:
             if len(self.memo) >= MEMO_LIMIT:
                 self.memo.clear()
-            value = self.memo[key] = frag(self, sid, cpu, ram)
+            value = self.memo[key] = frag(self, sid, key[0], key[1])
         return value
 
 
@@ -154,7 +172,14 @@ def class_table(cap: Capacity, table: MixTable) -> ClassTable:
         for level, level_terms in enumerate(terms)
         for w_lambda, w_use, cpu, ram, _ in level_terms
     )
-    return ClassTable(table.version, base, tuple(levels), terms, flat, uniform)
+    per_term = tuple(
+        (level, count) for level, level_terms in enumerate(terms) for *_, count in level_terms
+    )
+    term_cpu = tuple(cpu for _, _, cpu, _, _ in flat)
+    term_ram = tuple(ram for _, _, _, ram, _ in flat)
+    return ClassTable(
+        table.version, base, tuple(levels), terms, flat, per_term, term_cpu, term_ram, uniform
+    )
 
 
 def level_stats(free: Devices, levels: tuple[Level, ...]) -> Stats:
@@ -173,9 +198,9 @@ def level_stats(free: Devices, levels: tuple[Level, ...]) -> Stats:
 def frag(ct: ClassTable, sid: int, cpu: int, ram: int) -> float:
     """The measure in the module's docstring, for a host in state ``sid`` with ``cpu``
     and ``ram`` free (never negative: only hosts that fit are scored)."""
-    gpu, stats = ct.gpu[sid], ct.stats[sid]
+    stats, gpu, tasks, _, _ = ct.info[sid]
     total = gpu * ct.base
-    for (w_lambda, w_use, t_cpu, t_ram, level), k in zip(ct.flat, ct.tasks[sid], strict=True):
+    for (w_lambda, w_use, t_cpu, t_ram, level), k in zip(ct.flat, tasks, strict=True):
         if k:
             if t_cpu * k > cpu:
                 k = cpu // t_cpu
@@ -187,8 +212,13 @@ def frag(ct: ClassTable, sid: int, cpu: int, ram: int) -> float:
     return total
 
 
-Option = tuple[float, float, DevicePick]
-"""(growth of ``frag``, ``leftover`` after placement, devices taken)."""
+Rank = tuple[int, float, float, int]
+"""(minus the preferred-label weight, growth of ``frag``, ``leftover`` after placement,
+worker seq): least wins."""
+Scored = tuple[Rank, DevicePick]
+"""A worker's best placement of a request: its rank and the devices it takes."""
+NO_FIT: Scored = ((0, 0.0, 0.0, -1), ())
+"""What ``scored`` keeps for a worker that cannot take the request now."""
 
 
 @dataclass(slots=True)
@@ -198,16 +228,19 @@ class WorkerScores:
     stamp: int
     table: ClassTable
     scale: Scale
-    options: dict[Hashable, list[Option]]
+    best: dict[Hashable, Scored]
     before: tuple[int, float] | None = None
     """The worker's device state in ``table`` and its ``frag`` now."""
 
 
-def options(w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashable) -> list[Option]:
-    """How much ``frag`` grows if ``w`` takes ``d`` now, per choice of devices: for a
-    share, each distinct free amount of a device that can hold it; else what ``fit``
-    takes. Empty if ``w`` cannot take ``d`` now. Kept per request ``key`` until the
-    worker changes."""
+def scored(
+    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashable, weight: int
+) -> Scored:
+    """How ``w`` ranks for ``d`` now, by how much ``frag`` grows with its best choice of
+    devices (for a share, each distinct free amount of a device that can hold it; else
+    what ``fit`` takes), or ``NO_FIT``. Kept per request ``key`` until the worker changes
+    (``weight``, of the preferred labels ``w`` matches, is the same for every decision
+    of one request)."""
     scores = w.scores
     if not (
         isinstance(scores, WorkerScores)
@@ -216,31 +249,34 @@ def options(w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashab
         and (scores.scale is scale or scores.scale == scale)
     ):
         scores = w.scores = WorkerScores(w.stamp, ct, scale, {})
-    found = scores.options.get(key)
+    found = scores.best.get(key)
     if found is None:
-        found = scores.options[key] = _options(w, d, ct, scale, scores)
+        found = scores.best[key] = _score(w, d, ct, scale, scores, -weight)
     return found
 
 
-def _options(
-    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores
-) -> list[Option]:
-    pick = _pick(w, d)
+def _score(
+    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores, first: int
+) -> Scored:
+    ram_now = w.usable_ram()
+    pick = _pick(w, d, ram_now)
     if pick is None:
-        return []
+        return NO_FIT
+    free_dev = w.free_dev
     if scores.before is None:
-        sid = ct.state(tuple(sorted(w.free_dev)) if ct.uniform else tuple(w.free_dev))
-        scores.before = (sid, ct.frag(w.free_cpu, w.usable_ram(), sid))
+        sid = ct.state(tuple(sorted(free_dev)) if ct.uniform else tuple(free_dev))
+        scores.before = (sid, ct.frag(w.free_cpu, ram_now, sid))
     sid, now = scores.before
-    cpu, ram = w.free_cpu - d.cpu, w.usable_ram() - d.ram
+    cpu, ram = w.free_cpu - d.cpu, ram_now - d.ram
     fit = leftover(w, d, pick, scale)  # the same whichever devices a share takes
     share = d.gpu_share
     if not share:
-        return [(ct.frag(cpu, ram, _taken(ct, sid, w.free_dev, pick)) - now, fit, pick)]
-    out: list[Option] = []
+        grown = ct.frag(cpu, ram, _taken(ct, sid, free_dev, pick)) - now
+        return ((first, grown, fit, w.seq), pick)
+    best = NO_FIT
     seen: set[int] = set()
     any_device = not d.gpu_models and not d.gpu_mem
-    for slot, free in enumerate(w.free_dev):
+    for slot, free in enumerate(free_dev):
         # devices alike score alike; with per-device eligibility, each device is its own
         if free < share or free in seen or not (any_device or w.cap.device_ok(slot, d)):
             continue
@@ -248,22 +284,31 @@ def _options(
             seen.add(free)
             after = ct.moved(sid, free, free - share, 1)
         else:
-            moved = list(w.free_dev)
+            moved = list(free_dev)
             moved[slot] = free - share
             after = ct.state(tuple(moved))
-        out.append((ct.frag(cpu, ram, after) - now, fit, ((slot, share),)))
-    return out
+        grown = ct.frag(cpu, ram, after) - now
+        if best is NO_FIT or grown < best[0][1]:  # the first of equals
+            best = ((first, grown, fit, w.seq), ((slot, share),))
+    return best
 
 
-def _pick(w: WorkerState, d: Demand) -> DevicePick | None:
+def _pick(w: WorkerState, d: Demand, ram_now: int) -> DevicePick | None:
     """``w.fit(d)``, except that a share's device is left to the caller to weigh."""
-    if not d.gpu_share:
-        return w.fit(d)
-    if d.cpu > w.free_cpu or d.ram > w.usable_ram():
+    if d.cpu > w.free_cpu or d.ram > ram_now:
         return None
-    if any(amount > w.free_custom.get(name, 0) for name, amount in d.custom):
+    if d.custom and any(amount > w.free_custom.get(name, 0) for name, amount in d.custom):
         return None
-    return ((0, d.gpu_share),)  # what ``leftover`` counts: the amount, not the slot
+    if d.gpu_share:
+        return ((0, d.gpu_share),)  # what ``leftover`` counts: the amount, not the slot
+    if not d.gpu_whole:
+        return ()
+    if d.gpu_models or d.gpu_mem:
+        return w.pick_devices(d)
+    slots = [slot for slot, free in enumerate(w.free_dev) if free == MILLI]
+    if len(slots) < d.gpu_whole:
+        return None
+    return tuple((slot, MILLI) for slot in slots[: d.gpu_whole])
 
 
 def _taken(ct: ClassTable, sid: int, free_dev: list[int], pick: DevicePick) -> int:

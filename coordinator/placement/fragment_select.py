@@ -1,15 +1,15 @@
 """Choosing among GPU hosts by fragmentation (the rank stage for a fragment-aware policy).
 
 Per shape class of a preference group: the first ``CANDIDATES`` members that
-fit, tightest first (``GpuGrid.walk``: fewest free devices or smallest free
+fit, tightest first (``GpuGrid.levels``: fewest free devices or smallest free
 share, then fewest cores), each scored by how much it makes the class's free
-GPU unusable for the learned mix (``fragment.growth``), ties going to the
+GPU unusable for the learned mix (``fragment.scored``), ties going to the
 tighter fit (``leftover``) and then the older worker. On the openb replay,
 scoring the three tightest members of each class was as good as scoring every
 member, at a fraction of the cost (two: 0.05 point less, four: no better).
 
 A class's answer for one request depends only on its members, the mix table
-and the plan, so it is kept per request key (``ShapeClass.memo``) and reused
+and the plan, so the plan keeps it (``Plan.kept``) and it is reused
 until it could differ: the class notes which member each change touched
 (``ShapeClass.log``), and an answer still holds after changes to members that
 were not among its candidates and that, if they fit now, come after the last
@@ -19,20 +19,22 @@ candidate in the walk. Whether any member fits is part of the answer, so
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from coordinator.placement.fragment import STATE_LIMIT, ClassTable, class_table, options
+from coordinator.placement.fragment import NO_FIT, STATE_LIMIT, ClassTable, class_table, scored
 from coordinator.placement.grid import SHARE_STEP
 from coordinator.placement.mix import MixTable
-from coordinator.placement.plan import Entry, Plan
+from coordinator.placement.plan import Plan
 from coordinator.placement.select import Best
 from coordinator.placement.shapes import Axis, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand
 
 CANDIDATES = 3
-MEMO_LIMIT = 1024
+FRAGMENT = "fragment"
+"""What the plan keeps the answers of ``FragmentRanker.choose`` under."""
 REPLAY_LIMIT = 16
 """Changes to a class checked one by one before its answer is simply computed again."""
 
@@ -44,7 +46,8 @@ class Answer:
     """One class's best member for one request, and what it was chosen from."""
 
     stamp: int
-    version: tuple[int, int]
+    version: int
+    """Of the mix table it was scored with."""
     best: Best | None
     candidates: tuple[WorkerState, ...]
     last: Position | None
@@ -52,7 +55,7 @@ class Answer:
 
 
 def position(w: WorkerState, d: Demand) -> Position:
-    """Where ``w`` comes in ``GpuGrid.walk`` for ``d``."""
+    """Where ``w`` comes in the walk of ``GpuGrid.levels`` for ``d``."""
     if d.gpu_whole:
         return (w.index_keys[Axis.GPU_WHOLE], w.free_cpu, w.seq)
     return (w.index_keys[Axis.GPU_SHARE] // SHARE_STEP, w.free_cpu, w.seq)
@@ -84,26 +87,24 @@ class FragmentRanker:
         self._tables: dict[Capacity, ClassTable] = {}
         self._mix = MixTable(-1, ())
 
-    def choose(
-        self, group: list[Entry], plan: Plan, table: MixTable, key: Hashable, epoch: int
-    ) -> Best | None:
-        """The best member of any class of ``group`` that fits now, or None."""
+    def choose(self, plan: Plan, g: int, table: MixTable, key: Hashable) -> Best | None:
+        """The best member of any class of the plan's ``g``-th group that fits now, or None
+        (``key`` names the request, for the scores each worker keeps)."""
         if table.version != self._mix.version:
             self._tables.clear()
             self._mix = table
-        version = (epoch, table.version)
+        version = table.version
         demand = plan.demand
+        kept = plan.kept_for(FRAGMENT)[g]
         best: Best | None = None
-        for cls, weight, _ in group:
-            answer = cls.memo.get(key)
+        for n, (cls, weight, _) in enumerate(plan.groups[g]):
+            answer = kept[n]
             if (
                 answer is None
                 or answer.version != version
                 or (answer.stamp != cls.stamp and not still_holds(answer, cls, demand))
             ):
-                if len(cls.memo) >= MEMO_LIMIT:
-                    cls.memo.clear()
-                answer = cls.memo[key] = self._score_class(cls, weight, plan, key, version)
+                answer = kept[n] = self._score_class(cls, weight, plan, key, version)
             found = answer.best
             if found is not None and (best is None or found.rank < best.rank):
                 best = found
@@ -124,26 +125,28 @@ class FragmentRanker:
         return ct
 
     def _score_class(
-        self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable, version: tuple[int, int]
+        self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable, version: int
     ) -> Answer:
         assert cls.grid is not None
-        demand = plan.demand
+        demand, scale = plan.demand, plan.scale
         ct = self._class_table(cls)
         best: Best | None = None
         candidates: list[WorkerState] = []
         cpu, ram = demand.cpu, demand.ram
-        for worker in cls.grid.walk(demand):
-            if worker.free_cpu < cpu or worker.usable_ram() < ram:
+        for entries in cls.grid.levels(demand):
+            if not entries or entries[-1][0] < cpu:
                 continue
-            found = options(worker, demand, ct, plan.scale, key)
-            if not found:
-                continue
-            for grown, fit, devices in found:
-                rank = (-weight, grown, fit, worker.seq)
-                if best is None or rank < best.rank:
-                    best = Best(rank, worker, cls, devices)
-            candidates.append(worker)
-            if len(candidates) >= CANDIDATES:
-                last = position(worker, demand)
-                return Answer(cls.stamp, version, best, tuple(candidates), last)
+            for i in range(bisect_left(entries, (cpu, -1)), len(entries)):
+                worker = entries[i][2]
+                if worker.usable_ram() < ram:
+                    continue
+                found = scored(worker, demand, ct, scale, key, weight)
+                if found is NO_FIT:
+                    continue
+                if best is None or found[0] < best.rank:
+                    best = Best(found[0], worker, cls, found[1])
+                candidates.append(worker)
+                if len(candidates) >= CANDIDATES:
+                    last = position(worker, demand)
+                    return Answer(cls.stamp, version, best, tuple(candidates), last)
         return Answer(cls.stamp, version, best, tuple(candidates), None)

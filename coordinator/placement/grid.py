@@ -12,7 +12,6 @@ level rather than a walk over the class.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
 
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand
@@ -43,16 +42,11 @@ class GpuGrid:
         for entries in (self.whole[whole], self.share[share // SHARE_STEP]):
             del entries[bisect_left(entries, (cpu, worker.seq))]
 
-    def walk(self, demand: Demand) -> Iterator[WorkerState]:
-        """Members with enough cores and (maybe) enough GPU, least GPU level first, then
-        fewest cores: whole devices by count, a share or no GPU by the largest free share
-        (for CPU-only work, hosts whose GPUs are all taken come first)."""
+    def levels(self, demand: Demand) -> list[list[GridEntry]]:
+        """The levels that may hold ``demand``, least GPU first; in each, the members from
+        the first with ``demand.cpu`` free up fit in cores, fewest cores first. Whole
+        devices go by count, a share or no GPU by the largest free share (for CPU-only
+        work, hosts whose GPUs are all taken come first)."""
         if demand.gpu_whole:
-            levels = self.whole[demand.gpu_whole :]
-        else:
-            levels = self.share[demand.gpu_share // SHARE_STEP :]
-        cpu = demand.cpu
-        for entries in levels:
-            if entries and entries[-1][0] >= cpu:
-                for i in range(bisect_left(entries, (cpu, -1)), len(entries)):
-                    yield entries[i][2]
+            return self.whole[demand.gpu_whole :]
+        return self.share[demand.gpu_share // SHARE_STEP :]

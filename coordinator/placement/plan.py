@@ -8,7 +8,8 @@ reuses it until a class appears or disappears.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from coordinator.placement.feasibility import Amounts, Check, Rejection, rejections
 from coordinator.placement.policies import Scale
@@ -30,6 +31,15 @@ class Plan:
     host_prefs: tuple[PreferredLabel, ...]
     rejected: list[tuple[ShapeClass, list[Rejection]]]
     scale: Scale
+    kept: dict[object, list[list[Any]]] = field(default_factory=dict)
+    """What walking each class found for this request, per walker (a policy, or the
+    fragment ranker), group and class, each with the class stamp it holds for."""
+
+    def kept_for(self, walker: object) -> list[list[Any]]:
+        found = self.kept.get(walker)
+        if found is None:
+            found = self.kept[walker] = [[None] * len(group) for group in self.groups]
+        return found
 
 
 def make_plan(

@@ -6,9 +6,9 @@ calls them and applies the winner.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from coordinator.placement.plan import Plan, host_weight
 from coordinator.placement.policies import Policy, Walk, leftover
@@ -34,19 +34,15 @@ class Best:
 
 
 Scan = tuple[Best | None, bool]
-MEMO_LIMIT = 1024
 
 
 @dataclass(slots=True)
 class ClassWalk:
-    """One class's part of a walk for one request and policy, kept while the class and
-    the plan stay as they were (``ShapeClass.stamp``, ``Plan.version``): a decision
-    changes one class, so the next decision walks that class again and reads the
-    others' answers."""
+    """One class's part of a walk for one request and policy, kept in the plan while the
+    class is unchanged (``ShapeClass.stamp``): a decision changes one class, so the next
+    decision walks that class again and reads the others' answers."""
 
     stamp: int
-    version: int
-    policy: Policy
     per_walk: int
     walks: list[Walk]
     estimate: tuple[int, float] | None
@@ -56,23 +52,16 @@ class ClassWalk:
 
 
 def class_walk(
-    cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, key: Hashable
+    cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, kept: list[Any], n: int
 ) -> ClassWalk:
-    """Where ``policy`` walks ``cls`` for the request ``key``, from the class's memo."""
-    memo_key = ("walk", key, policy)
-    kept = cls.memo.get(memo_key)
-    if (
-        isinstance(kept, ClassWalk)
-        and kept.stamp == cls.stamp
-        and kept.version == plan.version
-        and kept.per_walk == per_walk
-    ):
-        return kept
+    """Where ``policy`` walks ``cls``, the ``n``-th class of its group (``kept`` is what
+    this request's plan keeps for the group)."""
+    view = kept[n]
+    if view is not None and view.stamp == cls.stamp and view.per_walk == per_walk:
+        return cast(ClassWalk, view)
     walks = policy.walks(cls, b) if cls.has_room(b) else []
     est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
-    if len(cls.memo) >= MEMO_LIMIT:
-        cls.memo.clear()
-    view = cls.memo[memo_key] = ClassWalk(cls.stamp, plan.version, policy, per_walk, walks, est)
+    view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est)
     return view
 
 

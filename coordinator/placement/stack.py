@@ -60,7 +60,7 @@ from coordinator.placement.fragment_select import FragmentRanker
 from coordinator.placement.mix import RequestMix
 from coordinator.placement.outcome import Candidate, CannotPlace
 from coordinator.placement.plan import Plan, host_weight, make_plan
-from coordinator.placement.policies import Policy, leftover
+from coordinator.placement.policies import Policy, Scale, leftover
 from coordinator.placement.select import (
     Best,
     Limits,
@@ -115,6 +115,7 @@ class Stack:
         self._class_of = class_of
         self._hosts = hosts
         self._plans: dict[str, Plan] = {}
+        self._scale: Scale | None = None
         self._version = 0
         self._mix = mix
         self._fragment = FragmentRanker()
@@ -179,6 +180,9 @@ class Stack:
         plan = make_plan(
             Demand.of(request), self._classes, self._families, self._version, FEASIBILITY
         )
+        if plan.scale == self._scale:
+            plan.scale = self._scale  # one object for every plan: scores kept per worker check it
+        self._scale = plan.scale
         self._plans[request.key] = plan
         return plan
 
@@ -249,15 +253,16 @@ class Stack:
         # A policy written before ``fragment`` existed walks GPU hosts as it always did.
         fragment = getattr(policy, "fragment", False)
         by_fragment = fragment and not exhaustive and not plan.per_host
-        for group in plan.groups:
+        kept = plan.kept_for(policy)
+        for g, group in enumerate(plan.groups):
             if by_fragment and group[0][0].has_gpu:
-                best = self._fragment.choose(group, plan, self._mix.table, key, self._version)
+                best = self._fragment.choose(plan, g, self._mix.table, key)
                 if best is not None:
                     return best
                 continue
             scouted: list[Scouted] = []
             for n, (cls, weight, b) in enumerate(group):
-                view = class_walk(cls, b, plan, policy, limits.per_walk, key)
+                view = class_walk(cls, b, plan, policy, limits.per_walk, kept[g], n)
                 if view.estimate is not None:
                     scouted.append((view.estimate, n, cls, view, weight, b))
             scouted.sort()

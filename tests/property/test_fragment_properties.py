@@ -126,10 +126,7 @@ class FragmentMachine(RuleBasedStateMachine):
 
     def fresh_answer(self, request: ResourceRequest) -> Any:
         """What the stack decides with every kept answer and score forgotten."""
-        for cls in [*self.pool._classes.values(), *self.pool._families.values()]:
-            cls.memo.clear()
-        for worker in self.pool._workers.values():
-            worker.scores = None
+        self.pool._stack.forget()
         return self.pool._stack.select(request, self.pool.policy)
 
     @rule(drawn=asks(), repeat=st.integers(1, 3))
