@@ -15,7 +15,7 @@ from operator import itemgetter
 from coordinator.placement.feasibility import Amounts, Rejection
 from coordinator.placement.outcome import Candidate, CannotPlace
 from coordinator.placement.plan import Plan
-from coordinator.placement.shapes import Axis, ShapeClass
+from coordinator.placement.shapes import CPU, GPU_SHARE, GPU_WHOLE, RAM, ShapeClass
 from coordinator.placement.workers import WorkerState
 
 NEAREST = 3
@@ -39,11 +39,11 @@ def _class_view(cls: ShapeClass, plan: Plan, key: Hashable) -> tuple[list[Top], 
     axis, need, _ = cls.primary(d)
     scale = plan.scale.axis(axis)
     tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.index(axis)[-NEAREST:]]
-    counts = {"cpu": cls.short_on(Axis.CPU, d.cpu), "ram_mb": cls.short_on(Axis.RAM, d.ram)}
+    counts = {"cpu": cls.short_on(CPU, d.cpu), "ram_mb": cls.short_on(RAM, d.ram)}
     if d.gpu_share:
-        counts["gpus"] = cls.short_on(Axis.GPU_SHARE, d.gpu_share)
+        counts["gpus"] = cls.short_on(GPU_SHARE, d.gpu_share)
     elif d.gpu_whole:
-        counts["gpus"] = cls.short_on(Axis.GPU_WHOLE, d.gpu_whole)
+        counts["gpus"] = cls.short_on(GPU_WHOLE, d.gpu_whole)
     if d.custom:
         counts["resources"] = sum(
             1 for w in cls.members.values() if any(w.free_custom.get(k, 0) < v for k, v in d.custom)

@@ -28,7 +28,7 @@ from coordinator.placement.grid import SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Plan
 from coordinator.placement.select import Best
-from coordinator.placement.shapes import Axis, ShapeClass
+from coordinator.placement.shapes import GPU_SHARE, GPU_WHOLE, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand
 
@@ -57,8 +57,8 @@ class Answer:
 def position(w: WorkerState, d: Demand) -> Position:
     """Where ``w`` comes in the walk of ``GpuGrid.levels`` for ``d``."""
     if d.gpu_whole:
-        return (w.index_keys[Axis.GPU_WHOLE], w.free_cpu, w.seq)
-    return (w.index_keys[Axis.GPU_SHARE] // SHARE_STEP, w.free_cpu, w.seq)
+        return (w.index_keys[GPU_WHOLE], w.free_cpu, w.seq)
+    return (w.index_keys[GPU_SHARE] // SHARE_STEP, w.free_cpu, w.seq)
 
 
 def still_holds(answer: Answer, cls: ShapeClass, d: Demand) -> bool:

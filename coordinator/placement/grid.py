@@ -37,6 +37,20 @@ class GpuGrid:
         insort(self.whole[whole], (cpu, worker.seq, worker))
         insort(self.share[share // SHARE_STEP], (cpu, worker.seq, worker))
 
+    def move(self, worker: WorkerState, was: GridKey, now: GridKey) -> None:
+        """Re-file ``worker`` in the lists its key changed in."""
+        (cpu, whole, share), (new_cpu, new_whole, new_share) = was, now
+        seq = worker.seq
+        if cpu != new_cpu or whole != new_whole:
+            entries = self.whole[whole]
+            del entries[bisect_left(entries, (cpu, seq))]
+            insort(self.whole[new_whole], (new_cpu, seq, worker))
+        share, new_share = share // SHARE_STEP, new_share // SHARE_STEP
+        if cpu != new_cpu or share != new_share:
+            entries = self.share[share]
+            del entries[bisect_left(entries, (cpu, seq))]
+            insort(self.share[new_share], (new_cpu, seq, worker))
+
     def remove(self, worker: WorkerState, key: GridKey) -> None:
         cpu, whole, share = key
         for entries in (self.whole[whole], self.share[share // SHARE_STEP]):

@@ -26,6 +26,7 @@ from coordinator.placement.shapes import (
     ShapeClass,
     ShapeKey,
     family_key,
+    grid_key,
     is_unique_label,
     rekey,
     shape_key,
@@ -322,11 +323,12 @@ class ResourceAwareWorkerPool:
         cls.touch(worker)
         if family is not cls:
             family.touch(worker)
+        was = grid_key(worker.index_keys)
         changes = rekey(worker, gpu)
         if changes:
-            cls.move(worker, changes)
+            cls.move(worker, changes, was)
             if family is not cls:
-                family.move(worker, changes)
+                family.move(worker, changes, was)
 
 
 def _same_devices(

@@ -24,7 +24,7 @@ from coordinator.placement.grid import GpuGrid
 from coordinator.placement.outcome import CannotPlace, Placement
 from coordinator.placement.policies import POLICIES
 from coordinator.placement.pool import ResourceAwareWorkerPool
-from coordinator.placement.shapes import _AXIS_KEY, Axis, ShapeClass, _grid_key
+from coordinator.placement.shapes import Axis, ShapeClass, grid_key, index_keys
 from shared.labels import LabelSelector, PreferredLabel
 from shared.resources import ResourceRequest
 
@@ -85,7 +85,7 @@ POLICY = st.sampled_from(sorted(POLICIES))
 
 
 def fresh_index(cls: ShapeClass, axis: Axis) -> list[tuple[int, int, Any]]:
-    return sorted((_AXIS_KEY[axis](w), seq, w) for seq, w in cls.members.items())
+    return sorted((index_keys(w)[axis], seq, w) for seq, w in cls.members.items())
 
 
 class KeptMachine(RuleBasedStateMachine):
@@ -163,7 +163,7 @@ class KeptMachine(RuleBasedStateMachine):
             if cls.grid is not None:
                 grid = GpuGrid(len(cls.cap.gpu_models))
                 for w in cls.members.values():
-                    grid.add(w, _grid_key([fn(w) for fn in _AXIS_KEY]))
+                    grid.add(w, grid_key(index_keys(w)))
                 assert (cls.grid.whole, cls.grid.share) == (grid.whole, grid.share)
 
 
