@@ -6,11 +6,8 @@ a busy answer stays cheap however large the pool.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+from bisect import insort
 from collections import Counter
-from collections.abc import Hashable
-from operator import itemgetter
 
 from coordinator.placement.feasibility import Amounts, Rejection
 from coordinator.placement.outcome import Candidate, CannotPlace
@@ -23,36 +20,39 @@ NEAREST = 3
 
 Top = tuple[float, int, WorkerState]
 """(room left on the binding axis as a share of the pool's largest, -seq, worker)."""
+ClassView = tuple[int, list[Top], tuple[int, int, int, int]]
+"""(class stamp, roomiest members, members short of cpu, ram_mb, gpus, resources)."""
+BUSY = "busy"
+"""What the plan keeps the class views under."""
+DIMENSIONS = ("cpu", "ram_mb", "gpus", "resources")
 
 
-def _class_view(cls: ShapeClass, plan: Plan, key: Hashable) -> tuple[list[Top], dict[str, int]]:
+def _class_view(cls: ShapeClass, plan: Plan) -> ClassView:
     """One class's part of a busy answer: its roomiest members and its shortfall counts.
 
-    Kept per request until a member changes (``ShapeClass.stamp``): a request that
+    The plan keeps it until a member changes (``ShapeClass.stamp``): a request that
     waits is answered again and again while most classes stay as they were.
     """
-    memo_key = ("busy", key)
-    kept = cls.memo.get(memo_key)
-    if kept is not None and kept[0] == cls.stamp and kept[1] == plan.version:
-        return kept[2], kept[3]
     d = plan.demand
     axis, need, _ = cls.primary(d)
     scale = plan.scale.axis(axis)
     tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.index(axis)[-NEAREST:]]
-    counts = {"cpu": cls.short_on(CPU, d.cpu), "ram_mb": cls.short_on(RAM, d.ram)}
+    tops.sort(reverse=True)  # roomiest first; seq is unique, so workers never compare
+    gpus = 0
     if d.gpu_share:
-        counts["gpus"] = cls.short_on(GPU_SHARE, d.gpu_share)
+        gpus = cls.short_on(GPU_SHARE, d.gpu_share)
     elif d.gpu_whole:
-        counts["gpus"] = cls.short_on(GPU_WHOLE, d.gpu_whole)
+        gpus = cls.short_on(GPU_WHOLE, d.gpu_whole)
+    resources = 0
     if d.custom:
-        counts["resources"] = sum(
+        resources = sum(
             1 for w in cls.members.values() if any(w.free_custom.get(k, 0) < v for k, v in d.custom)
         )
-    cls.memo[memo_key] = (cls.stamp, plan.version, tops, counts)
-    return tops, counts
+    counts = (cls.short_on(CPU, d.cpu), cls.short_on(RAM, d.ram), gpus, resources)
+    return (cls.stamp, tops, counts)
 
 
-def busy_view(plan: Plan, key: Hashable) -> tuple[list[WorkerState], dict[str, int]]:
+def busy_view(plan: Plan) -> tuple[list[WorkerState], dict[str, int]]:
     """The few members of feasible classes with the most room on their binding axis, and
     per dimension how many workers of those classes lack it now.
 
@@ -60,15 +60,26 @@ def busy_view(plan: Plan, key: Hashable) -> tuple[list[WorkerState], dict[str, i
     O(classes * log members); custom resources are not indexed and are counted
     member by member only when the request names some.
     """
-    tops: list[Top] = []
-    counts: dict[str, int] = {}
-    for cls, *_ in itertools.chain.from_iterable(plan.groups):
-        class_tops, class_counts = _class_view(cls, plan, key)
-        tops += class_tops
-        for dim, n in class_counts.items():
-            counts[dim] = counts.get(dim, 0) + n
-    nearest = heapq.nlargest(NEAREST, tops, key=itemgetter(0, 1))
-    return [worker for _, _, worker in nearest], {d: n for d, n in counts.items() if n}
+    nearest: list[Top] = []  # the roomiest so far, least roomy first
+    cpu = ram = gpus = resources = 0
+    for group, kept in zip(plan.groups, plan.kept_for(BUSY), strict=True):
+        for n, (cls, _, _) in enumerate(group):
+            view = kept[n]
+            if view is None or view[0] != cls.stamp:
+                view = kept[n] = _class_view(cls, plan)
+            for top in view[1]:
+                if len(nearest) == NEAREST and top < nearest[0]:
+                    break  # the rest of this class has less room still
+                insort(nearest, top)
+                if len(nearest) > NEAREST:
+                    del nearest[0]
+            short = view[2]
+            cpu += short[0]
+            ram += short[1]
+            gpus += short[2]
+            resources += short[3]
+    counts = zip(DIMENSIONS, (cpu, ram, gpus, resources), strict=True)
+    return [worker for _, _, worker in reversed(nearest)], {d: n for d, n in counts if n}
 
 
 def free_amounts(worker: WorkerState) -> Amounts:

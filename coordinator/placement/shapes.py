@@ -11,10 +11,9 @@ instead of scanning every member.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from coordinator.placement.grid import GpuGrid, GridKey
 from coordinator.placement.workers import WorkerState
@@ -137,8 +136,6 @@ class ShapeClass:
     """Bumped whenever a member joins, leaves or changes: what ``memo`` entries are valid for."""
     log: list[WorkerState] = field(default_factory=list)
     """The members behind the last ``len(log)`` bumps of ``stamp``, oldest first."""
-    memo: dict[Hashable, Any] = field(default_factory=dict)
-    """Per-request results of scoring this class (``fragment_select.py``), with their stamp."""
     table: object = None
     """The fragmentation table of this class's totals (``fragment_select.py``)."""
 

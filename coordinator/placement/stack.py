@@ -135,7 +135,6 @@ class Stack:
         self._lacks.clear()
         self._fragment = FragmentRanker()
         for cls in (*self._classes.values(), *self._families.values()):
-            cls.memo.clear()
             cls.table = None
         for worker in self._workers.values():
             worker.scores = None
@@ -287,12 +286,12 @@ class Stack:
         if named is not None:
             closest = [self._workers[n] for n in named[:NEAREST]]
         else:
-            closest, counts = busy_view(plan, key)
+            closest, counts = busy_view(plan)
         seen = [self._candidate(w, plan.demand, key) for w in closest]
         if plan.per_host and not self._hosts_exist(plan):
             return CannotPlace("infeasible", {"labels": len(self._workers)}, tuple(seen))
         if named is not None:
-            counts = busy_view(plan, key)[1]
+            counts = busy_view(plan)[1]
         # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
         sampled = Counter(r.dimension for c in seen for r in c.missing)
         counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
