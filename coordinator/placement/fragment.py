@@ -29,9 +29,9 @@ again, so scoring a placement is mostly a few lookups by small integers.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from operator import mul
+from operator import add, floordiv, itemgetter, mul
 
 from coordinator.placement.mix import MixTable
 from coordinator.placement.policies import Scale, leftover
@@ -49,9 +49,11 @@ Level = tuple[int, tuple[int, ...] | None]
 Term = tuple[float, float, int, int, int]
 """(weight * LAMBDA, weight * GPU per task, cpu, ram, devices per task)."""
 Flat = tuple[float, float, int, int, int]
-"""A term as ``frag`` walks them: (weight * LAMBDA, weight * GPU per task, cpu, ram, level)."""
-Stats = tuple[tuple[int, int], ...]
-"""Per level: (tasks the devices could take, free share on devices too small)."""
+"""A term as ``frag`` walks them: (weight * LAMBDA, weight * GPU per task, cpu, ram, where
+its level's free share on devices too small sits in ``Stats``)."""
+Stats = tuple[int, ...]
+"""Per level, one after the other: tasks the devices could take, free share on devices
+too small (flat, so that a move adds two tuples element by element)."""
 Devices = tuple[int, ...]
 """Free milli-share of each device: in slot order, or sorted when the table is uniform."""
 StateInfo = tuple[Stats, int, tuple[int, ...], int, int]
@@ -73,8 +75,10 @@ class ClassTable:
     """The terms of each level."""
     flat: tuple[Flat, ...]
     """Every term, level by level."""
-    per_term: tuple[tuple[int, int], ...]
-    """(level, devices per task) of each term of ``flat``."""
+    units: Callable[[Stats], tuple[int, ...]]
+    """The task counts of each term's level, from ``Stats``."""
+    per_task: tuple[int, ...]
+    """Devices per task of each term of ``flat``."""
     term_cpu: tuple[int, ...]
     term_ram: tuple[int, ...]
     """Cores and RAM of each term of ``flat``."""
@@ -84,6 +88,8 @@ class ClassTable:
     """Each device state seen, by its id: the index of its ``devices`` and ``info``."""
     devices: list[Devices] = field(default_factory=list)
     info: list[StateInfo] = field(default_factory=list)
+    deltas: dict[tuple[int, int, int], Stats] = field(default_factory=dict)
+    """(free before, free after, devices) -> what that move adds to ``Stats``."""
     moves: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
     """(state, free before, free after, devices) -> the state once that many devices with
     the first free amount have the second (uniform tables, where order does not count)."""
@@ -102,7 +108,7 @@ class ClassTable:
         return sid
 
     def _describe(self, stats: Stats, gpu: int) -> StateInfo:
-        tasks = tuple([stats[level][0] // count for level, count in self.per_term])
+        tasks = tuple(map(floordiv, self.units(stats), self.per_task))
         cpu = max(map(mul, self.term_cpu, tasks), default=0)
         ram = max(map(mul, self.term_ram, tasks), default=0)
         return (stats, gpu, tasks, max(cpu, 0), max(ram, 0))
@@ -118,15 +124,25 @@ class ClassTable:
             for _ in range(count):
                 devices[devices.index(old)] = new
             devices.sort()
-            stats = tuple(
-                (
-                    units + count * (new // unit - old // unit),
-                    small + count * ((new if new < unit else 0) - (old if old < unit else 0)),
-                )
-                for (units, small), (unit, _) in zip(self.info[sid][0], self.levels, strict=True)
-            )
+            stats = tuple(map(add, self.info[sid][0], self._delta(old, new, count)))
             after = self.moves[key] = self.state(tuple(devices), stats)
         return after
+
+    def _delta(self, old: int, new: int, count: int) -> Stats:
+        key = (old, new, count)
+        delta = self.deltas.get(key)
+        if delta is None:
+            if len(self.deltas) >= MEMO_LIMIT:
+                self.deltas.clear()
+            delta = self.deltas[key] = tuple(
+                n
+                for unit, _ in self.levels
+                for n in (
+                    count * (new // unit - old // unit),
+                    count * ((new if new < unit else 0) - (old if old < unit else 0)),
+                )
+            )
+        return delta
 
     def frag(self, cpu: int, ram: int, sid: int) -> float:
         """``frag`` of a host in state ``sid`` with ``cpu`` and ``ram`` free, remembered."""
@@ -168,30 +184,45 @@ def class_table(cap: Capacity, table: MixTable) -> ClassTable:
     uniform = all(slots is None for _, slots in levels)
     terms = tuple(map(tuple, levels.values()))
     flat = tuple(
-        (w_lambda, w_use, cpu, ram, level)
+        (w_lambda, w_use, cpu, ram, 2 * level + 1)
         for level, level_terms in enumerate(terms)
         for w_lambda, w_use, cpu, ram, _ in level_terms
     )
-    per_term = tuple(
-        (level, count) for level, level_terms in enumerate(terms) for *_, count in level_terms
-    )
+    where = [2 * level for level, level_terms in enumerate(terms) for _ in level_terms]
+    per_task = tuple(count for level_terms in terms for *_, count in level_terms)
     term_cpu = tuple(cpu for _, _, cpu, _, _ in flat)
     term_ram = tuple(ram for _, _, _, ram, _ in flat)
     return ClassTable(
-        table.version, base, tuple(levels), terms, flat, per_term, term_cpu, term_ram, uniform
+        table.version,
+        base,
+        tuple(levels),
+        terms,
+        flat,
+        _picker(where),
+        per_task,
+        term_cpu,
+        term_ram,
+        uniform,
     )
+
+
+def _picker(where: list[int]) -> Callable[[Stats], tuple[int, ...]]:
+    """``stats -> tuple(stats[i] for i in where)``, in one call."""
+    if len(where) > 1:
+        return itemgetter(*where)
+    return lambda stats: tuple(stats[i] for i in where)
 
 
 def level_stats(free: Devices, levels: tuple[Level, ...]) -> Stats:
     some = [f for f in free if f]
-    out: list[tuple[int, int]] = []
+    out: list[int] = []
     for unit, slots in levels:
         units = small = 0
         for f in some if slots is None else [free[s] for s in slots]:
             units += f // unit
             if f < unit:
                 small += f
-        out.append((units, small))
+        out += (units, small)
     return tuple(out)
 
 
@@ -200,13 +231,13 @@ def frag(ct: ClassTable, sid: int, cpu: int, ram: int) -> float:
     and ``ram`` free (never negative: only hosts that fit are scored)."""
     stats, gpu, tasks, _, _ = ct.info[sid]
     total = gpu * ct.base
-    for (w_lambda, w_use, t_cpu, t_ram, level), k in zip(ct.flat, tasks, strict=True):
+    for (w_lambda, w_use, t_cpu, t_ram, small), k in zip(ct.flat, tasks, strict=True):
         if k:
             if t_cpu * k > cpu:
                 k = cpu // t_cpu
             if t_ram * k > ram:
                 k = ram // t_ram
-            total += w_lambda * (stats[level][1] if k else gpu) - k * w_use
+            total += w_lambda * (stats[small] if k else gpu) - k * w_use
         else:
             total += w_lambda * gpu
     return total
