@@ -10,6 +10,7 @@ from bisect import insort
 from collections import Counter
 
 from coordinator.placement.feasibility import Amounts, Rejection
+from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.outcome import Candidate, CannotPlace
 from coordinator.placement.plan import Plan
 from coordinator.placement.shapes import CPU, GPU_SHARE, GPU_WHOLE, RAM, ShapeClass
@@ -36,7 +37,11 @@ def _class_view(cls: ShapeClass, plan: Plan) -> ClassView:
     d = plan.demand
     axis, need, _ = cls.primary(d)
     scale = plan.scale.axis(axis)
-    tops = [((free - need) / scale, -seq, w) for free, seq, w in cls.index(axis)[-NEAREST:]]
+    members = cls.members
+    tops = [
+        (((e >> SEQ_BITS) - need) / scale, -(e & SEQ_MASK), members[e & SEQ_MASK])
+        for e in cls.index(axis)[-NEAREST:]
+    ]
     tops.sort(reverse=True)  # roomiest first; seq is unique, so workers never compare
     gpus = 0
     if d.gpu_share:

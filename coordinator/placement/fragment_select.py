@@ -24,7 +24,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from coordinator.placement.fragment import NO_FIT, STATE_LIMIT, ClassTable, class_table, scored
-from coordinator.placement.grid import SHARE_STEP
+from coordinator.placement.grid import SEQ_BITS, SEQ_MASK, SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Plan
 from coordinator.placement.select import Best
@@ -132,12 +132,13 @@ class FragmentRanker:
         ct = self._class_table(cls)
         best: Best | None = None
         candidates: list[WorkerState] = []
-        cpu, ram = demand.cpu, demand.ram
+        cpu, ram, members = demand.cpu, demand.ram, cls.members
+        first = cpu << SEQ_BITS  # the entries from here up have the cores
         for entries in cls.grid.levels(demand):
-            if not entries or entries[-1][0] < cpu:
+            if not entries or entries[-1] < first:
                 continue
-            for i in range(bisect_left(entries, (cpu, -1)), len(entries)):
-                worker = entries[i][2]
+            for i in range(bisect_left(entries, first), len(entries)):
+                worker = members[entries[i] & SEQ_MASK]
                 if worker.usable_ram() < ram:
                     continue
                 found = scored(worker, demand, ct, scale, key, weight)

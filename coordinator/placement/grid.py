@@ -18,9 +18,19 @@ from shared.capacity import Demand
 from shared.resources import MILLI
 
 SHARE_STEP = 50
+SEQ_BITS = 32
+SEQ_MASK = (1 << SEQ_BITS) - 1
+"""An index entry is one int, ``filed(value, seq)``: ints compare faster than tuples, and
+``entry & SEQ_MASK`` names the member (worker seqs stay below 2**32)."""
 
-GridEntry = tuple[int, int, WorkerState]
-"""(free milli-cores, worker seq, worker)."""
+
+def filed(value: int, seq: int) -> int:
+    """The entry of member ``seq`` under ``value``: entries sort by value, then seq."""
+    return (value << SEQ_BITS) | seq
+
+
+GridEntry = int
+"""``filed(free milli-cores, worker seq)``."""
 GridKey = tuple[int, int, int]
 """(free milli-cores, whole free devices, largest free share of one device)."""
 
@@ -34,27 +44,29 @@ class GpuGrid:
 
     def add(self, worker: WorkerState, key: GridKey) -> None:
         cpu, whole, share = key
-        insort(self.whole[whole], (cpu, worker.seq, worker))
-        insort(self.share[share // SHARE_STEP], (cpu, worker.seq, worker))
+        entry = filed(cpu, worker.seq)
+        insort(self.whole[whole], entry)
+        insort(self.share[share // SHARE_STEP], entry)
 
     def move(self, worker: WorkerState, was: GridKey, now: GridKey) -> None:
         """Re-file ``worker`` in the lists its key changed in."""
         (cpu, whole, share), (new_cpu, new_whole, new_share) = was, now
-        seq = worker.seq
+        old, new = filed(cpu, worker.seq), filed(new_cpu, worker.seq)
         if cpu != new_cpu or whole != new_whole:
             entries = self.whole[whole]
-            del entries[bisect_left(entries, (cpu, seq))]
-            insort(self.whole[new_whole], (new_cpu, seq, worker))
+            del entries[bisect_left(entries, old)]
+            insort(self.whole[new_whole], new)
         share, new_share = share // SHARE_STEP, new_share // SHARE_STEP
         if cpu != new_cpu or share != new_share:
             entries = self.share[share]
-            del entries[bisect_left(entries, (cpu, seq))]
-            insort(self.share[new_share], (new_cpu, seq, worker))
+            del entries[bisect_left(entries, old)]
+            insort(self.share[new_share], new)
 
     def remove(self, worker: WorkerState, key: GridKey) -> None:
         cpu, whole, share = key
+        entry = filed(cpu, worker.seq)
         for entries in (self.whole[whole], self.share[share // SHARE_STEP]):
-            del entries[bisect_left(entries, (cpu, worker.seq))]
+            del entries[bisect_left(entries, entry)]
 
     def levels(self, demand: Demand) -> list[list[GridEntry]]:
         """The levels that may hold ``demand``, least GPU first; in each, the members from

@@ -13,6 +13,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from coordinator.placement.grid import SEQ_BITS
 from coordinator.placement.shapes import Axis, Binding, IndexEntry, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Demand, DevicePick
@@ -144,8 +145,8 @@ class Hybrid:
         entries = cls.index(b.axis)
         if cls.has_gpu:
             return [Walk(entries, cls.walk_up(b.axis, b.need), +1)]
-        pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold)), -1))
-        floor = bisect_left(entries, (b.need, -1), 0, pivot)
+        pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold))) << SEQ_BITS)
+        floor = bisect_left(entries, b.need << SEQ_BITS, 0, pivot)
         return [
             Walk(entries, range(pivot, len(entries)), +1),
             Walk(entries, range(pivot - 1, floor - 1, -1), -1),

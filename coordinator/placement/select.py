@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
+from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.plan import Plan, host_weight
 from coordinator.placement.policies import Policy, Walk, leftover
 from coordinator.placement.shapes import Binding, ShapeClass
@@ -100,6 +101,7 @@ def walk_class(
     only when they yield nothing are the members that merely may fit tried.
     """
     demand, per_host, host_prefs = plan.demand, plan.per_host, plan.host_prefs
+    members = cls.members
     visits = limits.visits
     for segment, walk in enumerate(then_maybe(walks, cls, b, demand)):
         best: Best | None = None
@@ -109,7 +111,7 @@ def walk_class(
             visits -= 1
             if visits < 0:
                 return best, True
-            worker = entries[i][2]
+            worker = members[entries[i] & SEQ_MASK]
             if per_host and not all(s.matches(worker.labels) for s in per_host):
                 continue
             devices = worker.fit(demand)
@@ -146,7 +148,7 @@ def estimate(walks: list[Walk], b: Binding, scale: int) -> tuple[int, float] | N
     """
     for segment, walk in enumerate(walks):
         if walk.positions:
-            free = walk.entries[walk.positions[0]][0]
+            free = walk.entries[walk.positions[0]] >> SEQ_BITS
             return (segment, walk.sign * (free - b.need) / scale)
     return (len(walks), 0.0) if b.floor is not None else None
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
 
-from coordinator.placement.grid import GpuGrid, GridKey
+from coordinator.placement.grid import SEQ_BITS, GpuGrid, GridKey, filed
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand
 from shared.resources import MILLI
@@ -54,8 +54,8 @@ def _balance(cpu: int, ram: int, cap: Capacity) -> int:
     return min(cpu, ram)
 
 
-IndexEntry = tuple[int, int, WorkerState]
-"""(free amount on the axis, worker seq, worker); seq is unique, so the worker never compares."""
+IndexEntry = int
+"""``filed(free amount on the axis, worker seq)``; ``entry & SEQ_MASK`` is the member's seq."""
 
 _ALL_AXES = tuple(Axis)
 
@@ -155,7 +155,7 @@ class ShapeClass:
         self.members[worker.seq] = worker
         worker.index_keys = index_keys(worker)
         for axis, value in zip(self.axes, worker.index_keys, strict=True):
-            insort(axis, (value, worker.seq, worker))
+            insort(axis, filed(value, worker.seq))
         if self.grid is not None:
             self.grid.add(worker, grid_key(worker.index_keys))
         self.touch(worker)
@@ -163,9 +163,9 @@ class ShapeClass:
     def remove(self, worker: WorkerState) -> None:
         del self.members[worker.seq]
         for axis, stale, value in zip(self.axes, self.stale, worker.index_keys, strict=True):
-            filed = stale.pop(worker.seq, None)
-            key = value if filed is None else filed[1]
-            del axis[bisect_left(axis, (key, worker.seq))]
+            was = stale.pop(worker.seq, None)
+            key = value if was is None else was[1]
+            del axis[bisect_left(axis, filed(key, worker.seq))]
         if self.grid is not None:
             self.grid.remove(worker, grid_key(worker.index_keys))
         self.touch(worker)
@@ -192,11 +192,11 @@ class ShapeClass:
         stale = self.stale[axis]
         if stale:
             entries = self.axes[axis]
-            for seq, (worker, filed) in stale.items():
+            for seq, (worker, was) in stale.items():
                 now = worker.index_keys[axis]
-                if now != filed:
-                    del entries[bisect_left(entries, (filed, seq))]
-                    insort(entries, (now, seq, worker))
+                if now != was:
+                    del entries[bisect_left(entries, filed(was, seq))]
+                    insort(entries, filed(now, seq))
             stale.clear()
         return self.axes[axis]
 
@@ -253,19 +253,19 @@ class ShapeClass:
 
     def short_on(self, axis: Axis, need: int) -> int:
         """How many members have less than ``need`` free on ``axis``."""
-        return bisect_left(self.index(axis), (need, -1)) if need else 0
+        return bisect_left(self.index(axis), need << SEQ_BITS) if need else 0
 
     def most_free(self, axis: Axis) -> int:
         entries = self.index(axis)
-        return entries[-1][0] if entries else -1
+        return entries[-1] >> SEQ_BITS if entries else -1
 
     def walk_up(self, axis: Axis, start: int) -> range:
         """Positions in ``index(axis)`` with free amount >= start, least free first."""
         entries = self.index(axis)
-        return range(bisect_left(entries, (start, -1)), len(entries))
+        return range(bisect_left(entries, start << SEQ_BITS), len(entries))
 
     def walk_down(self, axis: Axis, start: int, floor: int) -> range:
         """Positions with floor <= free < start, most free first."""
         entries = self.index(axis)
-        stop = bisect_left(entries, (floor, -1))
-        return range(bisect_left(entries, (start, -1)) - 1, stop - 1, -1)
+        stop = bisect_left(entries, floor << SEQ_BITS)
+        return range(bisect_left(entries, start << SEQ_BITS) - 1, stop - 1, -1)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from coordinator.placement.grid import GpuGrid
+from coordinator.placement.grid import GpuGrid, filed
 from coordinator.placement.outcome import CannotPlace, Placement
 from coordinator.placement.policies import POLICIES
 from coordinator.placement.pool import ResourceAwareWorkerPool
@@ -84,8 +84,8 @@ def requests(draw: st.DrawFn) -> ResourceRequest:
 POLICY = st.sampled_from(sorted(POLICIES))
 
 
-def fresh_index(cls: ShapeClass, axis: Axis) -> list[tuple[int, int, Any]]:
-    return sorted((index_keys(w)[axis], seq, w) for seq, w in cls.members.items())
+def fresh_index(cls: ShapeClass, axis: Axis) -> list[int]:
+    return sorted(filed(index_keys(w)[axis], seq) for seq, w in cls.members.items())
 
 
 class KeptMachine(RuleBasedStateMachine):
