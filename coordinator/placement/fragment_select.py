@@ -34,7 +34,9 @@ from shared.capacity import Capacity, Demand
 
 CANDIDATES = 3
 FRAGMENT = "fragment"
-"""What the plan keeps the answers of ``FragmentRanker.choose`` under."""
+"""What the plan keeps the answers of ``FragmentRanker.choose`` under ..."""
+SCORED_WITH = "fragment table"
+"""... and the version of the mix table they were scored with."""
 REPLAY_LIMIT = 16
 """Changes to a class checked one by one before its answer is simply computed again."""
 
@@ -45,9 +47,8 @@ Position = tuple[int, int, int]
 class Answer:
     """One class's best member for one request, and what it was chosen from."""
 
+    cls: ShapeClass
     stamp: int
-    version: int
-    """Of the mix table it was scored with."""
     best: Best | None
     candidates: tuple[WorkerState, ...]
     last: Position | None
@@ -61,7 +62,8 @@ def position(w: WorkerState, d: Demand) -> Position:
     return (w.index_keys[GPU_SHARE] // SHARE_STEP, w.free_cpu, w.seq)
 
 
-def still_holds(answer: Answer, cls: ShapeClass, d: Demand) -> bool:
+def still_holds(answer: Answer, d: Demand) -> bool:
+    cls = answer.cls
     since = cls.stamp - answer.stamp
     log = cls.log
     if since > REPLAY_LIMIT or since > len(log):
@@ -93,18 +95,18 @@ class FragmentRanker:
         if table.version != self._mix.version:
             self._tables.clear()
             self._mix = table
-        version = table.version
-        demand = plan.demand
+        if plan.kept.get(SCORED_WITH) != table.version:
+            plan.kept[SCORED_WITH] = table.version
+            plan.kept.pop(FRAGMENT, None)  # every answer was scored with another table
+        demand, group = plan.demand, plan.groups[g]
         kept = plan.kept_for(FRAGMENT)[g]
         best: Best | None = None
-        for n, (cls, weight, _) in enumerate(plan.groups[g]):
-            answer = kept[n]
-            if (
-                answer is None
-                or answer.version != version
-                or (answer.stamp != cls.stamp and not still_holds(answer, cls, demand))
+        for n, answer in enumerate(kept):
+            if answer is None or (
+                answer.stamp != answer.cls.stamp and not still_holds(answer, demand)
             ):
-                answer = kept[n] = self._score_class(cls, weight, plan, key, version)
+                cls, weight, _ = group[n]
+                answer = kept[n] = self._score_class(cls, weight, plan, key)
             found = answer.best
             if found is not None and (best is None or found.rank < best.rank):
                 best = found
@@ -124,12 +126,16 @@ class FragmentRanker:
         cls.table = ct
         return ct
 
-    def _score_class(
-        self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable, version: int
-    ) -> Answer:
+    def _score_class(self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable) -> Answer:
         assert cls.grid is not None
         demand, scale = plan.demand, plan.scale
-        ct = self._class_table(cls)
+        ct = cls.table
+        if not (
+            isinstance(ct, ClassTable)
+            and ct.version == self._mix.version
+            and len(ct.devices) < STATE_LIMIT
+        ):
+            ct = self._class_table(cls)
         best: Best | None = None
         candidates: list[WorkerState] = []
         cpu, ram, members = demand.cpu, demand.ram, cls.members
@@ -139,7 +145,8 @@ class FragmentRanker:
                 continue
             for i in range(bisect_left(entries, first), len(entries)):
                 worker = members[entries[i] & SEQ_MASK]
-                if worker.usable_ram() < ram:
+                live = worker.live_ram  # usable_ram(), spelt out: most members are skipped
+                if worker.free_ram < ram or (live is not None and live < ram):
                     continue
                 found = scored(worker, demand, ct, scale, key, weight)
                 if found is NO_FIT:
@@ -149,5 +156,5 @@ class FragmentRanker:
                 candidates.append(worker)
                 if len(candidates) >= CANDIDATES:
                     last = position(worker, demand)
-                    return Answer(cls.stamp, version, best, tuple(candidates), last)
-        return Answer(cls.stamp, version, best, tuple(candidates), None)
+                    return Answer(cls, cls.stamp, best, tuple(candidates), last)
+        return Answer(cls, cls.stamp, best, tuple(candidates), None)

@@ -31,12 +31,13 @@ class Plan:
     host_prefs: tuple[PreferredLabel, ...]
     rejected: list[tuple[ShapeClass, list[Rejection]]]
     scale: Scale
-    kept: dict[object, list[list[Any]]] = field(default_factory=dict)
-    """What walking each class found for this request, per walker (a policy, or the
-    fragment ranker), group and class, each with the class stamp it holds for."""
+    kept: dict[object, Any] = field(default_factory=dict)
+    """What deciding this request keeps: per walker (a policy, or the fragment ranker),
+    by group and class, what walking each class found, with the class stamp it holds
+    for (``kept_for``); the fragment ranker also notes its mix table's version."""
 
     def kept_for(self, walker: object) -> list[list[Any]]:
-        found = self.kept.get(walker)
+        found: list[list[Any]] | None = self.kept.get(walker)
         if found is None:
             found = self.kept[walker] = [[None] * len(group) for group in self.groups]
         return found
