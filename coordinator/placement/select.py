@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.plan import Plan, host_weight
@@ -55,11 +55,8 @@ class ClassWalk:
 def class_walk(
     cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, kept: list[Any], n: int
 ) -> ClassWalk:
-    """Where ``policy`` walks ``cls``, the ``n``-th class of its group (``kept`` is what
-    this request's plan keeps for the group)."""
-    view = kept[n]
-    if view is not None and view.stamp == cls.stamp and view.per_walk == per_walk:
-        return cast(ClassWalk, view)
+    """Where ``policy`` walks ``cls``, the ``n``-th class of its group, kept in ``kept``
+    (what this request's plan keeps for the group; the caller reads a kept walk)."""
     walks = policy.walks(cls, b) if cls.has_room(b) else []
     est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
     view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est)

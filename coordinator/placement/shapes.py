@@ -181,11 +181,13 @@ class ShapeClass:
         """Re-file a member whose free capacity changed (see ``rekey``; ``was`` is its grid
         key before): in the grid now, in the indexes when they are next read."""
         if self.grid is not None:
-            self.grid.move(worker, was, grid_key(worker.index_keys))
+            keys = worker.index_keys
+            self.grid.move(worker, was, (keys[CPU], keys[GPU_WHOLE], keys[GPU_SHARE]))
         seq = worker.seq
         stale = self.stale
         for a, before, _ in changes:
-            stale[a].setdefault(seq, (worker, before))
+            if seq not in stale[a]:
+                stale[a][seq] = (worker, before)
 
     def index(self, axis: Axis) -> list[IndexEntry]:
         """The members by free amount on ``axis``, least first."""

@@ -244,11 +244,11 @@ class Stack:
         every fitting member weighed, so they take the slow, exhaustive path.
         """
         exhaustive = bool(plan.host_prefs)
-        limits = Limits(
-            classes=len(self._classes) if exhaustive else policy.classes,
-            per_walk=len(self._workers) if exhaustive else policy.per_walk,
-            visits=len(self._workers) if exhaustive else policy.visits,
-        )
+        if exhaustive:
+            workers = len(self._workers)
+            limits = Limits(len(self._classes), workers, workers)
+        else:
+            limits = Limits(policy.classes, policy.per_walk, policy.visits)
         # A policy written before ``fragment`` existed walks GPU hosts as it always did.
         fragment = getattr(policy, "fragment", False)
         by_fragment = fragment and not exhaustive and not plan.per_host
@@ -260,8 +260,11 @@ class Stack:
                     return best
                 continue
             scouted: list[Scouted] = []
+            row, per_walk = kept[g], limits.per_walk
             for n, (cls, weight, b) in enumerate(group):
-                view = class_walk(cls, b, plan, policy, limits.per_walk, kept[g], n)
+                view = row[n]
+                if view is None or view.stamp != cls.stamp or view.per_walk != per_walk:
+                    view = class_walk(cls, b, plan, policy, per_walk, row, n)
                 if view.estimate is not None:
                     scouted.append((view.estimate, n, cls, view, weight, b))
             scouted.sort()
