@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -131,7 +132,7 @@ def _removed_after(path: Path) -> Iterator[None]:
 @contextmanager
 def bench_fleet(agents: int, app: str, cpus: int = 64) -> Iterator[str]:
     """``fleet_processes``, yielding the NATS URL only."""
-    with fleet_processes(agents, app, cpus) as (url, _):
+    with fleet_processes(agents, app, cpus) as (url, _, _):
         yield url
 
 
@@ -142,9 +143,10 @@ def fleet_processes(
     cpus: int = 64,
     coordinator_args: Sequence[str] = (),
     stop_within: float = 15.0,
-) -> Iterator[tuple[str, int]]:
+) -> Iterator[tuple[str, int, Path]]:
     """nats-server, a coordinator and ``agents`` agents of ``cpus`` cores serving ``app``,
-    each a process on this host, quiet; yields the NATS URL and the coordinator's pid, then
+    each a process on this host, quiet; yields the NATS URL, the coordinator's pid and the
+    directory of the logs, then
     stops them all and removes the JetStream store (large payloads leave gigabytes there;
     logs stay, and where is printed)."""
     from tests.natsserver import NatsServer
@@ -168,8 +170,20 @@ def fleet_processes(
         for proc in procs:
             proc.start()
         try:
-            yield server.url, coord.pid
+            yield server.url, coord.pid, base
         finally:
             for proc in procs:
                 proc.stop(stop_within)
         print(f"logs in {base}", file=sys.stderr)
+
+
+def log_events(path: Path, events: Sequence[str]) -> dict[str, int]:
+    """How often each of ``events`` was logged in the JSON log at ``path``."""
+    counts = dict.fromkeys(events, 0)
+    with contextlib.suppress(OSError), path.open() as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line).get("event")
+                if event in counts:
+                    counts[event] += 1
+    return counts

@@ -116,7 +116,7 @@ def medians(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def run(args: argparse.Namespace, sizes: Sizes, out: dict[str, Any]) -> None:
     stats = Path(tempfile.mkdtemp(prefix="fleet-crowd-")) / "sim.json"
-    with fleet_processes(args.agents, APP) as (url, pid), asyncio.Runner() as runner:
+    with fleet_processes(args.agents, APP) as (url, pid, _), asyncio.Runner() as runner:
         peer = FleetPeer(runner, runner.run(_connect(url, args.agents)))
         share = CpuShare(pid)
         warm(peer, sizes)

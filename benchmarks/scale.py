@@ -32,12 +32,24 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks import bench_tasks
-from benchmarks._common import environment, fleet_processes, stop_on_sigterm, write_json
+from benchmarks._common import (
+    environment,
+    fleet_processes,
+    log_events,
+    stop_on_sigterm,
+    write_json,
+)
 from benchmarks._workload import positive
 from taskiq_fleet import CoordinatorClient
 from taskiq_fleet.broker import FleetTask
 
 APP = "benchmarks.bench_tasks:broker"
+TROUBLES = (
+    "lease not renewed in time; waiting before acting",
+    "disconnected from NATS; no worker is judged lost until it is back",
+    "runs not stored; will retry",
+)
+"""What the coordinator logs when it falls behind its own work (the stop-gaps it takes)."""
 GiB = 1 << 30
 
 
@@ -138,6 +150,8 @@ class Report:
     cpu_s: float = 0.0
     all_done_s: float = 0.0
     wrong: int = 0
+    troubles: dict[str, int] = field(default_factory=dict)
+    """Warnings of the coordinator's log that mean it fell behind, by event."""
     series: list[tuple[float, int, int]] = field(default_factory=list)
 
 
@@ -232,6 +246,7 @@ def describe(r: Report) -> str:
         ("submitted in", f"{r.submit_s:,.1f} s"),
         ("every result in", f"{r.all_done_s:,.1f} s ({done_rate:,.0f} tasks/s)"),
         ("wrong or failed results", f"{r.wrong:,}"),
+        *((f"coordinator log: {event}", f"{n:,}") for event, n in r.troubles.items()),
     ]
     head = f"{r.tasks:,} tasks, {r.agents} agents x {r.cpus} cpu, every process on this host"
     return "\n".join([head, *(f"  {k:<32} {v}" for k, v in rows)])
@@ -255,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.tasks, args.agents, args.cpus, reference=args.reference, window=window)
     stop_on_sigterm()
     extra = () if args.lease_ttl is None else ("--lease-ttl", args.lease_ttl)
-    with fleet_processes(args.agents, APP, args.cpus, extra, stop_within=60) as (url, pid):
-        asyncio.run(run(url, pid, report, args.burst))
+    with fleet_processes(args.agents, APP, args.cpus, extra, stop_within=60) as (url, pid, logs):
+        try:
+            asyncio.run(run(url, pid, report, args.burst))
+        finally:
+            report.troubles = log_events(logs / "coordinator.log", TROUBLES)
     print(describe(report))
     if args.json is not None:
         payload: dict[str, Any] = {"environment": environment(), **asdict(report)}

@@ -41,6 +41,9 @@ from coordinator.store import RunStore
 
 log = structlog.get_logger(__name__)
 
+WRITE_CHUNK = 512
+"""Records sent at once, and built between two waits for the store."""
+
 
 @dataclass(slots=True)
 class _Held:
@@ -136,33 +139,40 @@ class Checkpointer:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def flush(self, *, everything: bool = False) -> None:
+        """Write the changed runs that are due, ``WRITE_CHUNK`` at a time: a deep queue
+        marks tens of thousands at once, and building and sending all their records in one
+        go held the event loop for seconds (see ``coordinator/turns.py``)."""
         sched, now = self._scheduler, self._clock()
-        dirty, self._dirty = self._dirty, set()
-        items, deferred = [], set()
-        for run_id in dirty:
-            run = sched.runs.get(run_id)
-            if run is None:
-                continue
-            if everything or self._due(run, now):
-                view = run.queued_view() if run.status == "running" else None
-                view = view or sched.view(run_id)
-                items.append((run.stored_submit(), view, run_id in self._live))
-            else:
-                deferred.add(run_id)
-        try:
-            failed = await self._store.save_many(items)
-        except Exception:
-            self._dirty |= dirty
-            raise
+        dirty, self._dirty = list(self._dirty), set()
+        deferred: set[str] = set()
+        failed: dict[str, Exception] = {}
+        for start in range(0, len(dirty), WRITE_CHUNK):
+            items = []
+            for run_id in dirty[start : start + WRITE_CHUNK]:
+                run = sched.runs.get(run_id)
+                if run is None:
+                    continue
+                if everything or self._due(run, now):
+                    view = run.queued_view() if run.status == "running" else None
+                    view = view or sched.view(run_id)
+                    items.append((run.stored_submit(), view, run_id in self._live))
+                else:
+                    deferred.add(run_id)
+            try:
+                refused = await self._store.save_many(items)
+            except Exception:
+                self._dirty.update(dirty[start:], deferred, failed)
+                raise
+            failed |= refused
+            for _, view, _ in items:
+                if view.run_id not in refused:
+                    self._born.pop(view.run_id, None)
+                    (self._live.discard if view.done else self._live.add)(view.run_id)
         self._dirty |= deferred | failed.keys()
         if failed:
             run_id, error = next(iter(failed.items()))
             log.error("runs not stored; will retry", count=len(failed), run=run_id, error=error)
             self._wake.set()
-        for _, view, _ in items:
-            if view.run_id not in failed:
-                self._born.pop(view.run_id, None)
-                (self._live.discard if view.done else self._live.add)(view.run_id)
         await self._acknowledge()
         for run_id in self._finished - self._dirty:
             self._finished.discard(run_id)

@@ -36,6 +36,7 @@ from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
 from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
+from coordinator.turns import Turns
 from shared.jetstream import Retention, ensure_streams
 from shared.logging import DropLog
 from shared.payloads import ensure_payloads
@@ -73,9 +74,9 @@ Event = tuple[str, Any, Msg | None]
 MAX_BATCH = 256
 """Events other than agents' control messages taken into one pump iteration at most."""
 YIELD_EVERY = 16
-"""Events applied, or junk messages dropped at the edge, between two yields to the event
-loop: under a flood, NATS's socket reader gets a turn often enough that a heartbeat
-behind the junk is read, decoded and applied within a tick or two."""
+"""Junk messages dropped at the edge between two yields to the event loop: under a flood,
+NATS's socket reader gets a turn often enough that a heartbeat behind the junk is read,
+decoded and applied within a tick or two. (Events applied give it one by time: ``Turns``.)"""
 ERROR_CHARS = 200
 """Characters of a dropped message's error kept in its log line."""
 BACKLOG_MSGS = 8
@@ -154,6 +155,7 @@ class Coordinator:
         self._store: RunStore | None = None
         self._checkpoints: Checkpointer | None = None
         self._edge = _Edge()
+        self._turns = Turns()
         self._answered: set[str] = set()
         """Runs whose agent told the submitter of their end in this pass (``Outcome.answered``)."""
         self.dropped = 0
@@ -366,12 +368,11 @@ class Coordinator:
         now = self._clock()
         self.scheduler.inbound(self._behind())  # unread heartbeats are not silence
         acks: list[tuple[Msg, set[str]]] = []
-        for i, (kind, payload, msg) in enumerate(batch, 1):
+        for kind, payload, msg in batch:
             runs = await self._apply_one(kind, payload, msg, now)
             if msg is not None:
                 acks.append((msg, runs))
-            if i % YIELD_EVERY == 0:  # the socket's reader, and heartbeats behind a flood
-                await asyncio.sleep(0)
+            await self._turns.take()  # the socket's reader, and heartbeats behind a flood
         self.scheduler.tick(now)
         decisions = self.scheduler.take()
         metrics.after_pass(self.scheduler, decisions, time.perf_counter() - started)
@@ -429,6 +430,7 @@ class Coordinator:
             else:
                 self.scheduler.submit(item, now)
                 runs.add(item.run_id)
+            await self._turns.take()  # one message may carry a thousand runs
         return runs
 
     def _delivered_again(self, msg: Msg) -> bool:

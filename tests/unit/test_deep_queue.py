@@ -13,7 +13,7 @@ import pytest
 
 import coordinator.scheduling.queue as queue_module
 from benchmarks import scale_passes
-from coordinator.checkpoint import Checkpointer
+from coordinator.checkpoint import WRITE_CHUNK, Checkpointer
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Scheduler
 from coordinator.store import StoredRun, live_record, read_live
@@ -209,3 +209,51 @@ def test_the_pass_benchmark_runs_at_tiny_sizes(capsys: pytest.CaptureFixture[str
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2].split()[0] == "50"
     assert lines[-1].split()[0] == "100"
+
+
+class _CountingStore(_Store):
+    """Also notes how many records each write sent at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def save_many(self, items: list[tuple[object, RunView, bool]]) -> dict[str, Exception]:
+        self.sizes.append(len(items))
+        await asyncio.sleep(0)
+        return await super().save_many(items)
+
+
+async def test_a_deep_queue_is_written_a_chunk_at_a_time() -> None:
+    """Tens of thousands of queued runs marked at once were built and sent in one go, which
+    held the event loop for seconds (the leader lease lapsed, NATS closed the connection of
+    a coordinator that read nothing meanwhile); each write now sends a chunk and waits."""
+    runs = 2 * WRITE_CHUNK + 10
+    sched = waiting()
+    for submit in kiqs(runs):
+        sched.submit(submit, 1.0)
+    store, msg = _CountingStore(), _Msg()
+    points = Checkpointer(store, sched)  # type: ignore[arg-type]
+    points.mark(sched.take().changed, [], [(msg, set(sched.runs))])  # type: ignore[list-item]
+    await points.flush(everything=True)
+    assert max(store.sizes) <= WRITE_CHUNK
+    assert sorted(v.run_id for _, v in store.saved) == sorted(sched.runs)
+    assert msg.acked
+
+
+async def test_a_chunk_the_store_refuses_is_written_again_with_the_rest_kept() -> None:
+    sched = waiting()
+    for submit in kiqs(WRITE_CHUNK + 5):
+        sched.submit(submit, 1.0)
+    store, msg = _CountingStore(), _Msg()
+    refused = sorted(sched.runs)[:3]
+    store.refuse.update(refused)
+    points = Checkpointer(store, sched)  # type: ignore[arg-type]
+    points.mark(sched.take().changed, [], [(msg, set(sched.runs))])  # type: ignore[list-item]
+    await points.flush(everything=True)
+    assert not msg.acked  # three of its runs are not stored
+    assert len(store.saved) == WRITE_CHUNK + 2
+    store.refuse.clear()
+    await points.flush(everything=True)
+    assert sorted(v.run_id for _, v in store.saved[-3:]) == refused
+    assert msg.acked

@@ -1,0 +1,33 @@
+"""Turns for the event loop during long stretches of work on it.
+
+The coordinator's pump, its checkpoint writes and NATS's socket reader share one event
+loop. A stretch of work that never awaits (a flood of submissions parsed and queued,
+thousands of runs' records built) keeps the reader from NATS's socket: heartbeats wait
+unread, the server finds the coordinator a slow consumer and closes its connection, and
+the leader lease is not renewed in time. Counting events does not bound such a stretch
+(one submission message may carry a thousand runs), so turns are given by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+TURN_EVERY = 0.005
+"""Seconds of work after which the event loop gets a turn."""
+
+
+class Turns:
+    def __init__(
+        self, every: float = TURN_EVERY, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._every = every
+        self._clock = clock
+        self._due = clock() + every
+
+    async def take(self) -> None:
+        """Give the event loop a turn if ``every`` seconds went by since the last one."""
+        if self._clock() >= self._due:
+            await asyncio.sleep(0)
+            self._due = self._clock() + self._every

@@ -1,0 +1,25 @@
+"""``Turns``: the event loop gets a turn once enough time of work went by, not before."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coordinator.turns import Turns
+
+
+async def test_the_loop_gets_a_turn_only_once_the_time_is_up() -> None:
+    now = [0.0]
+    turns = Turns(every=0.005, clock=lambda: now[0])
+    ran: list[float] = []
+
+    async def other() -> None:
+        ran.append(now[0])
+
+    task = asyncio.get_running_loop().create_task(other())
+    now[0] = 0.004
+    await turns.take()
+    assert ran == []  # not yet: no turn given
+    now[0] = 0.005
+    await turns.take()
+    assert ran == [0.005]
+    await task
