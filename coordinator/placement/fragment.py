@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from operator import add, floordiv, itemgetter, mul
 
 from coordinator.placement.mix import MixTable
-from coordinator.placement.policies import Scale, leftover
+from coordinator.placement.policies import Scale, spare
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand, DevicePick
 from shared.resources import MILLI
@@ -289,18 +289,23 @@ def scored(
 def _score(
     w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores, first: int
 ) -> Scored:
-    ram_now = w.usable_ram()
-    pick = _pick(w, d, ram_now)
+    free_cpu, free_ram, live = w.free_cpu, w.free_ram, w.live_ram
+    ram_now = free_ram if live is None else min(free_ram, live)  # usable_ram()
+    if d.cpu > free_cpu or d.ram > ram_now:
+        return NO_FIT
+    pick = _pick(w, d)
     if pick is None:
         return NO_FIT
     free_dev = w.free_dev
     if scores.before is None:
         sid = ct.state(tuple(sorted(free_dev)) if ct.uniform else tuple(free_dev))
-        scores.before = (sid, ct.frag(w.free_cpu, ram_now, sid))
+        scores.before = (sid, ct.frag(free_cpu, ram_now, sid))
     sid, now = scores.before
-    cpu, ram = w.free_cpu - d.cpu, ram_now - d.ram
-    fit = leftover(w, d, pick, scale)  # the same whichever devices a share takes
+    cpu, ram = free_cpu - d.cpu, ram_now - d.ram
     share = d.gpu_share
+    # ``leftover``, from the free GPU its state knows: the same whichever device a share takes
+    gpu = ct.info[sid][1] - (share or d.gpu_whole * MILLI) if free_dev else None
+    fit = spare(cpu, free_ram - d.ram, gpu, scale)
     if not share:
         grown = ct.frag(cpu, ram, _taken(ct, sid, free_dev, pick)) - now
         return ((first, grown, fit, w.seq), pick)
@@ -324,22 +329,22 @@ def _score(
     return best
 
 
-def _pick(w: WorkerState, d: Demand, ram_now: int) -> DevicePick | None:
-    """``w.fit(d)``, except that a share's device is left to the caller to weigh."""
-    if d.cpu > w.free_cpu or d.ram > ram_now:
-        return None
+def _pick(w: WorkerState, d: Demand) -> DevicePick | None:
+    """``w.fit(d)`` once cores and RAM fit, except that a share's device is left to the
+    caller to weigh (``()``)."""
     if d.custom and any(amount > w.free_custom.get(name, 0) for name, amount in d.custom):
         return None
-    if d.gpu_share:
-        return ((0, d.gpu_share),)  # what ``leftover`` counts: the amount, not the slot
     if not d.gpu_whole:
         return ()
     if d.gpu_models or d.gpu_mem:
         return w.pick_devices(d)
-    slots = [slot for slot, free in enumerate(w.free_dev) if free == MILLI]
-    if len(slots) < d.gpu_whole:
-        return None
-    return tuple((slot, MILLI) for slot in slots[: d.gpu_whole])
+    picked: list[tuple[int, int]] = []
+    for slot, free in enumerate(w.free_dev):
+        if free == MILLI:
+            picked.append((slot, MILLI))
+            if len(picked) == d.gpu_whole:
+                return tuple(picked)
+    return None
 
 
 def _taken(ct: ClassTable, sid: int, free_dev: list[int], pick: DevicePick) -> int:

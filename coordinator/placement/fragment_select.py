@@ -23,7 +23,14 @@ from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from coordinator.placement.fragment import NO_FIT, STATE_LIMIT, ClassTable, class_table, scored
+from coordinator.placement.fragment import (
+    NO_FIT,
+    STATE_LIMIT,
+    ClassTable,
+    Scored,
+    class_table,
+    scored,
+)
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK, SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Plan
@@ -127,7 +134,8 @@ class FragmentRanker:
         return ct
 
     def _score_class(self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable) -> Answer:
-        assert cls.grid is not None
+        grid = cls.grid
+        assert grid is not None
         demand, scale = plan.demand, plan.scale
         ct = cls.table
         if not (
@@ -136,11 +144,12 @@ class FragmentRanker:
             and len(ct.devices) < STATE_LIMIT
         ):
             ct = self._class_table(cls)
-        best: Best | None = None
+        best: Scored | None = None
+        chosen: WorkerState | None = None
         candidates: list[WorkerState] = []
         cpu, ram, members = demand.cpu, demand.ram, cls.members
         first = cpu << SEQ_BITS  # the entries from here up have the cores
-        for entries in cls.grid.levels(demand):
+        for entries in grid.levels(demand):
             if not entries or entries[-1] < first:
                 continue
             for i in range(bisect_left(entries, first), len(entries)):
@@ -151,10 +160,21 @@ class FragmentRanker:
                 found = scored(worker, demand, ct, scale, key, weight)
                 if found is NO_FIT:
                     continue
-                if best is None or found[0] < best.rank:
-                    best = Best(found[0], worker, cls, found[1])
+                if best is None or found[0] < best[0]:
+                    best, chosen = found, worker
                 candidates.append(worker)
                 if len(candidates) >= CANDIDATES:
-                    last = position(worker, demand)
-                    return Answer(cls, cls.stamp, best, tuple(candidates), last)
-        return Answer(cls, cls.stamp, best, tuple(candidates), None)
+                    return _answer(cls, best, chosen, candidates, position(worker, demand))
+        return _answer(cls, best, chosen, candidates, None)
+
+
+def _answer(
+    cls: ShapeClass,
+    best: Scored | None,
+    chosen: WorkerState | None,
+    candidates: list[WorkerState],
+    last: Position | None,
+) -> Answer:
+    """The class's answer, with one ``Best`` made for the winner only."""
+    found = None if best is None or chosen is None else Best(best[0], chosen, cls, best[1])
+    return Answer(cls, cls.stamp, found, tuple(candidates), last)
