@@ -77,6 +77,9 @@ YIELD_EVERY = 16
 """Junk messages dropped at the edge between two yields to the event loop: under a flood,
 NATS's socket reader gets a turn often enough that a heartbeat behind the junk is read,
 decoded and applied within a tick or two. (Events applied give it one by time: ``Turns``.)"""
+FLOW_HEARTBEAT = 5.0
+"""Seconds between the idle heartbeats JetStream requires with flow control (one names a
+flow control request that went unanswered, which is then answered)."""
 ERROR_CHARS = 200
 """Characters of a dropped message's error kept in its log line."""
 BACKLOG_MSGS = 8
@@ -274,7 +277,13 @@ class Coordinator:
         earlier terms (or of a coordinator that died) got every message acknowledged, so
         what they received and had not acknowledged comes again at once, not after
         ``ack_wait``; then theirs are deleted, and a deposed leader receives nothing more
-        (a push consumer cannot be taken over while its old subscriber still listens)."""
+        (a push consumer cannot be taken over while its old subscriber still listens).
+
+        It is flow controlled: JetStream sends a flow control request among the messages
+        now and then and no more than a window beyond it until it is answered, and the pump
+        answers it only once it has applied everything before it. Without that, JetStream
+        pushed a deep queue's whole backlog at once, and past 64 MB unread the server closed
+        the coordinator's connection as a slow consumer, again after each reconnect."""
         name, earlier, start = f"{DURABLE}-{kind}-t{self.term}", [], 0
         for info in await js.consumers_info(stream):
             consumer = info.name or ""
@@ -293,6 +302,12 @@ class Coordinator:
         inbox = nc.new_inbox()
 
         async def deliver(msg: Msg) -> None:
+            headers = msg.headers
+            if headers and headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
+                reply = msg.reply or headers.get(api.Header.CONSUMER_STALLED)
+                if reply:  # answered once the pump has applied what came before it
+                    self._queue.put_nowait(("flow", reply, None))
+                return  # an idle heartbeat
             self._queue.put_nowait((kind, msg, msg))
 
         sub = await nc.subscribe(inbox, cb=deliver, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -304,6 +319,8 @@ class Coordinator:
             ack_policy=api.AckPolicy.EXPLICIT,
             max_ack_pending=-1,
             ack_wait=ACK_WAIT,
+            flow_control=True,
+            idle_heartbeat=FLOW_HEARTBEAT,
             deliver_policy=policy,
             opt_start_seq=start or None,
         )
@@ -389,6 +406,9 @@ class Coordinator:
             if kind == "control":
                 subject, decoded = payload
                 self._core(subject, decoded, now)
+                return set()
+            if kind == "flow":
+                await self._client().publish(payload)
                 return set()
             return self._event(kind, payload, now)
         except ProtocolError as exc:
