@@ -26,6 +26,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from pydantic import JsonValue
 
 from shared.connection import (
@@ -65,6 +66,9 @@ log = structlog.get_logger(__name__)
 CTL_TIMEOUT = 5.0
 Solo = tuple[str, Node, float]
 """A one-node run's name, its node and when it was submitted (``RunHandle._answered``)."""
+SUBMIT_TIMEOUT = 5.0
+SUBMIT_ATTEMPTS = 4
+"""A submission's JetStream publish: seconds to wait for its acknowledgement, and tries."""
 POLL_EVERY = (10.0, 30.0)
 """A waiting handle asks the coordinator for its run after a random time in this range
 (seconds) without a push; a reconnect makes every waiting handle ask at once."""
@@ -304,7 +308,7 @@ class CoordinatorClient:
             data = SubmitBatch.join([d for _, d, _ in chunk])
             headers = {MSG_ID: hashlib.sha1(data).hexdigest()}
         try:
-            await js.publish(self.subjects.submit, data, headers=headers)
+            await self._publish_durably(js, data, headers)
         except Exception as exc:
             for _, _, done in chunk:
                 if not done.done():
@@ -313,6 +317,26 @@ class CoordinatorClient:
             for _, _, done in chunk:
                 if not done.done():
                     done.set_result(None)
+
+    async def _publish_durably(
+        self, js: JetStreamContext, data: bytes, headers: dict[str, str]
+    ) -> None:
+        """Publish until JetStream acknowledges, ``SUBMIT_ATTEMPTS`` times at most: a server
+        busy writing a deep queue answered a publish after more than its timeout, and the
+        kiq failed although a second try would have done. The message id makes a second
+        copy of one that was stored after all a duplicate JetStream drops."""
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                await js.publish(
+                    self.subjects.submit, data, headers=headers, timeout=SUBMIT_TIMEOUT
+                )
+                return
+            except TimeoutError:
+                if attempt == SUBMIT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "submission not acknowledged in time; sending it again", attempt=attempt
+                )
 
     async def follow(self, run_id: str) -> RunHandle:
         """A handle on a run submitted elsewhere (another process): its end is pushed here."""
