@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 from coordinator import authority, metrics
 from coordinator.checkpoint import Checkpointer
 from coordinator.control import Control
+from coordinator.heap import Freezer
 from coordinator.leadership import LeaseTiming
 from coordinator.lease import LeaseKeeper
 from coordinator.placement.pool import ResourceAwareWorkerPool
@@ -362,12 +363,14 @@ class Coordinator:
     # -- the pump ----------------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            try:
-                await self._apply(batch)
-            except Exception:
-                log.exception("pump iteration failed")
+        with Freezer() as freezer:
+            while True:
+                batch = await self._next_batch()
+                try:
+                    await self._apply(batch)
+                except Exception:
+                    log.exception("pump iteration failed")
+                freezer.settle(len(self.scheduler.runs))
 
     async def _next_batch(self) -> list[Event]:
         """What an agent said first, then at most ``MAX_BATCH`` other events: one pump

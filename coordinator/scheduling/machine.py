@@ -335,6 +335,7 @@ class Scheduler:
         run = self.runs.get(run_id)
         if run is not None and run.status != "running":
             del self.runs[run_id]
+            run.nodes.clear()  # a run and its nodes refer to each other: see coordinator/heap.py
             self._ended[run_id] = None
             if len(self._ended) > ENDED_MEMORY:
                 del self._ended[next(iter(self._ended))]
