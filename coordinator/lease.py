@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 LEASE_KEY = "leader"
 PRESENCE = "coordinator"
 """Presence keys: ``coordinator.<id>``."""
+PRESENT_EVERY = 1.0
+"""How often each coordinator writes its presence key."""
 MEMBERS_EVERY = 5.0
 """How often the leader reads the presence keys (a KV watch each time)."""
 FORGET_AFTER = 60.0
@@ -77,7 +79,6 @@ class LeaseKeeper:
         self._kv = kv
         self._clock = clock
         self._wall = wall
-        self._presence_at = 0.0
         self._members_at = 0.0
         self.members: list[Presence] = []
         """Every coordinator heard from lately, as the leader last read them."""
@@ -90,6 +91,17 @@ class LeaseKeeper:
         return self.lease.valid(self._clock())
 
     async def run(self) -> None:
+        """Keep the lease, and beside it (a task of its own) the presence key: a presence
+        write or a read of the others' keys that is slow (NATS busy with a deep queue's
+        writes) held the next renewal back, and the lease lapsed although NATS would have
+        renewed it in time."""
+        presence = asyncio.create_task(self._keep_present())
+        try:
+            await self._keep_lease()
+        finally:
+            presence.cancel()
+
+    async def _keep_lease(self) -> None:
         timing = self.lease.timing
         while True:
             try:
@@ -97,9 +109,16 @@ class LeaseKeeper:
             except (JetStreamError, TimeoutError) as exc:  # NATS away: validity runs out
                 log.warning("lease record unreachable", error=str(exc))
                 self.lease.unreachable()
-            await self._present()
             pause = timing.renew_every if self.lease.role is Role.LEADER else timing.look_every
             await asyncio.sleep(pause)
+
+    async def _keep_present(self) -> None:
+        while True:
+            try:
+                await self._present()
+            except (JetStreamError, TimeoutError) as exc:
+                log.warning("presence key unreachable", error=str(exc))
+            await asyncio.sleep(PRESENT_EVERY)
 
     async def _step(self) -> None:
         lease, now = self.lease, self._clock()
@@ -154,9 +173,6 @@ class LeaseKeeper:
 
     async def _present(self) -> None:
         wall = self._wall()
-        if wall - self._presence_at < 1.0:
-            return
-        self._presence_at = wall
         me = Presence(id=self.lease.me, name=self.name, role=self.lease.role.value, at=wall)
         with contextlib.suppress(JetStreamError, TimeoutError):
             await self._kv.put(f"{PRESENCE}.{self.lease.me}", me.model_dump_json().encode())

@@ -131,3 +131,34 @@ async def test_presence_of_coordinators_long_silent_is_forgotten(nc: Client) -> 
             await kv.get(f"{PRESENCE}.{key}")
             left.append(key)
     assert left == ["live", "quiet"]
+
+
+async def test_a_slow_read_of_the_presence_keys_does_not_hold_back_a_renewal(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the other coordinators' keys (a KV watch) took seconds with NATS busy writing
+    a deep queue, and the renewal waited behind it: the lease lapsed every few seconds."""
+    import coordinator.lease as lease_module
+
+    reading, renewed_meanwhile = asyncio.Event(), asyncio.Event()
+
+    async def slow_members(kv: object, now: float, within: float = 10.0) -> list[Presence]:
+        reading.set()
+        await renewed_meanwhile.wait()
+        return []
+
+    monkeypatch.setattr(lease_module, "coordinators", slow_members)
+    monkeypatch.setattr(lease_module, "MEMBERS_EVERY", 0.0)
+    a = await keeper(nc, "a")
+    running = asyncio.create_task(a.run())
+    try:
+        await asyncio.wait_for(reading.wait(), WITHIN)
+        for _ in range(3):  # renewals go on while the read has not returned
+            a.renewed.clear()
+            await asyncio.wait_for(a.renewed.wait(), WITHIN)
+        assert a.valid()
+        renewed_meanwhile.set()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
