@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
@@ -116,7 +117,7 @@ class LocalFleet:
             self._workers[name] = _Worker(spec, broker)
         self._handles: dict[str, LocalRunHandle] = {}
         self._followers: dict[str, LocalRunHandle] = {}
-        self._views: dict[str, RunView] = {}
+        self._views: OrderedDict[str, RunView] = OrderedDict()
         self._attempts: dict[AttemptRef, tuple[_Worker, asyncio.Task[None]]] = {}
         self._started: set[AttemptRef] = set()
         self._due: list[tuple[float, str]] = []  # (when, run): a retry delay or a deadline
@@ -295,7 +296,7 @@ class LocalFleet:
             self._handles.pop(run_id, None)
             self._scheduler.forget(run_id)
         while len(self._views) > KEEP_VIEWS:
-            del self._views[next(iter(self._views))]
+            self._views.popitem(last=False)
 
     def _register(self, now: float) -> None:
         tasks = frozenset(self._broker.get_all_tasks())

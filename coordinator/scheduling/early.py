@@ -13,7 +13,7 @@ JetStream delivers again is not kept once more and its message is acknowledged.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 
 from shared.wire.protocol import AttemptRef, Outcome
 
@@ -31,7 +31,7 @@ class EarlyOutcomes:
         self._order: deque[tuple[float, AttemptRef]] = deque()
         """Arrival order, for the age and count limits (entries of taken runs go stale)."""
         self._count = 0
-        self._given_up: dict[str, None] = {}
+        self._given_up: OrderedDict[str, None] = OrderedDict()  # popped from the front: O(1)
 
     def __len__(self) -> int:
         return self._count
@@ -75,4 +75,4 @@ class EarlyOutcomes:
     def _give_up(self, run_id: str) -> None:
         self._given_up[run_id] = None
         if len(self._given_up) > GIVEN_UP_MEMORY:
-            del self._given_up[next(iter(self._given_up))]
+            self._given_up.popitem(last=False)

@@ -23,6 +23,7 @@ import dataclasses
 import heapq
 import itertools
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from pydantic import JsonValue
@@ -96,8 +97,10 @@ class Scheduler:
         self._deadlines: list[tuple[float, str]] = []
         self._silences: list[tuple[float, str, float]] = []
         """(lost-at, worker, last seen then): when each worker is lost if silent."""
-        self._ended: dict[str, None] = {}
-        """Recently forgotten runs (insertion-ordered), so a late copy is not run again."""
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        """Recently forgotten runs, oldest first, so a late copy is not run again. (Not a
+        dict: finding a dict's first key after many deletions of the first scans them, 100 us
+        a forgotten run once 100,000 had ended.)"""
         self._infeasible_runs: set[str] = set()
         self._early = EarlyOutcomes()
         self._stopping = StoppingAttempts()
@@ -338,7 +341,7 @@ class Scheduler:
             run.nodes.clear()  # a run and its nodes refer to each other: see coordinator/heap.py
             self._ended[run_id] = None
             if len(self._ended) > ENDED_MEMORY:
-                del self._ended[next(iter(self._ended))]
+                self._ended.popitem(last=False)
 
     def restore(self, submit: Submit, view: RunView, now: float, grace: float) -> RunState:
         """A restarted coordinator rebuilds a run from the store. Its attempts in flight may
