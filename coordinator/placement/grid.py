@@ -48,10 +48,10 @@ class GpuGrid:
         insort(self.whole[whole], entry)
         insort(self.share[share // SHARE_STEP], entry)
 
-    def move(self, worker: WorkerState, was: GridKey, now: GridKey) -> None:
-        """Re-file ``worker`` in the lists its key changed in."""
+    def move(self, seq: int, was: GridKey, now: GridKey) -> None:
+        """Re-file member ``seq`` in the lists its key changed in."""
         (cpu, whole, share), (new_cpu, new_whole, new_share) = was, now
-        old, new = filed(cpu, worker.seq), filed(new_cpu, worker.seq)
+        old, new = (cpu << SEQ_BITS) | seq, (new_cpu << SEQ_BITS) | seq  # filed()
         if cpu != new_cpu or whole != new_whole:
             entries = self.whole[whole]
             del entries[bisect_left(entries, old)]

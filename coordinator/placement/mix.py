@@ -70,8 +70,9 @@ class RequestMix:
     def __init__(self, half_life: int = HALF_LIFE) -> None:
         self._growth = 0.5 ** (-1 / half_life)
         self._step = 1.0
-        self._counts: dict[Kind, float] = {}
-        self._ram: dict[Kind, float] = {}
+        self._counts: dict[Kind, list[float]] = {}
+        """Per kind, its decayed count and the decayed sum of its RAM (one entry to
+        update per request)."""
         self._pending: dict[Hashable, None] = {}
         self._since_check = 0
         self.table = MixTable(0, ())
@@ -80,18 +81,23 @@ class RequestMix:
         """Count a GPU request once, however often a busy one is tried again under ``key``."""
         if not demand.wants_gpu:
             return
-        if key in self._pending:
+        pending = self._pending
+        if key in pending:
             if placed:
-                del self._pending[key]
+                del pending[key]
             return
         if not placed:
-            if len(self._pending) >= PENDING_LIMIT:
-                del self._pending[next(iter(self._pending))]
-            self._pending[key] = None
+            if len(pending) >= PENDING_LIMIT:
+                del pending[next(iter(pending))]
+            pending[key] = None
         kind = kind_of(demand)
-        self._counts[kind] = self._counts.get(kind, 0.0) + self._step
-        self._ram[kind] = self._ram.get(kind, 0.0) + self._step * demand.ram
-        self._step *= self._growth
+        step = self._step
+        counts = self._counts.get(kind)
+        if counts is None:
+            counts = self._counts[kind] = [0.0, 0.0]
+        counts[0] += step
+        counts[1] += step * demand.ram
+        self._step = step * self._growth
         if self._step > 1e100:
             self._rescale()
         self._since_check += 1
@@ -101,24 +107,27 @@ class RequestMix:
 
     def shares(self) -> dict[Kind, float]:
         """The live mix, normalised."""
-        total = sum(self._counts.values())
-        return {k: c / total for k, c in self._counts.items()} if total else {}
+        total = sum(c[0] for c in self._counts.values())
+        return {k: c[0] / total for k, c in self._counts.items()} if total else {}
 
-    def _shape(self, kind: Kind, count: float) -> Shape:
+    def _shape(self, kind: Kind) -> Shape:
         cpu, whole, share, models, mem = kind
-        return (cpu, round(self._ram[kind] / count), whole, share, models, mem)
+        count, ram = self._counts[kind]
+        return (cpu, round(ram / count), whole, share, models, mem)
 
     def _rescale(self) -> None:
         scale = 1 / self._step
-        kept = [k for k, c in self._counts.items() if c * scale > 1e-9]
-        self._counts = {k: self._counts[k] * scale for k in kept}
-        self._ram = {k: self._ram[k] * scale for k in kept}
+        self._counts = {
+            k: [count * scale, ram * scale]
+            for k, (count, ram) in self._counts.items()
+            if count * scale > 1e-9
+        }
         self._step = 1.0
 
     def _maybe_rebuild(self) -> None:
         live = self.shares()
         if len(live) > 8 * MAX_SHAPES:
-            self._prune(live)
+            self._prune()
         if self.table.shapes and self.table.drift(live) <= DRIFT:
             return
         kept: list[tuple[Kind, float]] = []
@@ -128,15 +137,13 @@ class RequestMix:
                 break
             kept.append((kind, share))
             covered += share
-        shapes = tuple((self._shape(k, self._counts[k]), p / covered) for k, p in kept)
+        shapes = tuple((self._shape(k), p / covered) for k, p in kept)
         self.table = MixTable(self.table.version + 1, shapes, tuple(kept))
 
-    def _prune(self, live: dict[Kind, float]) -> None:
+    def _prune(self) -> None:
         """Forget kinds that have decayed to nothing, so the histogram stays small."""
-        total = sum(self._counts.values())
-        kept = [k for k, c in self._counts.items() if c >= 1e-4 * total]
-        self._counts = {k: self._counts[k] for k in kept}
-        self._ram = {k: self._ram[k] for k in kept}
+        total = sum(c[0] for c in self._counts.values())
+        self._counts = {k: c for k, c in self._counts.items() if c[0] >= 1e-4 * total}
 
 
 def _order(kind: Kind) -> tuple[int, int, int, tuple[str, ...], int]:

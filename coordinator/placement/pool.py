@@ -26,7 +26,6 @@ from coordinator.placement.shapes import (
     ShapeClass,
     ShapeKey,
     family_key,
-    grid_key,
     is_unique_label,
     rekey,
     shape_key,
@@ -161,11 +160,12 @@ class ResourceAwareWorkerPool:
             return self._answered(found)
         self.placed += 1
         demand, best = found
-        self.mix.record(demand, key, placed=True)
-        worker = best.worker
-        worker.take(key, demand, best.devices)
-        self._reindex(worker, gpu=bool(best.devices))
-        placement = Placement(key, worker.name, worker.device_ids(best.devices), request)
+        if demand.gpu_whole or demand.gpu_share:  # the mix counts GPU requests only
+            self.mix.record(demand, key, placed=True)
+        worker, devices = best.worker, best.devices
+        worker.take(key, demand, devices)
+        self._reindex(worker, bool(devices))
+        placement = Placement(key, worker.name, worker.device_ids(devices), request)
         self._held[key] = placement
         return placement
 
@@ -319,16 +319,13 @@ class ResourceAwareWorkerPool:
 
     def _reindex(self, worker: WorkerState, gpu: bool) -> None:
         worker.stamp += 1
-        cls, family = self._class_of[worker.name], self._family_of[worker.name]
-        cls.touch(worker)
+        name = worker.name
+        cls, family = self._class_of[name], self._family_of[name]
+        old = worker.index_keys
+        new = rekey(worker, gpu)
+        cls.refile(worker, old, new)
         if family is not cls:
-            family.touch(worker)
-        was = grid_key(worker.index_keys)
-        changes = rekey(worker, gpu)
-        if changes:
-            cls.move(worker, changes, was)
-            if family is not cls:
-                family.move(worker, changes, was)
+            family.refile(worker, old, new)
 
 
 def _same_devices(

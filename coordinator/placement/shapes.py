@@ -71,26 +71,19 @@ class Binding(NamedTuple):
     """On the balance axis, members from ``floor`` up may fit; below it none can."""
 
 
-KeyChange = tuple[Axis, int, int]
-
-
-def rekey(worker: WorkerState, gpu: bool) -> list[KeyChange]:
-    """Recompute a worker's index keys; GPU axes only when its devices changed.
-
-    Returns (axis, old, new) for every key that moved, so that each index the
-    worker sits in can move it without recomputing.
-    """
+def rekey(worker: WorkerState, gpu: bool) -> list[int]:
+    """Recompute a worker's index keys (``index_keys``); GPU axes only when its devices
+    changed. Returns the new keys; the old list is left as it was, for ``refile``."""
     keys = worker.index_keys
+    cpu, free_ram, live = worker.free_cpu, worker.free_ram, worker.live_ram
+    ram = free_ram if live is None else min(free_ram, live)  # usable_ram()
     if gpu:
-        new = index_keys(worker)
+        free = worker.free_dev
+        new = [cpu, ram, max(free, default=0), free.count(MILLI), _balance(cpu, ram, worker.cap)]
     else:
-        cpu, ram = worker.free_cpu, worker.usable_ram()
         new = [cpu, ram, keys[GPU_SHARE], keys[GPU_WHOLE], _balance(cpu, ram, worker.cap)]
-    changes = [
-        (a, old, now) for a, old, now in zip(_ALL_AXES, keys, new, strict=True) if old != now
-    ]
     worker.index_keys = new
-    return changes
+    return new
 
 
 def _per_mille(need: int, total: int) -> int:
@@ -177,17 +170,19 @@ class ShapeClass:
         if len(self.log) > 2 * LOG_LIMIT:
             del self.log[:LOG_LIMIT]
 
-    def move(self, worker: WorkerState, changes: list[KeyChange], was: GridKey) -> None:
-        """Re-file a member whose free capacity changed (see ``rekey``; ``was`` is its grid
-        key before): in the grid now, in the indexes when they are next read."""
-        if self.grid is not None:
-            keys = worker.index_keys
-            self.grid.move(worker, was, (keys[CPU], keys[GPU_WHOLE], keys[GPU_SHARE]))
+    def refile(self, worker: WorkerState, old: list[int], new: list[int]) -> None:
+        """Note that a member's keys moved from ``old`` to ``new`` (see ``rekey``): in the
+        grid now, in the indexes when they are next read."""
+        self.touch(worker)
         seq = worker.seq
-        stale = self.stale
-        for a, before, _ in changes:
-            if seq not in stale[a]:
-                stale[a][seq] = (worker, before)
+        grid = self.grid
+        if grid is not None:
+            cpu, whole, share = old[CPU], old[GPU_WHOLE], old[GPU_SHARE]
+            if cpu != new[CPU] or whole != new[GPU_WHOLE] or share != new[GPU_SHARE]:
+                grid.move(seq, (cpu, whole, share), (new[CPU], new[GPU_WHOLE], new[GPU_SHARE]))
+        for stale, before, now in zip(self.stale, old, new, strict=False):  # strict: +0.3 us
+            if before != now and seq not in stale:
+                stale[seq] = (worker, before)
 
     def index(self, axis: Axis) -> list[IndexEntry]:
         """The members by free amount on ``axis``, least first."""

@@ -17,6 +17,7 @@ from coordinator.placement.outcome import CannotPlace, Placement
 from coordinator.placement.policies import BinPack, Walk
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.placement.shapes import Binding, ShapeClass
+from shared.capacity import Ledger
 from shared.labels import as_selectors
 from shared.resources import ResourceRequest
 
@@ -73,3 +74,25 @@ def test_placing_on_gpu_hosts_sorts_no_index_until_one_is_read(
     assert busy.kind == "busy"
     assert busy.reasons == {"gpus": 3}
     assert filed, "explaining the wait reads the indexes, in order"
+
+
+def test_fitting_cpu_work_looks_at_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate is fitted; CPU-only work has no device to pick on a GPU host."""
+    gpus = [{"index": i, "model": "A100", "memory_mb": 40960} for i in range(4)]
+    pool = ResourceAwareWorkerPool([{"name": f"g{i}", "cpu": 8, "gpus": gpus} for i in range(3)])
+    picked: list[object] = []
+    pick = Ledger.pick_devices
+    monkeypatch.setattr(Ledger, "pick_devices", lambda w, d: (picked.append(d), pick(w, d))[1])
+    for policy in ("hybrid", "binpack", "spread"):
+        assert isinstance(pool.place(ResourceRequest(cpu=1), policy=policy), Placement)
+    assert picked == []
+
+
+def test_cpu_only_placements_leave_the_mix_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mix counts GPU requests only, so a CPU-only placement does not consult it."""
+    pool = ResourceAwareWorkerPool([{"name": f"w{i}", "cpu": 8} for i in range(3)])
+    recorded: list[object] = []
+    monkeypatch.setattr(pool.mix, "record", lambda *args, **kwargs: recorded.append(args))
+    for _ in range(5):
+        assert isinstance(pool.place(ResourceRequest(cpu=1)), Placement)
+    assert recorded == []
