@@ -67,7 +67,7 @@ def busy_view(plan: Plan) -> tuple[list[WorkerState], dict[str, int]]:
     """
     nearest: list[Top] = []  # the roomiest so far, least roomy first
     cpu = ram = gpus = resources = 0
-    for group, kept in zip(plan.groups, plan.kept_for(BUSY), strict=True):
+    for group, kept in zip(plan.groups, plan.kept_for(BUSY), strict=False):
         for n, (cls, _, _) in enumerate(group):
             view = kept[n]
             if view is None or view[0] != cls.stamp:

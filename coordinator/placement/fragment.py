@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from operator import add, floordiv, itemgetter, mul
+from operator import add, itemgetter
 
 from coordinator.placement.mix import MixTable
 from coordinator.placement.policies import Scale, spare
@@ -48,17 +48,21 @@ Level = tuple[int, tuple[int, ...] | None]
 """(milli-share one task takes from a device, the device slots it may use; None: all)."""
 Term = tuple[float, float, int, int, int]
 """(weight * LAMBDA, weight * GPU per task, cpu, ram, devices per task)."""
-Flat = tuple[float, float, int, int, int]
-"""A term as ``frag`` walks them: (weight * LAMBDA, weight * GPU per task, cpu, ram, where
-its level's free share on devices too small sits in ``Stats``)."""
-Stats = tuple[int, ...]
-"""Per level, one after the other: tasks the devices could take, free share on devices
-too small (flat, so that a move adds two tuples element by element)."""
+Flat = tuple[float, float, tuple[float, ...], int, int, int]
+"""A term as ``frag`` walks them: (weight * LAMBDA, weight * GPU per task, that times 0, 1,
+2, ... tasks up to the most the class's devices could take, cpu, ram, where its level's
+free share on devices too small sits in ``Stats``)."""
+Stats = tuple[int | float, ...]
+"""Per level, one after the other: tasks the devices could take (an int), free share on
+devices too small (a float holding an int, as ``frag`` multiplies it by a float: the same
+product, in one step), flat, so that a move adds two tuples element by element."""
 Devices = tuple[int, ...]
 """Free milli-share of each device: in slot order, or sorted when the table is uniform."""
-StateInfo = tuple[Stats, int, tuple[int, ...], int, int]
+StateInfo = tuple[Stats, int, tuple[int, ...], int, int, float, bool]
 """Of one device state: level counts, free milli-GPU, per term how many tasks the devices
-alone could take, and the cores and RAM beyond which more would change no term."""
+alone could take, the cores and RAM beyond which more would change no term, the free
+milli-GPU as a float, and whether every device's free share is within 0 and a whole
+device (else, as after work adopted beyond capacity, ``frag`` takes its slow way)."""
 MEMO_LIMIT = 65536
 """``frag`` values (and moves between states) kept per class table before starting over."""
 STATE_LIMIT = 16384
@@ -82,6 +86,12 @@ class ClassTable:
     term_cpu: tuple[int, ...]
     term_ram: tuple[int, ...]
     """Cores and RAM of each term of ``flat``."""
+    shared: tuple[int, ...] = ()
+    """The terms whose tasks take more than one device each."""
+    groups: tuple[tuple[int, int, int], ...] = ()
+    """Terms alike in level and devices per task run as many tasks in any state: per such
+    group, one of its terms and the most cores and RAM a task of the group takes (what
+    bounds the cores and RAM that can count, ``StateInfo``)."""
     uniform: bool = True
     """Whether every level may use every device (no model or memory sets them apart)."""
     states: dict[Devices, int] = field(default_factory=dict)
@@ -104,14 +114,26 @@ class ClassTable:
             self.devices.append(devices)
             if stats is None:
                 stats = level_stats(devices, self.levels)
-            self.info.append(self._describe(stats, sum(devices)))
+            self.info.append(self._describe(stats, devices))
         return sid
 
-    def _describe(self, stats: Stats, gpu: int) -> StateInfo:
-        tasks = tuple(map(floordiv, self.units(stats), self.per_task))
-        cpu = max(map(mul, self.term_cpu, tasks), default=0)
-        ram = max(map(mul, self.term_ram, tasks), default=0)
-        return (stats, gpu, tasks, max(cpu, 0), max(ram, 0))
+    def _describe(self, stats: Stats, devices: Devices) -> StateInfo:
+        gpu = sum(devices)
+        low, high = (devices[0], devices[-1]) if self.uniform else (min(devices), max(devices))
+        tasks = self.units(stats)
+        if self.shared:
+            divided = list(tasks)
+            for term in self.shared:
+                divided[term] //= self.per_task[term]
+            tasks = tuple(divided)
+        cpu = ram = 0
+        for term, most_cpu, most_ram in self.groups:
+            k = tasks[term]
+            if most_cpu * k > cpu:
+                cpu = most_cpu * k
+            if most_ram * k > ram:
+                ram = most_ram * k
+        return (stats, gpu, tasks, cpu, ram, float(gpu), low >= 0 and high <= MILLI)
 
     def moved(self, sid: int, old: int, new: int, count: int) -> int:
         """The state once ``count`` devices with ``old`` free have ``new`` (uniform tables)."""
@@ -139,14 +161,14 @@ class ClassTable:
                 for unit, _ in self.levels
                 for n in (
                     count * (new // unit - old // unit),
-                    count * ((new if new < unit else 0) - (old if old < unit else 0)),
+                    float(count * ((new if new < unit else 0) - (old if old < unit else 0))),
                 )
             )
         return delta
 
     def frag(self, cpu: int, ram: int, sid: int) -> float:
         """``frag`` of a host in state ``sid`` with ``cpu`` and ``ram`` free, remembered."""
-        _, _, _, enough_cpu, enough_ram = self.info[sid]
+        _, _, _, enough_cpu, enough_ram, _, _ = self.info[sid]
         # beyond what its devices' tasks could use, more cores or RAM change nothing
         key = (
             cpu if cpu < enough_cpu else enough_cpu,
@@ -161,8 +183,9 @@ class ClassTable:
         return value
 
 
-def class_table(cap: Capacity, table: MixTable) -> ClassTable:
-    """The mix as one class sees it: which shapes could ever run there, and on which devices."""
+def class_table(cap: Capacity, table: MixTable, version: int) -> ClassTable:
+    """The mix as one class sees it: which shapes could ever run there, and on which devices
+    (``version`` is the ranker's: it changes with the mix table and with the pool's scale)."""
     base = 0.0
     levels: dict[Level, list[Term]] = {}
     every = tuple(range(len(cap.gpu_models)))
@@ -184,16 +207,20 @@ def class_table(cap: Capacity, table: MixTable) -> ClassTable:
     uniform = all(slots is None for _, slots in levels)
     terms = tuple(map(tuple, levels.values()))
     flat = tuple(
-        (w_lambda, w_use, cpu, ram, 2 * level + 1)
-        for level, level_terms in enumerate(terms)
-        for w_lambda, w_use, cpu, ram, _ in level_terms
+        (w_lambda, w_use, _uses(w_use, cap, level, count), cpu, ram, 2 * n + 1)
+        for n, (level, level_terms) in enumerate(zip(levels, terms, strict=True))
+        for w_lambda, w_use, cpu, ram, count in level_terms
     )
     where = [2 * level for level, level_terms in enumerate(terms) for _ in level_terms]
     per_task = tuple(count for level_terms in terms for *_, count in level_terms)
-    term_cpu = tuple(cpu for _, _, cpu, _, _ in flat)
-    term_ram = tuple(ram for _, _, _, ram, _ in flat)
+    term_cpu = tuple(cpu for _, _, _, cpu, _, _ in flat)
+    term_ram = tuple(ram for _, _, _, _, ram, _ in flat)
+    alike: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for term, (_, _, _, cpu, ram, small) in enumerate(flat):
+        first, most_cpu, most_ram = alike.get((small, per_task[term]), (term, 0, 0))
+        alike[small, per_task[term]] = (first, max(most_cpu, cpu), max(most_ram, ram))
     return ClassTable(
-        table.version,
+        version,
         base,
         tuple(levels),
         terms,
@@ -202,36 +229,71 @@ def class_table(cap: Capacity, table: MixTable) -> ClassTable:
         per_task,
         term_cpu,
         term_ram,
+        tuple(term for term, count in enumerate(per_task) if count > 1),
+        tuple(alike.values()),
         uniform,
     )
+
+
+def _uses(w_use: float, cap: Capacity, level: Level, count: int) -> tuple[float, ...]:
+    """``k * w_use`` for every task count ``k`` a term's devices could hold."""
+    unit, slots = level
+    most = (len(cap.gpu_models) if slots is None else len(slots)) * (MILLI // unit) // count
+    return tuple(k * w_use for k in range(most + 1))
 
 
 def _picker(where: list[int]) -> Callable[[Stats], tuple[int, ...]]:
     """``stats -> tuple(stats[i] for i in where)``, in one call."""
     if len(where) > 1:
         return itemgetter(*where)
-    return lambda stats: tuple(stats[i] for i in where)
+    return lambda stats: tuple(int(stats[i]) for i in where)
 
 
 def level_stats(free: Devices, levels: tuple[Level, ...]) -> Stats:
     some = [f for f in free if f]
-    out: list[int] = []
+    out: list[int | float] = []
     for unit, slots in levels:
         units = small = 0
         for f in some if slots is None else [free[s] for s in slots]:
             units += f // unit
             if f < unit:
                 small += f
-        out += (units, small)
+        out += (units, float(small))
     return tuple(out)
 
 
 def frag(ct: ClassTable, sid: int, cpu: int, ram: int) -> float:
     """The measure in the module's docstring, for a host in state ``sid`` with ``cpu``
     and ``ram`` free (never negative: only hosts that fit are scored)."""
-    stats, gpu, tasks, _, _ = ct.info[sid]
+    stats, gpu, tasks, _, _, fgpu, plain = ct.info[sid]
     total = gpu * ct.base
-    for (w_lambda, w_use, t_cpu, t_ram, small), k in zip(ct.flat, tasks, strict=True):
+    if not plain:
+        return _frag_anyhow(ct, total, stats, fgpu, tasks, cpu, ram)
+    # ``k * w_use`` read from ``uses``, the free amounts as floats: each product in one
+    # specialised step, the same floats as ``_frag_anyhow`` gives, added in the same order
+    for (w_lambda, _, uses, t_cpu, t_ram, small), k in zip(ct.flat, tasks, strict=False):
+        if k:
+            if t_cpu * k > cpu:
+                k = cpu // t_cpu
+            if t_ram * k > ram:
+                k = ram // t_ram
+            total += w_lambda * (stats[small] if k else fgpu) - uses[k]
+        else:
+            total += w_lambda * fgpu
+    return total
+
+
+def _frag_anyhow(
+    ct: ClassTable,
+    total: float,
+    stats: Stats,
+    gpu: float,
+    tasks: tuple[int, ...],
+    cpu: int,
+    ram: int,
+) -> float:
+    """``frag`` of a state with a device below 0 or above a whole one free."""
+    for (w_lambda, w_use, _, t_cpu, t_ram, small), k in zip(ct.flat, tasks, strict=False):
         if k:
             if t_cpu * k > cpu:
                 k = cpu // t_cpu
@@ -254,48 +316,34 @@ NO_FIT: Scored = ((0, 0.0, 0.0, -1), ())
 
 @dataclass(slots=True)
 class WorkerScores:
-    """What scoring found for one state of one worker (``WorkerState.scores``)."""
+    """What scoring found for one state of one worker (``WorkerState.scores``, which the
+    pool clears whenever the worker changes), with one class table: a new table comes with
+    each new mix table or pool scale, so the scores it held for are stale."""
 
-    stamp: int
     table: ClassTable
-    scale: Scale
     best: dict[Hashable, Scored]
+    """Per request key, how the worker ranks for it: ``score``, kept."""
     before: tuple[int, float] | None = None
     """The worker's device state in ``table`` and its ``frag`` now."""
 
 
-def scored(
-    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, key: Hashable, weight: int
+def score(
+    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores, first: int
 ) -> Scored:
     """How ``w`` ranks for ``d`` now, by how much ``frag`` grows with its best choice of
     devices (for a share, each distinct free amount of a device that can hold it; else
-    what ``fit`` takes), or ``NO_FIT``. Kept per request ``key`` until the worker changes
-    (``weight``, of the preferred labels ``w`` matches, is the same for every decision
-    of one request)."""
-    scores = w.scores
-    if not (
-        isinstance(scores, WorkerScores)
-        and scores.stamp == w.stamp
-        and scores.table is ct
-        and (scores.scale is scale or scores.scale == scale)
-    ):
-        scores = w.scores = WorkerScores(w.stamp, ct, scale, {})
-    found = scores.best.get(key)
-    if found is None:
-        found = scores.best[key] = _score(w, d, ct, scale, scores, -weight)
-    return found
-
-
-def _score(
-    w: WorkerState, d: Demand, ct: ClassTable, scale: Scale, scores: WorkerScores, first: int
-) -> Scored:
+    what ``fit`` takes), or ``NO_FIT``. ``first`` is minus the weight of the preferred
+    labels ``w`` matches; the caller keeps the answer in ``scores.best`` per request."""
     free_cpu, free_ram, live = w.free_cpu, w.free_ram, w.live_ram
     ram_now = free_ram if live is None else min(free_ram, live)  # usable_ram()
     if d.cpu > free_cpu or d.ram > ram_now:
         return NO_FIT
-    pick = _pick(w, d)
-    if pick is None:
-        return NO_FIT
+    pick: DevicePick = ()
+    if d.gpu_whole or d.custom:
+        picked = _pick(w, d)
+        if picked is None:
+            return NO_FIT
+        pick = picked
     free_dev = w.free_dev
     if scores.before is None:
         sid = ct.state(tuple(sorted(free_dev)) if ct.uniform else tuple(free_dev))
@@ -338,13 +386,15 @@ def _pick(w: WorkerState, d: Demand) -> DevicePick | None:
         return ()
     if d.gpu_models or d.gpu_mem:
         return w.pick_devices(d)
+    free = w.free_dev
+    if free.count(MILLI) < d.gpu_whole:
+        return None
     picked: list[tuple[int, int]] = []
-    for slot, free in enumerate(w.free_dev):
-        if free == MILLI:
-            picked.append((slot, MILLI))
-            if len(picked) == d.gpu_whole:
-                return tuple(picked)
-    return None
+    slot = -1
+    for _ in range(d.gpu_whole):
+        slot = free.index(MILLI, slot + 1)
+        picked.append((slot, MILLI))
+    return tuple(picked)
 
 
 def _taken(ct: ClassTable, sid: int, free_dev: list[int], pick: DevicePick) -> int:

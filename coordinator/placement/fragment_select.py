@@ -3,7 +3,7 @@
 Per shape class of a preference group: the first ``CANDIDATES`` members that
 fit, tightest first (``GpuGrid.levels``: fewest free devices or smallest free
 share, then fewest cores), each scored by how much it makes the class's free
-GPU unusable for the learned mix (``fragment.scored``), ties going to the
+GPU unusable for the learned mix (``fragment.score``), ties going to the
 tighter fit (``leftover``) and then the older worker. On the openb replay,
 scoring the three tightest members of each class was as good as scoring every
 member, at a fraction of the cost (two: 0.05 point less, four: no better).
@@ -28,18 +28,21 @@ from coordinator.placement.fragment import (
     STATE_LIMIT,
     ClassTable,
     Scored,
+    WorkerScores,
     class_table,
-    scored,
+    score,
 )
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK, SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Plan
-from coordinator.placement.select import Best
+from coordinator.placement.policies import Scale
+from coordinator.placement.select import Best, Rank
 from coordinator.placement.shapes import GPU_SHARE, GPU_WHOLE, ShapeClass
 from coordinator.placement.workers import WorkerState
-from shared.capacity import Capacity, Demand
+from shared.capacity import Capacity, Demand, DevicePick
 
 CANDIDATES = 3
+LEVEL_BITS = 96
 FRAGMENT = "fragment"
 """What the plan keeps the answers of ``FragmentRanker.choose`` under ..."""
 SCORED_WITH = "fragment table"
@@ -47,7 +50,8 @@ SCORED_WITH = "fragment table"
 REPLAY_LIMIT = 16
 """Changes to a class checked one by one before its answer is simply computed again."""
 
-Position = tuple[int, int, int]
+Position = int
+"""Where a member comes in a walk: (level, free cores, seq) as one int, ordered alike."""
 
 
 @dataclass(slots=True)
@@ -56,17 +60,21 @@ class Answer:
 
     cls: ShapeClass
     stamp: int
-    best: Best | None
+    rank: Rank | None
+    """The best member's rank; None if no member fits now."""
+    worker: WorkerState | None
+    devices: DevicePick
     candidates: tuple[WorkerState, ...]
     last: Position | None
     """Walk position of the last candidate when the walk stopped there; None if it ran out."""
 
 
 def position(w: WorkerState, d: Demand) -> Position:
-    """Where ``w`` comes in the walk of ``GpuGrid.levels`` for ``d``."""
-    if d.gpu_whole:
-        return (w.index_keys[GPU_WHOLE], w.free_cpu, w.seq)
-    return (w.index_keys[GPU_SHARE] // SHARE_STEP, w.free_cpu, w.seq)
+    """Where ``w`` comes in the walk of ``GpuGrid.levels`` for ``d``: its level times
+    2**96 plus its entry in the level (``filed``, which stays in order for any free cores
+    below 2**63, less than none), one int to compare rather than a tuple."""
+    level = w.index_keys[GPU_WHOLE] if d.gpu_whole else w.index_keys[GPU_SHARE] // SHARE_STEP
+    return (level << LEVEL_BITS) + (w.free_cpu << SEQ_BITS) + w.seq
 
 
 def still_holds(answer: Answer, d: Demand) -> bool:
@@ -95,41 +103,49 @@ class FragmentRanker:
     def __init__(self) -> None:
         self._tables: dict[Capacity, ClassTable] = {}
         self._mix = MixTable(-1, ())
+        self._scale: Scale | None = None
+        self._version = 0
+        """Of the tables: bumped with each new mix table or pool scale."""
 
     def choose(self, plan: Plan, g: int, table: MixTable, key: Hashable) -> Best | None:
         """The best member of any class of the plan's ``g``-th group that fits now, or None
         (``key`` names the request, for the scores each worker keeps)."""
-        if table.version != self._mix.version:
+        scale = plan.scale
+        if table.version != self._mix.version or not (scale is self._scale or scale == self._scale):
             self._tables.clear()
-            self._mix = table
+            self._mix, self._scale = table, scale
+            self._version += 1
         if plan.kept.get(SCORED_WITH) != table.version:
             plan.kept[SCORED_WITH] = table.version
             plan.kept.pop(FRAGMENT, None)  # every answer was scored with another table
         demand, group = plan.demand, plan.groups[g]
-        kept = plan.kept_for(FRAGMENT)[g]
-        best: Best | None = None
+        kept = (plan.kept.get(FRAGMENT) or plan.kept_for(FRAGMENT))[g]
+        best: Answer | None = None
+        least: Rank | None = None
         for n, answer in enumerate(kept):
             if answer is None or (
                 answer.stamp != answer.cls.stamp and not still_holds(answer, demand)
             ):
                 cls, weight, _ = group[n]
                 answer = kept[n] = self._score_class(cls, weight, plan, key)
-            found = answer.best
-            if found is not None and (best is None or found.rank < best.rank):
-                best = found
-        return best
+            rank = answer.rank
+            if rank is not None and (least is None or rank < least):
+                best, least = answer, rank
+        if best is None or least is None or best.worker is None:
+            return None
+        return Best(least, best.worker, best.cls, best.devices)
 
     def _class_table(self, cls: ShapeClass) -> ClassTable:
         """Classes of the same totals share one table; each keeps a pointer to it."""
         ct = cls.table
-        if isinstance(ct, ClassTable) and ct.version == self._mix.version:
+        if isinstance(ct, ClassTable) and ct.version == self._version:
             if len(ct.devices) < STATE_LIMIT:
                 return ct
             if self._tables.get(cls.cap) is ct:
                 del self._tables[cls.cap]
         ct = self._tables.get(cls.cap)
         if ct is None:
-            ct = self._tables[cls.cap] = class_table(cls.cap, self._mix)
+            ct = self._tables[cls.cap] = class_table(cls.cap, self._mix, self._version)
         cls.table = ct
         return ct
 
@@ -137,13 +153,7 @@ class FragmentRanker:
         grid = cls.grid
         assert grid is not None
         demand, scale = plan.demand, plan.scale
-        ct = cls.table
-        if not (
-            isinstance(ct, ClassTable)
-            and ct.version == self._mix.version
-            and len(ct.devices) < STATE_LIMIT
-        ):
-            ct = self._class_table(cls)
+        ct = self._class_table(cls)
         best: Scored | None = None
         chosen: WorkerState | None = None
         candidates: list[WorkerState] = []
@@ -152,12 +162,19 @@ class FragmentRanker:
         for entries in grid.levels(demand):
             if not entries or entries[-1] < first:
                 continue
-            for i in range(bisect_left(entries, first), len(entries)):
+            i, end = bisect_left(entries, first), len(entries)
+            while i < end:  # a range() a level costs more than the few steps taken
                 worker = members[entries[i] & SEQ_MASK]
-                live = worker.live_ram  # usable_ram(), spelt out: most members are skipped
-                if worker.free_ram < ram or (live is not None and live < ram):
+                i += 1
+                live = worker.live_ram  # usable_ram(), spelt out
+                if (worker.free_ram if live is None else min(worker.free_ram, live)) < ram:
                     continue
-                found = scored(worker, demand, ct, scale, key, weight)
+                scores = worker.scores
+                if type(scores) is not WorkerScores or scores.table is not ct:
+                    scores = worker.scores = WorkerScores(ct, {})
+                found = scores.best.get(key)
+                if found is None:
+                    found = scores.best[key] = score(worker, demand, ct, scale, scores, -weight)
                 if found is NO_FIT:
                     continue
                 if best is None or found[0] < best[0]:
@@ -175,6 +192,6 @@ def _answer(
     candidates: list[WorkerState],
     last: Position | None,
 ) -> Answer:
-    """The class's answer, with one ``Best`` made for the winner only."""
-    found = None if best is None or chosen is None else Best(best[0], chosen, cls, best[1])
-    return Answer(cls, cls.stamp, found, tuple(candidates), last)
+    if best is None:
+        return Answer(cls, cls.stamp, None, None, (), tuple(candidates), last)
+    return Answer(cls, cls.stamp, best[0], chosen, best[1], tuple(candidates), last)

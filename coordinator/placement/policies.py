@@ -60,17 +60,21 @@ def leftover(w: WorkerState, d: Demand, devices: DevicePick, scale: Scale) -> fl
     itself, as in the Best-fit baseline of the FGD paper: a small machine
     filled to the brim is a tighter fit than a big one half used.
     """
-    gpu = None
+    total = _CPU * (w.free_cpu - d.cpu) / (scale.cpu or 1)
+    total += _RAM * (w.free_ram - d.ram) / (scale.ram or 1)
     if w.free_dev:
         used = 0
         for _, milli in devices:
             used += milli
-        gpu = sum(w.free_dev) - used
-    return spare(w.free_cpu - d.cpu, w.free_ram - d.ram, gpu, scale)
+        total += _GPU * (sum(w.free_dev) - used) / (MILLI * (scale.gpus or 1))
+    return total
 
 
 def spare(cpu: int, ram: int, gpu: int | None, scale: Scale) -> float:
-    """``leftover`` from the amounts left: cores, RAM and (on a GPU host) milli-GPU."""
+    """``leftover`` from the amounts left: cores, RAM and (on a GPU host) milli-GPU.
+
+    The same arithmetic, written out twice: ``leftover`` is asked of every candidate
+    and a call more costs it a tenth (tests/property/test_score_shortcuts.py)."""
     total = _CPU * cpu / (scale.cpu or 1)
     total += _RAM * ram / (scale.ram or 1)
     if gpu is not None:

@@ -319,6 +319,7 @@ class ResourceAwareWorkerPool:
 
     def _reindex(self, worker: WorkerState, gpu: bool) -> None:
         worker.stamp += 1
+        worker.scores = None
         name = worker.name
         cls, family = self._class_of[name], self._family_of[name]
         old = worker.index_keys

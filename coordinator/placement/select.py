@@ -6,16 +6,15 @@ calls them and applies the winner.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
-from coordinator.placement.plan import Plan, host_weight
+from coordinator.placement.plan import Entry, Plan, host_weight
 from coordinator.placement.policies import Policy, Walk, leftover
 from coordinator.placement.shapes import Binding, ShapeClass
 from coordinator.placement.workers import WorkerState
-from shared.capacity import Demand, DevicePick
+from shared.capacity import DevicePick
 
 
 class Limits(NamedTuple):
@@ -25,9 +24,12 @@ class Limits(NamedTuple):
     """Members looked at per class before moving on (a busy answer looks at all)."""
 
 
+Rank = tuple[float, float, float, int]
+
+
 @dataclass(slots=True)
 class Best:
-    rank: tuple[float, float, float, int]
+    rank: Rank
     """(preference, walk segment or fragmentation growth, fit, worker seq): least wins."""
     worker: WorkerState
     cls: ShapeClass
@@ -48,7 +50,7 @@ class ClassWalk:
     walks: list[Walk]
     estimate: tuple[int, float] | None
     """Rank of the first member on the binding axis; None if no member can fit."""
-    scans: dict[int, Scan] = field(default_factory=dict)
+    scans: dict[int, Scan]
     """``walk_class`` per visit budget."""
 
 
@@ -59,21 +61,29 @@ def class_walk(
     (what this request's plan keeps for the group; the caller reads a kept walk)."""
     walks = policy.walks(cls, b) if cls.has_room(b) else []
     est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
-    view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est)
+    view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est, {})
     return view
 
 
-Scouted = tuple[tuple[int, float], int, ShapeClass, ClassWalk, int, Binding]
+Scouted = tuple[tuple[int, float], int]
+"""A class's estimate and its place in the group: what the group's classes are sorted by."""
 
 
-def scan_group(scouted: list[Scouted], plan: Plan, limits: Limits) -> Scan:
+def scan_group(
+    scouted: list[Scouted], group: list[Entry], row: list[Any], plan: Plan, limits: Limits
+) -> Scan:
+    """The best of the first ``limits.classes`` classes (``scouted``, sorted) that yield a
+    candidate, from the walks kept in ``row``; True if a visit budget ran out."""
     best: Best | None = None
     found = 0
     truncated = False
-    for _, _, cls, view, weight, b in scouted:
-        scan = view.scans.get(limits.visits)
+    visits = limits.visits
+    for _, n in scouted:
+        view = row[n]
+        scan = view.scans.get(visits)
         if scan is None:
-            scan = view.scans[limits.visits] = walk_class(cls, view.walks, b, plan, limits, weight)
+            cls, weight, b = group[n]
+            scan = view.scans[visits] = walk_class(cls, view.walks, b, plan, limits, weight)
         candidate, cut = scan
         truncated = truncated or cut
         if candidate is not None:
@@ -97,45 +107,47 @@ def walk_class(
     The policy's walks cover the members that surely fit in CPU and RAM;
     only when they yield nothing are the members that merely may fit tried.
     """
-    demand, per_host, host_prefs = plan.demand, plan.per_host, plan.host_prefs
-    members = cls.members
     visits = limits.visits
-    for segment, walk in enumerate(then_maybe(walks, cls, b, demand)):
-        best: Best | None = None
-        found = 0
-        entries = walk.entries
-        for i in walk.positions:
-            visits -= 1
-            if visits < 0:
-                return best, True
-            worker = members[entries[i] & SEQ_MASK]
-            if per_host and not all(s.matches(worker.labels) for s in per_host):
-                continue
-            devices = worker.fit(demand)
-            if devices is None:
-                continue
-            extra = host_weight(plan, worker) if host_prefs else 0
-            rank = (
-                -weight - extra,
-                segment,
-                walk.sign * leftover(worker, demand, devices, plan.scale),
-                worker.seq,
-            )
-            if best is None or rank < best.rank:
-                best = Best(rank, worker, cls, devices)
-            found += 1
-            if found >= limits.per_walk:
-                break
-        if best is not None:
-            return best, False
+    for segment, walk in enumerate(walks):
+        best, visits = walk_members(cls, walk, segment, plan, limits.per_walk, weight, visits)
+        if best is not None or visits < 0:
+            return best, visits < 0
+    maybe = cls.maybe_fits(plan.demand, b)
+    if maybe is not None:
+        walk = Walk(*maybe, walks[0].sign)
+        best, visits = walk_members(cls, walk, len(walks), plan, limits.per_walk, weight, visits)
+        return best, visits < 0
     return None, False
 
 
-def then_maybe(walks: list[Walk], cls: ShapeClass, b: Binding, demand: Demand) -> Iterator[Walk]:
-    yield from walks
-    maybe = cls.maybe_fits(demand, b)
-    if maybe is not None:
-        yield Walk(*maybe, walks[0].sign)
+def walk_members(
+    cls: ShapeClass, walk: Walk, segment: int, plan: Plan, per_walk: int, weight: int, visits: int
+) -> tuple[Best | None, int]:
+    """The best of the first ``per_walk`` members of ``walk`` that fit now, and the visits
+    left (negative: the budget ran out before the walk ended)."""
+    demand, per_host, host_prefs, scale = plan.demand, plan.per_host, plan.host_prefs, plan.scale
+    members, entries, sign = cls.members, walk.entries, walk.sign
+    best: tuple[Rank, WorkerState, DevicePick] | None = None
+    found = 0
+    for i in walk.positions:
+        visits -= 1
+        if visits < 0:
+            break
+        worker = members[entries[i] & SEQ_MASK]
+        if per_host and not all(s.matches(worker.labels) for s in per_host):
+            continue
+        devices = worker.fit(demand)
+        if devices is None:
+            continue
+        extra = host_weight(plan, worker) if host_prefs else 0
+        fit = sign * leftover(worker, demand, devices, scale)
+        rank = (-weight - extra, segment, fit, worker.seq)
+        if best is None or rank < best[0]:
+            best = (rank, worker, devices)
+        found += 1
+        if found >= per_walk:
+            break
+    return (None if best is None else Best(best[0], best[1], cls, best[2])), visits
 
 
 def estimate(walks: list[Walk], b: Binding, scale: int) -> tuple[int, float] | None:

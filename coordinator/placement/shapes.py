@@ -45,7 +45,7 @@ CPU, RAM, GPU_SHARE, GPU_WHOLE, BALANCE = Axis
 def index_keys(w: WorkerState) -> list[int]:
     """A worker's key on each axis, in ``Axis`` order."""
     cpu, ram, free = w.free_cpu, w.usable_ram(), w.free_dev
-    return [cpu, ram, max(free, default=0), free.count(MILLI), _balance(cpu, ram, w.cap)]
+    return [cpu, ram, max(free) if free else 0, free.count(MILLI), _balance(cpu, ram, w.cap)]
 
 
 def _balance(cpu: int, ram: int, cap: Capacity) -> int:
@@ -79,7 +79,8 @@ def rekey(worker: WorkerState, gpu: bool) -> list[int]:
     ram = free_ram if live is None else min(free_ram, live)  # usable_ram()
     if gpu:
         free = worker.free_dev
-        new = [cpu, ram, max(free, default=0), free.count(MILLI), _balance(cpu, ram, worker.cap)]
+        most = max(free) if free else 0  # max(default=) parses a keyword: twice the cost
+        new = [cpu, ram, most, free.count(MILLI), _balance(cpu, ram, worker.cap)]
     else:
         new = [cpu, ram, keys[GPU_SHARE], keys[GPU_WHOLE], _balance(cpu, ram, worker.cap)]
     worker.index_keys = new

@@ -45,6 +45,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from coordinator.placement.explain import NEAREST, busy_view, free_amounts, infeasible
 from coordinator.placement.feasibility import (
@@ -244,38 +245,43 @@ class Stack:
         every fitting member weighed, so they take the slow, exhaustive path.
         """
         exhaustive = bool(plan.host_prefs)
-        if exhaustive:
-            workers = len(self._workers)
-            limits = Limits(len(self._classes), workers, workers)
-        else:
-            limits = Limits(policy.classes, policy.per_walk, policy.visits)
         # A policy written before ``fragment`` existed walks GPU hosts as it always did.
         fragment = getattr(policy, "fragment", False)
         by_fragment = fragment and not exhaustive and not plan.per_host
-        kept = plan.kept_for(policy)
+        kept: list[list[Any]] | None = None
+        limits: Limits | None = None
         for g, group in enumerate(plan.groups):
             if by_fragment and group[0][0].has_gpu:
                 best = self._fragment.choose(plan, g, self._mix.table, key)
                 if best is not None:
                     return best
                 continue
+            if limits is None or kept is None:
+                limits = self._limits(policy, exhaustive)
+                kept = plan.kept_for(policy)
             scouted: list[Scouted] = []
             row, per_walk = kept[g], limits.per_walk
-            for n, (cls, weight, b) in enumerate(group):
+            for n, (cls, _, b) in enumerate(group):
                 view = row[n]
                 if view is None or view.stamp != cls.stamp or view.per_walk != per_walk:
                     view = class_walk(cls, b, plan, policy, per_walk, row, n)
                 if view.estimate is not None:
-                    scouted.append((view.estimate, n, cls, view, weight, b))
+                    scouted.append((view.estimate, n))
             scouted.sort()
-            best, truncated = scan_group(scouted, plan, limits)
+            best, truncated = scan_group(scouted, group, row, plan, limits)
             if best is None and truncated:
                 # Nothing within the visit budget: look at every member before saying busy.
                 unbounded = Limits(limits.classes, limits.per_walk, len(self._workers))
-                best, _ = scan_group(scouted, plan, unbounded)
+                best, _ = scan_group(scouted, group, row, plan, unbounded)
             if best is not None:
                 return best
         return None
+
+    def _limits(self, policy: Policy, exhaustive: bool) -> Limits:
+        if exhaustive:
+            workers = len(self._workers)
+            return Limits(len(self._classes), workers, workers)
+        return Limits(policy.classes, policy.per_walk, policy.visits)
 
     # -- 6. explain -------------------------------------------------------
 

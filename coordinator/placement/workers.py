@@ -17,9 +17,10 @@ class WorkerState(Ledger):
     spec: WorkerSpec
     index_keys: list[int] = field(default_factory=list)
     stamp: int = 0
-    """Bumped whenever the worker's free capacity changes; ``scores`` is valid for one stamp."""
+    """Bumped whenever the worker's free capacity changes."""
     scores: object = None
-    """What ``fragment.py`` computed for this worker's current state."""
+    """What ``fragment.py`` computed for this worker's current state; cleared with each
+    change."""
 
     @classmethod
     def create(cls, spec: WorkerSpec, seq: int) -> WorkerState:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.placement.fragment import _pick
+from coordinator.placement.fragment import ClassTable, _pick, class_table
+from coordinator.placement.mix import MixTable, Shape
 from coordinator.placement.policies import Scale, leftover, spare
 from coordinator.placement.workers import WorkerState
-from shared.capacity import Demand
+from shared.capacity import Capacity, Demand
 from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
 
 
@@ -81,3 +82,55 @@ def test_whole_devices_are_picked_as_the_ledger_picks_them(
     if demand.cpu > worker.free_cpu or demand.ram > worker.usable_ram() or demand.gpu_share:
         return
     assert _pick(worker, demand) == worker.fit(demand)
+
+
+def reference_frag(ct: ClassTable, devices: tuple[int, ...], cpu: int, ram: int) -> float:
+    """``frag`` as the module's docstring has it, from the free amounts, in plain ints."""
+    total = sum(devices) * ct.base
+    for (unit, slots), terms in zip(ct.levels, ct.terms, strict=True):
+        free = [f for f in devices if f] if slots is None else [devices[s] for s in slots]
+        units = sum(f // unit for f in free)
+        small = sum(f for f in free if f < unit)
+        for w_lambda, w_use, t_cpu, t_ram, count in terms:
+            k = units // count
+            if k:
+                if t_cpu * k > cpu:
+                    k = cpu // t_cpu
+                if t_ram * k > ram:
+                    k = ram // t_ram
+                total += w_lambda * (small if k else sum(devices)) - k * w_use
+            else:
+                total += w_lambda * sum(devices)
+    return total
+
+
+shapes = st.tuples(
+    st.integers(0, 16_000),
+    st.integers(0, 65536),
+    st.sampled_from((0, 0, 1, 2, 4)),
+    st.sampled_from((0, 100, 250, 500)),
+    st.sampled_from((frozenset(), frozenset({"A"}))),
+    st.just(0),
+).filter(lambda s: bool(s[2]) != bool(s[3]))
+
+
+@given(
+    st.lists(st.tuples(shapes, st.floats(0.01, 1)), min_size=1, max_size=8),
+    st.lists(st.sampled_from(("A", "B")), min_size=1, max_size=8),
+    st.data(),
+)
+def test_frag_is_the_plain_formula_to_the_last_bit(
+    mix: list[tuple[Shape, float]], models: list[str], data: st.DataObject
+) -> None:
+    """The fast ``frag`` (floats and products read from tables) against the formula, also
+    on hosts whose devices were taken beyond capacity (work adopted as it runs)."""
+    cap = Capacity(96_000, 393_216, tuple(models), (40960,) * len(models), tuple(range(8)), ())
+    ct = class_table(cap, MixTable(1, tuple(mix)), 1)
+    free = st.one_of(st.sampled_from((0, 100, 250, 500, 750, 1000)), st.integers(-1000, 2000))
+    for _ in range(5):
+        devices = tuple(data.draw(st.lists(free, min_size=len(models), max_size=len(models))))
+        if ct.uniform:
+            devices = tuple(sorted(devices))
+        cpu, ram = data.draw(st.integers(0, 96_000)), data.draw(st.integers(0, 393_216))
+        sid = ct.state(devices)
+        assert ct.frag(cpu, ram, sid) == reference_frag(ct, devices, cpu, ram)
