@@ -36,34 +36,45 @@ def worker_of(out: str, node: str) -> str:
     return found.group(1)
 
 
+CPU_BOXES = {"cpu", "bigmem"}
+"""Where a small CPU task may land: the agent answers the client before the coordinator
+has applied the outcome, so the previous task's reservation on ``cpu`` may still be held
+when the next is placed, and the default policy then picks ``bigmem`` (never the GPU box)."""
+
+
 def check_quickstart(out: str) -> None:
     assert "quickstart: add_one.kiq(1)\n  -> 2\n" in out
-    assert worker_of(out, "add_one") == "cpu"
+    assert worker_of(out, "add_one") in CPU_BOXES
     assert "  -> [3, 3, 3, 3]\n" in out
-    assert "0:add_one          ran on cpu: COMPLETED -> 3" in out
-    assert "1:repeat           ran on cpu: COMPLETED -> [3, 3, 3, 3]" in out
+    pipeline = out[out.index("quickstart: Pipeline") :].split("\n\n")[0]
+    steps = re.findall(r"^  (\d:\w+) +ran on (\w+): COMPLETED -> (.*)$", pipeline, re.MULTILINE)
+    assert [(step, result) for step, _, result in steps] == [
+        ("0:add_one", "3"),
+        ("1:repeat", "[3, 3, 3, 3]"),
+    ]
+    assert {worker for _, worker, _ in steps} <= CPU_BOXES
 
 
 def check_audio_dataflow(out: str) -> None:
     assert "  level 1: tag -> tags; embed -> embedding" in out
     assert "  tags = ['intro.mp3', 'outro.flac']" in out
     assert "  embedding = {'vector': [5, 9, 10], 'gpu_devices': [0]}" in out
-    assert worker_of(out, "extract_0") == "cpu"
-    assert worker_of(out, "tag_1") == "cpu"
+    assert worker_of(out, "extract_0") in CPU_BOXES
+    assert worker_of(out, "tag_1") in CPU_BOXES
     assert "embed_2              ran on gpu (gpu 0)" in out
 
 
 def check_map_reduce(out: str) -> None:
     mapped = re.findall(r"^  count_words_\d on (\w+) +'", out, re.MULTILINE)
     assert len(mapped) == 6
-    assert set(mapped) <= {"cpu", "bigmem"}
+    assert set(mapped) <= CPU_BOXES
     assert "'the fox jumps over the dog' -> {'the': 2, 'fox': 1, 'jumps': 1," in out
     peak = re.search(r"at most (\d+) ran at once", out)
     assert peak is not None
     assert 1 <= int(peak.group(1)) <= 2
     assert f"MapReduce.reduce(broker, merge_counts, items=mapped) -> {COUNTS}" in out
     assert f"kiq_map_reduce(items=DOCS)\n  -> {COUNTS}\n" in out
-    assert worker_of(out, "merge_counts_6") in {"cpu", "bigmem"}
+    assert worker_of(out, "merge_counts_6") in CPU_BOXES
 
 
 def check_resource_aware(out: str) -> None:
