@@ -12,7 +12,8 @@ are the coordinator's own), more than the workers can hold, then:
 Each is timed ``--passes`` times per size (median and p99 of this thread's CPU time in
 microseconds: other processes on a shared machine do not count). It also prints what a
 queued run costs: CPU microseconds to decode and submit, and the growth of this
-process's resident memory per queued run.
+process's resident memory per queued run, and the full garbage collections made while
+the runs were submitted (``--freeze``: as the coordinator does, ``coordinator/heap.py``).
 
     python -m benchmarks.scale_passes --queued 10000,100000,1000000
 """
@@ -20,6 +21,7 @@ process's resident memory per queued run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import sys
@@ -33,6 +35,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 from benchmarks import bench_tasks
 from benchmarks._common import int_list, table
 from benchmarks._workload import pct, positive
+from coordinator.heap import Freezer
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Scheduler
 from shared.dag import Dag
@@ -77,6 +80,30 @@ class Row:
     bytes_per_run: float
     busy: list[float]
     place: list[float]
+    full: list[float]
+    """Seconds of each full collection while the runs were submitted."""
+
+
+class FullCollections:
+    """Wall time of each full (generation 2) collection while it is installed."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._noted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._noted)
+
+    def _noted(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                self._start = time.perf_counter()
+            else:
+                self.times.append(time.perf_counter() - self._start)
 
 
 class Bench:
@@ -100,14 +127,17 @@ class Bench:
                 self.now,
             )
 
-    def submit(self, n: int) -> float:
-        """Decode and submit ``n`` runs; CPU seconds it took (encoding them not counted)."""
+    def submit(self, n: int, freezer: Freezer | None = None) -> float:
+        """Decode and submit ``n`` runs; CPU seconds it took (encoding them not counted).
+        With ``freezer``, as the coordinator's pump does after each message."""
         took = 0.0
         for data in messages(n):
             start = time.thread_time()
             for item in parse_submits(data):
                 assert isinstance(item, Submit)
                 self.sched.submit(item, self.now)
+            if freezer is not None:
+                freezer.settle(len(self.sched.runs))
             took += time.thread_time() - start
         return took
 
@@ -146,10 +176,12 @@ class Bench:
         return elapsed
 
 
-def measure(queued: int, passes: int, cpus: int) -> Row:
+def measure(queued: int, passes: int, cpus: int, freeze: bool = False) -> Row:
     before = rss()
     bench = Bench(cpus)
-    took = bench.submit(queued)
+    with FullCollections() as full, contextlib.ExitStack() as stack:
+        freezer = stack.enter_context(Freezer()) if freeze else None
+        took = bench.submit(queued, freezer)
     grown = rss() - before
     bench.sched.tick(bench.now)
     bench.collect()
@@ -159,7 +191,8 @@ def measure(queued: int, passes: int, cpus: int) -> Row:
         place = [bench.place_pass() for _ in range(passes)]
     finally:
         gc.enable()
-    return Row(queued, took / queued * 1e6, grown / queued, busy, place)
+    gc.unfreeze()
+    return Row(queued, took / queued * 1e6, grown / queued, busy, place, full.times)
 
 
 def _us(values: Sequence[float]) -> str:
@@ -171,10 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queued", type=int_list, default=[10_000, 100_000])
     parser.add_argument("--passes", type=positive, default=1000)
     parser.add_argument("--cpus", type=positive, default=2, help="cores of each of 2 workers")
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="freeze the survivors of full collections as the coordinator does (heap.py)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for queued in args.queued:
-        row = measure(queued, args.passes, args.cpus)
+        row = measure(queued, args.passes, args.cpus, args.freeze)
         rows.append(
             [
                 f"{row.queued:,}",
@@ -182,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row.bytes_per_run:,.0f}",
                 _us(row.busy),
                 _us(row.place),
+                f"{len(row.full)} / {sum(row.full):.2f} / {max(row.full, default=0) * 1e3:.0f}",
             ]
         )
         print(table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
@@ -190,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-HEADERS = ("queued", "submit us/run", "RSS B/run", "busy pass us p50/p99", "place pass us p50/p99")
+HEADERS = (
+    "queued",
+    "submit us/run",
+    "RSS B/run",
+    "busy pass us p50/p99",
+    "place pass us p50/p99",
+    "full GCs while submitting: n / s / max ms",
+)
 
 
 if __name__ == "__main__":
