@@ -23,15 +23,8 @@ from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from coordinator.placement.fragment import (
-    NO_FIT,
-    STATE_LIMIT,
-    ClassTable,
-    Scored,
-    WorkerScores,
-    class_table,
-    score,
-)
+from coordinator.placement.fragment import STATE_LIMIT, ClassTable, class_table
+from coordinator.placement.fragment_score import NO_FIT, Scored, State, score
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK, SHARE_STEP
 from coordinator.placement.mix import MixTable
 from coordinator.placement.plan import Plan
@@ -64,6 +57,8 @@ class Answer:
     """The best member's rank; None if no member fits now."""
     worker: WorkerState | None
     devices: DevicePick
+    after: State | None
+    """The state placing on ``worker`` leaves it in."""
     candidates: tuple[WorkerState, ...]
     last: Position | None
     """Walk position of the last candidate when the walk stopped there; None if it ran out."""
@@ -127,13 +122,13 @@ class FragmentRanker:
                 answer.stamp != answer.cls.stamp and not still_holds(answer, demand)
             ):
                 cls, weight, _ = group[n]
-                answer = kept[n] = self._score_class(cls, weight, plan, key)
+                answer = kept[n] = self._score_class(cls, weight, plan, key, answer)
             rank = answer.rank
             if rank is not None and (least is None or rank < least):
                 best, least = answer, rank
         if best is None or least is None or best.worker is None:
             return None
-        return Best(least, best.worker, best.cls, best.devices)
+        return Best(least, best.worker, best.cls, best.devices, best.after)
 
     def _class_table(self, cls: ShapeClass) -> ClassTable:
         """Classes of the same totals share one table; each keeps a pointer to it."""
@@ -149,7 +144,10 @@ class FragmentRanker:
         cls.table = ct
         return ct
 
-    def _score_class(self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable) -> Answer:
+    def _score_class(
+        self, cls: ShapeClass, weight: int, plan: Plan, key: Hashable, answer: Answer | None
+    ) -> Answer:
+        """The class's answer for the plan's request, in ``answer`` if there was one."""
         grid = cls.grid
         assert grid is not None
         demand, scale = plan.demand, plan.scale
@@ -170,28 +168,36 @@ class FragmentRanker:
                 if (worker.free_ram if live is None else min(worker.free_ram, live)) < ram:
                     continue
                 scores = worker.scores
-                if type(scores) is not WorkerScores or scores.table is not ct:
-                    scores = worker.scores = WorkerScores(ct, {})
-                found = scores.best.get(key)
+                if worker.scored_with is not ct:  # scored with another mix or scale
+                    scores.clear()
+                    worker.scored_with, worker.before = ct, None
+                found = scores.get(key)
                 if found is None:
-                    found = scores.best[key] = score(worker, demand, ct, scale, scores, -weight)
+                    found = scores[key] = score(worker, demand, ct, scale, -weight)
                 if found is NO_FIT:
                     continue
                 if best is None or found[0] < best[0]:
                     best, chosen = found, worker
                 candidates.append(worker)
                 if len(candidates) >= CANDIDATES:
-                    return _answer(cls, best, chosen, candidates, position(worker, demand))
-        return _answer(cls, best, chosen, candidates, None)
+                    last = position(worker, demand)
+                    return _answer(answer, cls, best, chosen, candidates, last)
+        return _answer(answer, cls, best, chosen, candidates, None)
 
 
 def _answer(
+    answer: Answer | None,
     cls: ShapeClass,
     best: Scored | None,
     chosen: WorkerState | None,
     candidates: list[WorkerState],
     last: Position | None,
 ) -> Answer:
-    if best is None:
-        return Answer(cls, cls.stamp, None, None, (), tuple(candidates), last)
-    return Answer(cls, cls.stamp, best[0], chosen, best[1], tuple(candidates), last)
+    """The answer found, written over the one it replaces (a class is rescored about
+    twice a decision: no new object each time)."""
+    rank, devices, after = (None, (), None) if best is None else best
+    if answer is None:
+        return Answer(cls, cls.stamp, rank, chosen, devices, after, tuple(candidates), last)
+    answer.stamp, answer.rank, answer.worker, answer.devices = cls.stamp, rank, chosen, devices
+    answer.after, answer.candidates, answer.last = after, tuple(candidates), last
+    return answer

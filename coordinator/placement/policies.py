@@ -31,6 +31,15 @@ class Walk(NamedTuple):
     sign: int
 
 
+def new_walk(entries: list[IndexEntry], positions: range, sign: int) -> Walk:
+    """``Walk(entries, positions, sign)`` without the named tuple's ``__new__``, a Python
+    function that more than doubles the cost of making one (a decision makes a few)."""
+    return _tuple(Walk, (entries, positions, sign))
+
+
+_tuple = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class Scale:
     """The largest total of each dimension in the pool, to compare workers of any size."""
@@ -114,7 +123,7 @@ class BinPack:
     fragment = False
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
-        return [Walk(cls.index(b.axis), cls.walk_up(b.axis, b.need), +1)]
+        return [new_walk(cls.index(b.axis), cls.walk_up(b.axis, b.need), +1)]
 
 
 class Spread:
@@ -128,7 +137,7 @@ class Spread:
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         top = cls.most_free(b.axis) + 1
-        return [Walk(cls.index(b.axis), cls.walk_down(b.axis, top, b.need), -1)]
+        return [new_walk(cls.index(b.axis), cls.walk_down(b.axis, top, b.need), -1)]
 
 
 class Hybrid:
@@ -156,12 +165,12 @@ class Hybrid:
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
         entries = cls.index(b.axis)
         if cls.has_gpu:
-            return [Walk(entries, cls.walk_up(b.axis, b.need), +1)]
+            return [new_walk(entries, cls.walk_up(b.axis, b.need), +1)]
         pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold))) << SEQ_BITS)
         floor = bisect_left(entries, b.need << SEQ_BITS, 0, pivot)
         return [
-            Walk(entries, range(pivot, len(entries)), +1),
-            Walk(entries, range(pivot - 1, floor - 1, -1), -1),
+            new_walk(entries, range(pivot, len(entries)), +1),
+            new_walk(entries, range(pivot - 1, floor - 1, -1), -1),
         ]
 
 

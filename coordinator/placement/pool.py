@@ -20,7 +20,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from coordinator.placement.mix import RequestMix
-from coordinator.placement.outcome import CannotPlace, Placement, PlaceResult
+from coordinator.placement.outcome import CannotPlace, Placement, PlaceResult, new_placement
 from coordinator.placement.policies import Policy, get_policy
 from coordinator.placement.shapes import (
     ShapeClass,
@@ -165,9 +165,10 @@ class ResourceAwareWorkerPool:
         worker, devices = best.worker, best.devices
         worker.take(key, demand, devices)
         self._reindex(worker, bool(devices))
-        placement = Placement(key, worker.name, worker.device_ids(devices), request)
-        self._held[key] = placement
-        return placement
+        worker.before = best.after  # what scoring it next would find first
+        made = new_placement(key, worker.name, worker.device_ids(devices), request)
+        self._held[key] = made
+        return made
 
     def check(self, request: ResourceRequest) -> CannotPlace | None:
         """None when some live worker could hold ``request`` once free; else why not.
@@ -319,7 +320,9 @@ class ResourceAwareWorkerPool:
 
     def _reindex(self, worker: WorkerState, gpu: bool) -> None:
         worker.stamp += 1
-        worker.scores = None
+        if worker.scores:
+            worker.scores.clear()
+        worker.before = None
         name = worker.name
         cls, family = self._class_of[name], self._family_of[name]
         old = worker.index_keys

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.plan import Entry, Plan, host_weight
-from coordinator.placement.policies import Policy, Walk, leftover
+from coordinator.placement.policies import Policy, Walk, leftover, new_walk
 from coordinator.placement.shapes import Binding, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import DevicePick
@@ -34,6 +34,8 @@ class Best:
     worker: WorkerState
     cls: ShapeClass
     devices: DevicePick
+    after: tuple[int, float] | None = None
+    """What the ranker knows of the worker once it takes the request (``WorkerState.before``)."""
 
 
 Scan = tuple[Best | None, bool]
@@ -61,7 +63,12 @@ def class_walk(
     (what this request's plan keeps for the group; the caller reads a kept walk)."""
     walks = policy.walks(cls, b) if cls.has_room(b) else []
     est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
-    view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est, {})
+    view: ClassWalk | None = kept[n]
+    if view is None:
+        view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est, {})
+    else:  # written over: a class is walked again about once a decision
+        view.stamp, view.per_walk, view.walks, view.estimate = cls.stamp, per_walk, walks, est
+        view.scans.clear()
     return view
 
 
@@ -114,7 +121,7 @@ def walk_class(
             return best, visits < 0
     maybe = cls.maybe_fits(plan.demand, b)
     if maybe is not None:
-        walk = Walk(*maybe, walks[0].sign)
+        walk = new_walk(*maybe, walks[0].sign)
         best, visits = walk_members(cls, walk, len(walks), plan, limits.per_walk, weight, visits)
         return best, visits < 0
     return None, False

@@ -121,6 +121,7 @@ class Stack:
         self._mix = mix
         self._fragment = FragmentRanker()
         self._lacks: dict[tuple[int, int, str], Candidate] = {}
+        self._limits_of: dict[Policy, Limits] = {}
 
     def reshaped(self) -> None:
         """A shape class appeared or disappeared: every cached plan is stale."""
@@ -138,7 +139,8 @@ class Stack:
         for cls in (*self._classes.values(), *self._families.values()):
             cls.table = None
         for worker in self._workers.values():
-            worker.scores = None
+            worker.scores.clear()
+            worker.scored_with = worker.before = None
 
     def select(self, request: ResourceRequest, policy: Policy) -> Choice | CannotPlace:
         """The best worker for ``request`` now, or why there is none."""
@@ -281,7 +283,11 @@ class Stack:
         if exhaustive:
             workers = len(self._workers)
             return Limits(len(self._classes), workers, workers)
-        return Limits(policy.classes, policy.per_walk, policy.visits)
+        classes, per_walk, visits = policy.classes, policy.per_walk, policy.visits
+        kept = self._limits_of.get(policy)  # made once per policy, while it says the same
+        if kept is None or kept != (classes, per_walk, visits):
+            kept = self._limits_of[policy] = Limits(classes, per_walk, visits)
+        return kept
 
     # -- 6. explain -------------------------------------------------------
 

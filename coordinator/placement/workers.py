@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.capacity import DevicePick, Ledger
 from shared.resources import WorkerSpec
@@ -18,8 +20,13 @@ class WorkerState(Ledger):
     index_keys: list[int] = field(default_factory=list)
     stamp: int = 0
     """Bumped whenever the worker's free capacity changes."""
-    scores: object = None
-    """What ``fragment.py`` computed for this worker's current state; cleared with each
+    scores: dict[Hashable, Any] = field(default_factory=dict)
+    """What ``fragment.py`` found for this worker's current state, per request key; the
+    pool empties it with each change."""
+    scored_with: object = None
+    """The class table ``scores`` and ``before`` were found with."""
+    before: tuple[int, float] | None = None
+    """This worker's device state in that table and its ``frag`` now; cleared with each
     change."""
 
     @classmethod

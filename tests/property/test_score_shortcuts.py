@@ -11,7 +11,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.placement.fragment import ClassTable, _pick, class_table
+from coordinator.placement.fragment import ClassTable, class_table
+from coordinator.placement.fragment_score import _pick
 from coordinator.placement.mix import MixTable, Shape
 from coordinator.placement.policies import Scale, leftover, spare
 from coordinator.placement.workers import WorkerState

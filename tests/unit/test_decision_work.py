@@ -8,12 +8,14 @@ tests/property/test_kept_answers.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from coordinator.placement import shapes
-from coordinator.placement.outcome import CannotPlace, Placement
+from coordinator.placement.fragment import ClassTable
+from coordinator.placement.outcome import CannotPlace, Placement, new_placement
 from coordinator.placement.policies import BinPack, Walk
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.placement.shapes import Binding, ShapeClass
@@ -96,3 +98,35 @@ def test_cpu_only_placements_leave_the_mix_alone(monkeypatch: pytest.MonkeyPatch
     for _ in range(5):
         assert isinstance(pool.place(ResourceRequest(cpu=1)), Placement)
     assert recorded == []
+
+
+def test_a_placement_is_made_without_the_frozen_init_and_is_the_same() -> None:
+    request = ResourceRequest(cpu=1, gpus=1)
+    made = new_placement("k", "w", (0, 1), request)
+    assert made == Placement("k", "w", (0, 1), request)
+    assert hash(made) == hash(Placement("k", "w", (0, 1), request))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.worker = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("gpus", [0.25, 1, 0])
+def test_the_placed_worker_keeps_the_state_its_scoring_found(gpus: float) -> None:
+    """Scoring a host finds the device state a placement leaves it in, and its
+    fragmentation there; the pool hands both on, so the host's next scoring does not
+    look them up again. They are what a lookup from scratch finds."""
+    devices = [{"index": i, "model": "A100", "memory_mb": 40960} for i in range(4)]
+    pool = ResourceAwareWorkerPool(
+        [{"name": f"g{i}", "cpu": 32, "gpus": devices} for i in range(3)]
+    )
+    for _ in range(3):
+        placed = pool.place(ResourceRequest(cpu=2, gpus=gpus or 0.5))
+        assert isinstance(placed, Placement)
+    placed = pool.place(ResourceRequest(cpu=2, gpus=gpus))
+    assert isinstance(placed, Placement)
+    worker = pool._workers[placed.worker]
+    carried = worker.before
+    assert carried is not None
+    ct = worker.scored_with
+    assert isinstance(ct, ClassTable)
+    sid = ct.state(tuple(sorted(worker.free_dev)))
+    assert carried == (sid, ct.frag(worker.free_cpu, worker.usable_ram(), sid))
