@@ -161,13 +161,23 @@ class Hybrid:
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
+        self._left: dict[int, int] = {}
+        """``round(total * (1 - threshold))`` per total, for ``_left_for`` as threshold."""
+        self._left_for = threshold
 
     def walks(self, cls: ShapeClass, b: Binding) -> list[Walk]:
-        entries = cls.index(b.axis)
+        axis, need, total, _ = b
+        entries = cls.index(axis)
         if cls.has_gpu:
-            return [new_walk(entries, cls.walk_up(b.axis, b.need), +1)]
-        pivot = bisect_left(entries, (b.need + round(b.total * (1 - self.threshold))) << SEQ_BITS)
-        floor = bisect_left(entries, b.need << SEQ_BITS, 0, pivot)
+            return [new_walk(entries, cls.walk_up(axis, need), +1)]
+        if self._left_for != self.threshold:
+            self._left.clear()
+            self._left_for = self.threshold
+        left = self._left.get(total)
+        if left is None:
+            left = self._left[total] = round(total * (1 - self.threshold))
+        pivot = bisect_left(entries, (need + left) << SEQ_BITS)
+        floor = bisect_left(entries, need << SEQ_BITS, 0, pivot)
         return [
             new_walk(entries, range(pivot, len(entries)), +1),
             new_walk(entries, range(pivot - 1, floor - 1, -1), -1),

@@ -6,8 +6,9 @@ calls them and applies the winner.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.plan import Entry, Plan, host_weight
@@ -56,37 +57,69 @@ class ClassWalk:
     """``walk_class`` per visit budget."""
 
 
+Scouted = tuple[int, float, int]
+"""A class's estimate, flat, and its place in the group: what the group is sorted by."""
+
+
+@dataclass(slots=True)
+class GroupWalk:
+    """One preference group's class walks for one request and policy, kept in the plan,
+    and the order they are scanned in: a decision walks one or two classes again and
+    moves them in ``order`` instead of sorting the group anew."""
+
+    views: list[ClassWalk | None]
+    order: list[Scouted]
+    """(estimate, place in the group) of each class that may fit, least first."""
+
+
+def group_walks(plan: Plan, policy: Policy) -> list[GroupWalk]:
+    """What ``plan`` keeps of the walks of ``policy``, per group (made on first use)."""
+    found: list[GroupWalk] | None = plan.kept.get(policy)
+    if found is None:
+        found = plan.kept[policy] = [GroupWalk([None] * len(g), []) for g in plan.groups]
+    return found
+
+
 def class_walk(
-    cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, kept: list[Any], n: int
-) -> ClassWalk:
-    """Where ``policy`` walks ``cls``, the ``n``-th class of its group, kept in ``kept``
-    (what this request's plan keeps for the group; the caller reads a kept walk)."""
-    walks = policy.walks(cls, b) if cls.has_room(b) else []
+    cls: ShapeClass, b: Binding, plan: Plan, policy: Policy, per_walk: int, kept: GroupWalk, n: int
+) -> None:
+    """Where ``policy`` walks ``cls``, the ``n``-th class of its group, kept in ``kept``."""
+    entries = cls.index(b.axis)  # cls.has_room(b), spelt out
+    room = entries and entries[-1] >> SEQ_BITS >= (b.need if b.floor is None else b.floor)
+    walks = policy.walks(cls, b) if room else []
     est = estimate(walks, b, plan.scale.axis(b.axis)) if walks else None
-    view: ClassWalk | None = kept[n]
+    view = kept.views[n]
     if view is None:
-        view = kept[n] = ClassWalk(cls.stamp, per_walk, walks, est, {})
+        kept.views[n] = ClassWalk(cls.stamp, per_walk, walks, est, {})
+        was = None
     else:  # written over: a class is walked again about once a decision
+        was = view.estimate
         view.stamp, view.per_walk, view.walks, view.estimate = cls.stamp, per_walk, walks, est
         view.scans.clear()
-    return view
-
-
-Scouted = tuple[tuple[int, float], int]
-"""A class's estimate and its place in the group: what the group's classes are sorted by."""
+    if est != was:
+        order = kept.order
+        if was is not None:
+            del order[bisect_left(order, (*was, n))]
+        if est is not None:
+            insort(order, (*est, n))
 
 
 def scan_group(
-    scouted: list[Scouted], group: list[Entry], row: list[Any], plan: Plan, limits: Limits
+    order: list[Scouted],
+    group: list[Entry],
+    views: list[ClassWalk | None],
+    plan: Plan,
+    limits: Limits,
 ) -> Scan:
-    """The best of the first ``limits.classes`` classes (``scouted``, sorted) that yield a
-    candidate, from the walks kept in ``row``; True if a visit budget ran out."""
+    """The best of the first ``limits.classes`` classes (in ``order``) that yield a
+    candidate, from the walks kept in ``views``; True if a visit budget ran out."""
     best: Best | None = None
     found = 0
     truncated = False
     visits = limits.visits
-    for _, n in scouted:
-        view = row[n]
+    for _, _, n in order:
+        view = views[n]
+        assert view is not None
         scan = view.scans.get(visits)
         if scan is None:
             cls, weight, b = group[n]
@@ -94,7 +127,8 @@ def scan_group(
         candidate, cut = scan
         truncated = truncated or cut
         if candidate is not None:
-            best = better(best, candidate)
+            if best is None or candidate.rank < best.rank:
+                best = candidate
             found += 1
             if found >= limits.classes:
                 break

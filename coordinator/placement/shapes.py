@@ -241,13 +241,20 @@ class ShapeClass:
         the balance axis down to ``b.floor``, or the CPU or RAM axis from the demand up."""
         if b.floor is None:
             return None
-        options = (
-            (BALANCE, self.walk_down(BALANCE, b.need, b.floor)),
-            (CPU, self.walk_up(CPU, demand.cpu)),
-            (RAM, self.walk_up(RAM, demand.ram)),
+        # the sizes first, by bisection; one range for the shortest (first of equals)
+        balance, cpu, ram = self.index(BALANCE), self.index(CPU), self.index(RAM)
+        top, bottom = (
+            bisect_left(balance, b.need << SEQ_BITS),
+            bisect_left(balance, b.floor << SEQ_BITS),
         )
-        axis, positions = min(options, key=lambda o: len(o[1]))
-        return (self.index(axis), positions) if positions else None
+        first_cpu = bisect_left(cpu, demand.cpu << SEQ_BITS)
+        first_ram = bisect_left(ram, demand.ram << SEQ_BITS)
+        on_balance, on_cpu, on_ram = top - bottom, len(cpu) - first_cpu, len(ram) - first_ram
+        if on_balance <= on_cpu and on_balance <= on_ram:
+            return (balance, range(top - 1, bottom - 1, -1)) if on_balance > 0 else None
+        if on_cpu <= on_ram:
+            return (cpu, range(first_cpu, len(cpu))) if on_cpu else None
+        return (ram, range(first_ram, len(ram))) if on_ram else None
 
     def short_on(self, axis: Axis, need: int) -> int:
         """How many members have less than ``need`` free on ``axis``."""

@@ -45,7 +45,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from coordinator.placement.explain import NEAREST, busy_view, free_amounts, infeasible
 from coordinator.placement.feasibility import (
@@ -64,10 +63,11 @@ from coordinator.placement.plan import Plan, host_weight, make_plan
 from coordinator.placement.policies import Policy, Scale, leftover
 from coordinator.placement.select import (
     Best,
+    GroupWalk,
     Limits,
-    Scouted,
     better,
     class_walk,
+    group_walks,
     scan_group,
 )
 from coordinator.placement.shapes import ShapeClass, ShapeKey
@@ -250,7 +250,7 @@ class Stack:
         # A policy written before ``fragment`` existed walks GPU hosts as it always did.
         fragment = getattr(policy, "fragment", False)
         by_fragment = fragment and not exhaustive and not plan.per_host
-        kept: list[list[Any]] | None = None
+        kept: list[GroupWalk] | None = None
         limits: Limits | None = None
         for g, group in enumerate(plan.groups):
             if by_fragment and group[0][0].has_gpu:
@@ -260,21 +260,18 @@ class Stack:
                 continue
             if limits is None or kept is None:
                 limits = self._limits(policy, exhaustive)
-                kept = plan.kept_for(policy)
-            scouted: list[Scouted] = []
-            row, per_walk = kept[g], limits.per_walk
+                kept = group_walks(plan, policy)
+            walked, per_walk = kept[g], limits.per_walk
+            views = walked.views
             for n, (cls, _, b) in enumerate(group):
-                view = row[n]
+                view = views[n]
                 if view is None or view.stamp != cls.stamp or view.per_walk != per_walk:
-                    view = class_walk(cls, b, plan, policy, per_walk, row, n)
-                if view.estimate is not None:
-                    scouted.append((view.estimate, n))
-            scouted.sort()
-            best, truncated = scan_group(scouted, group, row, plan, limits)
+                    class_walk(cls, b, plan, policy, per_walk, walked, n)
+            best, truncated = scan_group(walked.order, group, views, plan, limits)
             if best is None and truncated:
                 # Nothing within the visit budget: look at every member before saying busy.
                 unbounded = Limits(limits.classes, limits.per_walk, len(self._workers))
-                best, _ = scan_group(scouted, group, row, plan, unbounded)
+                best, _ = scan_group(walked.order, group, views, plan, unbounded)
             if best is not None:
                 return best
         return None

@@ -130,3 +130,27 @@ def test_the_placed_worker_keeps_the_state_its_scoring_found(gpus: float) -> Non
     assert isinstance(ct, ClassTable)
     sid = ct.state(tuple(sorted(worker.free_dev)))
     assert carried == (sid, ct.frag(worker.free_cpu, worker.usable_ram(), sid))
+
+
+def test_a_groups_scan_order_is_kept_in_order() -> None:
+    """The classes of a group are scanned in order of their estimates; the plan keeps that
+    order and moves only the classes walked again, so it must stay what sorting gives."""
+    workers = [
+        {"name": f"w{i}", "cpu": 4 + i % 5, "ram_mb": 8192, "labels": {"zone": f"z{i % 4}"}}
+        for i in range(40)
+    ]
+    pool = ResourceAwareWorkerPool(workers)
+    request = ResourceRequest(cpu=1, ram_mb=512, required=as_selectors(["zone"]))
+    held = []
+    for step in range(60):
+        placed = pool.place(request)
+        assert isinstance(placed, Placement)
+        held.append(placed.key)
+        if step % 3 == 2:
+            pool.release(held.pop(0))
+        plan = pool._stack.plan(request)
+        for walked in plan.kept[pool.policy]:
+            expected = sorted(
+                (*v.estimate, n) for n, v in enumerate(walked.views) if v and v.estimate
+            )
+            assert walked.order == expected
