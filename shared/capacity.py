@@ -247,7 +247,11 @@ class Ledger:
 
     def device_ids(self, devices: DevicePick) -> tuple[int, ...]:
         """Slots to the device indexes the agent advertised (what a task sees)."""
+        if not devices:
+            return ()
         index = self.cap.gpu_index
+        if len(devices) == 1:  # most GPU work: no list made
+            return (index[devices[0][0]],)
         return tuple([index[slot] for slot, _ in devices])
 
     def whole_free_devices(self) -> int:

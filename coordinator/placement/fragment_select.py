@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
+from math import inf
 
 from coordinator.placement.fragment import STATE_LIMIT, ClassTable, class_table
 from coordinator.placement.fragment_score import NO_FIT, Scored, State, score
@@ -117,6 +118,7 @@ class FragmentRanker:
         kept = (plan.kept.get(FRAGMENT) or plan.kept_for(FRAGMENT))[g]
         best: Answer | None = None
         least: Rank | None = None
+        grown = inf
         for n, answer in enumerate(kept):
             if answer is None or (
                 answer.stamp != answer.cls.stamp and not still_holds(answer, demand)
@@ -124,8 +126,12 @@ class FragmentRanker:
                 cls, weight, _ = group[n]
                 answer = kept[n] = self._score_class(cls, weight, plan, key, answer)
             rank = answer.rank
-            if rank is not None and (least is None or rank < least):
-                best, least = answer, rank
+            # a group's classes share the rank's first part, the preferred-label weight, so
+            # the growth of frag decides but for ties: a float compare, not a tuple one
+            if rank is not None and (
+                least is None or rank[1] < grown or (rank[1] == grown and rank < least)
+            ):
+                best, least, grown = answer, rank, rank[1]
         if best is None or least is None or best.worker is None:
             return None
         return Best(least, best.worker, best.cls, best.devices, best.after)
@@ -176,7 +182,12 @@ class FragmentRanker:
                     found = scores[key] = score(worker, demand, ct, scale, -weight)
                 if found is NO_FIT:
                     continue
-                if best is None or found[0] < best[0]:
+                rank = found[0]  # one class: the same first part, so growth first (choose)
+                if (
+                    best is None
+                    or rank[1] < best[0][1]
+                    or (rank[1] == best[0][1] and rank < best[0])
+                ):
                     best, chosen = found, worker
                 candidates.append(worker)
                 if len(candidates) >= CANDIDATES:
