@@ -79,7 +79,7 @@ class RequestMix:
 
     def record(self, demand: Demand, key: Hashable, placed: bool) -> None:
         """Count a GPU request once, however often a busy one is tried again under ``key``."""
-        if not demand.wants_gpu:
+        if not (demand.gpu_whole or demand.gpu_share):  # demand.wants_gpu, without a call
             return
         pending = self._pending
         if key in pending:

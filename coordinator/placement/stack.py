@@ -145,7 +145,8 @@ class Stack:
     def select(self, request: ResourceRequest, policy: Policy) -> Choice | CannotPlace:
         """The best worker for ``request`` now, or why there is none."""
         # 1-2. feasibility (task routing included) and preference: per class, cached.
-        plan = self._plans.get(request.key)
+        key = request.key
+        plan = self._plans.get(key)
         if plan is None or plan.version != self._version:
             plan = self.plan(request)
         if not plan.groups:
@@ -153,14 +154,11 @@ class Stack:
             return infeasible(plan.rejected)
         # 3. hosts: named hosts are few, so weigh them directly instead of walking indexes.
         # 4-5. walk and rank otherwise, group by group; the first group with a candidate wins.
-        named = self._named_hosts(plan)
-        if named is None:
-            best = self._walk(plan, policy, request.key)
-        else:
-            best = self._choose_named(plan, named)
+        named = self._named_hosts(plan) if plan.per_host else None
+        best = self._walk(plan, policy, key) if named is None else self._choose_named(plan, named)
         if best is None:
             # 6. explain: only a failure pays for the detailed answer.
-            return self._busy(plan, named, request.key)
+            return self._busy(plan, named, key)
         return plan.demand, best
 
     def check(self, request: ResourceRequest) -> CannotPlace | None:
