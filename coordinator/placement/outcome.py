@@ -77,4 +77,20 @@ class CannotPlace:
         return f"{self.kind} ({counts or 'no workers'}); nearest: {near}"
 
 
+def new_cannot_place(
+    kind: Literal["busy", "infeasible"], reasons: dict[str, int], nearest: tuple[Candidate, ...]
+) -> CannotPlace:
+    """``CannotPlace(kind, reasons, nearest)`` through its slots, as ``new_placement``: a
+    request that waits is answered again at every pass of the queue."""
+    made = _new(CannotPlace)
+    _set_kind(made, kind)
+    _set_reasons(made, reasons)
+    _set_nearest(made, nearest)
+    return made
+
+
+_set_kind, _set_reasons, _set_nearest = (
+    CannotPlace.__dict__[name].__set__ for name in ("kind", "reasons", "nearest")
+)
+
 PlaceResult = Placement | CannotPlace

@@ -43,7 +43,6 @@ reads, never copies) and of the request. The pool applies the winner.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from coordinator.placement.explain import NEAREST, busy_view, free_amounts, infeasible
@@ -58,7 +57,7 @@ from coordinator.placement.feasibility import (
 )
 from coordinator.placement.fragment_select import FragmentRanker
 from coordinator.placement.mix import RequestMix
-from coordinator.placement.outcome import Candidate, CannotPlace
+from coordinator.placement.outcome import Candidate, CannotPlace, new_cannot_place
 from coordinator.placement.plan import Plan, host_weight, make_plan
 from coordinator.placement.policies import Policy, Scale, leftover
 from coordinator.placement.select import (
@@ -303,10 +302,16 @@ class Stack:
         if named is not None:
             counts = busy_view(plan)[1]
         # Shortfalls the indexes cannot see (device models, custom resources) come from the sample.
-        sampled = Counter(r.dimension for c in seen for r in c.missing)
-        counts.update({dim: n for dim, n in sampled.items() if dim not in counts})
-        seen.sort(key=lambda c: len(c.missing))
-        return CannotPlace("busy", dict(counts), tuple(seen[:NEAREST]))
+        sampled: dict[str, int] = {}
+        for candidate in seen:
+            for rejection in candidate.missing:
+                sampled[rejection.dimension] = sampled.get(rejection.dimension, 0) + 1
+        for dim, n in sampled.items():
+            if dim not in counts:
+                counts[dim] = n
+        if len(seen) > 1:
+            seen.sort(key=lambda c: len(c.missing))
+        return new_cannot_place("busy", dict(counts), tuple(seen[:NEAREST]))
 
     def _candidate(self, w: WorkerState, demand: Demand, key: str) -> Candidate:
         """What ``w`` lacks for ``demand`` now; kept while it does not change."""

@@ -15,7 +15,13 @@ import pytest
 
 from coordinator.placement import shapes
 from coordinator.placement.fragment import ClassTable
-from coordinator.placement.outcome import CannotPlace, Placement, new_placement
+from coordinator.placement.outcome import (
+    Candidate,
+    CannotPlace,
+    Placement,
+    new_cannot_place,
+    new_placement,
+)
 from coordinator.placement.policies import BinPack, Walk
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.placement.shapes import Binding, ShapeClass
@@ -107,6 +113,15 @@ def test_a_placement_is_made_without_the_frozen_init_and_is_the_same() -> None:
     assert hash(made) == hash(Placement("k", "w", (0, 1), request))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.worker = "other"  # type: ignore[misc]
+
+
+def test_a_busy_answer_is_made_without_the_frozen_init_and_is_the_same() -> None:
+    nearest = (Candidate("w", ()),)
+    made = new_cannot_place("busy", {"cpu": 2}, nearest)
+    assert made == CannotPlace("busy", {"cpu": 2}, nearest)
+    assert str(made) == str(CannotPlace("busy", {"cpu": 2}, nearest))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.kind = "infeasible"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("gpus", [0.25, 1, 0])
