@@ -10,7 +10,7 @@ across all classes of the same preference group.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from coordinator.placement.grid import SEQ_BITS
@@ -47,9 +47,15 @@ class Scale:
     cpu: int
     ram: int
     gpus: int
+    per_axis: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """What ``axis`` answers, per ``Axis``: made once, not at every call."""
+
+    def __post_init__(self) -> None:
+        per_axis = tuple(n or 1 for n in (self.cpu, self.ram, MILLI, self.gpus, MILLI))
+        object.__setattr__(self, "per_axis", per_axis)
 
     def axis(self, axis: Axis) -> int:
-        return (self.cpu, self.ram, MILLI, self.gpus, MILLI)[axis] or 1
+        return self.per_axis[axis]
 
 
 WEIGHTS = {"cpu": 1.0, "ram": 0.5, "gpu": 2.0}

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from coordinator.placement.grid import SEQ_BITS, SEQ_MASK
 from coordinator.placement.plan import Entry, Plan, host_weight
-from coordinator.placement.policies import Policy, Walk, leftover, new_walk
+from coordinator.placement.policies import Policy, Walk, leftover, new_walk, spare
 from coordinator.placement.shapes import Binding, ShapeClass
 from coordinator.placement.workers import WorkerState
 from shared.capacity import DevicePick
@@ -149,14 +149,17 @@ def walk_class(
     only when they yield nothing are the members that merely may fit tried.
     """
     visits = limits.visits
+    d = plan.demand
+    plain = not (d.gpu_whole or d.gpu_share or d.custom or plan.per_host or plan.host_prefs)
+    walker = walk_plain if plain else walk_members
     for segment, walk in enumerate(walks):
-        best, visits = walk_members(cls, walk, segment, plan, limits.per_walk, weight, visits)
+        best, visits = walker(cls, walk, segment, plan, limits.per_walk, weight, visits)
         if best is not None or visits < 0:
             return best, visits < 0
     maybe = cls.maybe_fits(plan.demand, b)
     if maybe is not None:
         walk = new_walk(*maybe, walks[0].sign)
-        best, visits = walk_members(cls, walk, len(walks), plan, limits.per_walk, weight, visits)
+        best, visits = walker(cls, walk, len(walks), plan, limits.per_walk, weight, visits)
         return best, visits < 0
     return None, False
 
@@ -189,6 +192,40 @@ def walk_members(
         if found >= per_walk:
             break
     return (None if best is None else Best(best[0], best[1], cls, best[2])), visits
+
+
+def walk_plain(
+    cls: ShapeClass, walk: Walk, segment: int, plan: Plan, per_walk: int, weight: int, visits: int
+) -> tuple[Best | None, int]:
+    """``walk_members`` for work that needs no device, no custom resource and no per-host
+    label (most work): the fit and ``leftover`` (as ``spare``) spelt out, two calls fewer
+    per member."""
+    demand, scale = plan.demand, plan.scale
+    cpu, ram = demand.cpu, demand.ram
+    members, entries, sign = cls.members, walk.entries, walk.sign
+    best: tuple[Rank, WorkerState] | None = None
+    found = 0
+    for i in walk.positions:
+        visits -= 1
+        if visits < 0:
+            break
+        worker = members[entries[i] & SEQ_MASK]
+        free_cpu, free_ram, live = worker.free_cpu, worker.free_ram, worker.live_ram
+        if cpu > free_cpu or ram > (free_ram if live is None else min(free_ram, live)):
+            continue
+        gpu = sum(worker.free_dev) if worker.free_dev else None
+        rank = (
+            -weight,
+            segment,
+            sign * spare(free_cpu - cpu, free_ram - ram, gpu, scale),
+            worker.seq,
+        )
+        if best is None or rank < best[0]:
+            best = (rank, worker)
+        found += 1
+        if found >= per_walk:
+            break
+    return (None if best is None else Best(best[0], best[1], cls, ())), visits
 
 
 def estimate(walks: list[Walk], b: Binding, scale: int) -> tuple[int, float] | None:

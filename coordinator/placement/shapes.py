@@ -178,7 +178,11 @@ class ShapeClass:
     def refile(self, worker: WorkerState, old: list[int], new: list[int]) -> None:
         """Note that a member's keys moved from ``old`` to ``new`` (see ``rekey``): in the
         grid now, in the indexes when they are next read."""
-        self.touch(worker)
+        self.stamp += 1  # self.touch(worker), spelt out: twice a placement on a labelled host
+        log = self.log
+        log.append(worker)
+        if len(log) > 2 * LOG_LIMIT:
+            del log[:LOG_LIMIT]
         seq = worker.seq
         grid = self.grid
         if grid is not None:

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from coordinator.placement.fragment import ClassTable, class_table
 from coordinator.placement.fragment_score import _pick
 from coordinator.placement.mix import MixTable, Shape
-from coordinator.placement.policies import Scale, leftover, spare
+from coordinator.placement.policies import Scale, get_policy, leftover, spare
+from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.placement.select import walk_members, walk_plain
 from coordinator.placement.workers import WorkerState
 from shared.capacity import Capacity, Demand
 from shared.resources import GPUDevice, ResourceRequest, WorkerSpec
@@ -135,3 +137,52 @@ def test_frag_is_the_plain_formula_to_the_last_bit(
         cpu, ram = data.draw(st.integers(0, 96_000)), data.draw(st.integers(0, 393_216))
         sid = ct.state(devices)
         assert ct.frag(cpu, ram, sid) == reference_frag(ct, devices, cpu, ram)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 16), st.integers(1, 64), st.integers(0, 2)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 8), st.integers(0, 32)), max_size=20),
+    st.integers(0, 8),
+    st.integers(0, 64),
+    st.sampled_from(("hybrid", "binpack", "spread")),
+)
+def test_a_plain_walk_is_the_general_walk(
+    hosts: list[tuple[int, int, int]],
+    taken: list[tuple[int, int, int]],
+    cpu: int,
+    ram_gb: int,
+    policy: str,
+) -> None:
+    """Work with no device, custom resource or per-host label walks members through
+    ``walk_plain``, which spells out the fit and ``leftover``: the same answer."""
+    specs = [
+        {
+            "name": f"h{i}",
+            "cpu": c,
+            "ram_mb": r * 1024,
+            "gpus": [{"index": d, "model": "A"} for d in range(g)],
+        }
+        for i, (c, r, g) in enumerate(hosts)
+    ]
+    pool = ResourceAwareWorkerPool(specs)
+    for n, (i, c, r) in enumerate(taken):
+        if i < len(hosts):
+            pool.adopt(f"h{i}", ResourceRequest(cpu=c, ram_mb=r * 1024), n, ())
+    request = ResourceRequest(cpu=cpu, ram_mb=ram_gb * 1024)
+    plan = pool._stack.plan(request)
+    for group in plan.groups:
+        for cls, weight, b in group:
+            walks = get_policy(policy).walks(cls, b) if cls.has_room(b) else []
+            for segment, walk in enumerate(walks):
+                general = walk_members(cls, walk, segment, plan, 2, weight, 32)
+                plain = walk_plain(cls, walk, segment, plan, 2, weight, 32)
+                assert plain[1] == general[1]
+                assert (plain[0] is None) == (general[0] is None)
+                if plain[0] is not None and general[0] is not None:
+                    assert plain[0].rank == general[0].rank
+                    assert plain[0].worker is general[0].worker
+                    assert plain[0].devices == general[0].devices
