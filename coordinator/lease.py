@@ -116,7 +116,7 @@ class LeaseKeeper:
         while True:
             try:
                 await self._present()
-            except (JetStreamError, TimeoutError) as exc:
+            except Exception as exc:  # NATS away or closing: the lease task decides
                 log.warning("presence key unreachable", error=str(exc))
             await asyncio.sleep(PRESENT_EVERY)
 

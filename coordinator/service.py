@@ -78,6 +78,8 @@ YIELD_EVERY = 16
 """Junk messages dropped at the edge between two yields to the event loop: under a flood,
 NATS's socket reader gets a turn often enough that a heartbeat behind the junk is read,
 decoded and applied within a tick or two. (Events applied give it one by time: ``Turns``.)"""
+FLOW_REPLIES = "$JS.FC."
+"""Where JetStream's flow control requests are answered; nothing else is published to."""
 FLOW_HEARTBEAT = 5.0
 """Seconds between the idle heartbeats JetStream requires with flow control (one names a
 flow control request that went unanswered, which is then answered)."""
@@ -305,8 +307,8 @@ class Coordinator:
         async def deliver(msg: Msg) -> None:
             headers = msg.headers
             if headers and headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
-                reply = msg.reply or headers.get(api.Header.CONSUMER_STALLED)
-                if reply:  # answered once the pump has applied what came before it
+                reply = msg.reply or headers.get(api.Header.CONSUMER_STALLED) or ""
+                if reply.startswith(FLOW_REPLIES):  # once the pump applied what came before
                     self._queue.put_nowait(("flow", reply, None))
                 return  # an idle heartbeat
             self._queue.put_nowait((kind, msg, msg))
