@@ -40,6 +40,23 @@ def test_taskiq_worker_stops_at_once_with_one_line() -> None:
     assert "coroutine" not in out
 
 
+def test_taskiq_worker_is_asked_to_stop_once_and_loses_no_child_before() -> None:
+    """taskiq's manager hangs for good when a SIGTERM, or a child's death it notices,
+    comes while its handler of an earlier SIGTERM runs (a non-reentrant queue lock); it
+    hung so in CI. Six children make the race likely; what must hold is what rules it
+    out: one request to stop, and no child dead before the manager stops them."""
+    command = [sys.executable, "-m", "taskiq", "worker", APP, "--workers", "6"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    out = proc.stdout + proc.stderr
+    assert out.count("Workers are scheduled for shutdown.") == 1, out
+    assert "is dead" not in out, out
+    assert out.count("Stopped process worker-") == 6, out
+    assert out.count(REFUSAL) == 1, out
+
+
 @pytest.fixture
 def blue_fleet(nats_url: str, tmp_path: Path) -> Iterator[None]:
     """A coordinator and an agent on the subject prefix ``blue``."""
