@@ -116,11 +116,22 @@ class StandIn:
         return msg
 
     async def ack(self, ref: AttemptRef) -> Accept | Reject:
+        """The agent's answer to an assignment: an accept, a reject, or (as the coordinator
+        reads it) the attempt's stored outcome, which is all a quick one sends."""
+
         async def one(kind: str) -> Accept | Reject:
             found: Accept | Reject = await self.inboxes[kind].wait(lambda m: m.ref == ref)
             return found
 
-        tasks = [asyncio.create_task(one("accept")), asyncio.create_task(one("reject"))]
+        async def ended() -> Accept:
+            outcome = await self.outcome(ref)
+            return Accept(ref=ref, worker=outcome.worker)
+
+        tasks = [
+            asyncio.create_task(one("accept")),
+            asyncio.create_task(one("reject")),
+            asyncio.create_task(ended()),
+        ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
