@@ -43,6 +43,11 @@ NATS_SERVER_ENV = "FLEET_NATS_SERVER"
 
 _LOOPBACK = "127.0.0.1"
 _MAX_INFO_BYTES = 64 * 1024
+MAX_PENDING = 128 << 20
+"""Unread bytes the server holds for one connection before it cuts it off as a slow
+consumer. Its default, 64 MB, is what the coordinator's two flow-controlled stream
+consumers may have in flight together (32 MB each) before anything else it reads; the
+configs in ``deploy/nats/`` say the same."""
 
 
 class NatsServerError(RuntimeError):
@@ -287,6 +292,7 @@ class NatsServer:
         return self._proc.pid
 
     def command(self) -> list[str]:
+        """A ``-c`` among ``extra_args`` replaces the file that sets ``MAX_PENDING``."""
         return [
             str(self.binary),
             "-a",
@@ -298,14 +304,23 @@ class NatsServer:
             "-js",
             "-sd",
             str(self.store_dir),
+            "-c",
+            str(self.config_path),
             *self.extra_args,
         ]
+
+    @property
+    def config_path(self) -> Path:
+        """Written at each start."""
+        return self.base_dir / "fleet-nats.conf"
 
     def start(self) -> Self:
         if self.running:
             raise NatsServerError(f"nats-server already running (pid {self.pid})")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(f"max_pending: {MAX_PENDING}\n")
         cmd = self.command()
         with self.log_path.open("ab") as log:
             log.write(f"--- starting: {' '.join(cmd)}\n".encode())

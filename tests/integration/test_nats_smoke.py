@@ -5,7 +5,9 @@ core messaging, JetStream, and a restart that keeps data and lets clients reconn
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from taskiq_fleet.natsserver import MAX_PENDING
 from tests.natsserver import (
     NATS_SERVER_ENV,
     NatsEndpoint,
@@ -20,6 +23,7 @@ from tests.natsserver import (
     NatsServerError,
     NatsServerNotFoundError,
     find_nats_server,
+    free_port,
 )
 
 pytestmark = pytest.mark.integration
@@ -136,3 +140,17 @@ def test_bad_binary_override_is_rejected(tmp_path: Path, monkeypatch: pytest.Mon
 
     with pytest.raises(NatsServerNotFoundError, match=NATS_SERVER_ENV):
         find_nats_server()
+
+
+def test_the_embedded_server_holds_more_than_two_stream_windows_for_a_reader(
+    tmp_path: Path,
+) -> None:
+    """``fleet up``, the tests and the benchmarks start this server; its ``max_pending``
+    must exceed what the coordinator's two flow-controlled consumers may have in flight
+    (32 MB each), or a flood cuts the coordinator off as a slow consumer."""
+    monitor = free_port()
+    with NatsServer(tmp_path, extra_args=("-m", str(monitor))) as server:
+        assert server.running
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/varz", timeout=10) as page:
+            varz = json.load(page)
+    assert varz["max_pending"] == MAX_PENDING > 2 * (32 << 20)
