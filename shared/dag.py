@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from shared.resources import ResourceRequest
 from shared.wire import label_keys
+from shared.wire.parts import PayloadRef
 from shared.wire.protocol import Part, Token
 from shared.wire.values import Value
 
@@ -143,6 +144,11 @@ class Node(Part):
     priority: int = 0
     labels: dict[str, Value] = Field(default_factory=dict)
     batch: Batching | None = None
+    arg_refs: dict[str, PayloadRef] = Field(default_factory=dict)
+    """Arguments stored apart, in the payload stream, by position (``"0"``) or keyword;
+    the inline value is a placeholder (``None``) and the agent fetches the value before
+    the task runs. ``kiq`` puts an argument over the inline limit there: one larger than
+    a NATS message could not be sent otherwise."""
 
     def input_names(self) -> list[tuple[str, str]]:
         """(parameter, name) for every name an input refers to, lists flattened."""
@@ -161,7 +167,20 @@ class Node(Part):
             raise ValueError(f"node {self.id!r} names an output twice: {list(self.outputs)}")
         if self.batch is not None:
             self._check_batch(self.batch)
+        if self.arg_refs:
+            self._check_refs()
         return self
+
+    def _check_refs(self) -> None:
+        if self.batch is not None:
+            raise ValueError(f"node {self.id!r}: a batch member's arguments travel inline")
+        for key in self.arg_refs:
+            named = int(key) < len(self.args) if key.isdecimal() else key in self.kwargs
+            if not named:
+                raise ValueError(
+                    f"node {self.id!r}: arg_refs names {key!r}, neither an argument's "
+                    "position nor one of its kwargs"
+                )
 
     def _check_batch(self, batch: Batching) -> None:
         if self.inputs:

@@ -188,9 +188,21 @@ class FleetBroker(AsyncBroker):
         node = self._as_member(
             message.task_name, self._node(message.task_name, args, kwargs, labels)
         )
+        node = await self._apart(node, len(message.message))
         assert isinstance(self.result_backend, FleetResultBackend)
         handle = await self._submit(message.task_id, message.task_name, node)
         self.result_backend.track(handle)
+
+    async def _apart(self, node: Node, size: int) -> Node:
+        """Arguments over the inline limit travel apart (``Node.arg_refs``); only a kiq
+        whose message is that large can have one, so no other pays for looking. A batch
+        member's arguments stay inline (the coordinator groups members by them)."""
+        backend = self.connected()
+        if not isinstance(backend, CoordinatorClient) or node.batch is not None:
+            return node
+        if size <= backend.inline_limit:
+            return node
+        return await backend.with_large_args_apart(node)
 
     def _as_member(self, task_name: str, node: Node) -> Node:
         """A kiq of a ``batch=True`` task is one member of a batch that the coordinator

@@ -241,7 +241,7 @@ class CoordinatorClient:
         fresh = run_id is None
         run_id = run_id or uuid.uuid4().hex
         options = options or RunOptions(**option_fields)
-        inline, refs = await self._split_inputs(run_id, dict(inputs or {}))
+        inline, refs = await self._split_inputs(dict(inputs or {}))
         submit = Submit(
             run_id=run_id,
             name=name,
@@ -259,6 +259,12 @@ class CoordinatorClient:
         to this client's inbox."""
         run_id = submit.run_id
         data = encode(submit.model_copy(update={"notify": self._inbox}))
+        if len(data) > self.nc.max_payload:
+            raise FleetError(
+                f"run {run_id}: its submission is {len(data):,} bytes, more than the NATS "
+                f"server takes in one message ({self.nc.max_payload:,}); give large values "
+                "as run inputs or kiq arguments, which travel apart"
+            )
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
         if len(submit.dag.nodes) == 1:
             handle._solo = (submit.name, submit.dag.nodes[0], time.time())
@@ -366,9 +372,27 @@ class CoordinatorClient:
                 if handle.done:
                     self._handles.pop(outcome.ref.run_id, None)
 
+    @property
+    def inline_limit(self) -> int:
+        """Bytes of JSON above which a value travels apart, in the payload stream."""
+        return self._inline_limit
+
+    async def with_large_args_apart(self, node: Node) -> Node:
+        """``node`` with each argument over the inline limit stored in the payload stream
+        and named in its ``arg_refs``: a ``kiq`` of a value larger than a NATS message
+        could not be sent otherwise, and a large one costs every hop its bytes."""
+        values = {str(i): value for i, value in enumerate(node.args)} | node.kwargs
+        _, refs = await self._split_inputs(values)
+        if not refs:
+            return node
+        args = tuple(None if str(i) in refs else v for i, v in enumerate(node.args))
+        kwargs = {key: None if key in refs else v for key, v in node.kwargs.items()}
+        return node.model_copy(update={"args": args, "kwargs": kwargs, "arg_refs": refs})
+
     async def _split_inputs(
-        self, run_id: str, inputs: dict[str, Any]
+        self, inputs: dict[str, Any]
     ) -> tuple[dict[str, JsonValue], dict[str, PayloadRef]]:
+        """Values over the inline limit stored apart; the rest as they are."""
         inline: dict[str, JsonValue] = {}
         refs: dict[str, PayloadRef] = {}
         for key, value in inputs.items():

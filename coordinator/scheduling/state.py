@@ -363,7 +363,7 @@ def assignment(
     references to stored payloads."""
     node, run = state.node, state.run
     kwargs = dict(node.kwargs)
-    arg_refs: dict[str, PayloadRef] = {}
+    arg_refs: dict[str, PayloadRef] = dict(node.arg_refs)
     for param, names in node.inputs.items():
         if isinstance(names, str):
             if names in run.refs:

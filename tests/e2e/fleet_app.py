@@ -36,3 +36,9 @@ async def nap(seconds: float) -> float:
 @broker.task(max_retries=1)
 def explode(message: str) -> None:
     raise RuntimeError(message)
+
+
+@broker.task
+def measure(text: str, *, tail: str = "") -> list[int]:
+    """Sizes of its arguments, so a test of large ones needs no large result."""
+    return [len(text), len(tail)]

@@ -90,3 +90,26 @@ async def test_the_global_cap_changes_while_running(cluster: Cluster) -> None:
             assert start >= end - 0.01, spans  # one at a time
     finally:
         await client.set_max_parallel(None)
+
+
+async def test_arguments_larger_than_a_nats_message_are_kiqd(cluster: Cluster) -> None:
+    """Each travels apart (the payload stream); a small one beside it stays inline. Before,
+    kiq raised a bare ``SendTaskError`` for anything over the server's 1 MB message."""
+    big, bigger = "x" * (3 << 20), "y" * (2 << 20)
+    task = await fleet_app.measure.kiq(big, tail=bigger)
+    result = await task.wait_result(timeout=60)
+    assert not result.is_err, result.error
+    assert result.return_value == [len(big), len(bigger)]
+    small = await (await fleet_app.measure.kiq("abc", tail=bigger)).wait_result(timeout=60)
+    assert small.return_value == [3, len(bigger)]
+
+
+async def test_a_submission_larger_than_a_nats_message_is_refused_with_why(
+    cluster: Cluster,
+) -> None:
+    from taskiq_fleet import Dag, FleetError, Node
+
+    assert cluster.client is not None
+    dag = Dag(nodes=(Node(id="n", task="measure", kwargs={"text": "z" * (2 << 20)}),))
+    with pytest.raises(FleetError, match="more than the NATS server takes in one message"):
+        await cluster.client.submit(dag)

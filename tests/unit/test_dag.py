@@ -364,3 +364,19 @@ def test_submit_input_given_inline_and_by_reference_is_refused() -> None:
 def test_submit_run_id_must_be_a_subject_token() -> None:
     with pytest.raises(ValidationError):
         Submit(run_id="r.1", dag=diamond(), inputs={"seed": 1})
+
+
+REF = {"name": "client.k1", "size": 3, "sha256": "0" * 64}
+
+
+def test_arg_refs_name_an_argument_by_position_or_keyword() -> None:
+    node = Node(id="n", task="t", args=(None, 1), kwargs={"k": None}, arg_refs={"0": REF, "k": REF})
+    assert sorted(node.arg_refs) == ["0", "k"]
+    for key in ("2", "other"):
+        with pytest.raises(ValidationError, match="neither an argument's position"):
+            Node(id="n", task="t", args=(None, 1), kwargs={"k": None}, arg_refs={key: REF})
+
+
+def test_a_batch_member_takes_no_arg_refs() -> None:
+    with pytest.raises(ValidationError, match="batch member's arguments travel inline"):
+        Node(id="n", task="t", args=(None,), batch={"size": 2}, arg_refs={"0": REF})
