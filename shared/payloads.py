@@ -38,7 +38,13 @@ from pydantic import JsonValue
 
 from shared.connection import DEFAULT_INBOX
 from shared.jetstream import DUPLICATE_WINDOW, MSG_ID, RETENTION
-from shared.wire.parts import PAYLOAD_CHUNK, PayloadRef
+from shared.wire.parts import (
+    CHUNK_HEADROOM,
+    MAX_CHUNK,
+    MIN_CHUNK,
+    PAYLOAD_CHUNK,
+    PayloadRef,
+)
 from shared.wire.subjects import Subjects
 
 _T = TypeVar("_T")
@@ -129,6 +135,7 @@ class PayloadStore:
         self._subjects = subjects
         self._writer = writer_of(nc)
         self._ready: asyncio.Future[None] | None = None
+        self._chunk = chunk_size(nc.max_payload)
 
     async def _ensure(self) -> None:
         if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
@@ -142,7 +149,7 @@ class PayloadStore:
             name=f"{self._writer}.{secrets.token_hex(16)}",
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            chunk_size=PAYLOAD_CHUNK,
+            chunk_size=self._chunk,
         )
         stream = self._subjects.payloads_stream
 
@@ -181,6 +188,15 @@ class PayloadStore:
     async def load(self, ref: PayloadRef) -> JsonValue:
         value: JsonValue = json.loads(await self.read(ref))
         return value
+
+
+def chunk_size(max_payload: int) -> int:
+    """As large as the server takes in one message, less room for the headers: each chunk
+    is a publish, its acknowledgement and a read, so a 1 MB value is one or two of them,
+    not four. ``PAYLOAD_CHUNK`` where the server's limit is unknown (0)."""
+    if max_payload <= 0:
+        return PAYLOAD_CHUNK
+    return max(MIN_CHUNK, min(MAX_CHUNK, max_payload - CHUNK_HEADROOM))
 
 
 async def _bounded(call: Callable[[int], Awaitable[_T]], indices: range) -> list[_T]:

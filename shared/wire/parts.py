@@ -115,6 +115,10 @@ class AttemptRef(Part):
 
 PAYLOAD_CHUNK = 256 * 1024
 """Bytes per stored chunk of a large value; under NATS's default 1 MiB message limit."""
+MIN_CHUNK = 1024
+MAX_CHUNK = 8 << 20
+CHUNK_HEADROOM = 64 * 1024
+"""What a chunk leaves of the server's ``max_payload`` for the message's headers."""
 MAX_PAYLOAD_CHUNKS = 16_384
 """Chunks of one stored value at most: 4 GiB at ``PAYLOAD_CHUNK``."""
 
@@ -130,7 +134,7 @@ class PayloadRef(Part):
     name: str = Field(max_length=2 * 128 + 1, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
     size: NonNegInt
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    chunk_size: int = Field(default=PAYLOAD_CHUNK, ge=1024, le=8 << 20)
+    chunk_size: int = Field(default=PAYLOAD_CHUNK, ge=MIN_CHUNK, le=MAX_CHUNK)
 
     @property
     def chunks(self) -> int:
