@@ -38,6 +38,7 @@ from pydantic import JsonValue
 
 from shared.connection import DEFAULT_INBOX
 from shared.jetstream import DUPLICATE_WINDOW, MSG_ID, RETENTION
+from shared.payload_cache import KeptPayloads
 from shared.wire.parts import (
     CHUNK_HEADROOM,
     MAX_CHUNK,
@@ -130,7 +131,9 @@ async def ensure_payloads(
 class PayloadStore:
     """Writes values under this connection's own user and reads anyone's by reference."""
 
-    def __init__(self, nc: Client, subjects: Subjects) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, *, kept: KeptPayloads | None = None) -> None:
+        """``kept``: where an agent keeps what it read (``shared/payload_cache.py``)."""
+        self._kept = kept
         self._js = nc.jetstream()
         self._subjects = subjects
         self._writer = writer_of(nc)
@@ -164,6 +167,11 @@ class PayloadStore:
 
     async def read(self, ref: PayloadRef) -> bytes:
         """The stored bytes of ``ref``; PayloadError if gone or not what was stored."""
+        if self._kept is not None:
+            return await self._kept.read(ref, self._read)
+        return await self._read(ref)
+
+    async def _read(self, ref: PayloadRef) -> bytes:
         stream = self._subjects.payloads_stream
 
         async def get(i: int) -> bytes:

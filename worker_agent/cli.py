@@ -105,6 +105,14 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         metavar="N",
         help="threads for sync tasks (default: Python's)",
     )
+    run.add_argument(
+        "--payload-cache-mb",
+        type=number(int, inclusive=True),
+        default=256,
+        metavar="MB",
+        help="memory for large values read lately, which later tasks here read again "
+        "without fetching them (default: 256; 0 keeps none)",
+    )
     add_metrics_arguments(parser)
     add_nats_arguments(parser)
     add_logging_arguments(parser)
@@ -139,6 +147,7 @@ def run_agent(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             subjects=Subjects(args.prefix),
             max_threads=args.max_threads,
+            payload_cache=args.payload_cache_mb << 20,
         )
         broker = load_broker(args.app)
         if args.metrics_port is not None and (why := missing()):

@@ -28,6 +28,7 @@ from taskiq import AsyncBroker
 
 from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams
 from shared.logging import DropLog
+from shared.payload_cache import KeptPayloads
 from shared.payloads import PayloadError, PayloadStore
 from shared.resources import WorkerSpec
 from shared.version import __version__
@@ -106,6 +107,8 @@ class AgentSettings:
     subjects: Subjects = field(default_factory=Subjects)
     inline_limit: int = INLINE_LIMIT
     max_threads: int | None = None
+    payload_cache: int = 256 << 20
+    """Bytes of stored values read lately kept in memory (``shared/payload_cache.py``)."""
 
 
 class Agent:
@@ -464,7 +467,8 @@ class Agent:
     def _payloads(self) -> PayloadStore:
         if self._store is None:
             assert self._nc is not None
-            self._store = PayloadStore(self._nc, self._subjects)
+            kept = KeptPayloads(self.settings.payload_cache)
+            self._store = PayloadStore(self._nc, self._subjects, kept=kept)
         return self._store
 
     async def _resolve(self, a: Assignment) -> Assignment:

@@ -4,6 +4,7 @@ in test_deploy_nats.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import Error as JetStreamError
 
+from shared.payload_cache import KeptPayloads
 from shared.payloads import PayloadError, PayloadStore, ensure_payloads, is_protected, writer_of
 from shared.wire.parts import PayloadRef
 from shared.wire.subjects import Subjects
@@ -134,3 +136,25 @@ def test_a_reference_that_would_make_a_reader_fetch_too_many_chunks_is_refused()
     with pytest.raises(ValueError, match="more than 16384"):
         PayloadRef(name="w.k", size=10**12, sha256="0" * 64, chunk_size=1024)
     assert PayloadRef(name="w.k", size=4 << 30, sha256="0" * 64).chunks == 16_384
+
+
+async def test_an_agents_kept_payloads_read_a_value_from_the_stream_once(
+    nc: Client, nats_url: str
+) -> None:
+    """A value handed to 40 tasks at once and again later is fetched once (one direct get
+    of its one chunk: one message sent), as an agent's store keeps it; a store without it
+    fetches each time."""
+    ref = await PayloadStore(nc, S).save(json.dumps("v" * 300_000).encode())
+    reader = await nats.connect(nats_url)  # what it sends is only the reads
+    try:
+        kept = PayloadStore(reader, S, kept=KeptPayloads(1 << 20))
+        sent = reader.stats["out_msgs"]
+        values = await asyncio.gather(*(kept.load(ref) for _ in range(40)))
+        values.append(await kept.load(ref))
+        assert values == ["v" * 300_000] * 41
+        assert reader.stats["out_msgs"] - sent == 1
+        plain = PayloadStore(reader, S)
+        await asyncio.gather(plain.load(ref), plain.load(ref))
+        assert reader.stats["out_msgs"] - sent == 3
+    finally:
+        await reader.close()
