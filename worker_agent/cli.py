@@ -108,15 +108,26 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     run.add_argument(
         "--payload-cache-mb",
         type=number(int, inclusive=True),
-        default=256,
         metavar="MB",
         help="memory for large values read lately, which later tasks here read again "
-        "without fetching them (default: 256; 0 keeps none)",
+        f"without fetching them (default: {PAYLOAD_CACHE_MB}, or a {RAM_SHARE}th of the "
+        "RAM this worker advertises if that is less; 0 keeps none)",
     )
     add_metrics_arguments(parser)
     add_nats_arguments(parser)
     add_logging_arguments(parser)
     return run_agent
+
+
+PAYLOAD_CACHE_MB = 256
+RAM_SHARE = 16
+
+
+def payload_cache_bytes(flag_mb: int | None, ram_mb: int) -> int:
+    """The flag's, else 256 MiB, or a sixteenth of the advertised RAM on a small host: the
+    agent's own memory is not among what it advertises for tasks."""
+    mb = min(PAYLOAD_CACHE_MB, ram_mb // RAM_SHARE) if flag_mb is None else flag_mb
+    return mb << 20
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -147,7 +158,7 @@ def run_agent(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             subjects=Subjects(args.prefix),
             max_threads=args.max_threads,
-            payload_cache=args.payload_cache_mb << 20,
+            payload_cache=payload_cache_bytes(args.payload_cache_mb, inventory.spec.ram_mb),
         )
         broker = load_broker(args.app)
         if args.metrics_port is not None and (why := missing()):

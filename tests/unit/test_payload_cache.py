@@ -77,3 +77,12 @@ async def test_a_reference_that_differs_from_what_was_read_is_checked_again() ->
     with pytest.raises(ValueError, match="does not match"):
         await kept.read(forged, stream.fetch)
     assert stream.fetched == ["w.a", "w.a"]
+
+
+def test_an_agent_keeps_256_mib_or_a_sixteenth_of_a_small_hosts_ram() -> None:
+    from worker_agent.cli import payload_cache_bytes
+
+    assert payload_cache_bytes(None, 64 * 1024) == 256 << 20
+    assert payload_cache_bytes(None, 2048) == 128 << 20
+    assert payload_cache_bytes(0, 64 * 1024) == 0
+    assert payload_cache_bytes(1024, 2048) == 1024 << 20  # asked for: as asked
