@@ -10,6 +10,13 @@ attempt that opened the lease) is released when the last member has ended, on bo
 sides. Capacity is never counted twice: members share one reservation and run one at a
 time.
 
+How deep a lease goes depends on how long its shape's attempts run: enough queued work to
+cover a trip through the coordinator (``WINDOW``), so the agent never waits for the next
+one, and not much more, so that work does not sit behind a busy worker while another
+frees up. Tasks of a fraction of a millisecond fill the configured depth; tasks of 20 ms
+and more get two (one running, one waiting); a shape not seen to end yet gets
+``START_DEPTH``. The configured depth bounds it.
+
 A lease is topped up only when its shape cannot be placed anywhere (the pool said busy),
 so pipelining never keeps work from an idle worker; the scheduler stops topping up for the
 rest of a pass once a group has been busy (``Scheduler.schedule``). Only requests without
@@ -19,6 +26,7 @@ members would not all be told. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -41,9 +49,20 @@ class Lease:
     """Its worker drains or was lost: no new member."""
 
 
+WINDOW = 0.02
+"""Seconds of queued work a lease aims to hold: a few trips through the coordinator."""
+START_DEPTH = 4
+"""The depth of a shape none of whose attempts has ended yet."""
+LEARN = 0.2
+"""Weight of the newest duration in a shape's running mean."""
+
+
 class Leases:
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
+        """The most members a lease may hold (the coordinator's ``--pipeline-depth``)."""
+        self._took: dict[Shape, float] = {}
+        """Per shape, the running mean of how long its leased attempts ran (seconds)."""
         self._of: dict[AttemptRef, Lease] = {}
         """Each member's lease."""
         self._by_key: dict[AttemptRef, Lease] = {}
@@ -60,19 +79,41 @@ class Leases:
         self._room.setdefault(shape, {})[ref] = lease
         return lease
 
+    def depth_of(self, shape: Shape) -> int:
+        took = self._took.get(shape)
+        if took is None:
+            return min(self.depth, START_DEPTH)
+        wanted = 1 + math.ceil(WINDOW / max(took, 1e-6))
+        return max(min(2, self.depth), min(self.depth, wanted))
+
+    def observe(self, ref: AttemptRef, seconds: float) -> None:
+        """``ref`` ran ``seconds`` (its agent's clock); counts if it ran under a lease."""
+        lease = self._of.get(ref)
+        if lease is None:
+            return
+        seconds = max(0.0, seconds)
+        took = self._took.get(lease.shape)
+        self._took[lease.shape] = seconds if took is None else took + LEARN * (seconds - took)
+
     def room(self, shape: Shape) -> Lease | None:
         """A lease of ``shape`` that may take another member."""
         leases = self._room.get(shape)
         if not leases:
             return None
-        return next(iter(leases.values()))
+        depth = self.depth_of(shape)
+        for key, lease in list(leases.items()):  # the first, unless the depth fell since
+            if len(lease.members) < depth:
+                return lease
+            del leases[key]
+        del self._room[shape]
+        return None
 
     def join(self, lease: Lease, ref: AttemptRef) -> None:
         lease.members.add(ref)
         self._of[ref] = lease
         leases = self._room.get(lease.shape, {})
         leases.pop(lease.key, None)
-        if len(lease.members) < self.depth:
+        if len(lease.members) < self.depth_of(lease.shape):
             leases[lease.key] = lease  # to the back: members spread over the leases
 
     def lease_of(self, ref: AttemptRef) -> Lease | None:
@@ -86,8 +127,10 @@ class Leases:
             return None
         lease.members.discard(ref)
         if lease.members:
-            if not lease.closed and len(lease.members) == self.depth - 1:
-                self._room.setdefault(lease.shape, {})[lease.key] = lease  # room again
+            if not lease.closed and len(lease.members) < self.depth_of(lease.shape):
+                room = self._room.setdefault(lease.shape, {})
+                if lease.key not in room:
+                    room[lease.key] = lease  # room again
             return None
         self._by_key.pop(lease.key, None)
         leases = self._room.get(lease.shape)

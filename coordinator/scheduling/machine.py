@@ -548,6 +548,7 @@ class Scheduler:
             return  # superseded attempt, or a duplicate
         if state.worker is not None and state.worker != msg.worker:
             return  # not from the worker the attempt was given to
+        self._leases.observe(ref, msg.finished_at - msg.started_at)
         state.finished_attempt = msg.ref.attempt
         state.started_at = msg.started_at
         state.finished_at = msg.finished_at

@@ -4,7 +4,7 @@ reservation, released when the last has ended; never more than the worker has.""
 
 from __future__ import annotations
 
-from coordinator.scheduling.leases import Leases
+from coordinator.scheduling.leases import START_DEPTH, Leases
 from shared.resources import ResourceRequest
 from shared.wire.protocol import Assignment, AttemptRef
 from tests.unit.test_scheduler import Cluster, n
@@ -157,3 +157,44 @@ def test_pipelining_is_for_requests_without_gpus_and_a_depth_over_one() -> None:
     assert Leases(3).eligible(ResourceRequest(cpu=1))
     assert not Leases(3).eligible(ResourceRequest(cpu=1, gpus=1))
     assert not Leases(1).eligible(ResourceRequest(cpu=1))
+
+
+def test_a_lease_is_as_deep_as_about_20_ms_of_its_shapes_work() -> None:
+    """Quick tasks fill the configured depth, so the agent never waits for the coordinator;
+    long ones get one waiting behind the running one, so work does not queue behind a busy
+    worker while another frees up; an unseen shape starts at ``START_DEPTH``."""
+    leases = Leases(depth=16)
+    quick, slow = (ResourceRequest(cpu=1), "quick"), (ResourceRequest(cpu=1), "slow")
+    assert leases.depth_of(quick) == START_DEPTH
+    a, b = leases.open(ref(0), "w", quick), leases.open(ref(1), "v", slow)
+    leases.observe(ref(0), 0.0002)
+    leases.observe(ref(1), 3.0)
+    assert leases.depth_of(quick) == 16
+    assert leases.depth_of(slow) == 2
+    leases.join(b, ref(2))
+    assert leases.room(slow) is None  # one running, one waiting: full
+    for i in range(3, 18):
+        if leases.room(quick) is a:
+            leases.join(a, ref(i))
+    assert len(a.members) == 16
+    assert Leases(depth=3).depth_of(quick) == 3  # the configured depth bounds it
+    five_ms = Leases(depth=16)
+    five_ms.open(ref(0), "w", quick)
+    five_ms.observe(ref(0), 0.005)
+    assert five_ms.depth_of(quick) == 5
+
+
+def test_a_lease_whose_shape_turns_out_long_takes_no_more_members_until_it_drains() -> None:
+    leases = Leases(depth=16)
+    shape = (ResourceRequest(cpu=1), "t")
+    lease = leases.open(ref(0), "w", shape)
+    for i in (1, 2):
+        leases.join(lease, ref(i))
+    assert leases.room(shape) is lease  # 3 of START_DEPTH: not seen to end yet
+    for i in range(3):
+        leases.observe(ref(i), 2.0)
+    assert leases.room(shape) is None  # 3 members, and 2 s tasks get depth 2
+    assert leases.leave(ref(0)) is None
+    assert leases.room(shape) is None  # 2 members: full
+    leases.leave(ref(1))
+    assert leases.room(shape) is lease  # 1 member: room for one more
