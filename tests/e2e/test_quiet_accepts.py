@@ -41,10 +41,12 @@ async def test_a_long_task_is_shown_running_while_it_runs(cluster: Cluster) -> N
     handle = await client.submit(
         Dag(nodes=(Node(id="s", task="sleep_for", kwargs={"seconds": 3.0}),)), progress=False
     )
-    statuses = []
+    statuses: list[str] = []
     while not statuses or statuses[-1] not in ("running", "succeeded", "failed"):
-        view = await handle.status()  # no event says "now running" to a submitter
-        statuses.append(view.nodes[0].status if view.nodes else view.status)
+        # No event says "now running" to a submitter; None until the submission is applied.
+        view = await client.status(handle.run_id, missing_ok=True)
+        if view is not None:
+            statuses.append(view.nodes[0].status if view.nodes else view.status)
         await asyncio.sleep(0.05)
     assert statuses[-1] == "running", statuses
     view = await handle.wait(timeout=60)
