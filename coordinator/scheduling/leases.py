@@ -27,6 +27,7 @@ members would not all be told. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -55,13 +56,16 @@ START_DEPTH = 4
 """The depth of a shape none of whose attempts has ended yet."""
 LEARN = 0.2
 """Weight of the newest duration in a shape's running mean."""
+KNOWN_SHAPES = 4096
+"""Shapes whose durations are kept, the longest unseen forgotten first: a peer that submits
+ever new request shapes must not grow the coordinator's memory."""
 
 
 class Leases:
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
         """The most members a lease may hold (the coordinator's ``--pipeline-depth``)."""
-        self._took: dict[Shape, float] = {}
+        self._took: OrderedDict[Shape, float] = OrderedDict()
         """Per shape, the running mean of how long its leased attempts ran (seconds)."""
         self._of: dict[AttemptRef, Lease] = {}
         """Each member's lease."""
@@ -92,8 +96,10 @@ class Leases:
         if lease is None:
             return
         seconds = max(0.0, seconds)
-        took = self._took.get(lease.shape)
+        took = self._took.pop(lease.shape, None)
         self._took[lease.shape] = seconds if took is None else took + LEARN * (seconds - took)
+        if len(self._took) > KNOWN_SHAPES:
+            self._took.popitem(last=False)
 
     def room(self, shape: Shape) -> Lease | None:
         """A lease of ``shape`` that may take another member."""

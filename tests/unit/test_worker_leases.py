@@ -4,7 +4,7 @@ reservation, released when the last has ended; never more than the worker has.""
 
 from __future__ import annotations
 
-from coordinator.scheduling.leases import START_DEPTH, Leases
+from coordinator.scheduling.leases import KNOWN_SHAPES, START_DEPTH, Leases
 from shared.resources import ResourceRequest
 from shared.wire.protocol import Assignment, AttemptRef
 from tests.unit.test_scheduler import Cluster, n
@@ -198,3 +198,16 @@ def test_a_lease_whose_shape_turns_out_long_takes_no_more_members_until_it_drain
     assert leases.room(shape) is None  # 2 members: full
     leases.leave(ref(1))
     assert leases.room(shape) is lease  # 1 member: room for one more
+
+
+def test_durations_are_kept_for_a_bounded_number_of_shapes() -> None:
+    """A peer submitting ever new request shapes must not grow the coordinator's memory;
+    the shape heard of longest ago is forgotten (and starts again at ``START_DEPTH``)."""
+    leases = Leases(depth=16)
+    shapes = [(ResourceRequest(cpu=1, ram_mb=i + 1), "t") for i in range(KNOWN_SHAPES + 1)]
+    for i, shape in enumerate(shapes):
+        leases.open(ref(i), "w", shape)
+        leases.observe(ref(i), 0.0001)
+    assert len(leases._took) == KNOWN_SHAPES
+    assert leases.depth_of(shapes[0]) == START_DEPTH
+    assert leases.depth_of(shapes[-1]) == 16
