@@ -11,8 +11,12 @@ delivers it again to the next one, which rebuilds from the last write plus
 those messages. A finished run is kept in memory until its final record is
 stored, so ``fleet status`` always finds it in one place or the other.
 
-A deep queue costs little here: a queued run's live record is its submission as the
-JSON a dormant run keeps (``RunState.doze``), not read back to be written; an applied
+A deep queue costs little here: runs still waiting as submitted when they come of age are
+written together, their submissions (as the JSON a dormant run keeps, ``RunState.doze``,
+not read back) in one queued record (``RunStore.save_queued``), which goes once each of
+them has a record of its own or has ended: a burst of kiqs costs a write and a purge per
+few hundred runs, not per run. Such a run's age counts again from its next change, so
+an attempt of it that ends within ``min_age`` is not written either. An applied
 message keeps only its runs' ids (its bytes are dropped), and one that waits longer than
 ``progress_every`` for their writes (a slow store) is reported to JetStream as still in
 progress, so a live coordinator is not sent it again (and parses it for nothing).
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,11 +44,18 @@ from nats.aio.msg import Msg
 from coordinator.scheduling.machine import Scheduler
 from coordinator.scheduling.state import RunState
 from coordinator.store import RunStore
+from shared.wire.runs import RunView, Submit
 
 log = structlog.get_logger(__name__)
 
 WRITE_CHUNK = 512
 """Records sent at once, and built between two waits for the store."""
+_Item = tuple[Submit | bytes, RunView, bool]
+"""A run's own record: its submission, its view, and whether it had a live record."""
+_Queued = tuple[str, float, bytes]
+"""A run for a queued record: its id, ``submitted_at`` and submission JSON."""
+QUEUED_BYTES = 256 * 1024
+"""The most submission bytes in one queued record (a run larger alone gets its own)."""
 
 
 @dataclass(slots=True)
@@ -82,6 +95,13 @@ class Checkpointer:
         self._wake = asyncio.Event()
         self._live: set[str] = set()
         """Runs with a ``live.`` record to delete when they finish."""
+        self._covered: dict[str, str] = {}
+        """Runs whose only record is in a queued record: its id."""
+        self._left: dict[str, set[str]] = {}
+        """Per queued record, its runs still covered by it."""
+        self._spent: list[str] = []
+        """Queued records none of whose runs needs them any more, to purge."""
+        self._records = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())
 
     def mark(
         self, changed: set[str], finished: list[str], acks: list[tuple[Msg, set[str]]]
@@ -100,8 +120,11 @@ class Checkpointer:
         if self._dirty or acks:
             self._wake.set()
 
-    def restored(self, run_ids: list[str]) -> None:
+    def restored(self, run_ids: list[str], queued: dict[str, list[str]] | None = None) -> None:
+        """Runs resumed from live records, and each queued record's runs resumed from it."""
         self._live.update(run_ids)
+        for record_id, runs in (queued or {}).items():
+            self._cover(record_id, runs)
 
     async def run(self) -> None:
         keeping = asyncio.create_task(self._keep_alive())
@@ -147,18 +170,11 @@ class Checkpointer:
         deferred: set[str] = set()
         failed: dict[str, Exception] = {}
         for start in range(0, len(dirty), WRITE_CHUNK):
-            items = []
-            for run_id in dirty[start : start + WRITE_CHUNK]:
-                run = sched.runs.get(run_id)
-                if run is None:
-                    continue
-                if everything or self._due(run, now):
-                    view = run.queued_view() if run.status == "running" else None
-                    view = view or sched.view(run_id)
-                    items.append((run.stored_submit(), view, run_id in self._live))
-                else:
-                    deferred.add(run_id)
+            chunk = dirty[start : start + WRITE_CHUNK]
+            items, queued, undue = self._due_in(chunk, now, everything)
+            deferred.update(undue)
             try:
+                items += [self._item(run) for run in await self._save_queued(queued, failed)]
                 refused = await self._store.save_many(items)
             except Exception:
                 self._dirty.update(dirty[start:], deferred, failed)
@@ -168,15 +184,104 @@ class Checkpointer:
                 if view.run_id not in refused:
                     self._born.pop(view.run_id, None)
                     (self._live.discard if view.done else self._live.add)(view.run_id)
+                    self._uncover(view.run_id)
         self._dirty |= deferred | failed.keys()
         if failed:
             run_id, error = next(iter(failed.items()))
             log.error("runs not stored; will retry", count=len(failed), run=run_id, error=error)
             self._wake.set()
+        await self._drop_spent()
         await self._acknowledge()
         for run_id in self._finished - self._dirty:
             self._finished.discard(run_id)
             sched.forget(run_id)
+
+    def _due_in(
+        self, chunk: list[str], now: float, everything: bool
+    ) -> tuple[list[_Item], list[_Queued], list[str]]:
+        """Of these changed runs, the records to write, the runs waiting as submitted (for
+        a queued record), and those not due yet."""
+        items: list[_Item] = []
+        queued: list[_Queued] = []
+        undue: list[str] = []
+        for run_id in chunk:
+            run = self._scheduler.runs.get(run_id)
+            if run is None:
+                continue
+            if not (everything or self._due(run, now)):
+                undue.append(run_id)
+            elif run_id in self._live or run.status != "running" or not run.as_submitted:
+                items.append(self._item(run))
+            elif run_id not in self._covered:
+                queued.append((run_id, run.submitted_at, run.submit_json()))
+        return items, queued, undue
+
+    def _item(self, run: RunState) -> _Item:
+        """A run's own record: a queued run's view is built without validation."""
+        view = run.queued_view() if run.status == "running" else None
+        view = view or self._scheduler.view(run.run_id)
+        return run.stored_submit(), view, run.run_id in self._live
+
+    async def _save_queued(
+        self, queued: list[_Queued], failed: dict[str, Exception]
+    ) -> list[RunState]:
+        """Runs waiting as submitted, in records of at most ``QUEUED_BYTES``; returns
+        those too large for one, to be written alone. A record the store refuses leaves
+        its runs in ``failed``."""
+        alone: list[RunState] = []
+        records: list[list[_Queued]] = [[]]
+        size = 0
+        for item in queued:
+            if len(item[2]) > QUEUED_BYTES:
+                alone.append(self._scheduler.runs[item[0]])
+                continue
+            if size + len(item[2]) > QUEUED_BYTES and records[-1]:
+                records.append([])
+                size = 0
+            records[-1].append(item)
+            size += len(item[2])
+        for record in records:
+            if not record:
+                continue
+            record_id = next(self._records)
+            try:
+                await self._store.save_queued(record_id, [(at, raw) for _, at, raw in record])
+            except Exception as exc:
+                failed.update((run_id, exc) for run_id, _, _ in record)
+                continue
+            self._cover(record_id, [run_id for run_id, _, _ in record])
+        return alone
+
+    def _cover(self, record_id: str, runs: list[str]) -> None:
+        if not runs:
+            self._spent.append(record_id)
+            return
+        self._left[record_id] = set(runs)
+        for run_id in runs:
+            self._covered[run_id] = record_id
+            self._born.pop(run_id, None)  # an attempt's age counts from its start
+
+    def _uncover(self, run_id: str) -> None:
+        """``run_id`` has a record of its own now (or its final one)."""
+        record_id = self._covered.pop(run_id, None)
+        if record_id is None:
+            return
+        left = self._left[record_id]
+        left.discard(run_id)
+        if not left:
+            del self._left[record_id]
+            self._spent.append(record_id)
+
+    async def _drop_spent(self) -> None:
+        """A record that could not be purged now is tried again at the next flush."""
+        spent, self._spent = self._spent, []
+        for index, record_id in enumerate(spent):
+            try:
+                await self._store.drop_queued(record_id)
+            except Exception as exc:
+                self._spent += spent[index:]
+                log.warning("could not drop a queued record; will retry", error=str(exc)[:200])
+                return
 
     def _due(self, run: RunState, now: float) -> bool:
         """Whether to write a changed run now, or when it is older (``min_age``)."""

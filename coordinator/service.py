@@ -223,8 +223,10 @@ class Coordinator:
         # Nothing is placed until the outcomes stored before this term are applied (a node
         # whose outcome waits there must not run again): ``_consume`` says when.
         self.scheduler.start(now, ACK_WAIT + 1.0, expect=self._expect)
-        resumed = []
-        for stored in await store.live():
+        resumed: list[str] = []
+        live = await store.live()
+        queued = await store.queued({stored.view.run_id for stored in live})
+        for stored in [*live, *queued.runs]:
             try:
                 self.scheduler.restore(stored.submit, stored.view, now, self.settings.adopt_grace)
             except Exception as exc:  # one bad record must not stop every start
@@ -233,9 +235,11 @@ class Coordinator:
                 continue
             resumed.append(stored.view.run_id)
         assert self._checkpoints is not None
-        self._checkpoints.restored(resumed)
+        alive = set(resumed)
+        records = {k: [r for r in runs if r in alive] for k, runs in queued.records.items()}
+        self._checkpoints.restored([s.view.run_id for s in live if s.view.run_id in alive], records)
         if self.scheduler.runs:
-            log.info("resumed runs", runs=sorted(self.scheduler.runs))
+            log.info("resumed runs", count=len(resumed), first=sorted(resumed)[:20])
 
     def enqueue(self, kind: str, payload: Any) -> None:
         self._queue.put_nowait((kind, payload, None))

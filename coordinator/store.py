@@ -1,8 +1,12 @@
 """Run state in JetStream KV: what a restarted coordinator resumes from.
 
 Key spaces in the runs bucket: ``live.<run>`` holds the submission and the
-latest view of a running run; ``done.<run>`` holds the final view. A restart
-lists only ``live.*``, so resuming costs what is running, not the history.
+latest view of a running run; ``done.<run>`` holds the final view;
+``queued.<id>`` holds the submissions of many runs that were still waiting as
+submitted when it was written (one record for a queue's worth of runs, not a
+write and a purge per run), until the last of them has a record of its own.
+A restart lists only ``live.*`` and ``queued.*``, so resuming costs what is
+running, not the history.
 A live record that cannot be read (written by a bug, or by hand) must not stop
 every later start: it is moved to ``aside.<run>`` as it was, and the run ends
 failed with the reason, so ``fleet runs`` and ``fleet status`` show it.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +44,9 @@ TRIM_EVERY = 1000
 TRIM_ROUNDS = 4
 """Finished runs written between two checks of the count and byte limits."""
 DONE = "done.*"
+QUEUED = "queued.*"
+RESUME_CHUNK = 1000
+"""Runs of queued records whose final records a restart looks for at once."""
 SCAN_TIMEOUT = 5.0
 TAIL_WINDOW = 256
 """Stream sequences read first when listing the newest finished runs (doubling after)."""
@@ -59,6 +67,34 @@ def _live(run_id: str) -> str:
 
 def _done(run_id: str) -> str:
     return f"done.{token(run_id)}"
+
+
+def _queued(record_id: str) -> str:
+    return f"queued.{token(record_id)}"
+
+
+class QueuedRun(Part):
+    submitted_at: float
+    submit: Submit
+
+
+def queued_record(runs: Sequence[tuple[float, bytes]]) -> bytes:
+    """Runs waiting as submitted, each its ``submitted_at`` and submission JSON (as a
+    dormant run keeps it: not decoded to be encoded again)."""
+    items = (
+        b'{"submitted_at":' + json.dumps(at).encode() + b',"submit":' + raw + b"}"
+        for at, raw in runs
+    )
+    return b'{"runs":[' + b",".join(items) + b"]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """What a restart resumes from the queued records: the runs (those with no record of
+    their own), and each record's runs still to end before it may go."""
+
+    runs: list[StoredRun]
+    records: dict[str, list[str]]
 
 
 def _aside(run_id: str) -> str:
@@ -183,6 +219,43 @@ class RunStore:
         await self._kv.put(_done(view.run_id), view.model_dump_json().encode())
         if had_live:
             await self._js.purge_stream(self._stream, subject=self._prefix + _live(view.run_id))
+
+    async def save_queued(self, record_id: str, runs: Sequence[tuple[float, bytes]]) -> None:
+        await self._kv.put(_queued(record_id), queued_record(runs))
+
+    async def drop_queued(self, record_id: str) -> None:
+        """Its runs all have records of their own now (or ended)."""
+        await self._js.purge_stream(self._stream, subject=self._prefix + _queued(record_id))
+
+    async def queued(self, recorded: set[str]) -> Queued:
+        """The runs of the queued records that have no record of their own (``recorded``:
+        those with a live one) and did not end (a run's final record is written before its
+        queued record goes, so a record may name runs that ended)."""
+        listed: dict[str, QueuedRun] = {}
+        records: dict[str, list[str]] = {}
+        for key, raw in await self._scan_items(QUEUED):
+            decoded = _queued_runs(key, raw)
+            if decoded is None:  # left where it is, for a person to look at
+                continue
+            readable, unreadable = decoded
+            runs = records[key.removeprefix("queued.")] = []
+            for bad in unreadable:
+                await self._set_aside_or_skip(bad)
+            for run in readable:
+                run_id = run.submit.run_id
+                if run_id not in recorded:
+                    listed[run_id] = run
+                    runs.append(run_id)
+        ended: set[str] = set()
+        ids = list(listed)
+        for start in range(0, len(ids), RESUME_CHUNK):
+            ended.update(await self.finished(ids[start : start + RESUME_CHUNK]))
+        found = [
+            StoredRun(submit=run.submit, view=RunView(run_id=run_id, submitted_at=run.submitted_at))
+            for run_id, run in listed.items()
+            if run_id not in ended
+        ]
+        return Queued(found, {k: [r for r in v if r not in ended] for k, v in records.items()})
 
     async def save_many(
         self, items: Sequence[tuple[Submit | bytes, RunView, bool]]
@@ -348,6 +421,34 @@ class RunStore:
         except KeyNotFoundError:
             return None
         return entry.value
+
+
+def _queued_runs(key: str, raw: bytes) -> tuple[list[QueuedRun], list[Unreadable]] | None:
+    """The readable runs of a queued record, and those that are not but name their run
+    (set aside and ended failed, as an unreadable live record is); None, logged, for a
+    record that does not decode at all."""
+    try:
+        items = json.loads(raw)["runs"]
+        assert isinstance(items, list)
+    except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:
+        log.error("skipped an unreadable queued record", key=key, error=str(exc)[:200])
+        return None
+    runs: list[QueuedRun] = []
+    unreadable: list[Unreadable] = []
+    for item in items:
+        try:
+            runs.append(QueuedRun.model_validate(item))
+        except (ValidationError, ValueError, RecursionError) as exc:
+            submit = item.get("submit") if isinstance(item, dict) else None
+            run_id = submit.get("run_id") if isinstance(submit, dict) else None
+            if isinstance(run_id, str) and run_id:
+                raw_item = json.dumps(item).encode()
+                unreadable.append(
+                    Unreadable(run_id, raw_item, f"{type(exc).__name__}: {exc}"[:500])
+                )
+            else:
+                log.error("skipped an unreadable queued run", key=key, error=str(exc)[:200])
+    return runs, unreadable
 
 
 def _done_view(item: tuple[str, bytes, int]) -> RunView | None:

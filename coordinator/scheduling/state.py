@@ -257,6 +257,15 @@ class RunState:
         return _QUEUED.model_copy(update={"run_id": self.run_id, "submitted_at": self.submitted_at})
 
     @property
+    def as_submitted(self) -> bool:
+        """A one-node run waiting, no attempt made of it yet: its submission alone (and
+        its time) rebuilds it (``recovery.rebuild``), so a queued record keeps it."""
+        if len(self.nodes) != 1:
+            return False
+        state = next(iter(self.nodes.values()))
+        return state.status == "ready" and not state.attempt and not state.batch
+
+    @property
     def dormant(self) -> bool:
         return self._submit is None
 

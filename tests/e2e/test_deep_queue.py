@@ -3,16 +3,22 @@ coordinator's kill -9 (processes, a real nats-server)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nats.js.errors import NoKeysError
 
 import taskiq_fleet.broker as broker_module
 from shared.dag import Dag, Node
 from tests.e2e import fleet_app
 from tests.e2e.cluster import Cluster, broker_cluster
+from tests.e2e.test_kill_after_submit import executions
 
 APP = "tests.e2e.fleet_app:broker"
 KEPT = 2
@@ -66,3 +72,75 @@ async def test_a_queued_run_survives_a_kill_of_the_coordinator(
     gate.touch()
     assert (await busy.wait(timeout=40)).status == "succeeded"
     assert (await queued.result(timeout=40))["s"] == 3
+
+
+async def queued_records(cluster: Cluster) -> dict[str, list[str]]:
+    """The run ids each queued record in KV names."""
+    assert cluster.client is not None
+    kv = await cluster.client.nc.jetstream().key_value("FLEET_RUNS")
+    found = {}
+    with contextlib.suppress(NoKeysError):
+        for key in await kv.keys():
+            if key.startswith("queued."):
+                entry = await kv.get(key)
+                assert entry.value is not None
+                found[key] = [r["submit"]["run_id"] for r in json.loads(entry.value)["runs"]]
+    return found
+
+
+async def until_queued(cluster: Cluster, run_ids: set[str], within: float = 20.0) -> None:
+    """Until queued records name all of these runs (nothing announces a write: every 20 ms)."""
+    async with asyncio.timeout(within):
+        while True:
+            if run_ids <= {r for runs in (await queued_records(cluster)).values() for r in runs}:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_runs_resumed_from_a_queued_record_run_once_and_ended_ones_not_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Runs waiting as submitted share one queued record, which stays until the last of
+    them has a record of its own: killed while it still names three runs that ended and
+    one still waiting, the restarted coordinator runs the waiting one once and the ended
+    ones not again."""
+    records = tmp_path / "executions"
+    records.mkdir()
+    cluster.start_coordinator()
+    cluster.start_agent("a1", "--cpus", "1", "--heartbeat", "0.2")
+    client = await cluster.connect(workers=1)
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    def gated(gate: Path) -> Dag:
+        return Dag(nodes=(Node(id="w", task="async_wait_for_gate", kwargs={"gate": str(gate)}),))
+
+    recorded = Dag(
+        nodes=(Node(id="x", task="record_execution", kwargs={"directory": str(records)}),)
+    )
+    busy = await client.submit(gated(first))
+    await cluster.heartbeat(lambda b: len(b.running) == 1)
+    quick = [await client.submit(recorded) for _ in range(3)]
+    blocker = await client.submit(gated(second))
+    last = await client.submit(recorded)
+    await until_queued(cluster, {h.run_id for h in [*quick, blocker, last]})
+    first.touch()
+    assert (await busy.wait(timeout=30)).status == "succeeded"
+    for handle in quick:
+        assert (await handle.wait(timeout=30)).status == "succeeded"
+    [names] = (await queued_records(cluster)).values()
+    assert {h.run_id for h in quick} | {last.run_id} <= set(names)
+    assert cluster.coordinator is not None
+    cluster.coordinator.kill()
+    cluster.start_coordinator()
+    second.touch()
+    assert (await blocker.wait(timeout=40)).status == "succeeded"
+    assert (await last.wait(timeout=40)).status == "succeeded"
+    ran: Counter[str] = Counter()
+    for attempt, count in executions(records).items():
+        ran[attempt.split(".")[0]] += count
+    assert ran == Counter({h.run_id: 1 for h in [*quick, last]})
+    async with asyncio.timeout(20):  # and the record goes once the last run ended
+        while True:
+            if not await queued_records(cluster):
+                break
+            await asyncio.sleep(0.02)

@@ -103,3 +103,48 @@ async def test_finished_runs_page_back_from_the_newest_without_gaps_or_repeats(
     assert pages[0] == newest[-100:]
     assert [r for page in reversed(pages) for r in page] == newest
     assert await store.recent_page(5, 1) == ([], None)
+
+
+async def test_a_restart_resumes_from_queued_records_only_runs_without_a_record_of_their_own(
+    nc: Client,
+) -> None:
+    """A queued record goes only after each of its runs has a record of its own, so it may
+    still name a run that is running (a live record) or ended (a final record): those come
+    back as their own records say, not queued again, and not run twice."""
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    ids = ["waiting", "running", "ended"]
+    await store.save_queued(
+        "r1", [(10.0 + n, submit_of(r).model_dump_json().encode()) for n, r in enumerate(ids)]
+    )
+    await store.save(submit_of("running"), RunView(run_id="running", submitted_at=11.0))
+    await store.save(
+        submit_of("ended"), RunView(run_id="ended", status="succeeded"), had_live=False
+    )
+    live = await store.live()
+    queued = await store.queued({r.view.run_id for r in live})
+    assert [r.view.run_id for r in live] == ["running"]
+    assert [(r.submit, r.view.submitted_at, r.view.status) for r in queued.runs] == [
+        (submit_of("waiting"), 10.0, "running")
+    ]
+    assert queued.records == {"r1": ["waiting"]}
+    await store.drop_queued("r1")
+    assert (await store.queued(set())).runs == []
+
+
+async def test_an_unreadable_queued_run_is_set_aside_and_the_others_resume(nc: Client) -> None:
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    kv = await nc.jetstream().key_value(Subjects().runs_bucket)
+    good = submit_of("good").model_dump_json()
+    await kv.put(
+        "queued.r2",
+        f'{{"runs":[{{"submitted_at":1.0,"submit":{good}}},'
+        f'{{"submitted_at":1.0,"submit":{{"run_id":"bad","dag":7}}}}]}}'.encode(),
+    )
+    await kv.put("queued.junk", b"{not json")
+    queued = await store.queued(set())
+    assert [r.view.run_id for r in queued.runs] == ["good"]
+    assert queued.records == {"r2": ["good"]}  # the junk is left where it is, not dropped
+    view = await store.view("bad")
+    assert view is not None
+    assert view.status == "failed"
+    assert "could not read this run's stored record" in (view.error or "")

@@ -1,11 +1,13 @@
 """A deep queue in the scheduler and its checkpointer: what a waiting run costs, that a
 dormant run (``RunState.doze``) is placed and viewed exactly as before it slept, and that
-a run waiting as submitted is not written (its message, unacknowledged, is its record)."""
+runs waiting as submitted are written together, in one queued record, which goes when the
+last of them has a record of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import tracemalloc
 from typing import Any
 
@@ -13,10 +15,10 @@ import pytest
 
 import coordinator.scheduling.queue as queue_module
 from benchmarks import scale_passes
-from coordinator.checkpoint import WRITE_CHUNK, Checkpointer
+from coordinator.checkpoint import QUEUED_BYTES, WRITE_CHUNK, Checkpointer
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Scheduler
-from coordinator.store import StoredRun, live_record, read_live
+from coordinator.store import QueuedRun, StoredRun, live_record, queued_record, read_live
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Register
 from shared.wire.runs import RunView, Submit, parse_submits
@@ -137,6 +139,25 @@ class _Store:
     def __init__(self) -> None:
         self.refuse: set[str] = set()
         self.saved: list[tuple[object, RunView]] = []
+        self.queued: dict[str, bytes] = {}
+        """Queued records kept, by id."""
+        self.dropped: list[str] = []
+
+    async def save_queued(self, record_id: str, runs: list[tuple[float, bytes]]) -> None:
+        if any(Submit.model_validate_json(raw).run_id in self.refuse for _, raw in runs):
+            raise OSError("the store is away")
+        self.queued[record_id] = queued_record(runs)
+
+    async def drop_queued(self, record_id: str) -> None:
+        del self.queued[record_id]
+        self.dropped.append(record_id)
+
+    def queued_runs(self) -> list[QueuedRun]:
+        return [
+            QueuedRun.model_validate(item)
+            for raw in self.queued.values()
+            for item in json.loads(raw)["runs"]
+        ]
 
     async def save_many(self, items: list[tuple[object, RunView, bool]]) -> dict[str, Exception]:
         failed: dict[str, Exception] = {}
@@ -163,10 +184,10 @@ class _Msg:
 
 @pytest.mark.usefixtures("shallow")
 async def test_a_queued_run_is_written_as_it_sleeps_and_its_message_kept_alive() -> None:
-    """A dormant run's live record is its submission's JSON (not read back) and a view of
-    its id and time, from which a restart queues it again; its message keeps only the
-    run's id, and while the write fails JetStream is told every ``progress_every`` that it
-    is still being worked on, so it is not delivered again."""
+    """A dormant run's record is its submission's JSON (not read back) and its time, in a
+    queued record, from which a restart queues it again; its message keeps only the run's
+    id, and while the write fails JetStream is told every ``progress_every`` that it is
+    still being worked on, so it is not delivered again."""
     sched = waiting()
     submit = kiqs(1)[0]
     run = sched.submit(submit, 1.0)
@@ -182,7 +203,7 @@ async def test_a_queued_run_is_written_as_it_sleeps_and_its_message_kept_alive()
     )
     points.mark(sched.take().changed, [], [(msg, {submit.run_id})])  # type: ignore[list-item]
     await points.flush()
-    assert (store.saved, msg.acked, msg.data) == ([], False, b"")  # young: not yet
+    assert (store.queued, msg.acked, msg.data) == ({}, False, b"")  # young: not yet
     now[0] = 2.5
     await points.flush()
     assert not msg.acked
@@ -193,15 +214,67 @@ async def test_a_queued_run_is_written_as_it_sleeps_and_its_message_kept_alive()
         running.cancel()
     store.refuse.clear()
     await points.flush()
-    [(record, view)] = store.saved
-    assert isinstance(record, bytes)
-    assert Submit.model_validate_json(record) == submit
-    assert (view.run_id, view.submitted_at, view.nodes) == (submit.run_id, 1.0, ())
+    [queued] = store.queued_runs()
+    assert (queued.submit, queued.submitted_at, store.saved) == (submit, 1.0, [])
     assert run.dormant
     assert msg.acked
     restarted = waiting()  # what a restarted coordinator makes of that record
-    restarted.restore(Submit.model_validate_json(record), view, 9.0, grace=10.0)
+    view = RunView(run_id=submit.run_id, submitted_at=queued.submitted_at)
+    restarted.restore(queued.submit, view, 9.0, grace=10.0)
     assert [s.id for s in restarted.queued()] == ["task"]
+
+
+async def test_a_queue_of_runs_costs_one_record_which_goes_after_the_last_of_them() -> None:
+    """A burst of kiqs waiting in the queue used to cost a live write, and later a purge,
+    per run; now the runs of a flush share one queued record, purged once each of them
+    has a record of its own (its final one here): never before, or a restart would lose
+    the runs still waiting."""
+    sched = waiting()
+    submits = kiqs(40)
+    for submit in submits:
+        sched.submit(submit, 1.0)
+    now = [0.0]
+    store, msg = _Store(), _Msg()
+    points = Checkpointer(store, sched, clock=lambda: now[0])  # type: ignore[arg-type]
+    points.mark(sched.take().changed, [], [(msg, set(sched.runs))])  # type: ignore[list-item]
+    now[0] = 5.0  # of age
+    await points.flush()
+    assert (len(store.queued), store.saved, msg.acked) == (1, [], True)
+    by_id = {q.submit.run_id: q.submit for q in store.queued_runs()}
+    assert by_id == {s.run_id: s for s in submits}
+    ids = [s.run_id for s in submits]
+    for run_id in ids[:-1]:
+        sched.cancel_run(run_id, "enough", now[0])
+    points.mark(*_changes(sched))
+    await points.flush()
+    assert sorted(v.run_id for _, v in store.saved) == sorted(ids[:-1])
+    assert all(v.done for _, v in store.saved)
+    assert (len(store.queued), store.dropped) == (1, [])  # the last run is still waiting
+    sched.cancel_run(ids[-1], "enough", now[0])
+    points.mark(*_changes(sched))
+    await points.flush()
+    assert (store.queued, len(store.dropped)) == ({}, 1)
+    assert set(sched.runs) == set()  # ended and stored: forgotten
+
+
+def _changes(sched: Scheduler) -> tuple[set[str], list[str], list[Any]]:
+    decisions = sched.take()
+    return decisions.changed, decisions.finished, []
+
+
+async def test_a_submission_too_large_for_a_queued_record_is_written_alone() -> None:
+    sched = waiting()
+    small, large = kiqs(2)
+    large = large.model_copy(update={"inputs": {"x": "y" * (QUEUED_BYTES + 1)}})
+    for submit in (small, large):
+        sched.submit(submit, 1.0)
+    store, now = _Store(), [0.0]
+    points = Checkpointer(store, sched, clock=lambda: now[0])  # type: ignore[arg-type]
+    points.mark(*_changes(sched))
+    now[0] = 5.0
+    await points.flush()
+    assert [q.submit.run_id for q in store.queued_runs()] == [small.run_id]
+    assert [v.run_id for _, v in store.saved] == [large.run_id]
 
 
 def test_the_pass_benchmark_runs_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -223,6 +296,11 @@ class _CountingStore(_Store):
         await asyncio.sleep(0)
         return await super().save_many(items)
 
+    async def save_queued(self, record_id: str, runs: list[tuple[float, bytes]]) -> None:
+        self.sizes.append(len(runs))
+        await asyncio.sleep(0)
+        await super().save_queued(record_id, runs)
+
 
 async def test_a_deep_queue_is_written_a_chunk_at_a_time() -> None:
     """Tens of thousands of queued runs marked at once were built and sent in one go, which
@@ -237,7 +315,7 @@ async def test_a_deep_queue_is_written_a_chunk_at_a_time() -> None:
     points.mark(sched.take().changed, [], [(msg, set(sched.runs))])  # type: ignore[list-item]
     await points.flush(everything=True)
     assert max(store.sizes) <= WRITE_CHUNK
-    assert sorted(v.run_id for _, v in store.saved) == sorted(sched.runs)
+    assert sorted(q.submit.run_id for q in store.queued_runs()) == sorted(sched.runs)
     assert msg.acked
 
 
@@ -246,14 +324,16 @@ async def test_a_chunk_the_store_refuses_is_written_again_with_the_rest_kept() -
     for submit in kiqs(WRITE_CHUNK + 5):
         sched.submit(submit, 1.0)
     store, msg = _CountingStore(), _Msg()
-    refused = sorted(sched.runs)[:3]
+    refused = sorted(sched.runs)[:1]
     store.refuse.update(refused)
     points = Checkpointer(store, sched)  # type: ignore[arg-type]
     points.mark(sched.take().changed, [], [(msg, set(sched.runs))])  # type: ignore[list-item]
     await points.flush(everything=True)
-    assert not msg.acked  # three of its runs are not stored
-    assert len(store.saved) == WRITE_CHUNK + 2
+    assert not msg.acked  # one of its runs is not stored
+    kept = {q.submit.run_id for q in store.queued_runs()}
+    assert kept
+    assert not kept & set(refused)
     store.refuse.clear()
     await points.flush(everything=True)
-    assert sorted(v.run_id for _, v in store.saved[-3:]) == refused
+    assert sorted(q.submit.run_id for q in store.queued_runs()) == sorted(sched.runs)
     assert msg.acked
