@@ -47,6 +47,9 @@ DONE = "done.*"
 QUEUED = "queued.*"
 RESUME_CHUNK = 1000
 """Runs of queued records whose final records a restart looks for at once."""
+LOOKUP_MOST = 20_000
+"""Past this many runs in queued records, a restart lists the final records written since
+the oldest of them instead of asking for each run's."""
 SCAN_TIMEOUT = 5.0
 TAIL_WINDOW = 256
 """Stream sequences read first when listing the newest finished runs (doubling after)."""
@@ -76,6 +79,10 @@ def _queued(record_id: str) -> str:
 class QueuedRun(Part):
     submitted_at: float
     submit: Submit
+
+
+class QueuedRecord(Part):
+    runs: list[QueuedRun]
 
 
 def queued_record(runs: Sequence[tuple[float, bytes]]) -> bytes:
@@ -175,11 +182,26 @@ class RunStore:
             if excess <= 0:
                 break
             last = await self._nth_oldest(DONE, excess)
-            await self._js.purge_stream(self._stream, seq=last + 1, subject=self._prefix + DONE)
-            dropped += excess
+            oldest = await self._oldest_queued()
+            if oldest is None or last < oldest:
+                await self._purge_done_before(last + 1)
+                dropped += excess
+                continue
+            # A final record after the oldest queued record may be all that says one of its
+            # runs ended (``queued``): those stay until that record goes.
+            await self._purge_done_before(oldest)
+            dropped += excess - max(0, await self._excess())
+            log.warning(
+                "finished runs kept past the retention limits while a queued record needs them"
+            )
+            break
         if dropped:
             log.info("trimmed finished runs past the retention limits", runs=dropped)
         return dropped
+
+    async def _purge_done_before(self, seq: int) -> None:
+        if seq > 1:
+            await self._js.purge_stream(self._stream, seq=seq, subject=self._prefix + DONE)
 
     async def _excess(self) -> int:
         """How many of the oldest finished runs are past the count or byte limit."""
@@ -233,7 +255,8 @@ class RunStore:
         queued record goes, so a record may name runs that ended)."""
         listed: dict[str, QueuedRun] = {}
         records: dict[str, list[str]] = {}
-        for key, raw in await self._scan_items(QUEUED):
+        items = await self._read(QUEUED, 0)
+        for key, raw, _ in items:
             decoded = _queued_runs(key, raw)
             if decoded is None:  # left where it is, for a person to look at
                 continue
@@ -246,16 +269,39 @@ class RunStore:
                 if run_id not in recorded:
                     listed[run_id] = run
                     runs.append(run_id)
-        ended: set[str] = set()
-        ids = list(listed)
-        for start in range(0, len(ids), RESUME_CHUNK):
-            ended.update(await self.finished(ids[start : start + RESUME_CHUNK]))
+        since = min((seq for _, _, seq in items), default=0)
+        ended = await self._ended_among(list(listed), since)
         found = [
             StoredRun(submit=run.submit, view=RunView(run_id=run_id, submitted_at=run.submitted_at))
             for run_id, run in listed.items()
             if run_id not in ended
         ]
         return Queued(found, {k: [r for r in v if r not in ended] for k, v in records.items()})
+
+    async def _ended_among(self, run_ids: list[str], since: int) -> set[str]:
+        """Which of these runs have a final record: asked one by one when they are few;
+        else the keys of the final records written since sequence ``since`` (the oldest
+        queued record's: a run's final record follows the record that named it) are read,
+        without their values, a batch at a time."""
+        if len(run_ids) <= LOOKUP_MOST:
+            ended: set[str] = set()
+            for start in range(0, len(run_ids), RESUME_CHUNK):
+                ended.update(await self.finished(run_ids[start : start + RESUME_CHUNK]))
+            return ended
+        wanted, found = set(run_ids), set()
+        async with self._consumer(DONE, since, headers_only=True) as (sub, pending):
+            while pending > 0:
+                for msg in await sub.fetch(min(pending, SCAN_BATCH), timeout=SCAN_TIMEOUT):
+                    pending = msg.metadata.num_pending
+                    run_id = msg.subject.removeprefix(self._prefix + "done.")
+                    if run_id in wanted and (msg.headers or {}).get(KV_OP) is None:
+                        found.add(run_id)
+        return found
+
+    async def _oldest_queued(self) -> int | None:
+        """The stream sequence of the oldest queued record, if any."""
+        found = await self._read(QUEUED, 0)
+        return min((seq for _, _, seq in found), default=None)
 
     async def save_many(
         self, items: Sequence[tuple[Submit | bytes, RunView, bool]]
@@ -427,6 +473,8 @@ def _queued_runs(key: str, raw: bytes) -> tuple[list[QueuedRun], list[Unreadable
     """The readable runs of a queued record, and those that are not but name their run
     (set aside and ended failed, as an unreadable live record is); None, logged, for a
     record that does not decode at all."""
+    with contextlib.suppress(ValidationError, ValueError, RecursionError):
+        return QueuedRecord.model_validate_json(raw).runs, []  # all good: parsed in one go
     try:
         items = json.loads(raw)["runs"]
         assert isinstance(items, list)

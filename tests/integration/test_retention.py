@@ -89,3 +89,24 @@ async def test_finished_runs_past_the_byte_limit_are_trimmed_while_writing(
     views, _ = await store.recent_page(5)
     assert [v.run_id for v in views] == [f"r{n:04d}" for n in range(2995, 3000)]
     assert [r.view.run_id for r in await store.live()] == ["alive"]
+
+
+async def test_final_records_a_queued_record_may_need_are_kept_past_the_count_limit(
+    nc: Client,
+) -> None:
+    """A queued record stays until its last run has a record of its own, and a restart
+    learns that its other runs ended from their final records: trimmed, those runs would
+    run again. So only final records older than the oldest queued record are trimmed."""
+    js = nc.jetstream()
+    store = await RunStore.open(js, Subjects())
+    await finish(store, [f"old{n:03d}" for n in range(100)])
+    await store.save_queued(
+        "q", [(1.0, submit_of(r).model_dump_json().encode()) for r in ("a", "b")]
+    )
+    await finish(store, ["a", *(f"new{n:03d}" for n in range(100))])
+
+    limited = await RunStore.open(js, Subjects(), Limits(max_age=3600.0, max_msgs=50))
+
+    assert await limited.finished(["old099"]) == {}  # older than the queued record: gone
+    assert set(await limited.finished(["a", "new099"])) == {"a", "new099"}
+    assert [r.view.run_id for r in (await limited.queued(set())).runs] == ["b"]

@@ -8,6 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+import coordinator.store as store_module
 from coordinator.store import RunStore
 from shared.dag import Dag, Node
 from shared.wire.runs import RunView, Submit
@@ -148,3 +149,21 @@ async def test_an_unreadable_queued_run_is_set_aside_and_the_others_resume(nc: C
     assert view is not None
     assert view.status == "failed"
     assert "could not read this run's stored record" in (view.error or "")
+
+
+async def test_a_restart_of_a_deep_queue_lists_final_records_instead_of_asking_each(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``LOOKUP_MOST`` queued runs, ended ones are found among the final records
+    written since the oldest queued record, read without values: the same answer."""
+    store = await RunStore.open(nc.jetstream(), Subjects())
+    await store.save(submit_of("before"), RunView(run_id="before", status="succeeded"), False)
+    ids = [f"q{n}" for n in range(30)]
+    await store.save_queued("r", [(1.0, submit_of(r).model_dump_json().encode()) for r in ids])
+    for run_id in ids[:20]:
+        await store.save(submit_of(run_id), RunView(run_id=run_id, status="succeeded"), False)
+    asked = await store.queued(set())
+    monkeypatch.setattr(store_module, "LOOKUP_MOST", 5)
+    listed = await store.queued(set())
+    assert [r.view.run_id for r in listed.runs] == [r.view.run_id for r in asked.runs] == ids[20:]
+    assert listed.records == asked.records == {"r": ids[20:]}
