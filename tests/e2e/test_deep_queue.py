@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 
 import taskiq_fleet.broker as broker_module
 from shared.dag import Dag, Node
+from shared.resources import ResourceRequest
+from shared.wire.subjects import Subjects
 from tests.e2e import fleet_app
 from tests.e2e.cluster import Cluster, broker_cluster
 from tests.e2e.test_kill_after_submit import executions
@@ -82,9 +84,11 @@ async def queued_records(cluster: Cluster) -> dict[str, list[str]]:
     with contextlib.suppress(NoKeysError):
         for key in await kv.keys():
             if key.startswith("queued."):
-                entry = await kv.get(key)
-                assert entry.value is not None
-                found[key] = [r["submit"]["run_id"] for r in json.loads(entry.value)["runs"]]
+                with contextlib.suppress(KeyNotFoundError):  # gone since listed
+                    entry = await kv.get(key)
+                    assert entry.value is not None
+                    runs = json.loads(entry.value)["runs"]
+                    found[key] = [r["submit"]["run_id"] for r in runs]
     return found
 
 
@@ -97,12 +101,30 @@ async def until_queued(cluster: Cluster, run_ids: set[str], within: float = 20.0
             await asyncio.sleep(0.02)
 
 
+async def until_outcomes_acknowledged(cluster: Cluster, within: float = 20.0) -> None:
+    """Until the coordinator acknowledged every outcome delivered to it: a restarted one
+    then gets none of them again, so only the store can say those runs ended."""
+    assert cluster.client is not None
+    js = cluster.client.nc.jetstream()
+    async with asyncio.timeout(within):
+        while True:
+            infos = await js.consumers_info(Subjects().outcomes_stream)
+            if infos and all(
+                i.num_ack_pending == 0
+                and i.ack_floor is not None
+                and i.ack_floor.stream_seq == (i.delivered.stream_seq if i.delivered else 0)
+                for i in infos
+            ):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_runs_resumed_from_a_queued_record_run_once_and_ended_ones_not_again(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """Runs waiting as submitted share one queued record, which stays until the last of
-    them has a record of its own: killed while it still names three runs that ended and
-    one still waiting, the restarted coordinator runs the waiting one once and the ended
+    """Runs waiting as submitted share queued records, each kept until the last of its runs
+    has a record of its own: killed while they still name three runs that ended and one
+    still waiting, the restarted coordinator runs the waiting one once and the ended
     ones not again."""
     records = tmp_path / "executions"
     records.mkdir()
@@ -111,24 +133,33 @@ async def test_runs_resumed_from_a_queued_record_run_once_and_ended_ones_not_aga
     client = await cluster.connect(workers=1)
     first, second = tmp_path / "first", tmp_path / "second"
 
-    def gated(gate: Path) -> Dag:
-        return Dag(nodes=(Node(id="w", task="async_wait_for_gate", kwargs={"gate": str(gate)}),))
+    def one(task: str, kwargs: dict[str, str], ram_mb: int = 0, priority: int = 0) -> Dag:
+        """Another RAM ask is another lease shape: what waits cannot join a lease of what
+        runs ahead of it; the higher priority runs first."""
+        request = ResourceRequest(ram_mb=ram_mb)
+        node = Node(id="n", task=task, kwargs=kwargs, request=request, priority=priority)
+        return Dag(nodes=(node,))
 
-    recorded = Dag(
-        nodes=(Node(id="x", task="record_execution", kwargs={"directory": str(records)}),)
-    )
-    busy = await client.submit(gated(first))
+    busy = await client.submit(one("async_wait_for_gate", {"gate": str(first)}))
     await cluster.heartbeat(lambda b: len(b.running) == 1)
-    quick = [await client.submit(recorded) for _ in range(3)]
-    blocker = await client.submit(gated(second))
-    last = await client.submit(recorded)
+    record = {"directory": str(records)}
+    # submitted at once, so they come of age, and are written, together: three quick runs
+    # first, then one that blocks the only cpu, and one that waits behind it
+    *quick, blocker, last = await asyncio.gather(
+        *(client.submit(one("record_execution", record, priority=2)) for _ in range(3)),
+        client.submit(one("async_wait_for_gate", {"gate": str(second)}, 16, priority=1)),
+        client.submit(one("record_execution", record, 8)),
+    )
     await until_queued(cluster, {h.run_id for h in [*quick, blocker, last]})
     first.touch()
     assert (await busy.wait(timeout=30)).status == "succeeded"
     for handle in quick:
         assert (await handle.wait(timeout=30)).status == "succeeded"
-    [names] = (await queued_records(cluster)).values()
-    assert {h.run_id for h in quick} | {last.run_id} <= set(names)
+    await cluster.heartbeat(lambda b: len(b.running) == 1)  # the blocker; the last waits
+    assert last.run_id not in {attempt.split(".")[0] for attempt in executions(records)}
+    await until_outcomes_acknowledged(cluster)
+    names = {r for runs in (await queued_records(cluster)).values() for r in runs}
+    assert {h.run_id for h in quick} | {last.run_id} <= names
     assert cluster.coordinator is not None
     cluster.coordinator.kill()
     cluster.start_coordinator()
