@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -33,8 +32,18 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from coordinator import atomic
+from coordinator.atomic import allow_atomic
+from coordinator.run_records import (
+    QueuedRun,
+    StoredRun,
+    Unreadable,
+    live_record,
+    queued_record,
+    read_live,
+    read_queued,
+)
 from shared.jetstream import Limits
-from shared.wire.protocol import Part
 from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import Subjects, token
 
@@ -59,11 +68,6 @@ MARKER = "Nats-Marker-Reason"
 log = structlog.get_logger(__name__)
 
 
-class StoredRun(Part):
-    submit: Submit
-    view: RunView
-
-
 def _live(run_id: str) -> str:
     return f"live.{token(run_id)}"
 
@@ -74,25 +78,6 @@ def _done(run_id: str) -> str:
 
 def _queued(record_id: str) -> str:
     return f"queued.{token(record_id)}"
-
-
-class QueuedRun(Part):
-    submitted_at: float
-    submit: Submit
-
-
-class QueuedRecord(Part):
-    runs: list[QueuedRun]
-
-
-def queued_record(runs: Sequence[tuple[float, bytes]]) -> bytes:
-    """Runs waiting as submitted, each its ``submitted_at`` and submission JSON (as a
-    dormant run keeps it: not decoded to be encoded again)."""
-    items = (
-        b'{"submitted_at":' + json.dumps(at).encode() + b',"submit":' + raw + b"}"
-        for at, raw in runs
-    )
-    return b'{"runs":[' + b",".join(items) + b"]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,31 +93,6 @@ def _aside(run_id: str) -> str:
     return f"aside.{token(run_id)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """A live record that did not decode: its key's run id, the raw bytes and why."""
-
-    run_id: str
-    raw: bytes
-    error: str
-
-
-def live_record(submit: Submit | bytes, view: RunView) -> bytes:
-    """A ``StoredRun`` as JSON. A submission given as JSON (a dormant run keeps it so,
-    ``RunState.doze``) goes in as it is, not decoded to be encoded again."""
-    if isinstance(submit, Submit):
-        return StoredRun(submit=submit, view=view).model_dump_json().encode()
-    return b'{"submit":' + submit + b',"view":' + view.model_dump_json().encode() + b"}"
-
-
-def read_live(key: str, raw: bytes) -> StoredRun | Unreadable:
-    """One live record, or why it cannot be resumed (never an exception)."""
-    try:
-        return StoredRun.model_validate_json(raw)
-    except (ValidationError, ValueError, RecursionError) as exc:
-        return Unreadable(key.removeprefix("live."), raw, f"{type(exc).__name__}: {exc}"[:500])
-
-
 class RunStore:
     def __init__(
         self, js: JetStreamContext, kv: KeyValue, bucket: str, limits: Limits | None = None
@@ -144,6 +104,8 @@ class RunStore:
         self._limits = limits or Limits()
         self._finals = 0
         """Final records written since the last ``trim``."""
+        self._atomic: bool | None = None
+        """Whether the bucket takes atomic batches (asked at the first write)."""
 
     @classmethod
     async def open(
@@ -240,7 +202,7 @@ class RunStore:
         a restart reads what is live, and the byte limit is spent on finished runs)."""
         await self._kv.put(_done(view.run_id), view.model_dump_json().encode())
         if had_live:
-            await self._js.purge_stream(self._stream, subject=self._prefix + _live(view.run_id))
+            await self._drop_live(view.run_id)
 
     async def save_queued(self, record_id: str, runs: Sequence[tuple[float, bytes]]) -> None:
         await self._kv.put(_queued(record_id), queued_record(runs))
@@ -257,14 +219,16 @@ class RunStore:
         records: dict[str, list[str]] = {}
         items = await self._read(QUEUED, 0)
         for key, raw, _ in items:
-            decoded = _queued_runs(key, raw)
-            if decoded is None:  # left where it is, for a person to look at
+            read = read_queued(raw)
+            if read is None:  # left where it is, for a person to look at
+                log.error("skipped an unreadable queued record", key=key)
                 continue
-            readable, unreadable = decoded
-            runs = records[key.removeprefix("queued.")] = []
-            for bad in unreadable:
+            for problem in read.problems:
+                log.error("skipped an unreadable queued run", key=key, error=problem)
+            for bad in read.unreadable:
                 await self._set_aside_or_skip(bad)
-            for run in readable:
+            runs = records[key.removeprefix("queued.")] = []
+            for run in read.runs:
                 run_id = run.submit.run_id
                 if run_id not in recorded:
                     listed[run_id] = run
@@ -307,9 +271,18 @@ class RunStore:
         self, items: Sequence[tuple[Submit | bytes, RunView, bool]]
     ) -> dict[str, Exception]:
         """Save each; returns the runs whose write failed, with why. One record the server
-        refuses (e.g. over its payload limit) must not hold back every other run's."""
+        refuses (e.g. over its payload limit) must not hold back every other run's. Final
+        records go in atomic batches where the server takes them (``atomic.py``); a batch
+        refused is written again one record at a time."""
+        together = await self._finals_together([v for _, v, _ in items if v.done])
         results = await asyncio.gather(
-            *(self.save(s, v, live) for s, v, live in items), return_exceptions=True
+            *(
+                (self._drop_live(v.run_id) if live else _nothing())
+                if v.run_id in together
+                else self.save(s, v, live)
+                for s, v, live in items
+            ),
+            return_exceptions=True,
         )
         failed: dict[str, Exception] = {}
         for (_, view, _), result in zip(items, results, strict=True):
@@ -322,6 +295,29 @@ class RunStore:
         if self._finals >= TRIM_EVERY:
             await self._trim_or_log()
         return failed
+
+    async def _finals_together(self, views: list[RunView]) -> set[str]:
+        """The runs whose final records were stored in atomic batches."""
+        if self._atomic is None:
+            self._atomic = await allow_atomic(self._js, self._stream)
+        stored: set[str] = set()
+        if not self._atomic or len(views) < 2:
+            return stored
+        for start in range(0, len(views), atomic.MOST):
+            chunk = views[start : start + atomic.MOST]
+            messages = [
+                (self._prefix + _done(v.run_id), v.model_dump_json().encode()) for v in chunk
+            ]
+            try:
+                await atomic.publish_atomic(self._js, messages)
+            except Exception as exc:  # refused, or one message too large to send at all
+                log.info("final records not stored together; one by one", error=str(exc)[:200])
+                continue
+            stored.update(v.run_id for v in chunk)
+        return stored
+
+    async def _drop_live(self, run_id: str) -> None:
+        await self._js.purge_stream(self._stream, subject=self._prefix + _live(run_id))
 
     async def _trim_or_log(self) -> None:
         """A failed trim costs nothing but the space: the next one catches up."""
@@ -469,34 +465,8 @@ class RunStore:
         return entry.value
 
 
-def _queued_runs(key: str, raw: bytes) -> tuple[list[QueuedRun], list[Unreadable]] | None:
-    """The readable runs of a queued record, and those that are not but name their run
-    (set aside and ended failed, as an unreadable live record is); None, logged, for a
-    record that does not decode at all."""
-    with contextlib.suppress(ValidationError, ValueError, RecursionError):
-        return QueuedRecord.model_validate_json(raw).runs, []  # all good: parsed in one go
-    try:
-        items = json.loads(raw)["runs"]
-        assert isinstance(items, list)
-    except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:
-        log.error("skipped an unreadable queued record", key=key, error=str(exc)[:200])
-        return None
-    runs: list[QueuedRun] = []
-    unreadable: list[Unreadable] = []
-    for item in items:
-        try:
-            runs.append(QueuedRun.model_validate(item))
-        except (ValidationError, ValueError, RecursionError) as exc:
-            submit = item.get("submit") if isinstance(item, dict) else None
-            run_id = submit.get("run_id") if isinstance(submit, dict) else None
-            if isinstance(run_id, str) and run_id:
-                raw_item = json.dumps(item).encode()
-                unreadable.append(
-                    Unreadable(run_id, raw_item, f"{type(exc).__name__}: {exc}"[:500])
-                )
-            else:
-                log.error("skipped an unreadable queued run", key=key, error=str(exc)[:200])
-    return runs, unreadable
+async def _nothing() -> None:
+    pass
 
 
 def _done_view(item: tuple[str, bytes, int]) -> RunView | None:

@@ -17,8 +17,8 @@ import coordinator.scheduling.queue as queue_module
 from benchmarks import scale_passes
 from coordinator.checkpoint import QUEUED_BYTES, WRITE_CHUNK, Checkpointer
 from coordinator.placement.pool import ResourceAwareWorkerPool
+from coordinator.run_records import QueuedRun, StoredRun, live_record, queued_record, read_live
 from coordinator.scheduling.machine import Scheduler
-from coordinator.store import QueuedRun, StoredRun, live_record, queued_record, read_live
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Register
 from shared.wire.runs import RunView, Submit, parse_submits
