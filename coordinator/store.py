@@ -263,9 +263,9 @@ class RunStore:
         return found
 
     async def _oldest_queued(self) -> int | None:
-        """The stream sequence of the oldest queued record, if any."""
-        found = await self._read(QUEUED, 0)
-        return min((seq for _, _, seq in found), default=None)
+        """The stream sequence of the oldest queued record, if any (read without values:
+        a deep queue's records hold hundreds of megabytes)."""
+        return await self._nth_oldest(QUEUED, 1) or None
 
     async def save_many(
         self, items: Sequence[tuple[Submit | bytes, RunView, bool]]
