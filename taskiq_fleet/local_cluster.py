@@ -487,6 +487,8 @@ class LocalCluster:
                 known = {w.spec.name for w in self.workers}
                 missing = ", ".join(n for n in ours if n not in known)
                 why = f"agents not registered: {missing}" if answered else "no coordinator answer"
+                if answered and not missing:
+                    why = f"the dashboard does not listen on port {self.dashboard_port}"
                 raise ClusterError(
                     f"not ready after {self.ready_timeout:g}s: {why}; logs in {self.log_dir}"
                 )
@@ -497,9 +499,20 @@ class LocalCluster:
             answered = True
             by_name = {w.spec.name: w for w in found}
             self.workers = [by_name[n] for n in ours if n in by_name]
-            if len(self.workers) == len(ours):
+            if len(self.workers) == len(ours) and self._dashboard_listens():
                 return
             await asyncio.sleep(POLL)
+
+    def _dashboard_listens(self) -> bool:
+        """Ready means the printed dashboard address answers: it is a process of its own,
+        and a page opened at "ready" was refused while it was still starting."""
+        if self.dashboard_port is None:
+            return True
+        try:
+            socket.create_connection(("127.0.0.1", self.dashboard_port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
 
     def _check_alive(self) -> None:
         if self.server is not None and not self.server.running:
