@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import tracemalloc
 from typing import Any
 
@@ -17,7 +16,14 @@ import coordinator.scheduling.queue as queue_module
 from benchmarks import scale_passes
 from coordinator.checkpoint import QUEUED_BYTES, WRITE_CHUNK, Checkpointer
 from coordinator.placement.pool import ResourceAwareWorkerPool
-from coordinator.run_records import QueuedRun, StoredRun, live_record, queued_record, read_live
+from coordinator.run_records import (
+    QueuedRun,
+    StoredRun,
+    live_record,
+    queued_record,
+    read_live,
+    read_queued,
+)
 from coordinator.scheduling.machine import Scheduler
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Register
@@ -153,11 +159,8 @@ class _Store:
         self.dropped.append(record_id)
 
     def queued_runs(self) -> list[QueuedRun]:
-        return [
-            QueuedRun.model_validate(item)
-            for raw in self.queued.values()
-            for item in json.loads(raw)["runs"]
-        ]
+        reads = [read_queued(raw) for raw in self.queued.values()]
+        return [run for read in reads if read is not None for run in read.runs]
 
     async def save_many(self, items: list[tuple[object, RunView, bool]]) -> dict[str, Exception]:
         failed: dict[str, Exception] = {}
