@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import Header
+from nats.js.errors import APIError, ServiceUnavailableError
 
 _ID: str = Header.BATCH_ID.value
 _SEQUENCE: str = Header.BATCH_SEQUENCE.value
@@ -31,15 +32,20 @@ class BatchRefused(Exception):
     """The server stored none of the batch (or may not have: no answer in time)."""
 
 
-async def allow_atomic(js: JetStreamContext, stream: str) -> bool:
-    """Let ``stream`` take atomic batches; False where the server cannot."""
+async def allow_atomic(js: JetStreamContext, stream: str) -> bool | None:
+    """Let ``stream`` take atomic batches; False where the server cannot, None when it
+    could not be asked (NATS away: ask again later, rather than go without for good)."""
     try:
         config = (await js.stream_info(stream)).config
         if not config.allow_atomic:
             await js.update_stream(dataclasses.replace(config, allow_atomic=True))
             config = (await js.stream_info(stream)).config
-    except Exception:
+    except ServiceUnavailableError:  # JetStream starting again
+        return None
+    except APIError:
         return False
+    except Exception:
+        return None
     return bool(config.allow_atomic)
 
 

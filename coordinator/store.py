@@ -105,7 +105,7 @@ class RunStore:
         self._finals = 0
         """Final records written since the last ``trim``."""
         self._atomic: bool | None = None
-        """Whether the bucket takes atomic batches (asked at the first write)."""
+        """Whether the bucket takes atomic batches (asked at a write until answered)."""
 
     @classmethod
     async def open(

@@ -107,7 +107,8 @@ class Leases:
         if not leases:
             return None
         depth = self.depth_of(shape)
-        for key, lease in list(leases.items()):  # the first, unless the depth fell since
+        while leases:  # the first, unless the depth fell since it was put here
+            key, lease = next(iter(leases.items()))
             if len(lease.members) < depth:
                 return lease
             del leases[key]

@@ -323,6 +323,7 @@ FORBIDDEN_PUBLISH = (
     "fleet.run.some-run",
     "fleet.ctl.cancel",
     "$KV.FLEET_RUNS.live.some-run",
+    "$KV.FLEET_RUNS.queued.forged",  # a queued record is resumed as runs after a restart
     "$JS.API.STREAM.DELETE.FLEET_OUTCOMES",
     "$JS.API.CONSUMER.CREATE.FLEET_SUBMISSIONS",
 )

@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from coordinator.atomic import allow_atomic
 from coordinator.store import RunStore
 from shared.dag import Dag, Node
 from shared.wire.runs import RunView, Submit
@@ -81,3 +82,14 @@ async def test_a_bucket_that_stopped_taking_batches_loses_no_record(nc: Client) 
     ids = [f"late{n}" for n in range(4)]
     assert await store.save_many([ended(r) for r in ids]) == {}
     assert sorted(await store.finished(ids)) == ids
+
+
+async def test_a_bucket_not_reachable_when_first_asked_is_asked_again(nats_url: str) -> None:
+    """NATS away at the first write must not turn batches off for the coordinator's life:
+    that answer is 'could not ask' (None), not 'no' (False)."""
+    away = await nats.connect(nats_url)
+    await away.close()
+    assert await allow_atomic(away.jetstream(), "KV_FLEET_RUNS") is None
+    async with await nats.connect(nats_url) as nc:
+        await RunStore.open(nc.jetstream(), Subjects())
+        assert await allow_atomic(nc.jetstream(), "KV_FLEET_RUNS") is True
