@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from taskiq import InMemoryBroker
@@ -73,6 +74,11 @@ async def record_execution(directory: str, ctx: PipelineContext) -> int:
     name = f"{ctx.task_id}.{attempt}.{uuid.uuid4().hex}"
     await asyncio.to_thread((Path(directory) / name).touch)
     return attempt or 0
+
+
+def executions(directory: Path) -> Counter[str]:
+    """How often each attempt ("<run>.<node>.<attempt>") of ``record_execution`` ran."""
+    return Counter(path.name.rsplit(".", 2)[0] for path in directory.iterdir())
 
 
 @broker.task("alone")

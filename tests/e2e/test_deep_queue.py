@@ -19,8 +19,9 @@ from shared.dag import Dag, Node
 from shared.resources import ResourceRequest
 from shared.wire.subjects import Subjects
 from tests.e2e import fleet_app
+from tests.e2e.agent_tasks import executions
 from tests.e2e.cluster import Cluster, broker_cluster
-from tests.e2e.test_kill_after_submit import executions
+from tests.natsserver import NatsEndpoint, NatsServer
 
 APP = "tests.e2e.fleet_app:broker"
 KEPT = 2
@@ -175,3 +176,44 @@ async def test_runs_resumed_from_a_queued_record_run_once_and_ended_ones_not_aga
             if not await queued_records(cluster):
                 break
             await asyncio.sleep(0.02)
+
+
+async def test_queued_runs_written_across_a_nats_restart_run_once_after_a_kill(
+    cluster: Cluster, nats_server: NatsEndpoint, tmp_path: Path
+) -> None:
+    """NATS goes away within a second of the submissions, before their queued record is
+    due: the record is written once NATS is back, survives in its file store, and a
+    coordinator killed after that resumes each run from it exactly once."""
+    if not isinstance(nats_server, NatsServer):
+        pytest.skip("needs the local nats-server (stop and start on the same port and store)")
+    records = tmp_path / "executions"
+    records.mkdir()
+    cluster.start_coordinator()
+    cluster.start_agent("a1", "--cpus", "1", "--heartbeat", "0.2")
+    client = await cluster.connect(workers=1)
+    gate = tmp_path / "gate"
+    wait = Node(id="w", task="async_wait_for_gate", kwargs={"gate": str(gate)})
+    busy = await client.submit(Dag(nodes=(wait,)))
+    await cluster.heartbeat(lambda b: len(b.running) == 1)
+    record = Node(  # another RAM ask: not a member of the running one's lease
+        id="n",
+        task="record_execution",
+        kwargs={"directory": str(records)},
+        request=ResourceRequest(ram_mb=8),
+    )
+    waiting = await asyncio.gather(*(client.submit(Dag(nodes=(record,))) for _ in range(4)))
+    await asyncio.to_thread(nats_server.stop)
+    await asyncio.sleep(2.0)  # the outage itself: past the age at which the record is due
+    await asyncio.to_thread(nats_server.start)
+    await until_queued(cluster, {h.run_id for h in waiting}, within=40)
+    assert cluster.coordinator is not None
+    cluster.coordinator.kill()
+    cluster.start_coordinator()
+    gate.touch()
+    for handle in [busy, *waiting]:
+        view = await handle.wait(timeout=40)
+        assert view.status == "succeeded", (view, cluster.logs()[-4000:])
+    ran: Counter[str] = Counter()
+    for attempt, count in executions(records).items():
+        ran[attempt.split(".")[0]] += count
+    assert ran == Counter({h.run_id: 1 for h in waiting})

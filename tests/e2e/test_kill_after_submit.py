@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from taskiq_fleet import Dag, Node, RunHandle
+from tests.e2e.agent_tasks import executions
 from tests.e2e.cluster import Cluster
 
 ROUNDS = 6
@@ -38,11 +39,6 @@ async def first_execution(directory: Path, before: int, within: float = 20.0) ->
     async with asyncio.timeout(within):
         while len(list(directory.iterdir())) <= before:  # noqa: ASYNC110, ASYNC240
             await asyncio.sleep(0.005)
-
-
-def executions(directory: Path) -> Counter[str]:
-    """How often each attempt ("<run>.<node>.<attempt>") ran."""
-    return Counter(path.name.rsplit(".", 2)[0] for path in directory.iterdir())
 
 
 async def test_no_attempt_runs_twice_when_the_coordinator_dies_right_after_submissions(
