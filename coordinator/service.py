@@ -39,7 +39,7 @@ from coordinator.scheduling.views import take_update
 from coordinator.store import RunStore
 from coordinator.turns import Turns
 from shared.jetstream import Retention, ensure_streams
-from shared.logging import DropLog
+from shared.logging import DropLog, info_enabled
 from shared.payloads import ensure_payloads
 from shared.wire.protocol import (
     TERM_HEADER,
@@ -664,7 +664,7 @@ class Coordinator:
             return
         told = update.status == "succeeded" and run_id in self._answered
         await self._publish_update(update, None if told else run.submit.notify)
-        if update.run is not None:
+        if update.run is not None and info_enabled(__name__):
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
 
     async def _publish_update(self, update: RunUpdate, notify: str | None) -> None:

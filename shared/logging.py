@@ -41,6 +41,7 @@ __all__ = [
     "add_logging_arguments",
     "configure_logging",
     "get_logger",
+    "info_enabled",
 ]
 
 LogFormat = Literal["auto", "json", "console"]
@@ -150,6 +151,13 @@ def _console_traceback(colors: bool, show_locals: bool) -> FormatException:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
+
+
+def info_enabled(name: str) -> bool:
+    """Whether logger ``name`` writes info lines. Ask before an info line logged once per
+    task: a dropped structlog call still costs ~10 us (the lazy logger is bound anew on
+    every call, so that tests can capture logs), 4% of the coordinator in a burst."""
+    return logging.getLogger(name).isEnabledFor(logging.INFO)
 
 
 def _choice(env: str, choices: tuple[str, ...]) -> Callable[[str], str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,7 +27,7 @@ from nats.js import JetStreamContext
 from taskiq import AsyncBroker
 
 from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams
-from shared.logging import DropLog
+from shared.logging import DropLog, info_enabled
 from shared.payload_cache import KeptPayloads
 from shared.payloads import PayloadError, PayloadStore
 from shared.resources import WorkerSpec
@@ -66,7 +65,6 @@ from worker_agent.outbox import Outbox
 from worker_agent.usage import UsageProbe
 
 log = structlog.get_logger(__name__)
-_INFO = logging.getLogger(__name__)
 
 
 def _bound(a: Assignment) -> Any:
@@ -416,7 +414,7 @@ class Agent:
             self._spawn(self._publish(self._subjects.ack(self.name), accepted))
 
     async def _attempt(self, a: Assignment) -> None:
-        verbose = _INFO.isEnabledFor(logging.INFO)  # two lines a task cost 5% of a burst
+        verbose = info_enabled(__name__)
         if verbose:
             _bound(a).info("running", task=a.task_name, gpu_devices=list(a.gpu_devices))
         started = self._clock()
