@@ -799,7 +799,7 @@ class Scheduler:
                     break  # let capacity drain towards the starving node
                 blocked = blocked or not result.infeasible
                 continue
-            del group[index]
+            queue.take(group, index)
             self._dispatch(state, result.worker, result.gpu_devices, now)
             queue.restore(key, group)
         for key, group in held:
@@ -838,8 +838,7 @@ class Scheduler:
             index = self._ready.first(group, _under_run_limit)
             if index is None:
                 return
-            state = group[index][1]
-            del group[index]
+            state = self._ready.take(group, index)
             self._dispatch(state, lease.worker, (), now, lease)
 
     def _dispatch(

@@ -63,8 +63,9 @@ def register(sched: Scheduler) -> None:
 
 @pytest.fixture
 def shallow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every queued run dozes, not only those behind ``DEEP`` others."""
+    """Every queued run dozes, not only those behind ``DEEP`` others of ``AWAKE`` in all."""
     monkeypatch.setattr(queue_module, "DEEP", 0, raising=False)
+    monkeypatch.setattr(queue_module, "AWAKE", 0)
 
 
 @pytest.mark.usefixtures("shallow")
@@ -101,6 +102,7 @@ def test_a_dormant_run_is_placed_as_if_it_never_slept(monkeypatch: pytest.Monkey
     for submit in submits:
         awake.submit(submit, 1.0)
     monkeypatch.setattr(queue_module, "DEEP", 0, raising=False)
+    monkeypatch.setattr(queue_module, "AWAKE", 0)
     sleepy = waiting()
     for submit in submits:
         sleepy.submit(submit, 1.0)
@@ -108,6 +110,23 @@ def test_a_dormant_run_is_placed_as_if_it_never_slept(monkeypatch: pytest.Monkey
     assert not any(run.dormant for run in awake.runs.values())
     assert placed(sleepy) == placed(awake)
     assert [r.dormant for r in sleepy.runs.values()] == [False] * 4 + [True]  # 4th: busy
+
+
+def test_runs_doze_only_past_the_awake_bound_of_the_whole_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dozing costs CPU (a burst of a few thousand kiqs does not need it); past ``AWAKE``
+    queued nodes it saves memory, and a node placed no longer counts."""
+    monkeypatch.setattr(queue_module, "DEEP", 0, raising=False)
+    monkeypatch.setattr(queue_module, "AWAKE", 5)
+    submits = kiqs(20)
+    sched = waiting()
+    runs = [sched.submit(submit, 1.0) for submit in submits[:6]]
+    assert [run is not None and run.dormant for run in runs] == [False] * 5 + [True]
+    count = len(placed(sched))
+    assert count >= 2
+    more = [sched.submit(submit, 7.0) for submit in submits[6 : 6 + count - 1]]
+    assert [run is not None and run.dormant for run in more] == [False] * (count - 1)
 
 
 @pytest.mark.usefixtures("shallow")
