@@ -77,7 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         metavar="N",
         help="attempts of one task shape a busy worker may be sent at once, to run one after "
         "another under one reservation (worker leases; no GPU requests): at most N, fewer "
-        "the longer the shape's attempts run (about 20 ms of queued work); 1 turns it off "
+        "the longer the shape's attempts run (about 20 ms of queued work); a node that "
+        "waits for one such attempt alone is sent after it the same way (chains); 1 turns "
+        "both off "
         f"(default: {DEFAULT_PIPELINE})",
     )
     parser.add_argument(

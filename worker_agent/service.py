@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -58,6 +59,7 @@ from shared.wire.protocol import (
 )
 from shared.wire.subjects import SubjectError, Subjects
 from worker_agent.app import start_app, stop_app
+from worker_agent.chains import Upstreams, taken
 from worker_agent.executor import TaskExecutor
 from worker_agent.guard import CapacityGuard, Refusal
 from worker_agent.leases import AgentLeases
@@ -133,6 +135,7 @@ class Agent:
         self._subjects = settings.subjects
         self._guard = CapacityGuard(spec)
         self._leases = AgentLeases()
+        self._upstreams = Upstreams()
         self._queued: set[AttemptRef] = set()
         """Admitted under a lease, waiting for their turn (listed apart in heartbeats)."""
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
@@ -421,6 +424,8 @@ class Agent:
         try:
             a = await self._resolve(a)
             reason = self._early_cancels.pop(a.ref, None)
+            if reason is None and a.after is not None:
+                a, reason = await self._chained(a)
             if reason is not None:
                 outcome = self._ended(a, started, "cancelled", "AttemptCancelled", reason)
             else:
@@ -442,7 +447,29 @@ class Agent:
             outcome = outcome.model_copy(update={"error": error})
         if outcome.status == "succeeded" and await self._answer(a.reply, outcome):
             outcome = outcome.model_copy(update={"answered": True})
+        if a.lease is not None:
+            self._upstreams.ended(outcome)
         self._outbox.put(outcome)
+
+    async def _chained(self, a: Assignment) -> tuple[Assignment, str | None]:
+        """A chained attempt with the values its upstream returned here put in; or why it
+        ends unrun (``chains.py``)."""
+        assert a.after is not None
+        up = self._upstreams.take(a.after)
+        if isinstance(up, str):
+            return a, up
+        data = up.value_json()
+        try:
+            if up.return_ref is not None:
+                value = await self._payloads().load(up.return_ref)
+            else:
+                value = None if data is None else json.loads(data)
+        except PayloadError as exc:  # not this attempt's failure: placed again later
+            return a, f"its upstream's value could not be read: {exc}"
+        values = taken(a.after, value)
+        if isinstance(values, str):
+            return a, values
+        return a.resolved(values), None
 
     async def _answer(self, inbox: str | None, outcome: Outcome) -> bool:
         """The submitter of a one-node run hears its success from here, without waiting for

@@ -126,6 +126,21 @@ def _run_counts(run: RunState, attempts: dict[AttemptRef, NodeState]) -> None:
     for state in run.nodes.values():
         if state.status == "pending":
             assert state.waiting > 0, f"node {run.run_id}/{state.id} pending for nothing"
+        elif state.after is not None and state.waiting:
+            _chained(run, state, state.after)
+
+
+def _chained(run: RunState, state: NodeState, after: AttemptRef) -> None:
+    """A node sent before its upstream succeeded (``_chain``; not one an agent reported
+    after a restart) waits for that one alone, in flight on the same worker."""
+    name = f"node {run.run_id}/{state.id}"
+    assert state.status in IN_FLIGHT, f"{name} is chained while {state.status}"
+    assert state.waiting == 1, f"{name} is chained and waits for {state.waiting} nodes"
+    up = run.nodes.get(after.node_id)
+    flying = up is not None and up.status in IN_FLIGHT and up.ref == after
+    assert flying, f"{name} is chained to {after.key}, which is not in flight"
+    assert up is not None
+    assert up.worker == state.worker, f"{name} runs on {state.worker}, its upstream elsewhere"
 
 
 def _ready_nodes_are_queued(

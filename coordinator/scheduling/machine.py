@@ -234,6 +234,7 @@ class Scheduler:
             info.attempts.discard(ref)
         state.run.in_flight -= 1
         state.adopt_by = None
+        state.after = None
 
     def _stop(self, state: NodeState) -> None:
         """``land``, but a reservation its agent may still be using is kept (``stopping.py``)
@@ -418,14 +419,14 @@ class Scheduler:
         self._leases.close_worker(name)
         self.out.lost_workers.append((name, reason))
         self._untold.told(name)
-        for ref in self._stopping.of_worker(name):
-            self._stopped(ref)
         self._departed.left(self._catalog.labelled(info.spec, info.tasks), now)
         self._repace(None)
         for ref in list(info.attempts):
             state = self._attempts.get(ref)
             if state is not None:
                 self._system_failure(state, f"worker {name} {reason}", now)
+        for ref in self._stopping.of_worker(name):  # chained ones stopped just now too
+            self._stopped(ref)
         self._dirty = True
 
     def _worker(
@@ -529,8 +530,7 @@ class Scheduler:
             self._fail(state, ErrorInfo(type="Rejected", message=msg.reason), now)
             return
         state.reason = f"rejected by {msg.worker}: {msg.reason}"
-        self._move(state, "ready", state.reason, now)
-        self._enqueue(state, now)
+        self._requeue(state, state.reason, now)
 
     def outcome(self, msg: Outcome, now: float) -> None:
         """An attempt ended. Outcomes are delivered at least once and may come from an
@@ -555,6 +555,9 @@ class Scheduler:
         if msg.status == "succeeded":
             self._succeeded(state, msg.return_value, msg.return_ref, now)
         elif msg.status == "cancelled" and state.run.status == "running":
+            if state.after is not None:  # chained: its upstream's value was not there
+                self._requeue(state, f"ended unrun on {msg.worker}", now)
+                return
             # Cancelled without our asking: the agent was stopped.
             self._system_failure(state, f"cancelled on {msg.worker}", now)
         elif msg.status == "cancelled":
@@ -801,6 +804,7 @@ class Scheduler:
                 continue
             queue.take(group, index)
             self._dispatch(state, result.worker, result.gpu_devices, now)
+            self._chain(state, now)
             queue.restore(key, group)
         for key, group in held:
             queue.restore(key, group)
@@ -840,6 +844,7 @@ class Scheduler:
                 return
             state = self._ready.take(group, index)
             self._dispatch(state, lease.worker, (), now, lease)
+            self._chain(state, now)
 
     def _dispatch(
         self,
@@ -848,21 +853,85 @@ class Scheduler:
         devices: tuple[int, ...],
         now: float,
         lease: Lease | None = None,
+        after: NodeState | None = None,
     ) -> None:
         state.attempt += 1
         state.incarnation = self.incarnation
         state.gpu_devices = devices
         state.placed_at = self._listening.heard(now)
         state.reason = ""
-        self._move(state, "placed", f"placed on {worker}", now)
+        why = f"placed on {worker}" if after is None else f"sent to {worker} after {after.id}"
+        self._move(state, "placed", why, now)
         self._track(state, worker)
         ref, request = state.ref, state.node.request
         if lease is not None:
             self._leases.join(lease, ref)
         elif self._leases.eligible(request):
             lease = self._leases.open(ref, worker, (request, state.node.task))
-        sent = assignment(state, devices, None if lease is None else lease.key)
+        state.after = None if after is None else after.ref
+        sent = assignment(state, devices, None if lease is None else lease.key, after)
         self.out.assign.setdefault(worker, []).append(sent)
+
+    # -- chains --------------------------------------------------------------------------
+
+    def _chain(self, state: NodeState, now: float) -> None:
+        """Send, under the lease ``state``'s attempt runs in, the nodes that wait for it
+        alone, one after another, each to run right after the one before on that worker
+        with its values (``Continuation``): a step of a chain then costs no trip through
+        the coordinator. As many as the lease's depth has room for; one more each time a
+        step succeeds (``_succeeded``)."""
+        lease = self._leases.lease_of(state.ref)
+        if lease is None or lease.closed:
+            return
+        room = self._leases.depth_of(lease.shape) - len(lease.members)
+        while room > 0 and (child := self._chainable(state, lease)) is not None:
+            self._dispatch(child, lease.worker, (), now, lease, after=state)
+            state, room = child, room - 1
+
+    def _chainable(self, state: NodeState, lease: Lease) -> NodeState | None:
+        """The node that waits for ``state`` alone and may run after it under ``lease``:
+        the same request, a task that worker has, within the run's and the fleet's caps."""
+        run = state.run
+        if run.status != "running" or state.status not in IN_FLIGHT:
+            return None
+        down = run.submit.dag.downstream[state.id]
+        if len(down) != 1:
+            return None
+        child = run.nodes[down[0]]
+        if child.status != "pending" or child.waiting != 1 or child.id in run.infeasible:
+            return None
+        node = child.node
+        info = self.workers.get(lease.worker)
+        if node.request != lease.shape[0] or node.batch is not None or info is None:
+            return None
+        if info.draining or info.tasks is None or node.task not in info.tasks:
+            return None
+        cap = self.config.max_parallel
+        if (cap is not None and self.in_flight >= cap) or not _under_run_limit(child):
+            return None
+        return child
+
+    def _chained_to(self, state: NodeState) -> NodeState | None:
+        """The node whose attempt in flight was chained to ``state``'s (``_chain``)."""
+        ref = state.ref
+        for child_id in state.run.submit.dag.downstream[state.id]:
+            child = state.run.nodes[child_id]
+            if child.after == ref and child.status in IN_FLIGHT:
+                return child
+        return None
+
+    def _unchain(self, state: NodeState, why: str, now: float) -> None:
+        """``state``'s attempt ends without success: what was chained to it will not get
+        its values. Cancelled on its worker (the agent would end it unrun anyway) and back
+        to waiting, the deepest first; its attempt is over (a late report is stale)."""
+        child = self._chained_to(state)
+        if child is None:
+            return
+        self._unchain(child, why, now)
+        assert child.worker is not None
+        self._send_cancel(child.worker, child.ref, why)
+        child.finished_attempt = child.attempt
+        self._move(child, "pending", f"upstream {state.id}: {why}", now)
 
     # -- node endings ------------------------------------------------------------------
 
@@ -874,6 +943,7 @@ class Scheduler:
             self._fail(state, error, now)
             return
         run = state.run
+        tail = self._chained_to(state)
         self._move(state, "succeeded", "succeeded", now)
         for nxt in run.submit.dag.downstream[state.id]:
             child = run.nodes[nxt]
@@ -881,6 +951,10 @@ class Scheduler:
             if child.waiting == 0 and child.status == "pending" and run.status == "running":
                 self._make_ready(child, f"{state.id} succeeded", now)
         self._after_node(run, now)
+        while tail is not None:
+            last, tail = tail, self._chained_to(tail)
+            if tail is None:
+                self._chain(last, now)
 
     def _app_failure(self, state: NodeState, error: ErrorInfo, now: float) -> None:
         """Retry per the node's policy; a task that raises ``RetryException`` asks for a
@@ -891,9 +965,8 @@ class Scheduler:
         if state.app_retries < limit and (asked or policy.retries(error.type)):
             state.app_retries += 1
             state.error = error
-            self._move(state, "ready", f"retry after {error.type}", now)
             delay = policy.delay_for(state.app_retries, self._rand())
-            self._enqueue(state, now, not_before=now + delay)
+            self._requeue(state, f"retry after {error.type}", now, not_before=now + delay)
             return
         self._fail(state, error, now)
 
@@ -903,10 +976,21 @@ class Scheduler:
             self._fail(state, ErrorInfo(type="WorkerLost", message=why), now)
             return
         state.reason = why
+        self._requeue(state, why, now)
+
+    def _requeue(self, state: NodeState, why: str, now: float, not_before: float = 0.0) -> None:
+        """Its attempt is over and it is to be placed again: queued, or, a chained one
+        whose upstream's outcome is not applied yet, waiting for that (its retry delay
+        then counts from when it is made ready)."""
+        self._unchain(state, why, now)
         self._move(state, "ready", why, now)
-        self._enqueue(state, now)
+        if state.waiting > 0:
+            self._move(state, "pending", why, now)
+            return
+        self._enqueue(state, now, not_before=not_before)
 
     def _fail(self, state: NodeState, error: ErrorInfo, now: float) -> None:
+        self._unchain(state, f"{error.type}: {error.message}", now)
         state.error = error
         state.finished_at = state.finished_at or now
         self._move(state, "failed", f"{error.type}: {error.message}", now)

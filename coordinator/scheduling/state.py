@@ -12,7 +12,7 @@ from pydantic import JsonValue
 from coordinator.scheduling.records import Decisions, SchedulerConfig, WorkerInfo
 from coordinator.scheduling.transitions import HISTORY, Step
 from shared.dag import Node
-from shared.wire.protocol import Assignment, AttemptRef, ErrorInfo, PayloadRef
+from shared.wire.protocol import Assignment, AttemptRef, Continuation, ErrorInfo, PayloadRef
 from shared.wire.runs import TERMINAL_NODE, NodeStatus, NodeView, RunStatus, RunView, Submit
 
 __all__ = [
@@ -50,6 +50,7 @@ class NodeState:
         "_node",
         "_ref",
         "adopt_by",
+        "after",
         "app_retries",
         "attempt",
         "batch",
@@ -105,6 +106,9 @@ class NodeState:
         """After a restart: when an in-flight attempt no agent has reported is given up."""
         self.batch: str | None = None
         """A batch member's batch run, once formed (``batches.py``)."""
+        self.after: AttemptRef | None = None
+        """The upstream attempt this node's attempt in flight was chained to: sent before
+        that one ended, to run after it on the same worker (``Scheduler._chain``)."""
         self.seq = 0
         self.history = History()
         """The last few status changes, for the error an impossible one raises."""
@@ -366,16 +370,25 @@ def store_outputs(state: NodeState, value: JsonValue, ref: PayloadRef | None) ->
 
 
 def assignment(
-    state: NodeState, devices: tuple[int, ...], lease: AttemptRef | None = None
+    state: NodeState,
+    devices: tuple[int, ...],
+    lease: AttemptRef | None = None,
+    after: NodeState | None = None,
 ) -> Assignment:
     """What the worker is sent for the node's current attempt: its inputs as values, or as
-    references to stored payloads."""
+    references to stored payloads; chained ``after`` an attempt in flight, the inputs that
+    attempt will return are named for the agent to put in (``Continuation``)."""
     node, run = state.node, state.run
     kwargs = dict(node.kwargs)
     arg_refs: dict[str, PayloadRef] = dict(node.arg_refs)
+    coming = () if after is None else after.node.outputs
+    takes: dict[str, str] = {}
     for param, names in node.inputs.items():
         if isinstance(names, str):
-            if names in run.refs:
+            if names in coming:
+                kwargs[param] = None
+                takes[param] = names
+            elif names in run.refs:
                 kwargs[param] = None
                 arg_refs[param] = run.refs[names]
             else:
@@ -384,9 +397,14 @@ def assignment(
         values: list[JsonValue] = []
         for index, name in enumerate(names):
             values.append(run.values.get(name))
-            if name in run.refs:
+            if name in coming:
+                takes[f"{param}.{index}"] = name
+            elif name in run.refs:
                 arg_refs[f"{param}.{index}"] = run.refs[name]
         kwargs[param] = values
+    chained = None
+    if after is not None:
+        chained = Continuation(ref=after.ref, outputs=after.node.outputs, takes=takes)
     return Assignment(
         ref=state.ref,
         task_name=node.task,
@@ -399,6 +417,7 @@ def assignment(
         timeout=node.timeout,
         reply=run.submit.notify if len(run.nodes) == 1 and state.attempt == 1 else None,
         lease=lease,
+        after=chained,
     )
 
 

@@ -69,9 +69,15 @@ NODE_TRANSITIONS: dict[tuple[NodeStatus, NodeStatus], Transition] = {
     ("running", "succeeded"): _LAND_FINISH,
     ("running", "failed"): _LAND_FINISH,
     ("running", "cancelled"): _STOP_FINISH,
+    # A chained attempt (``Scheduler._chain``): sent while its upstream still runs; back to
+    # waiting when that one did not succeed (cancelled on its worker, as any stopped
+    # attempt), or when it is to be placed again before its upstream's outcome is applied.
+    ("pending", "placed"): _FLY,
+    ("placed", "pending"): Transition(("stop",)),
+    ("running", "pending"): Transition(("stop",)),
+    ("ready", "pending"): Transition(),
     # A run rebuilt from the store: the node takes its stored status.
     ("pending", "succeeded"): Transition(("end",), restore_only=True),
-    ("pending", "placed"): Transition(("fly",), restore_only=True),
 }
 
 RUN_TRANSITIONS: dict[tuple[RunStatus, RunStatus], tuple[RunEffect, ...]] = {

@@ -168,6 +168,22 @@ class Deregister(Versioned):
     reason: str = ""
 
 
+class Continuation(Part):
+    """An attempt sent before the one it waits for has ended (a chain: a node whose only
+    upstream runs on the same worker, under the same lease). The agent runs it right after
+    that attempt, with the values that attempt returned put where ``takes`` says, instead
+    of the coordinator sending it once the upstream's outcome was stored and applied. If
+    that attempt did not succeed there, the agent ends this one cancelled, unrun."""
+
+    ref: AttemptRef
+    """The upstream attempt; it runs before this one under the same lease."""
+    outputs: tuple[Token, ...] = ()
+    """The upstream node's declared outputs: one takes its whole value, several a list."""
+    takes: dict[str, Token] = Field(default_factory=dict)
+    """Argument key (a kwarg, or ``kwarg.index`` of a list kwarg, as ``arg_refs``) -> the
+    name of the upstream output that goes there."""
+
+
 class Assignment(Versioned):
     """One attempt to run, with the reservation it was placed under for the agent to check.
 
@@ -194,6 +210,9 @@ class Assignment(Versioned):
     """The worker lease this attempt runs under (``coordinator/scheduling/leases.py``): the
     agent runs the attempts of one lease one after another under one reservation, made
     for the first it receives and released when none is left."""
+    after: Continuation | None = None
+    """Set for a chained attempt (``Continuation``); it comes under the lease of the one
+    it follows."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -201,10 +220,14 @@ class Assignment(Versioned):
         wanted = 0 if gpus == 0 else max(1, int(gpus))
         if len(set(devices)) != len(devices) or len(devices) != wanted:
             raise ValueError(f"gpus={gpus:g} needs {wanted} distinct device(s), got {devices}")
-        for key in self.arg_refs:
+        if self.after is not None and self.lease is None:
+            raise ValueError("a chained attempt ('after') runs under its upstream's lease")
+        keys = [("arg_refs", key) for key in self.arg_refs]
+        keys += [("after.takes", key) for key in (self.after.takes if self.after else ())]
+        for field, key in keys:
             if not self._names_argument(key):
                 raise ValueError(
-                    f"arg_refs names {key!r}, which is neither an index, a kwarg, "
+                    f"{field} names {key!r}, which is neither an index, a kwarg, "
                     "nor 'kwarg.index' of a list kwarg"
                 )
         return self

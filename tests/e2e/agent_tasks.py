@@ -76,6 +76,34 @@ async def record_execution(directory: str, ctx: PipelineContext) -> int:
     return attempt or 0
 
 
+@broker.task("chain_step")
+async def chain_step(
+    directory: str,
+    ctx: PipelineContext,
+    x: int | list[int] = 0,
+    gate: str = "",
+    fail_attempts: int = 0,
+    outputs: int = 1,
+) -> int | list[int]:
+    """A step of a chain: waits for the file ``gate`` when given, fails its first
+    ``fail_attempts`` attempts, leaves a file per execution (as ``record_execution``) and
+    returns x + 1 (x summed when a list), once per output when it has several."""
+    while gate and not Path(gate).exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.01)
+    attempt = current_attempt() or 0
+    name = f"{ctx.task_id}.{attempt}.{uuid.uuid4().hex}"
+    await asyncio.to_thread((Path(directory) / name).touch)
+    if attempt <= fail_attempts:
+        raise RuntimeError(f"attempt {attempt} fails, as asked")
+    value = (sum(x) if isinstance(x, list) else x) + 1
+    return [value] * outputs if outputs > 1 else value
+
+
+@broker.task("measure")
+def measure(text: str) -> int:
+    return len(text)
+
+
 def executions(directory: Path) -> Counter[str]:
     """How often each attempt ("<run>.<node>.<attempt>") of ``record_execution`` ran."""
     return Counter(path.name.rsplit(".", 2)[0] for path in directory.iterdir())

@@ -261,12 +261,42 @@ def batches(f: Fleet) -> None:
     f.outcome(f.tick()["batch"], "succeeded")
 
 
-SCENARIOS = (happy_path, failures, cancels, endings, adoptions, restores, batches)
+def chains(f: Fleet) -> None:
+    """A chain's nodes are sent with the first (pending->placed); when an upstream attempt
+    fails they wait again (placed->pending, running->pending), and one that is to be placed
+    again before its upstream succeeded waits for it (ready->pending)."""
+    f.register()
+    retry = RetryPolicy(max_retries=1)
+    f.submit(
+        node("a", outputs=("av",), retry=retry),
+        node("b", inputs={"v": "av"}, outputs=("bv",)),
+        node("c", inputs={"v": "bv"}),
+    )
+    refs = f.tick()
+    assert set(refs) == {"a", "b", "c"}
+    f.accept(refs["b"])
+    f.outcome(refs["a"], "failed")  # retried: b running->pending, c placed->pending
+    assert (f.state("b").status, f.state("c").status) == ("pending", "pending")
+    refs = f.tick(5.0)
+    assert set(refs) == {"a", "b", "c"}
+    f.sched.rejected(Reject(ref=refs["b"], worker="w", code="capacity", reason="full"), 5.0)
+    assert (f.state("b").status, f.state("c").status) == ("pending", "pending")
+    f.outcome(refs["a"], "succeeded", at=6.0)
+    assert f.state("b").status == "ready"
+
+
+chains.config = {"pipeline": 4}  # type: ignore[attr-defined]
+
+SCENARIOS = (happy_path, failures, cancels, endings, adoptions, restores, batches, chains)
+
+
+def fleet_for(scenario: Any) -> Fleet:
+    return Fleet(**getattr(scenario, "config", {}))
 
 
 def moves_made() -> Iterator[tuple[NodeStatus, NodeStatus]]:
     for scenario in SCENARIOS:
-        f = Fleet()
+        f = fleet_for(scenario)
         scenario(f)
         yield from f.moves
 
@@ -279,7 +309,7 @@ def test_every_table_entry_is_a_move_the_scheduler_makes() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 def test_scenarios_keep_the_books_valid(scenario: Any) -> None:
-    f = Fleet()
+    f = fleet_for(scenario)
     scenario(f)
     f.sched.validate_state()
 
