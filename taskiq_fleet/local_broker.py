@@ -20,8 +20,6 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskiq import BrokerMessage
-
 from shared.resources import WorkerSpec
 from taskiq_fleet.backend import Backend
 from taskiq_fleet.batching import BatchConfig
@@ -65,17 +63,24 @@ class LocalFleetBroker(FleetBroker):
             self.fleet = self._new_fleet()
         return self.fleet
 
-    async def kick(self, message: BrokerMessage) -> None:
+    async def _kick(
+        self,
+        task_id: str,
+        task_name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        labels: dict[str, Any],
+    ) -> None:
         if self.client is None:
             async with self._starting:  # many kiqs at once start it once
                 if self.client is None:
                     await self.startup()
-        await super().kick(message)
+        await super()._kick(task_id, task_name, args, kwargs, labels)
         if self.await_inplace:
-            if self._batched(message.task_name):
+            if self._batched(task_name):
                 self.fleet.flush_batches()
             assert isinstance(self.result_backend, FleetResultBackend)
-            await self.result_backend.wait(message.task_id, None)
+            await self.result_backend.wait(task_id, None)
 
     def _batched(self, task_name: str) -> bool:
         task = self.find_task(task_name)

@@ -10,11 +10,12 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from taskiq import AsyncResultBackend, TaskiqResult
+from taskiq import AsyncResultBackend, TaskiqMiddleware, TaskiqResult
 from taskiq.decor import AsyncTaskiqDecoratedTask
-from taskiq.exceptions import TaskiqResultTimeoutError
+from taskiq.exceptions import SendTaskError, TaskiqResultTimeoutError
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
+from taskiq.utils import maybe_awaitable
 
 from shared.wire.runs import RunUpdate
 from taskiq_fleet.backend import Backend, Handle
@@ -78,13 +79,38 @@ class FleetTask(AsyncTaskiqTask[Any]):
 
 class FleetKicker(AsyncKicker[Any, Any]):
     async def kiq(self, *args: Any, **kwargs: Any) -> FleetTask:
-        task = await super().kiq(*args, **kwargs)
+        task = await self._send(*args, **kwargs)
         # a batch member's result is an element of the function's, not its type
         batched = BatchConfig.from_labels(self.labels) is not None
         backend = task.result_backend
         handle = backend.handle(task.task_id) if isinstance(backend, FleetResultBackend) else None
         return_type = None if batched else task.return_type
         return FleetTask(task.task_id, backend, return_type, handle)
+
+    async def _send(self, *args: Any, **kwargs: Any) -> AsyncTaskiqTask[Any]:
+        """taskiq's ``kiq``, middlewares and all, handing a ``FleetBroker`` the message
+        itself (``kick_message``) rather than its formatted bytes, which it would only
+        parse back."""
+        kick = getattr(self.broker, "kick_message", None)
+        if kick is None:
+            return await super().kiq(*args, **kwargs)
+        message = self._prepare_message(*args, **kwargs)
+        middlewares = self.broker.middlewares
+        for middleware in middlewares:
+            if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
+                message = await maybe_awaitable(middleware.pre_send(message))
+        try:
+            await kick(message)
+        except Exception as exc:
+            raise SendTaskError from exc
+        for middleware in reversed(middlewares):
+            if type(middleware).post_send is not TaskiqMiddleware.post_send:
+                await maybe_awaitable(middleware.post_send(message))
+        return AsyncTaskiqTask(
+            task_id=message.task_id,
+            result_backend=self.broker.result_backend,
+            return_type=self.return_type,
+        )
 
 
 class FleetDecoratedTask(AsyncTaskiqDecoratedTask[Any, Any]):

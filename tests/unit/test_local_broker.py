@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from taskiq import TaskiqEvents
+from taskiq import BrokerMessage, TaskiqEvents, TaskiqMessage, TaskiqMiddleware
 
 from taskiq_fleet import (
     DataflowPipeline,
@@ -269,3 +269,64 @@ def test_a_task_id_the_broker_drew_is_fresh_and_a_chosen_one_is_not() -> None:
     assert broker._drawn(drawn) is True
     assert broker._drawn(drawn) is False, "fresh once: a second kick of the id may have run"
     assert broker._drawn("my-idempotency-key") is False
+
+
+class Doubling(TaskiqMiddleware):
+    """Changes what is sent (``pre_send``) and notes what was (``post_send``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
+        message.args = [arg * 2 for arg in message.args]
+        return message
+
+    async def post_send(self, message: TaskiqMessage) -> None:
+        self.sent.append(message.task_id)
+
+
+async def test_a_kiq_goes_through_the_broker_s_middlewares_without_being_formatted() -> None:
+    """``FleetKicker`` hands the broker the message itself; taskiq's middlewares still
+    change it before and see it after, and the formatter is never asked."""
+    broker = LocalFleetBroker(WORKERS)
+    middleware = Doubling()
+    broker.add_middlewares(middleware)
+
+    @broker.task(task_name="same")
+    def same(x: int) -> int:
+        return x
+
+    formatted: list[str] = []
+    dumps = broker.formatter.dumps
+
+    def spy(message: TaskiqMessage) -> BrokerMessage:
+        formatted.append(message.task_id)
+        return dumps(message)
+
+    broker.formatter.dumps = spy  # type: ignore[method-assign]
+    task = await same.kiq(21)
+    assert (await task.wait_result(timeout=10)).return_value == 42
+    assert middleware.sent == [task.task_id]
+    assert formatted == []
+    await broker.shutdown()
+
+
+async def test_a_subclass_s_own_kick_still_sees_every_kiq() -> None:
+    seen: list[str] = []
+
+    class Counting(LocalFleetBroker):
+        async def kick(self, message: BrokerMessage) -> None:
+            seen.append(message.task_name)
+            await super().kick(message)
+
+    broker = Counting(WORKERS)
+
+    @broker.task(task_name="inc")
+    def inc(x: int) -> int:
+        return x + 1
+
+    task = await inc.kiq(1)
+    assert (await task.wait_result(timeout=10)).return_value == 2
+    assert seen == ["inc"]
+    await broker.shutdown()
