@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -39,6 +38,7 @@ from pydantic import JsonValue
 from shared.connection import DEFAULT_INBOX
 from shared.jetstream import DUPLICATE_WINDOW, MSG_ID, RETENTION
 from shared.payload_cache import KeptPayloads
+from shared.wire.codec import decode_value
 from shared.wire.parts import (
     CHUNK_HEADROOM,
     MAX_CHUNK,
@@ -194,8 +194,7 @@ class PayloadStore:
         return data
 
     async def load(self, ref: PayloadRef) -> JsonValue:
-        value: JsonValue = json.loads(await self.read(ref))
-        return value
+        return decode_value(await self.read(ref))
 
 
 def chunk_size(max_payload: int) -> int:

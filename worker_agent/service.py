@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,6 +33,7 @@ from shared.payloads import PayloadError, PayloadStore
 from shared.resources import WorkerSpec
 from shared.version import __version__
 from shared.wire.batches import Bad, decode_apart
+from shared.wire.codec import decode_value
 from shared.wire.protocol import (
     TERM_HEADER,
     Accept,
@@ -463,7 +463,7 @@ class Agent:
             if up.return_ref is not None:
                 value = await self._payloads().load(up.return_ref)
             else:
-                value = None if data is None else json.loads(data)
+                value = None if data is None else decode_value(data)
         except PayloadError as exc:  # not this attempt's failure: placed again later
             return a, f"its upstream's value could not be read: {exc}"
         values = taken(a.after, value)

@@ -1,5 +1,6 @@
-"""``encode_value``: pydantic-core's fast encoder, with ``json``'s answer wherever the two
-could differ in meaning (NaN and infinity refused with the reason, lone surrogates)."""
+"""``encode_value`` and ``decode_value``: pydantic-core's fast encoder and reader, with
+``json``'s answer wherever the two could differ in meaning (NaN and infinity refused with
+the reason, lone surrogates)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.wire.codec import encode_value
+from shared.wire.codec import decode_value, encode_value
 
 json_values = st.recursive(
     st.none()
@@ -26,6 +27,13 @@ json_values = st.recursive(
 @given(json_values)
 def test_any_json_value_reads_back_as_it_was(value: object) -> None:
     assert json.loads(encode_value(value)) == value  # type: ignore[arg-type]
+    assert decode_value(encode_value(value)) == value  # type: ignore[arg-type]
+
+
+@given(json_values)
+def test_what_json_writes_is_read_as_json_reads_it(value: object) -> None:
+    data = json.dumps(value).encode()
+    assert decode_value(data) == json.loads(data)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, [1, {"x": math.nan}]])
@@ -38,6 +46,7 @@ def test_nan_and_infinity_are_refused_with_the_reason(bad: object) -> None:
 def test_strings_that_look_like_the_exceptions_stay_strings(text: str) -> None:
     assert json.loads(encode_value(text)) == text
     assert json.loads(encode_value({"k": [text]})) == {"k": [text]}
+    assert decode_value(encode_value({"k": [text]})) == {"k": [text]}
 
 
 def test_a_large_text_is_written_by_the_fast_encoder() -> None:
@@ -45,3 +54,10 @@ def test_a_large_text_is_written_by_the_fast_encoder() -> None:
     one wrote them (the fast one, for what carries no NaN or infinity)."""
     text = "é" * 100_000
     assert encode_value(text) == b'"' + text.encode() + b'"'
+
+
+def test_a_large_text_without_the_words_is_not_searched_for_them() -> None:
+    """Only ``N`` and ``I`` lead to the search; a text full of them still stays a string."""
+    assert encode_value("x" * 100_000) == b'"' + b"x" * 100_000 + b'"'
+    nearly = "NaI" * 10_000 + "Infinit"
+    assert encode_value([nearly]) == json.dumps([nearly], separators=(",", ":")).encode()
