@@ -24,16 +24,33 @@ log = structlog.get_logger(__name__)
 Publish = Callable[[list[Outcome]], Awaitable[object]]
 """Stores a batch durably (in one or a few JetStream messages), or raises."""
 
+LINGER = 0.002
+"""Seconds an outcome may wait for others while its agent still runs attempts: every
+message sent wakes nats-server, and on this machine each costs the sender ~0.1 ms, more
+than a no-op task (fan-out 1 -> 1,000 -> 1: 0.49-0.64 s against 0.60-0.79 s)."""
+LINGER_MOST = 16
+"""Outcomes waiting that are sent at once, lingering or not."""
+
 
 class Outbox:
     def __init__(
-        self, publish: Publish, *, window: int = 256, backoff: tuple[float, float] = (0.05, 2.0)
+        self,
+        publish: Publish,
+        *,
+        window: int = 256,
+        backoff: tuple[float, float] = (0.05, 2.0),
+        busy: Callable[[], bool] = lambda: False,
+        linger: float = LINGER,
     ) -> None:
         self._publish = publish
         self._window = window
         self._backoff = backoff
+        self._busy = busy
+        """More attempts run or wait on this agent: more outcomes are coming soon."""
+        self._linger = linger
         self._items: dict[AttemptRef, Outcome] = {}
         self._changed = asyncio.Event()
+        self._due = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
         self._kick = asyncio.Event()
@@ -42,6 +59,8 @@ class Outbox:
         self._items[outcome.ref] = outcome
         self._empty.clear()
         self._changed.set()
+        if len(self._items) >= LINGER_MOST or not self._busy():
+            self._due.set()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,6 +86,7 @@ class Outbox:
             await self._changed.wait()
             self._changed.clear()
             while self._items:
+                await self._gather()
                 batch = list(itertools.islice(self._items.values(), self._window))
                 try:
                     await self._publish(batch)
@@ -86,6 +106,16 @@ class Outbox:
                         del self._items[outcome.ref]
                 if not self._items:
                     self._empty.set()
+
+    async def _gather(self) -> None:
+        """While the agent still runs attempts, wait up to ``linger`` for their outcomes
+        (or for ``LINGER_MOST``, or for the agent to go idle): one message for several.
+        The last outcome of a burst, or of a lone attempt, goes at once."""
+        if not self._linger or len(self._items) >= LINGER_MOST or not self._busy():
+            return
+        self._due.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._due.wait(), self._linger)
 
     def pending(self) -> list[Outcome]:
         return list(self._items.values())

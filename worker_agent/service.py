@@ -139,7 +139,7 @@ class Agent:
         self._queued: set[AttemptRef] = set()
         """Admitted under a lease, waiting for their turn (listed apart in heartbeats)."""
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
-        self._outbox = Outbox(self._store_outcomes)
+        self._outbox = Outbox(self._store_outcomes, busy=lambda: bool(self._attempts))
         self._attempts: dict[AttemptRef, asyncio.Task[None]] = {}
         self._early_cancels: dict[AttemptRef, str] = {}
         self._background: set[asyncio.Task[object]] = set()

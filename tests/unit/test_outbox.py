@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.wire.protocol import AttemptRef, Outcome
-from worker_agent.outbox import Outbox
+from worker_agent.outbox import LINGER_MOST, Outbox
 
 
 def outcome(node: str) -> Outcome:
@@ -56,3 +56,51 @@ async def test_outcomes_wait_for_the_store_and_are_all_delivered_once() -> None:
 async def test_flush_of_an_empty_outbox_is_immediate() -> None:
     box = Outbox(FlakyStore().publish)
     assert await box.flush(0)
+
+
+class Batches:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.stored = asyncio.Event()
+
+    async def publish(self, batch: list[Outcome]) -> None:
+        self.batches.append([o.ref.node_id for o in batch])
+        self.stored.set()
+
+
+async def test_while_the_agent_runs_more_outcomes_wait_for_each_other() -> None:
+    """Lingering as long as a minute here: the outcomes go once the agent is idle, at once,
+    in one message."""
+    store, busy = Batches(), [True]
+    box = Outbox(store.publish, busy=lambda: busy[0], linger=60.0)
+    runner = asyncio.create_task(box.run())
+    box.put(outcome("a"))
+    box.put(outcome("b"))
+    await asyncio.sleep(0)  # the outbox's turn: it lingers
+    assert store.batches == []
+    busy[0] = False
+    box.put(outcome("c"))
+    assert await box.flush(5)
+    assert store.batches == [["a", "b", "c"]]
+    runner.cancel()
+
+
+async def test_enough_waiting_outcomes_go_without_lingering() -> None:
+    store = Batches()
+    box = Outbox(store.publish, busy=lambda: True, linger=60.0)
+    runner = asyncio.create_task(box.run())
+    for i in range(LINGER_MOST):
+        box.put(outcome(f"n{i}"))
+    assert await box.flush(5)
+    assert [len(b) for b in store.batches] == [LINGER_MOST]
+    runner.cancel()
+
+
+async def test_an_idle_agent_s_outcome_goes_at_once() -> None:
+    store = Batches()
+    box = Outbox(store.publish, busy=lambda: False, linger=60.0)
+    runner = asyncio.create_task(box.run())
+    box.put(outcome("a"))
+    assert await box.flush(5)
+    assert store.batches == [["a"]]
+    runner.cancel()
