@@ -136,6 +136,8 @@ class Agent:
         self._guard = CapacityGuard(spec)
         self._leases = AgentLeases()
         self._upstreams = Upstreams()
+        self._answers: dict[AttemptRef, str] = {}
+        """Direct answers to send with their outcomes: the submitter's subject, by attempt."""
         self._queued: set[AttemptRef] = set()
         """Admitted under a lease, waiting for their turn (listed apart in heartbeats)."""
         self._executor = TaskExecutor(broker, worker=spec.name, max_threads=settings.max_threads)
@@ -445,7 +447,9 @@ class Agent:
         if outcome.error is not None:
             error = outcome.error.clipped(ERROR_TEXT_LIMIT)
             outcome = outcome.model_copy(update={"error": error})
-        if outcome.status == "succeeded" and await self._answer(a.reply, outcome):
+        answer = self._answer_to(a.reply) if outcome.status == "succeeded" else None
+        if answer is not None:
+            self._answers[outcome.ref] = answer
             outcome = outcome.model_copy(update={"answered": True})
         if a.lease is not None:
             self._upstreams.ended(outcome)
@@ -471,17 +475,17 @@ class Agent:
             return a, values
         return a.resolved(values), None
 
-    async def _answer(self, inbox: str | None, outcome: Outcome) -> bool:
-        """The submitter of a one-node run hears its success from here, without waiting for
-        the outcome to be stored, applied and pushed; the outbox still stores it, and the
-        coordinator's record follows (its push to the submitter is then left out)."""
+    def _answer_to(self, inbox: str | None) -> str | None:
+        """Where the submitter of a one-node run hears its success from here, without
+        waiting for the outcome to be stored, applied and pushed: the outbox sends it with
+        the outcome (``_store_outcomes``), and the coordinator's record follows (its push
+        to the submitter is then left out)."""
         if inbox is None:
-            return False  # a node of a larger run: the coordinator ends the run
+            return None  # a node of a larger run: the coordinator ends the run
         try:
-            subject = self._subjects.direct(inbox, self.name)
+            return self._subjects.direct(inbox, self.name)
         except SubjectError:
-            return False  # not a client inbox: the stored outcome is the only answer
-        return await self._publish(subject, encode(outcome))
+            return None  # not a client inbox: the stored outcome is the only answer
 
     def _ended(self, a: Assignment, started: float, status: str, kind: str, text: str) -> Outcome:
         return Outcome.model_validate(
@@ -525,10 +529,19 @@ class Agent:
         return outcome.model_copy(update={"return_value": None, "return_ref": ref})
 
     async def _store_outcomes(self, outcomes: list[Outcome]) -> None:
-        """One JetStream message per chunk that fits the server's payload limit."""
+        """One JetStream message per chunk that fits the server's payload limit; before,
+        the direct answers of these outcomes, in the same bytes: sent together, they cost
+        the agent one socket write (each wakes nats-server, ~0.1 ms here) instead of one
+        per task. One that could not be sent is stored as not answered."""
         assert self._nc is not None
         js, limit = self._nc.jetstream(), self._nc.max_payload // 2
         encoded = [(outcome, encode(outcome)) for outcome in outcomes]
+        for index, (outcome, data) in enumerate(encoded):
+            subject = self._answers.pop(outcome.ref, None)
+            if subject is not None and not await self._publish(subject, data):
+                unanswered = outcome.model_copy(update={"answered": False})
+                encoded[index] = (unanswered, encode(unanswered))
+                self._outbox.put(unanswered)  # what a retry of this batch stores
         chunks = size_chunks(encoded, lambda item: len(item[1]), limit)
         await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
 
