@@ -980,8 +980,8 @@ class Scheduler:
 
     def _requeue(self, state: NodeState, why: str, now: float, not_before: float = 0.0) -> None:
         """Its attempt is over and it is to be placed again: queued, or, a chained one
-        whose upstream's outcome is not applied yet, waiting for that (its retry delay
-        then counts from when it is made ready)."""
+        whose upstream's outcome is not applied yet, waiting for that (then queued at once:
+        a retry delay is not kept; its upstream's outcome is normally applied first)."""
         self._unchain(state, why, now)
         self._move(state, "ready", why, now)
         if state.waiting > 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.wire.protocol import Heartbeat
-from taskiq_fleet import Dag, Node, RetryPolicy
+from taskiq_fleet import Dag, Node, RetryPolicy, RunHandle
 from tests.e2e.agent_tasks import executions
 from tests.e2e.cluster import Cluster
 
@@ -94,12 +94,8 @@ async def test_a_chain_is_sent_ahead_and_each_step_gets_the_value_before_it(
 async def test_a_retried_step_runs_what_was_chained_to_it_once_after_it_succeeds(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    records = await one_agent(cluster, tmp_path)
-    gate = tmp_path / "gate"
-    assert cluster.client is not None
-    handle = await cluster.client.submit(chain(records, 4, gate, fail_attempts=1))
-    await cluster.heartbeat(queued(3), within=30)
-    gate.touch()
+    records, handle = await sent_ahead(cluster, tmp_path, fail_attempts=1)
+    (tmp_path / "gate").touch()
     outputs = await handle.result(timeout=30)
     assert outputs == {"s0": 1, "s1": 2, "s2": 3, "s3": 4}
     # s0 failed once and ran again; what was chained to its first attempt never ran then
@@ -128,14 +124,21 @@ async def test_a_step_that_fails_for_good_leaves_the_rest_of_its_chain_unrun(
     assert ran(records) == Counter()
 
 
+async def sent_ahead(cluster: Cluster, tmp_path: Path, **first: Any) -> tuple[Path, RunHandle]:
+    """One agent, and a chain of four sent to it while its first step waits for the file
+    ``tmp_path / "gate"``: the executions' directory and the run."""
+    records = await one_agent(cluster, tmp_path)
+    assert cluster.client is not None
+    handle = await cluster.client.submit(chain(records, 4, tmp_path / "gate", **first))
+    await cluster.heartbeat(queued(3), within=30)
+    return records, handle
+
+
 async def test_a_chain_whose_agent_is_killed_finishes_on_another_each_step_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    records = await one_agent(cluster, tmp_path)
+    records, handle = await sent_ahead(cluster, tmp_path)
     gate = tmp_path / "gate"
-    assert cluster.client is not None
-    handle = await cluster.client.submit(chain(records, 4, gate))
-    await cluster.heartbeat(queued(3), within=30)
     cluster.start_agent("a2", "--cpus", "1", *FAST)
     await cluster.heartbeat(lambda beat: beat.worker == "a2")
     cluster.agents["a1"].kill()
@@ -149,11 +152,8 @@ async def test_a_chain_whose_agent_is_killed_finishes_on_another_each_step_once(
 async def test_a_chain_goes_on_once_each_step_after_its_coordinator_is_killed(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    records = await one_agent(cluster, tmp_path)
+    records, handle = await sent_ahead(cluster, tmp_path)
     gate = tmp_path / "gate"
-    assert cluster.client is not None
-    handle = await cluster.client.submit(chain(records, 4, gate))
-    await cluster.heartbeat(queued(3), within=30)
     await cluster.checkpointed(handle.run_id)
     assert cluster.coordinator is not None
     cluster.coordinator.kill()

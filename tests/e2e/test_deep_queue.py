@@ -18,6 +18,7 @@ import taskiq_fleet.broker as broker_module
 from shared.dag import Dag, Node
 from shared.resources import ResourceRequest
 from shared.wire.subjects import Subjects
+from taskiq_fleet import CoordinatorClient, RunHandle
 from tests.e2e import fleet_app
 from tests.e2e.agent_tasks import executions
 from tests.e2e.cluster import Cluster, broker_cluster
@@ -54,11 +55,11 @@ async def test_each_task_keeps_its_result_however_many_were_kicked_since(
     assert [r.return_value for r in results] == [i + 1 for i in range(3 * KEPT)]
 
 
-async def test_a_queued_run_survives_a_kill_of_the_coordinator(
+async def one_busy_agent(
     cluster: Cluster, tmp_path: Path
-) -> None:
-    """A run waiting behind another is resumed by the restarted coordinator (from its live
-    record, or from its submission message when it had none yet) and runs."""
+) -> tuple[CoordinatorClient, Path, RunHandle]:
+    """A coordinator, an agent of one cpu, and a run holding that cpu until the file
+    ``gate`` exists: the client, the gate and the run."""
     cluster.start_coordinator()
     cluster.start_agent("a1", "--cpus", "1", "--heartbeat", "0.2")
     client = await cluster.connect(workers=1)
@@ -66,6 +67,15 @@ async def test_a_queued_run_survives_a_kill_of_the_coordinator(
     wait = Node(id="w", task="async_wait_for_gate", kwargs={"gate": str(gate)})
     busy = await client.submit(Dag(nodes=(wait,)))
     await cluster.heartbeat(lambda b: len(b.running) == 1)
+    return client, gate, busy
+
+
+async def test_a_queued_run_survives_a_kill_of_the_coordinator(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A run waiting behind another is resumed by the restarted coordinator (from its live
+    record, or from its submission message when it had none yet) and runs."""
+    client, gate, busy = await one_busy_agent(cluster, tmp_path)
     add = Node(id="a", task="add", kwargs={"a": 1, "b": 2}, outputs=("s",))
     queued = await client.submit(Dag(nodes=(add,)))
     await cluster.checkpointed(busy.run_id)  # the running one is adopted after the restart
@@ -188,13 +198,7 @@ async def test_queued_runs_written_across_a_nats_restart_run_once_after_a_kill(
         pytest.skip("needs the local nats-server (stop and start on the same port and store)")
     records = tmp_path / "executions"
     records.mkdir()
-    cluster.start_coordinator()
-    cluster.start_agent("a1", "--cpus", "1", "--heartbeat", "0.2")
-    client = await cluster.connect(workers=1)
-    gate = tmp_path / "gate"
-    wait = Node(id="w", task="async_wait_for_gate", kwargs={"gate": str(gate)})
-    busy = await client.submit(Dag(nodes=(wait,)))
-    await cluster.heartbeat(lambda b: len(b.running) == 1)
+    client, gate, busy = await one_busy_agent(cluster, tmp_path)
     record = Node(  # another RAM ask: not a member of the running one's lease
         id="n",
         task="record_execution",
