@@ -43,6 +43,7 @@ from shared.wire.protocol import (
     Outcome,
     PayloadRef,
     ProtocolError,
+    decode_each,
     decode_model,
     encode,
     size_chunks,
@@ -361,16 +362,17 @@ class CoordinatorClient:
                     self._handles.pop(update.run_id, None)
 
     async def _on_direct(self, msg: Msg) -> None:
-        """An agent's answer to a one-node run of ours; only the worker named in the subject
-        (its NATS permissions allow no other) may speak for its own attempt."""
+        """An agent's answers to one-node runs of ours (one, or a batch of those that ended
+        together); only the worker named in the subject (its NATS permissions allow no
+        other) may speak for its own attempts."""
         with contextlib.suppress(ProtocolError, SubjectError):
             _, worker = self.subjects.parse_direct(msg.subject)
-            outcome = decode_model(msg.data, Outcome)
-            handle = self._handles.get(outcome.ref.run_id)
-            if handle is not None and outcome.worker == worker:
-                handle._answered(outcome)
-                if handle.done:
-                    self._handles.pop(outcome.ref.run_id, None)
+            for outcome in decode_each(msg.data, Outcome):
+                handle = self._handles.get(outcome.ref.run_id)
+                if handle is not None and outcome.worker == worker:
+                    handle._answered(outcome)
+                    if handle.done:
+                        self._handles.pop(outcome.ref.run_id, None)
 
     @property
     def inline_limit(self) -> int:

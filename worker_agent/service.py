@@ -530,18 +530,24 @@ class Agent:
 
     async def _store_outcomes(self, outcomes: list[Outcome]) -> None:
         """One JetStream message per chunk that fits the server's payload limit; before,
-        the direct answers of these outcomes, in the same bytes: sent together, they cost
-        the agent one socket write (each wakes nats-server, ~0.1 ms here) instead of one
-        per task. One that could not be sent is stored as not answered."""
+        the direct answers of these outcomes, in the same bytes, one message per submitter:
+        sent together, they cost the agent one socket write (each wakes nats-server, ~0.1
+        ms here) and the client one message, instead of one each per task. One that could
+        not be sent is stored as not answered."""
         assert self._nc is not None
         js, limit = self._nc.jetstream(), self._nc.max_payload // 2
         encoded = [(outcome, encode(outcome)) for outcome in outcomes]
-        for index, (outcome, data) in enumerate(encoded):
+        answers: dict[str, list[int]] = {}
+        for index, (outcome, _) in enumerate(encoded):
             subject = self._answers.pop(outcome.ref, None)
-            if subject is not None and not await self._publish(subject, data):
-                unanswered = outcome.model_copy(update={"answered": False})
-                encoded[index] = (unanswered, encode(unanswered))
-                self._outbox.put(unanswered)  # what a retry of this batch stores
+            if subject is not None:
+                answers.setdefault(subject, []).append(index)
+        for subject, indexes in answers.items():
+            if not await self._publish(subject, join_encoded([encoded[i][1] for i in indexes])):
+                for index in indexes:
+                    unanswered = encoded[index][0].model_copy(update={"answered": False})
+                    encoded[index] = (unanswered, encode(unanswered))
+                    self._outbox.put(unanswered)  # what a retry of this batch stores
         chunks = size_chunks(encoded, lambda item: len(item[1]), limit)
         await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
 

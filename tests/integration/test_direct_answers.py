@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from shared.jetstream import ensure_streams
-from shared.wire.protocol import AttemptRef, ErrorInfo, Outcome, encode
+from shared.wire.protocol import AttemptRef, ErrorInfo, Outcome, encode, join_encoded
 from taskiq_fleet import CoordinatorClient, Dag, Node
 from taskiq_fleet.client import RunHandle
 
@@ -86,3 +86,17 @@ async def test_answers_that_cannot_end_the_run_are_ignored(client: CoordinatorCl
     assert not await answered(client, one, sends)
     assert not two.done
     assert not pair.done
+
+
+async def test_answers_sent_together_end_each_run_they_name(client: CoordinatorClient) -> None:
+    """An agent sends the answers of outcomes that ended together as one message; in it,
+    one that speaks for another worker is still ignored."""
+    dag = Dag(nodes=(Node(id="only", task="noop", outputs=("r",)),))
+    one, two, other = [await client.submit(dag) for _ in range(3)]
+    inbox = client._inbox
+    together = join_encoded(
+        [outcome(one.run_id, "w1"), outcome(two.run_id, "w1"), outcome(other.run_id, "w2")]
+    )
+    assert await answered(client, one, [(f"{inbox}.w1", together)])
+    assert two.done
+    assert not other.done
