@@ -17,6 +17,7 @@ fleet tasks/s / Ray tasks/s) and the median ratio, then the peak RSS of each sid
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from benchmarks._workload import (
     Figure,
     Peer,
     Sizes,
+    Step,
     add_size_arguments,
     positive,
     sizes_from,
@@ -84,6 +86,16 @@ def _progress(step: str, order: Sequence[Peer], found: dict[str, dict[str, float
     return f"  {step:20} " + " | ".join(sides)
 
 
+def settled(step: Step, peer: Peer, sizes: Sizes) -> dict[str, float]:
+    """The step's figures, and the disk written back before the next step: our payloads are
+    stored on disk (a 1 MB fan-out writes 1 GB), and the kernel writing them back on the
+    same two cores slowed whatever ran next (5,000 at once: 855-1,034 tasks/s after a
+    payload step, 1,034-1,181 before any)."""
+    found = step(peer, sizes)
+    os.sync()
+    return found
+
+
 def alternate(
     peers: Sequence[Peer], sizes: Sizes, rounds: int
 ) -> dict[str, list[dict[str, float]]]:
@@ -95,7 +107,7 @@ def alternate(
         for peer in peers:
             rows[peer.name].append({})
         for name, step in steps_at(sizes):
-            found = {peer.name: step(peer, sizes) for peer in order}
+            found = {peer.name: settled(step, peer, sizes) for peer in order}
             for peer in order:
                 rows[peer.name][-1].update(found[peer.name])
             print(_progress(name, order, found), flush=True)
