@@ -33,7 +33,9 @@ from taskiq_fleet import Dag, FleetError, Node
 from tests.processes import ROOT
 
 ACCOUNTS = ROOT / "deploy" / "nats" / "accounts.conf"
-USERS = ("coordinator", "client", "agent-a1", "agent-a2", "agent-a3", "sys")
+USERS = ("coordinator", "client", "dashboard", "agent-a1", "agent-a2", "agent-a3", "sys")
+"""Every user of `deploy/nats/accounts.conf`: nats-server refuses to start without each
+one's password in its environment."""
 WITHIN = 5
 DROPPED = "dropped a message its sender may not send"
 KEPT = b'"a finished run\'s value"'
