@@ -241,6 +241,11 @@ class Dag(Part):
         return {n.id: n for n in self.nodes}
 
     @cached_property
+    def position(self) -> dict[str, int]:
+        """Node id -> its place in ``nodes``: what changed together is told in this order."""
+        return {n.id: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
     def producers(self) -> dict[str, str]:
         """Output name -> id of the node producing it."""
         return {name: n.id for n in self.nodes for name in n.outputs}

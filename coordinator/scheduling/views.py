@@ -53,7 +53,8 @@ def take_update(sched: Scheduler, run_id: str) -> tuple[RunUpdate | None, list[N
     run = sched.runs.get(run_id)
     if run is None:
         return None, []
-    changed = [run.nodes[n] for n in run.changed]
+    order = run.submit.dag.position
+    changed = [run.nodes[n] for n in sorted(run.changed, key=order.__getitem__)]
     run.sent()
     final = sched.view(run_id) if run.status != "running" else None
     if final is None and not run.progress:
