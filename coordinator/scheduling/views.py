@@ -12,7 +12,7 @@ from shared.wire.runs import RunUpdate, WorkerView
 
 if TYPE_CHECKING:
     from coordinator.scheduling.machine import Scheduler
-    from coordinator.scheduling.state import NodeState
+    from coordinator.scheduling.state import NodeState, RunState
 
 
 def worker_views(sched: Scheduler) -> list[WorkerView]:
@@ -53,11 +53,18 @@ def take_update(sched: Scheduler, run_id: str) -> tuple[RunUpdate | None, list[N
     run = sched.runs.get(run_id)
     if run is None:
         return None, []
-    order = run.submit.dag.position
-    changed = [run.nodes[n] for n in sorted(run.changed, key=order.__getitem__)]
+    changed = [run.nodes[n] for n in _in_dag_order(run)]
     run.sent()
     final = sched.view(run_id) if run.status != "running" else None
     if final is None and not run.progress:
         return None, changed
     nodes = tuple(s.view() for s in changed) if run.progress else ()
     return RunUpdate(run_id=run_id, status=run.status, nodes=nodes, run=final), changed
+
+
+def _in_dag_order(run: RunState) -> list[str]:
+    """The changed nodes as the DAG lists them (several change in one pass when a chain is
+    sent). One alone needs no order: a dormant one-node run is not read back for it."""
+    if len(run.changed) < 2:
+        return list(run.changed)
+    return sorted(run.changed, key=run.submit.dag.position.__getitem__)

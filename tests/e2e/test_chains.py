@@ -5,14 +5,18 @@ execution leaves a file: ``chain_step``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from shared.wire.protocol import Heartbeat
 from taskiq_fleet import Dag, Node, RetryPolicy, RunHandle
 from tests.e2e.agent_tasks import executions
 from tests.e2e.cluster import Cluster
+from tests.natsserver import NatsEndpoint, NatsServer
 
 FAST = ("--heartbeat", "0.2")
 
@@ -177,3 +181,19 @@ async def test_a_large_value_goes_down_a_chain(cluster: Cluster, tmp_path: Path)
     assert cluster.client is not None
     outputs = await (await cluster.client.submit(dag)).result(timeout=30)
     assert outputs["n"] == size
+
+
+async def test_a_chain_sent_ahead_goes_on_once_each_step_across_a_nats_restart(
+    cluster: Cluster, nats_server: NatsEndpoint, tmp_path: Path
+) -> None:
+    """NATS goes away while the chain waits on the agent: its outcomes wait in the agent's
+    outbox and the direct answers with them, and every step runs once, with its value."""
+    if not isinstance(nats_server, NatsServer):
+        pytest.skip("needs the local nats-server (stop and start on the same port and store)")
+    records, handle = await sent_ahead(cluster, tmp_path)
+    await asyncio.to_thread(nats_server.stop)
+    (tmp_path / "gate").touch()  # the steps run while NATS is away
+    await asyncio.sleep(3.0)  # the outage itself: past the agent's 2 s publish timeout
+    await asyncio.to_thread(nats_server.start)
+    assert await handle.result(timeout=60) == {"s0": 1, "s1": 2, "s2": 3, "s3": 4}
+    assert ran(records) == Counter({"s0": 1, "s1": 1, "s2": 1, "s3": 1})

@@ -25,6 +25,7 @@ from coordinator.run_records import (
     read_queued,
 )
 from coordinator.scheduling.machine import Scheduler
+from coordinator.scheduling.views import take_update
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Register
 from shared.wire.runs import RunView, Submit, parse_submits
@@ -144,6 +145,18 @@ def test_views_and_records_of_a_dormant_run_read_nothing_back() -> None:
     assert run.submit == submit  # woken on use
     assert not run.dormant
     assert sched.view(run.run_id) == view
+
+
+@pytest.mark.usefixtures("shallow")
+def test_the_update_pushed_for_a_dormant_run_reads_nothing_back() -> None:
+    """Every run touched in a pass is looked at for its push (``take_update``), a deep
+    queue's dormant ones too."""
+    sched = waiting()
+    run = sched.submit(kiqs(1)[0], 1.0)
+    assert run is not None
+    assert run.dormant
+    take_update(sched, run.run_id)
+    assert run.dormant
 
 
 @pytest.mark.usefixtures("shallow")
