@@ -74,6 +74,11 @@ FINAL_FLUSH = 5.0
 Event = tuple[str, Any, Msg | None]
 MAX_BATCH = 256
 """Events other than agents' control messages taken into one pump iteration at most."""
+TOLD_WITHIN = 0.1
+"""Seconds at most that the end of a run its agent told the submitter of waits before it
+goes to the run's subject (for followers in other processes, and the dashboard): it goes
+with the next message this coordinator sends anyway, or after this. A socket write costs
+its sender more here than the rest of a one-task round trip's work in the coordinator."""
 YIELD_EVERY = 16
 """Junk messages dropped at the edge between two yields to the event loop: under a flood,
 NATS's socket reader gets a turn often enough that a heartbeat behind the junk is read,
@@ -164,6 +169,9 @@ class Coordinator:
         self._turns = Turns()
         self._answered: set[str] = set()
         """Runs whose agent told the submitter of their end in this pass (``Outcome.answered``)."""
+        self._told: list[tuple[str, bytes]] = []
+        """Ends of runs told their submitters, for the runs' subjects (``TOLD_WITHIN``)."""
+        self._told_since = 0.0
         self.dropped = 0
 
     # -- NATS connection callbacks -----------------------------------------------------------
@@ -214,6 +222,9 @@ class Coordinator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                for subject, data in self._told:
+                    await nc.publish(subject, data)
             with contextlib.suppress(Exception):
                 if self.may_act():
                     await asyncio.wait_for(self._checkpoints.flush(everything=True), FINAL_FLUSH)
@@ -652,20 +663,31 @@ class Coordinator:
         for name, reason in d.lost_workers:
             if reason != "deregistered":
                 log.warning("worker lost", worker=name, reason=reason)
+        sent = bool(d.assign or d.cancel or d.reregister or d.pace)
         for run_id in d.changed:
-            await self._push_update(run_id)
+            sent = await self._push_update(run_id) or sent
         self._answered.clear()
+        if self._told and (sent or time.monotonic() - self._told_since >= TOLD_WITHIN):
+            told, self._told = self._told, []
+            for subject, data in told:
+                await nc.publish(subject, data)
 
-    async def _push_update(self, run_id: str) -> None:
-        """Changed nodes to the submitter (when it wants progress), and the end to anyone."""
+    async def _push_update(self, run_id: str) -> bool:
+        """Changed nodes to the submitter (when it wants progress), and the end to anyone
+        (later, ``TOLD_WITHIN``, when its agent told the submitter); whether it sent."""
         run = self.scheduler.runs.get(run_id)
         update, _ = take_update(self.scheduler, run_id)
         if run is None or update is None:
-            return
-        told = update.status == "succeeded" and run_id in self._answered
-        await self._publish_update(update, None if told else run.submit.notify)
+            return False
         if update.run is not None and info_enabled(__name__):
             log.info("run finished", run=run_id, status=run.status, error=run.error or None)
+        if update.status == "succeeded" and run_id in self._answered:
+            if not self._told:
+                self._told_since = time.monotonic()
+            self._told.append((self.subjects.run_updates(run_id), encode(update)))
+            return False
+        await self._publish_update(update, run.submit.notify)
+        return True
 
     async def _publish_update(self, update: RunUpdate, notify: str | None) -> None:
         """To the submitter's inbox (or the run's subject when it named none); a run's end
