@@ -275,15 +275,16 @@ class RunStore:
         records go in atomic batches where the server takes them (``atomic.py``); a batch
         refused is written again one record at a time."""
         together = await self._finals_together([v for _, v, _ in items if v.done])
-        results = await asyncio.gather(
-            *(
-                (self._drop_live(v.run_id) if live else _nothing())
-                if v.run_id in together
-                else self.save(s, v, live)
-                for s, v, live in items
-            ),
-            return_exceptions=True,
-        )
+        writes = {}  # a run whose final record went in a batch and had no live one: nothing
+        for index, (submit, view, live) in enumerate(items):
+            if view.run_id not in together:
+                writes[index] = self.save(submit, view, live)
+            elif live:
+                writes[index] = self._drop_live(view.run_id)
+        done = await asyncio.gather(*writes.values(), return_exceptions=True)
+        results: list[BaseException | None] = [None] * len(items)
+        for index, result in zip(writes, done, strict=True):
+            results[index] = result
         failed: dict[str, Exception] = {}
         for (_, view, _), result in zip(items, results, strict=True):
             if isinstance(result, Exception):
@@ -463,10 +464,6 @@ class RunStore:
         except KeyNotFoundError:
             return None
         return entry.value
-
-
-async def _nothing() -> None:
-    pass
 
 
 def _done_view(item: tuple[str, bytes, int]) -> RunView | None:

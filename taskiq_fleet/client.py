@@ -289,12 +289,23 @@ class CoordinatorClient:
 
     async def _send_submit(self, run_id: str, data: bytes) -> None:
         """Submissions made while others are in flight go out together, as one JetStream
-        message per batch: a burst of ``kiq`` costs a few round trips, not one each."""
+        message per batch: a burst of ``kiq`` costs a few round trips, not one each. One
+        made while none is in flight is sent by its caller (a task of its own would cost a
+        lone round trip two more turns of the event loop)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outgoing.append((run_id, data, done))
-        if not self._sending:
-            self._sending = True
-            self._sender_task = asyncio.create_task(self._sender())
+        item = (run_id, data, done)
+        if self._sending:
+            self._outgoing.append(item)
+            await done
+            return
+        self._sending = True
+        try:
+            await self._publish_chunk([item])
+        finally:  # what came meanwhile goes next, together
+            if self._outgoing:
+                self._sender_task = asyncio.create_task(self._sender())
+            else:
+                self._sending = False
         await done
 
     async def _sender(self) -> None:
@@ -302,7 +313,10 @@ class CoordinatorClient:
             while self._outgoing:
                 items, self._outgoing = self._outgoing, []
                 chunks = size_chunks(items, lambda item: len(item[1]), self.nc.max_payload // 2)
-                await asyncio.gather(*(self._publish_chunk(c) for c in chunks))
+                if len(chunks) == 1:
+                    await self._publish_chunk(chunks[0])
+                else:
+                    await asyncio.gather(*(self._publish_chunk(c) for c in chunks))
         finally:
             self._sending = False
 

@@ -115,7 +115,8 @@ class Outbox:
             return
         self._due.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._due.wait(), self._linger)
+            async with asyncio.timeout(self._linger):  # wait_for would start a task
+                await self._due.wait()
 
     def pending(self) -> list[Outcome]:
         return list(self._items.values())

@@ -408,8 +408,12 @@ class Agent:
         """Under a lease, once the attempts admitted before it under the lease have ended."""
         async with turn or contextlib.nullcontext():
             self._queued.discard(a.ref)
-            asyncio.get_running_loop().call_later(ACCEPT_DELAY, self._accept_if_running, a.ref)
-            await self._attempt(a)
+            loop = asyncio.get_running_loop()
+            accept = loop.call_later(ACCEPT_DELAY, self._accept_if_running, a.ref)
+            try:
+                await self._attempt(a)
+            finally:  # an idle agent would wake for it after each short attempt
+                accept.cancel()
 
     def _accept_if_running(self, ref: AttemptRef) -> None:
         """An attempt is reported running only if it still runs a moment after it started:
@@ -549,7 +553,10 @@ class Agent:
                     encoded[index] = (unanswered, encode(unanswered))
                     self._outbox.put(unanswered)  # what a retry of this batch stores
         chunks = size_chunks(encoded, lambda item: len(item[1]), limit)
-        await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
+        if len(chunks) == 1:  # a task of its own costs two turns of the event loop
+            await self._store_chunk(js, chunks[0])
+        else:
+            await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
 
     async def _store_chunk(self, js: JetStreamContext, chunk: list[tuple[Outcome, bytes]]) -> None:
         """The message id is a digest of the content: a retried publish of the same chunk is
