@@ -392,8 +392,12 @@ class Coordinator:
     async def _next_batch(self) -> list[Event]:
         """What an agent said first, then at most ``MAX_BATCH`` other events: one pump
         iteration stays short under a flood, and control messages wait for one at most."""
-        edge = self._edge
-        rest: list[Event] = [] if edge.control else [await self._queue.get()]
+        edge, rest = self._edge, []
+        if not edge.control:
+            waits = self._queue.empty()
+            rest.append(await self._queue.get())
+            if waits:
+                self._turns.rested()
         while len(rest) < MAX_BATCH and not self._queue.empty():
             rest.append(self._queue.get_nowait())
         control, edge.control = edge.control, []

@@ -26,6 +26,12 @@ class Turns:
         self._clock = clock
         self._due = clock() + every
 
+    def rested(self) -> None:
+        """The event loop just had its turn (the caller waited): count from now. Without
+        this, the first event after a quiet spell yielded at once, in the middle of a
+        lone round trip's pass."""
+        self._due = self._clock() + self._every
+
     async def take(self) -> None:
         """Give the event loop a turn if ``every`` seconds went by since the last one."""
         if self._clock() >= self._due:

@@ -23,3 +23,25 @@ async def test_the_loop_gets_a_turn_only_once_the_time_is_up() -> None:
     await turns.take()
     assert ran == [0.005]
     await task
+
+
+async def test_work_after_a_rest_counts_from_the_rest() -> None:
+    """A pass that starts after the loop waited does not yield at its first event, however
+    long the wait was: it yields once it has worked ``every`` seconds."""
+    now = [0.0]
+    turns = Turns(every=0.005, clock=lambda: now[0])
+    ran: list[float] = []
+
+    async def other() -> None:
+        ran.append(now[0])
+
+    task = asyncio.get_running_loop().create_task(other())
+    now[0] = 10.0  # a quiet spell, then an event
+    turns.rested()
+    now[0] = 10.004
+    await turns.take()
+    assert ran == []
+    now[0] = 10.005
+    await turns.take()
+    assert ran == [10.005]
+    await task
