@@ -95,24 +95,25 @@ class RunHandle(PushedRun):
         Waits for the pushed end, and asks the coordinator after a reconnect and every
         ``POLL_EVERY`` seconds, so a lost push cannot keep it waiting for ever.
         """
-        async with asyncio.timeout(timeout):
-            if not self._from_start:
-                await self._ask()
-            while not self._done.is_set():
-                await self._pause()
-                if not self._done.is_set():
+        if not self._done.is_set():  # else no timer: a burst's kiqs mostly ended by now
+            async with asyncio.timeout(timeout):
+                if not self._from_start:
                     await self._ask()
+                while not self._done.is_set():
+                    await self._pause()
+                    if not self._done.is_set():
+                        await self._ask()
         await self._stop_listening()
         assert self.view is not None
         return self.view
 
     async def _pause(self) -> None:
         """Until the end is pushed, the connection is back, or a jittered poll interval."""
+        poll = asyncio.get_running_loop().call_later(random.uniform(*POLL_EVERY), self._wake.set)
         try:
-            async with asyncio.timeout(random.uniform(*POLL_EVERY)):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+            await self._wake.wait()
+        finally:
+            poll.cancel()
         self._wake.clear()
 
     async def _ask(self) -> None:
