@@ -138,8 +138,8 @@ class TaskExecutor:
         inner = asyncio.create_task(self._invoke(task.original_func, message, assignment))
         attempt = self._running[assignment.ref] = _Attempt(inner)
         try:
-            await asyncio.wait({inner}, timeout=assignment.timeout)
-            status, result = await self._settle(attempt, assignment.timeout)
+            expired = await _until_done(inner, assignment.timeout)
+            status, result = await self._settle(attempt, assignment.timeout, expired)
         finally:
             inner.cancel()  # no-op once done; stops the attempt if our caller was cancelled
             del self._running[assignment.ref]
@@ -194,7 +194,7 @@ class TaskExecutor:
         return await self._receiver.run_task(target, message)
 
     async def _settle(
-        self, attempt: _Attempt, limit: float | None
+        self, attempt: _Attempt, limit: float | None, expired: bool
     ) -> tuple[Status, TaskiqResult[Any]]:
         """Stop the attempt if still running and decide how it ended.
 
@@ -202,7 +202,7 @@ class TaskExecutor:
         usually *returns* a result; the status comes from why we cancelled it.
         """
         inner = attempt.task
-        timed_out = not inner.done()
+        timed_out = expired or not inner.done()
         inner.cancel()
         try:
             result = await inner
@@ -262,6 +262,27 @@ class TaskExecutor:
             finished_at=max(started, self._clock()),
         )
         return outcome if data is None else outcome.with_value_json(data)
+
+
+async def _until_done(inner: asyncio.Task[TaskiqResult[Any]], limit: float | None) -> bool:
+    """Until ``inner`` ends (however) or ``limit`` seconds pass, then whether they did;
+    raises only when this task is cancelled. Awaiting the task itself resumes this one in
+    the loop's next turn, where ``asyncio.wait`` took two (a callback, then a waiter): it is
+    on each attempt's way from its function's return to its outcome. The limit cancels
+    ``inner`` through this wait, and ``inner`` may still return a result; so may a cancel
+    of this task, which is raised here all the same."""
+    timeout = asyncio.timeout(limit)
+    try:
+        async with timeout:
+            await inner
+    except asyncio.CancelledError:
+        if _cancelling():
+            raise
+    except Exception:  # inner's own error (``_settle`` reads it), or the limit
+        pass
+    if _cancelling():  # cancelling this task cancelled inner, which then returned
+        raise asyncio.CancelledError
+    return timeout.expired()
 
 
 def _cancelling() -> bool:
