@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.dag import Dag, Node
+from shared.dag import Dag, Node, RunOptions
 from shared.wire.codec import join_items, size_chunks, with_field
 from shared.wire.protocol import (
     AttemptRef,
@@ -169,6 +169,63 @@ def test_client_inbox_is_a_valid_notify_subject() -> None:
 def _submit(run_id: str, **changes: Any) -> Submit:
     dag = Dag(nodes=(Node(id="task", task="mod:f", args=(1,), outputs=("result",)),))
     return Submit(run_id=run_id, dag=dag, progress=False).model_copy(update=changes)
+
+
+def _rich_submit() -> Submit:
+    """Fields away from their defaults at every level, beside nodes left at theirs."""
+    plain = Node(id="plain", task="mod:f", outputs=("p",))
+    rich = Node.model_validate(
+        {
+            "id": "rich",
+            "task": "mod:g",
+            "args": [0, "", None, False, [], {}],
+            "kwargs": {"k": 0.0},
+            "inputs": {"x": "p", "y": ["p", "q"]},
+            "outputs": ["r"],
+            "after": ["plain"],
+            "request": {
+                "cpu": 0.0,
+                "ram_mb": 512,
+                "gpus": 1.0,
+                "gpu_models": ["A100"],
+                "resources": {"licence": 1.0},
+                "required": [{"key": "zone", "op": "in", "values": ["a", "b"]}],
+                "preferred": [
+                    {"selector": {"key": "tier", "op": "equals", "values": ["fast"]}, "weight": 2}
+                ],
+            },
+            "retry": {"max_retries": 3, "delay": 0.5, "retry_on": ["ValueError"]},
+            "timeout": 9.5,
+            "priority": -2,
+            "labels": {"team": "x"},
+        }
+    )
+    dag = Dag(inputs=("q",), nodes=(plain, rich))
+    return Submit(
+        run_id="rich",
+        name="n",
+        dag=dag,
+        inputs={"q": [1, {"a": None}]},
+        options=RunOptions(max_parallel=2, on_error="continue"),
+        submitted_at=12.5,
+        notify="_INBOX.client.abc",
+        progress=False,
+        fresh=True,
+    )
+
+
+def test_a_submission_is_sent_without_its_defaults_and_read_back_whole() -> None:
+    """Fields at their defaults stay home (a node's request, retry policy and the rest were
+    most of a kiq's bytes); what a receiver reads is the same submission, and a message
+    with every field spelled out, as earlier clients sent, reads the same."""
+    submit = _rich_submit()
+    data = encode(submit)
+    assert data.startswith(b'{"version":1,"type":"submit",')
+    sent = json.loads(data)
+    assert set(sent["dag"]["nodes"][0]) == {"id", "task", "outputs"}
+    assert parse_submits(data) == [submit]
+    assert parse_submits(submit.model_dump_json().encode()) == [submit]
+    assert len(data) < len(submit.model_dump_json())
 
 
 def test_submit_batch_round_trip_without_decoding_items() -> None:
