@@ -48,6 +48,24 @@ class Retention:
     runs: Limits = Limits()
 
 
+async def publish_stored(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float,
+) -> api.PubAck:
+    """JetStream's ``publish``, its acknowledgement awaited directly (``publish_async``):
+    nats-py's ``publish`` waits for it through ``asyncio.wait_for``, one more turn of the
+    event loop for every kiq and every message of outcomes. Keep ``js`` for the connection:
+    a context subscribes for its acknowledgements at its first publish. A timeout cancels
+    the wait, which frees its place among the pending."""
+    async with asyncio.timeout(timeout):
+        acked = await js.publish_async(subject, data, headers=headers)
+        return await acked
+
+
 async def ensure_streams(
     js: JetStreamContext,
     subjects: Subjects,

@@ -37,7 +37,7 @@ from shared.connection import (
     library_settings,
 )
 from shared.dag import Dag, Node, RunOptions
-from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value
+from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value, publish_stored
 from shared.payloads import PayloadStore
 from shared.wire.protocol import (
     Outcome,
@@ -188,6 +188,8 @@ class CoordinatorClient:
         self._sender_task: asyncio.Task[None] | None = None
         self._inline_limit = min(INLINE_LIMIT, nc.max_payload - 64 * 1024)
         self._payloads = PayloadStore(nc, self.subjects)
+        self._js = nc.jetstream()
+        """One for the connection: it subscribes for its acknowledgements once."""
 
     @classmethod
     async def connect(
@@ -322,7 +324,7 @@ class CoordinatorClient:
             self._sending = False
 
     async def _publish_chunk(self, chunk: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
-        js = self.nc.jetstream()
+        js = self._js
         if len(chunk) == 1:
             run_id, data, _ = chunk[0]
             headers = {MSG_ID: run_id, "Fleet-Run": run_id}
@@ -349,8 +351,8 @@ class CoordinatorClient:
         copy of one that was stored after all a duplicate JetStream drops."""
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
-                await js.publish(
-                    self.subjects.submit, data, headers=headers, timeout=SUBMIT_TIMEOUT
+                await publish_stored(
+                    js, self.subjects.submit, data, headers=headers, timeout=SUBMIT_TIMEOUT
                 )
                 return
             except TimeoutError:

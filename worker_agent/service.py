@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from taskiq import AsyncBroker
 
-from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams
+from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams, publish_stored
 from shared.logging import DropLog, info_enabled
 from shared.payload_cache import KeptPayloads
 from shared.payloads import PayloadError, PayloadStore
@@ -148,6 +148,7 @@ class Agent:
         self._started_at = clock()
         self._seq = 0
         self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
         self._store: PayloadStore | None = None
         self._usage = UsageProbe()
         self._stopped = False
@@ -185,7 +186,7 @@ class Agent:
         self, nc: Client, stop: asyncio.Event, force: asyncio.Event | None = None
     ) -> None:
         self._nc = nc
-        js = nc.jetstream()
+        self._js = js = nc.jetstream()  # one for the connection (``publish_stored``)
         await ensure_streams(js, self._subjects)
         await start_app(self._broker)
         sub = await nc.subscribe(self._subjects.worker_inbox(self.name), cb=self._on_message)
@@ -539,7 +540,8 @@ class Agent:
         ms here) and the client one message, instead of one each per task. One that could
         not be sent is stored as not answered."""
         assert self._nc is not None
-        js, limit = self._nc.jetstream(), self._nc.max_payload // 2
+        assert self._js is not None
+        js, limit = self._js, self._nc.max_payload // 2
         encoded = [(outcome, encode(outcome)) for outcome in outcomes]
         answers: dict[str, list[int]] = {}
         for index, (outcome, _) in enumerate(encoded):
@@ -569,7 +571,7 @@ class Agent:
             subject = self._subjects.worker_outcomes(self.name)
         data = join_encoded([d for _, d in chunk])
         msg_id = hashlib.sha1(data).hexdigest()
-        await js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
+        await publish_stored(js, subject, data, timeout=PUBLISH_TIMEOUT, headers={MSG_ID: msg_id})
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
