@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from shared.jetstream import Retention
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-DEFAULT_PIPELINE = 32
+DEFAULT_PIPELINE = 64
 DEFAULT_MAX_HEARTBEATS = 1000.0
 """About a tenth of a core for reading heartbeats at most; 10,000 agents beat every 16 s."""
 
