@@ -44,6 +44,7 @@ from nats.aio.msg import Msg
 from coordinator.scheduling.machine import Scheduler
 from coordinator.scheduling.state import RunState
 from coordinator.store import RunStore
+from coordinator.turns import WRITE_EVERY, WRITE_REST, Turns
 from shared.wire.runs import RunView, Submit
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,7 @@ class Checkpointer:
         self._spent: list[str] = []
         """Queued records none of whose runs needs them any more, to purge."""
         self._records = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())
+        self._turns = Turns(WRITE_EVERY, rest=WRITE_REST)
 
     def mark(
         self, changed: set[str], finished: list[str], acks: list[tuple[Msg, set[str]]]
@@ -303,6 +305,7 @@ class Checkpointer:
                 waiting.append(item)
             else:
                 await item.msg.ack()
+                await self._turns.take()
         self._held = waiting + self._held
 
     async def _keep_alive(self) -> None:

@@ -43,6 +43,7 @@ from coordinator.run_records import (
     read_live,
     read_queued,
 )
+from coordinator.turns import WRITE_EVERY, WRITE_REST, Turns
 from shared.jetstream import Limits
 from shared.wire.runs import RunView, Submit
 from shared.wire.subjects import Subjects, token
@@ -106,6 +107,7 @@ class RunStore:
         """Final records written since the last ``trim``."""
         self._atomic: bool | None = None
         """Whether the bucket takes atomic batches (asked at a write until answered)."""
+        self._turns = Turns(WRITE_EVERY, rest=WRITE_REST)
 
     @classmethod
     async def open(
@@ -306,9 +308,10 @@ class RunStore:
             return stored
         for start in range(0, len(views), atomic.MOST):
             chunk = views[start : start + atomic.MOST]
-            messages = [
-                (self._prefix + _done(v.run_id), v.model_dump_json().encode()) for v in chunk
-            ]
+            messages = []
+            for v in chunk:
+                messages.append((self._prefix + _done(v.run_id), v.model_dump_json().encode()))
+                await self._turns.take()
             try:
                 await atomic.publish_atomic(self._js, messages)
             except Exception as exc:  # refused, or one message too large to send at all

@@ -45,3 +45,24 @@ async def test_work_after_a_rest_counts_from_the_rest() -> None:
     await turns.take()
     assert ran == [10.005]
     await task
+
+
+async def test_a_rest_lets_through_work_that_needs_several_turns() -> None:
+    """A message takes several turns of the loop from the socket to the pump: a bare yield
+    lets it one step further, a rest lets it through."""
+    now = [0.0]
+    steps: list[int] = []
+
+    async def message() -> None:
+        for step in range(4):
+            steps.append(step)
+            await asyncio.sleep(0)
+
+    for rest, expected in ((0.0, [0]), (0.05, [0, 1, 2, 3])):
+        steps.clear()
+        turns = Turns(every=0.001, clock=lambda: now[0], rest=rest)
+        task = asyncio.get_running_loop().create_task(message())
+        now[0] += 0.001
+        await turns.take()
+        assert steps == expected
+        await task
