@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from coordinator.turns import Turns
 
 
-async def test_the_loop_gets_a_turn_only_once_the_time_is_up() -> None:
+@pytest.mark.parametrize("rested_at", [None, 10.0])
+async def test_the_loop_gets_a_turn_only_once_the_time_is_up(rested_at: float | None) -> None:
+    """Counted from the start, or from the last rest (``rested``): a pass that starts after
+    the loop waited does not yield at its first event, however long the wait was."""
     now = [0.0]
     turns = Turns(every=0.005, clock=lambda: now[0])
     ran: list[float] = []
@@ -16,34 +21,16 @@ async def test_the_loop_gets_a_turn_only_once_the_time_is_up() -> None:
         ran.append(now[0])
 
     task = asyncio.get_running_loop().create_task(other())
-    now[0] = 0.004
+    if rested_at is not None:  # a quiet spell, then an event
+        now[0] = rested_at
+        turns.rested()
+    start = now[0]
+    now[0] = start + 0.004
     await turns.take()
     assert ran == []  # not yet: no turn given
-    now[0] = 0.005
+    now[0] = start + 0.005
     await turns.take()
-    assert ran == [0.005]
-    await task
-
-
-async def test_work_after_a_rest_counts_from_the_rest() -> None:
-    """A pass that starts after the loop waited does not yield at its first event, however
-    long the wait was: it yields once it has worked ``every`` seconds."""
-    now = [0.0]
-    turns = Turns(every=0.005, clock=lambda: now[0])
-    ran: list[float] = []
-
-    async def other() -> None:
-        ran.append(now[0])
-
-    task = asyncio.get_running_loop().create_task(other())
-    now[0] = 10.0  # a quiet spell, then an event
-    turns.rested()
-    now[0] = 10.004
-    await turns.take()
-    assert ran == []
-    now[0] = 10.005
-    await turns.take()
-    assert ran == [10.005]
+    assert ran == [start + 0.005]
     await task
 
 
