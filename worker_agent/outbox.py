@@ -28,8 +28,11 @@ LINGER = 0.002
 """Seconds an outcome may wait for others while its agent still runs attempts: every
 message sent wakes nats-server, and on this machine each costs the sender ~0.1 ms, more
 than a no-op task (fan-out 1 -> 1,000 -> 1: 0.49-0.64 s against 0.60-0.79 s)."""
-LINGER_MOST = 16
-"""Outcomes waiting that are sent at once, lingering or not."""
+LINGER_MOST = 64
+"""Outcomes waiting that are sent at once, lingering or not. With leases 64 deep
+(``--pipeline-depth``), 64 rather than 16: 5,000 no-op tasks at once median 1,225
+against 1,044 tasks/s, a 1 -> 1,000 -> 1 fan-out 0.34 against 0.42 s (3 interleaved
+rounds); no outcome waits longer than ``LINGER`` either way."""
 
 
 class Outbox:
