@@ -252,8 +252,11 @@ class _JetStream:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
 
-    async def publish(self, subject: str, data: bytes, **_: Any) -> None:
+    async def publish_async(self, subject: str, data: bytes, **_: Any) -> asyncio.Future[None]:
         self.published.append((subject, data))
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
 
 class _Nats:
@@ -294,6 +297,7 @@ async def test_agent_encodes_a_return_value_once(
     agent = Agent(broker, WorkerSpec(name=WORKER, cpu=1), AgentSettings(inline_limit=1000))
     nats, store = _Nats(), _Store()
     agent._nc = nats  # type: ignore[assignment]
+    agent._js = nats.js  # type: ignore[assignment]
     agent._store = store  # type: ignore[assignment]
     try:
         outcome = await agent._executor.run(assignment("values", size))
