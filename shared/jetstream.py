@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.wire.codec import encode_value as encode_value  # the one value encoder
 from shared.wire.subjects import Subjects
+
+T = TypeVar("T")
 
 DUPLICATE_WINDOW = 120.0
 """Seconds within which a re-published outcome (same attempt) is stored once."""
@@ -64,6 +68,15 @@ async def publish_stored(
     async with asyncio.timeout(timeout):
         acked = await js.publish_async(subject, data, headers=headers)
         return await acked
+
+
+async def send_all(chunks: Sequence[T], send: Callable[[T], Awaitable[object]]) -> None:
+    """``send`` every chunk at once; a lone chunk (the common case) is sent in place, as a
+    task of its own would cost its message two more turns of the event loop."""
+    if len(chunks) == 1:
+        await send(chunks[0])
+    else:
+        await asyncio.gather(*(send(chunk) for chunk in chunks))
 
 
 async def ensure_streams(

@@ -37,7 +37,7 @@ from shared.connection import (
     library_settings,
 )
 from shared.dag import Dag, Node, RunOptions
-from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value, publish_stored
+from shared.jetstream import INLINE_LIMIT, MSG_ID, encode_value, publish_stored, send_all
 from shared.payloads import PayloadStore
 from shared.wire.protocol import (
     Outcome,
@@ -316,10 +316,7 @@ class CoordinatorClient:
             while self._outgoing:
                 items, self._outgoing = self._outgoing, []
                 chunks = size_chunks(items, lambda item: len(item[1]), self.nc.max_payload // 2)
-                if len(chunks) == 1:
-                    await self._publish_chunk(chunks[0])
-                else:
-                    await asyncio.gather(*(self._publish_chunk(c) for c in chunks))
+                await send_all(chunks, self._publish_chunk)
         finally:
             self._sending = False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import time
@@ -26,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from taskiq import AsyncBroker
 
-from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams, publish_stored
+from shared.jetstream import INLINE_LIMIT, MSG_ID, ensure_streams, publish_stored, send_all
 from shared.logging import DropLog, info_enabled
 from shared.payload_cache import KeptPayloads
 from shared.payloads import PayloadError, PayloadStore
@@ -555,10 +556,7 @@ class Agent:
                     encoded[index] = (unanswered, encode(unanswered))
                     self._outbox.put(unanswered)  # what a retry of this batch stores
         chunks = size_chunks(encoded, lambda item: len(item[1]), limit)
-        if len(chunks) == 1:  # a task of its own costs two turns of the event loop
-            await self._store_chunk(js, chunks[0])
-        else:
-            await asyncio.gather(*(self._store_chunk(js, chunk) for chunk in chunks))
+        await send_all(chunks, functools.partial(self._store_chunk, js))
 
     async def _store_chunk(self, js: JetStreamContext, chunk: list[tuple[Outcome, bytes]]) -> None:
         """The message id is a digest of the content: a retried publish of the same chunk is
