@@ -60,23 +60,30 @@ from shared.wire.runs import (
     WorkerView,
 )
 from shared.wire.subjects import SubjectError, Subjects
-from taskiq_fleet.handles import Flag, FleetError, PushedRun, run_failed
+from taskiq_fleet.handles import FleetError, PushedRun, run_failed
+from taskiq_fleet.polls import Polls
 
 log = structlog.get_logger(__name__)
 
 CTL_TIMEOUT = 5.0
-Solo = tuple[str, Node, float]
-"""A one-node run's name, its node and when it was submitted (``RunHandle._answered``)."""
+Solo = tuple[str, str, str, str | None, float]
+"""A one-node run's name, its node's id, task and one output (None: it has none), and when
+it was submitted (``RunHandle._answered``): plain values, which the garbage collector does
+not walk, not the node."""
 SUBMIT_TIMEOUT = 5.0
 SUBMIT_ATTEMPTS = 4
 """A submission's JetStream publish: seconds to wait for its acknowledgement, and tries."""
 POLL_EVERY = (10.0, 30.0)
 """A waiting handle asks the coordinator for its run after a random time in this range
 (seconds) without a push; a reconnect makes every waiting handle ask at once."""
+POLL_SLOT = 1.0
+"""Handles due to ask within the same this many seconds are woken by one timer."""
 
 
 class RunHandle(PushedRun):
     """One submitted run: its updates as they come, its end, its outputs."""
+
+    __slots__ = ("_from_start", "_poked", "_solo", "_sub", "client")
 
     def __init__(self, client: CoordinatorClient, run_id: str, *, from_start: bool) -> None:
         super().__init__(run_id)
@@ -84,8 +91,8 @@ class RunHandle(PushedRun):
         self._from_start = from_start
         """Listening since before the submission: no update can have been missed."""
         self._sub: Subscription | None = None
-        self._wake = Flag()
-        """Set by the end, and by a reconnect: time to ask the coordinator again."""
+        self._poked = False
+        """A reconnect came while the handle was not pausing: it asks again at once."""
         self._solo: Solo | None = None
         """A one-node run's name, node and submission time: its agent's answer ends it."""
 
@@ -109,12 +116,14 @@ class RunHandle(PushedRun):
 
     async def _pause(self) -> None:
         """Until the end is pushed, the connection is back, or a jittered poll interval."""
-        poll = asyncio.get_running_loop().call_later(random.uniform(*POLL_EVERY), self._wake.set)
-        try:
-            await self._wake.wait()
-        finally:
-            poll.cancel()
-        self._wake.clear()
+        if not self._poked:
+            polls = self.client.polls
+            slot = polls.add(self._done, random.uniform(*POLL_EVERY))
+            try:
+                await self._done.wait()
+            finally:
+                polls.discard(slot, self._done)
+        self._poked = False
 
     async def _ask(self) -> None:
         try:
@@ -125,13 +134,9 @@ class RunHandle(PushedRun):
         if view is not None and view.done and not self._done.is_set():
             self._apply(RunUpdate(run_id=self.run_id, status=view.status, run=view))
 
-    def _apply(self, update: RunUpdate) -> None:
-        super()._apply(update)
-        if self._done.is_set():
-            self._wake.set()
-
     def _poke(self) -> None:
-        self._wake.set()
+        self._poked = True
+        self._done.wake()
 
     def _answered(self, outcome: Outcome) -> None:
         """The agent that ran this one-node run's node says it succeeded: that is the run's
@@ -183,6 +188,7 @@ class CoordinatorClient:
         self._inbox_sub: Subscription | None = None
         self._direct_sub: Subscription | None = None
         self._handles: dict[str, RunHandle] = {}
+        self.polls = Polls(POLL_SLOT)
         self._outgoing: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._sending = False
         self._sender_task: asyncio.Task[None] | None = None
@@ -270,8 +276,7 @@ class CoordinatorClient:
                 "as run inputs or kiq arguments, which travel apart"
             )
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
-        if len(submit.dag.nodes) == 1:
-            handle._solo = (submit.name, submit.dag.nodes[0], time.time())
+        handle._solo = _solo(submit)
         if self._inbox_sub is None:
             direct = self.subjects.direct_of(self._inbox)
             self._direct_sub = await self.nc.subscribe(direct, cb=self._on_direct)
@@ -484,23 +489,34 @@ class CoordinatorClient:
         return reply
 
 
+def _solo(submit: Submit) -> Solo | None:
+    """What ends a run of one node with at most one output from its agent's answer; None
+    when the coordinator must decide (several nodes or outputs)."""
+    nodes = submit.dag.nodes
+    if len(nodes) != 1 or len(nodes[0].outputs) > 1:
+        return None
+    node = nodes[0]
+    output = node.outputs[0] if node.outputs else None
+    return (submit.name, node.id, node.task, output, time.time())
+
+
 def _solo_view(run_id: str, solo: Solo | None, outcome: Outcome) -> RunView | None:
     """The end of a one-node run whose node succeeded, as the coordinator builds it; None
-    when the coordinator must decide (several outputs, another node, not a success)."""
+    when the coordinator must decide (another node, not a success)."""
     if solo is None or outcome.status != "succeeded":
         return None
-    name, node, submitted_at = solo
-    if outcome.ref.node_id != node.id or len(node.outputs) > 1:
+    name, node_id, task, output, submitted_at = solo
+    if outcome.ref.node_id != node_id:
         return None
     values: dict[str, JsonValue] = {}
     refs: dict[str, PayloadRef] = {}
-    if node.outputs and outcome.return_ref is not None:
-        refs[node.outputs[0]] = outcome.return_ref
-    elif node.outputs:
-        values[node.outputs[0]] = outcome.return_value
+    if output is not None and outcome.return_ref is not None:
+        refs[output] = outcome.return_ref
+    elif output is not None:
+        values[output] = outcome.return_value
     view = NodeView(
-        id=node.id,
-        task=node.task,
+        id=node_id,
+        task=task,
         status="succeeded",
         attempt=outcome.ref.attempt,
         worker=outcome.worker,

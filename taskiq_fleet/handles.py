@@ -48,6 +48,11 @@ class Flag:
 
     def set(self) -> None:
         self._set = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Those waiting now return, without setting it: a handle's poll or a reconnect
+        wakes its waiter, which then asks whether the run ended."""
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             if not waiter.done():
@@ -72,17 +77,23 @@ class Flag:
 
 
 class PushedRun:
-    """What every run handle keeps from the updates pushed to it: nodes, the end, listeners."""
+    """What every run handle keeps from the updates pushed to it: nodes, the end, listeners.
+
+    Slots, and nothing made before it is needed: a client holds a handle for every run it
+    kicked and has not seen end, and each object one holds is one more that every full
+    garbage collection of the caller's process walks (``polls.py``)."""
+
+    __slots__ = ("__weakref__", "_done", "_listeners", "nodes", "run_id", "view")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.nodes: dict[str, NodeView] = {}
         self.view: RunView | None = None
         self._done = Flag()
-        self._listeners: list[Callable[[RunUpdate], None]] = []
+        self._listeners: tuple[Callable[[RunUpdate], None], ...] = ()
 
     def on_update(self, listener: Callable[[RunUpdate], None]) -> None:
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
     def _apply(self, update: RunUpdate) -> None:
         self.nodes.update({n.id: n for n in update.nodes})

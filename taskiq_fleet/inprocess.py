@@ -54,6 +54,8 @@ KEEP_VIEWS = 10_000  # finished runs whose final view ``status`` still answers
 class LocalRunHandle(PushedRun):
     """One run on a ``LocalFleet``; the same surface as ``taskiq_fleet.client.RunHandle``."""
 
+    __slots__ = ("fleet",)
+
     def __init__(self, fleet: LocalFleet, run_id: str) -> None:
         super().__init__(run_id)
         self.fleet = fleet

@@ -23,6 +23,7 @@ from shared.wire.subjects import Subjects
 from taskiq_fleet import CoordinatorClient, Dag, Node
 from taskiq_fleet import client as client_module
 from taskiq_fleet.client import RunHandle
+from taskiq_fleet.polls import Polls
 from tests.e2e.cluster import Cluster
 
 BACK_WITHIN = 8.0
@@ -157,6 +158,7 @@ class Coordinator:
         self.asked = 0
         self.ends_after = ends_after
         self._handles: dict[str, RunHandle] = {}
+        self.polls = Polls(0.01)
 
     async def status(self, run_id: str, *, missing_ok: bool = False) -> RunView | None:
         self.asked += 1
@@ -178,3 +180,17 @@ async def test_a_push_lost_without_a_reconnect_is_found_by_asking_now_and_then(
     assert view.status == "succeeded"
     assert coordinator.asked == 3
     assert [u.run for u in seen] == [view]  # listeners hear of the end as of a pushed one
+
+
+async def test_a_reconnect_heard_between_two_asks_makes_the_next_wait_ask_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The push lost in a disconnect that ended while the handle was asking (not pausing):
+    it asks again at once, not a poll interval later."""
+    monkeypatch.setattr(client_module, "POLL_EVERY", (3600.0, 3600.0))
+    coordinator = Coordinator(ends_after=1)
+    handle = RunHandle(coordinator, "poked", from_start=True)  # type: ignore[arg-type]
+    handle._poke()  # as CoordinatorClient.reconnected does
+    view = await handle.wait(timeout=WITHIN)
+    assert view.status == "succeeded"
+    assert coordinator.asked == 1
