@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.heap import DEEP_RUNS, Freezer
+from coordinator.heap import DEEP_RUNS, YOUNG_EVERY, Freezer
 from shared.wire.protocol import Outcome
 from tests.unit.test_deep_queue import kiqs, waiting
 
@@ -23,6 +23,14 @@ def collector() -> Iterator[None]:
         gc.unfreeze()
         if enabled:
             gc.enable()
+
+
+@pytest.mark.usefixtures("collector")
+def test_young_collections_are_rarer_while_the_coordinator_runs_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    with Freezer():
+        assert gc.get_threshold() == (YOUNG_EVERY, *before[1:])
+    assert gc.get_threshold() == before
 
 
 @pytest.mark.usefixtures("collector")
