@@ -13,7 +13,7 @@ import asyncio
 import json
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Concatenate, Literal, NoReturn, ParamSpec, TypeVar, overload
 
 from pydantic_core import to_jsonable_python
@@ -207,11 +207,15 @@ class FleetBroker(AsyncBroker):
         kwargs: dict[str, Any],
         labels: dict[str, Any],
     ) -> None:
-        node = self._as_member(task_name, self._node(task_name, args, kwargs, labels))
-        node = await self._apart(node)
+        """The node goes out of scope once encoded (``_submit``): a burst's kiqs wait for
+        their acknowledgement together, holding only bytes."""
         assert isinstance(self.result_backend, FleetResultBackend)
-        handle = await self._submit(task_id, task_name, node)
-        self.result_backend.track(handle)
+        node = self._node(task_name, args, kwargs, labels)
+        submitting = self._submit(
+            task_id, task_name, await self._apart(self._as_member(task_name, node))
+        )
+        del node
+        self.result_backend.track(await submitting)
 
     async def _apart(self, node: Node) -> Node:
         """Arguments over the inline limit travel apart (``Node.arg_refs``). A batch
@@ -253,7 +257,7 @@ class FleetBroker(AsyncBroker):
             }
         )
 
-    async def _submit(self, run_id: str, name: str, node: Node) -> Handle:
+    def _submit(self, run_id: str, name: str, node: Node) -> Awaitable[Handle]:
         """A ``Submit`` of one node. Its parts are valid by construction (the template was
         validated, the arguments come from JSON), so it is assembled without validating
         them again: this runs once per ``kiq``. The coordinator validates what it gets."""
@@ -266,8 +270,8 @@ class FleetBroker(AsyncBroker):
         )
         backend = self.connected()
         if isinstance(backend, CoordinatorClient):
-            return await backend.submit_valid(submit)
-        return await backend.submit_document(submit.run_id, submit.model_dump(mode="json"))
+            return backend.submit_valid(submit)
+        return backend.submit_document(submit.run_id, submit.model_dump(mode="json"))
 
     def _drawn(self, task_id: str) -> bool:
         try:

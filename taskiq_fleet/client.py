@@ -19,7 +19,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Self
 
 import structlog
@@ -264,9 +264,11 @@ class CoordinatorClient:
         )
         return await self.submit_valid(submit.model_copy(update={"progress": progress}))
 
-    async def submit_valid(self, submit: Submit) -> RunHandle:
+    def submit_valid(self, submit: Submit) -> Coroutine[Any, Any, RunHandle]:
         """Submit an already valid ``Submit`` without checking it again; its updates come
-        to this client's inbox."""
+        to this client's inbox. Encoded before the caller awaits: while the submission
+        waits for JetStream's acknowledgement (a burst's kiqs all wait together), only its
+        bytes are held, not its models, which the caller's garbage collector would walk."""
         run_id = submit.run_id
         data = encode(submit.model_copy(update={"notify": self._inbox}))
         if len(data) > self.nc.max_payload:
@@ -275,8 +277,11 @@ class CoordinatorClient:
                 f"server takes in one message ({self.nc.max_payload:,}); give large values "
                 "as run inputs or kiq arguments, which travel apart"
             )
+        return self._submit_encoded(run_id, data, _solo(submit))
+
+    async def _submit_encoded(self, run_id: str, data: bytes, solo: Solo | None) -> RunHandle:
         handle = self._handles[run_id] = RunHandle(self, run_id, from_start=True)
-        handle._solo = _solo(submit)
+        handle._solo = solo
         if self._inbox_sub is None:
             direct = self.subjects.direct_of(self._inbox)
             self._direct_sub = await self.nc.subscribe(direct, cb=self._on_direct)

@@ -5,7 +5,9 @@ coordinator: a spy reads what arrives on the submission subject."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -13,7 +15,7 @@ from nats.aio.msg import Msg
 
 from shared.jetstream import ensure_streams
 from shared.wire.runs import Submit, parse_submits
-from taskiq_fleet import CoordinatorClient, Dag, Node
+from taskiq_fleet import CoordinatorClient, Dag, FleetBroker, Node
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +84,42 @@ async def test_submissions_made_one_after_another_go_one_each(
     handles = [await client.submit(ONE, progress=False) for _ in range(5)]
     await spy.until(5)
     assert spy.messages == [[h.run_id] for h in handles]
+
+
+async def test_kiqs_waiting_for_their_acknowledgement_hold_bytes_not_models(
+    nats_url: str, client: CoordinatorClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's kiqs all wait for JetStream together; what they hold then is walked by
+    every full garbage collection of the caller's process."""
+    broker = FleetBroker(nats_url)
+    noop = broker.task(task_name="noop")(_noop)
+    await broker.startup()
+    await noop.kiq(-1)  # the task's template node, made once and kept
+    gc.collect()
+    before = sum(isinstance(o, Submit | Dag | Node) for o in gc.get_objects())
+    held, entered = asyncio.Event(), asyncio.Event()
+    publish = CoordinatorClient._publish_durably
+
+    async def late(self: CoordinatorClient, *args: Any) -> None:
+        entered.set()
+        await held.wait()
+        await publish(self, *args)
+
+    monkeypatch.setattr(CoordinatorClient, "_publish_durably", late)
+    try:
+        kiqs = [asyncio.create_task(noop.kiq(i)) for i in range(200)]
+        await entered.wait()  # the first is being published; the others queued behind it
+        assert len(broker.connected()._outgoing) == 199  # type: ignore[union-attr]
+        gc.collect()
+        models = sum(isinstance(o, Submit | Dag | Node) for o in gc.get_objects()) - before
+        held.set()
+        tasks = await asyncio.wait_for(asyncio.gather(*kiqs), 10)
+    finally:
+        held.set()
+        await broker.shutdown()
+    assert len({t.task_id for t in tasks}) == 200
+    assert models == 0, f"{models} submission models held by kiqs waiting to be stored"
+
+
+async def _noop(x: int) -> int:
+    return x
