@@ -44,7 +44,6 @@ from nats.aio.msg import Msg
 from coordinator.scheduling.machine import Scheduler
 from coordinator.scheduling.state import RunState
 from coordinator.store import RunStore
-from coordinator.turns import WRITE_EVERY, WRITE_REST, Turns
 from shared.wire.runs import RunView, Submit
 
 log = structlog.get_logger(__name__)
@@ -103,7 +102,7 @@ class Checkpointer:
         self._spent: list[str] = []
         """Queued records none of whose runs needs them any more, to purge."""
         self._records = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())
-        self._turns = Turns(WRITE_EVERY, rest=WRITE_REST)
+        self._turns = store.turns
 
     def mark(
         self, changed: set[str], finished: list[str], acks: list[tuple[Msg, set[str]]]
@@ -169,6 +168,7 @@ class Checkpointer:
         go held the event loop for seconds (see ``coordinator/turns.py``)."""
         sched, now = self._scheduler, self._clock()
         dirty, self._dirty = list(self._dirty), set()
+        self._turns.paced(len(dirty) + len(self._held))
         deferred: set[str] = set()
         failed: dict[str, Exception] = {}
         for start in range(0, len(dirty), WRITE_CHUNK):

@@ -107,7 +107,8 @@ class RunStore:
         """Final records written since the last ``trim``."""
         self._atomic: bool | None = None
         """Whether the bucket takes atomic batches (asked at a write until answered)."""
-        self._turns = Turns(WRITE_EVERY, rest=WRITE_REST)
+        self.turns = Turns(WRITE_EVERY, rest=WRITE_REST)
+        """The writer's turns, paced by the checkpoint that calls it (``Turns.paced``)."""
 
     @classmethod
     async def open(
@@ -311,7 +312,7 @@ class RunStore:
             messages = []
             for v in chunk:
                 messages.append((self._prefix + _done(v.run_id), v.model_dump_json().encode()))
-                await self._turns.take()
+                await self.turns.take()
             try:
                 await atomic.publish_atomic(self._js, messages)
             except Exception as exc:  # refused, or one message too large to send at all

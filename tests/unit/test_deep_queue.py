@@ -26,6 +26,7 @@ from coordinator.run_records import (
 )
 from coordinator.scheduling.machine import Scheduler
 from coordinator.scheduling.views import take_update
+from coordinator.turns import LIGHT_WRITES, TURN_EVERY, WRITE_EVERY, WRITE_REST, Turns
 from shared.resources import WorkerSpec
 from shared.wire.protocol import Register
 from shared.wire.runs import RunView, Submit, parse_submits
@@ -180,6 +181,7 @@ class _Store:
         self.queued: dict[str, bytes] = {}
         """Queued records kept, by id."""
         self.dropped: list[str] = []
+        self.turns = Turns(WRITE_EVERY, rest=WRITE_REST)
 
     async def save_queued(self, record_id: str, runs: list[tuple[float, bytes]]) -> None:
         if any(Submit.model_validate_json(raw).run_id in self.refuse for _, raw in runs):
@@ -372,3 +374,22 @@ async def test_a_chunk_the_store_refuses_is_written_again_with_the_rest_kept() -
     await points.flush(everything=True)
     assert sorted(q.submit.run_id for q in store.queued_runs()) == sorted(sched.runs)
     assert msg.acked
+
+
+@pytest.mark.parametrize(
+    ("runs", "pace"), [(10, (WRITE_EVERY, WRITE_REST)), (LIGHT_WRITES + 1, (TURN_EVERY, 0.0))]
+)
+async def test_a_flood_s_checkpoint_works_without_rests(
+    runs: int, pace: tuple[float, float]
+) -> None:
+    """Resting between slices of work keeps a light checkpoint off the round trips it
+    meets; a flood's checkpoints fell behind that way, and what they had yet to write
+    piled up in memory (more than 6 GiB at a million kiqs)."""
+    sched = waiting()
+    for submit in kiqs(runs):
+        sched.submit(submit, 1.0)
+    store = _Store()
+    points = Checkpointer(store, sched, min_age=0.0)  # type: ignore[arg-type]
+    points.mark(sched.take().changed, [], [])
+    await points.flush()
+    assert (store.turns._every, store.turns._rest) == pace

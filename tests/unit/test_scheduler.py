@@ -15,6 +15,7 @@ import pytest
 from coordinator.checkpoint import Checkpointer
 from coordinator.placement.pool import ResourceAwareWorkerPool
 from coordinator.scheduling.machine import Decisions, Scheduler, SchedulerConfig
+from coordinator.turns import Turns
 from shared.dag import Dag, Node, RetryPolicy, RunOptions
 from shared.labels import as_selectors
 from shared.resources import ResourceRequest, WorkerSpec
@@ -1424,6 +1425,7 @@ class _Store:
     def __init__(self, refuse: set[str]) -> None:
         self.refuse = refuse
         self.saved: list[str] = []
+        self.turns = Turns()
 
     async def save_many(self, items: list[tuple[Submit, RunView, bool]]) -> dict[str, Exception]:
         failed: dict[str, Exception] = {}
