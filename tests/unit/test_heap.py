@@ -27,8 +27,14 @@ def collector() -> Iterator[None]:
 
 @pytest.mark.usefixtures("collector")
 def test_young_collections_are_rarer_while_the_coordinator_runs_and_as_before_after() -> None:
+    """Rarer only while the queue is not deep: there the survivors of every full collection
+    are frozen, and rarer young collections made each full one walk ten times as many."""
     before = gc.get_threshold()
-    with Freezer():
+    with Freezer() as freezer:
+        assert gc.get_threshold() == (YOUNG_EVERY, *before[1:])
+        freezer.settle(DEEP_RUNS)
+        assert gc.get_threshold() == before
+        freezer.settle(DEEP_RUNS - 1)
         assert gc.get_threshold() == (YOUNG_EVERY, *before[1:])
     assert gc.get_threshold() == before
 
