@@ -94,7 +94,7 @@ class RunHandle(PushedRun):
         self._poked = False
         """A reconnect came while the handle was not pausing: it asks again at once."""
         self._solo: Solo | None = None
-        """A one-node run's name, node and submission time: its agent's answer ends it."""
+        """What lets a one-node run's agent's answer end it (``Solo``)."""
 
     async def wait(self, timeout: float | None = None) -> RunView:
         """The finished run; ``TimeoutError`` if it is still running after ``timeout``.
