@@ -22,9 +22,9 @@ coordinator's CPU per task fell by about 7%, medians of 9 interleaved runs). Obj
 die young are freed by reference counting either way; the young generation only holds
 the live ones, so a collection of it costs what is alive, not how long it waited. Not
 while the queue is deep: there nearly every allocation survives, and a full collection
-comes every hundred young ones; at 20,000 a young collection, each walked what 2 million
-allocations left since the last freeze, and a million queued saw the leader lease lapse
-five times (none with CPython's thresholds there).
+comes every hundred young ones; with a young one every 20,000 allocations, each full one
+walked what 2 million allocations had left since the last freeze, and a million queued
+saw the leader lease lapse five times (none with CPython's thresholds there).
 
 Only while the queue is deep: other cycles (an exception kept with its traceback, say)
 may form among frozen objects and would stay until thawed, so below ``DEEP_RUNS`` runs in
