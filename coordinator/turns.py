@@ -44,15 +44,10 @@ class Turns:
         self._rest = rest
         self._due = clock() + every
 
-    def pace(self, every: float, rest: float) -> None:
-        self._every, self._rest = every, rest
-
     def paced(self, work: int) -> None:
         """A writer's pace for ``work`` items: resting while light, the pump's under a flood."""
-        if work <= LIGHT_WRITES:
-            self.pace(WRITE_EVERY, WRITE_REST)
-        else:
-            self.pace(TURN_EVERY, 0.0)
+        light = work <= LIGHT_WRITES
+        self._every, self._rest = (WRITE_EVERY, WRITE_REST) if light else (TURN_EVERY, 0.0)
 
     def rested(self) -> None:
         """The event loop just had its turn (the caller waited): count from now. Without
